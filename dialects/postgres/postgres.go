@@ -1,0 +1,104 @@
+// Package postgres is the PostgreSQL dialect of idemsql, for pgx v5 native
+// transactions (pgx.Tx) and for database/sql transactions through pgx's
+// stdlib driver. Both paths run the same SQL.
+package postgres
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// Dialect is the PostgreSQL dialect, for [idemsql.NewStore].
+var Dialect idemsql.Dialect = dialect{}
+
+// Store is an [idemsql.Store] for PostgreSQL that can also bind pgx
+// transactions.
+type Store struct {
+	*idemsql.Store
+}
+
+// New returns a PostgreSQL store. Options: [idemsql.WithTable],
+// [idemsql.WithTTL].
+func New(opts ...idemsql.Option) (*Store, error) {
+	s, err := idemsql.NewStore(Dialect, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{s}, nil
+}
+
+// Pgx binds the store to a native pgx transaction, for [idemsql.Do].
+func (s *Store) Pgx(tx pgx.Tx) idemsql.Tx {
+	if tx == nil {
+		return s.Bind(nil)
+	}
+	return s.Bind(pgxExecutor{tx})
+}
+
+var _ idemsql.Executor = pgxExecutor{}
+
+type pgxExecutor struct{ tx pgx.Tx }
+
+func (e pgxExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := e.tx.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (e pgxExecutor) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
+	return e.tx.QueryRow(ctx, query, args...)
+}
+
+type dialect struct{}
+
+func (dialect) Name() string { return "postgres" }
+
+// The lease and expiry clock is clock_timestamp(), not now(): now() is the
+// start of the caller's transaction, which may be long past.
+func (dialect) Statements(table string) idemsql.Statements {
+	t := `"` + table + `"`
+	return idemsql.Statements{
+		// DO NOTHING writes nothing for a duplicate. Against an uncommitted
+		// claim it waits for that transaction; the row it then finds is
+		// read by the next statement, which (unlike a CTE) has a new snapshot.
+		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
+VALUES ($1, $2, 'in_progress', 1, $3, clock_timestamp(), clock_timestamp(), clock_timestamp() + $4::bigint * interval '1 microsecond')
+ON CONFLICT (idem_key) DO NOTHING`,
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= clock_timestamp(), error_class, error_message
+FROM ` + t + ` WHERE idem_key = $1`,
+		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = clock_timestamp(), updated_at = clock_timestamp(),
+completed_at = NULL, expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
+WHERE idem_key = $4 AND attempt = $5 AND expires_at <= clock_timestamp()`,
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+WHERE idem_key = $2 AND attempt = $3 AND status = 'in_progress'`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND status = 'in_progress'`,
+	}
+}
+
+// Classify reads the SQLSTATE; the same *pgconn.PgError comes through pgx
+// native and through database/sql with pgx's stdlib.
+func (dialect) Classify(err error) idemsql.ErrorKind {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return idemsql.KindOther
+	}
+	switch pgErr.Code {
+	case "40001", "40P01": // serialization_failure, deadlock_detected
+		return idemsql.KindRetryable
+	case "55P03": // lock_not_available (lock_timeout)
+		return idemsql.KindLockTimeout
+	case "25P02": // in_failed_sql_transaction
+		return idemsql.KindTxAborted
+	}
+	// 23505 is deliberately not KindDuplicateKey: on PostgreSQL a unique
+	// violation aborts the whole transaction, so it can never mean "replay".
+	return idemsql.KindOther
+}

@@ -1,0 +1,94 @@
+// Package sqlite is the SQLite dialect of idemsql, for database/sql
+// transactions through modernc.org/sqlite (pure Go, no cgo). Importing it
+// registers the "sqlite" driver.
+//
+// # Concurrency
+//
+// SQLite has one writer at a time. database/sql begins DEFERRED
+// transactions; in WAL mode a transaction that read before it writes fails
+// at once with SQLITE_BUSY_SNAPSHOT when another writer committed in
+// between, whatever busy_timeout says. Open the database with a DSN that
+// makes every transaction take the write lock at BEGIN and wait for it:
+//
+//	file:app.db?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate
+//
+// [DSN] builds that DSN. Busy errors that still happen come back wrapping
+// [idemsql.ErrRetryable].
+package sqlite
+
+import (
+	"errors"
+	"net/url"
+
+	driver "modernc.org/sqlite"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// Dialect is the SQLite dialect, for [idemsql.NewStore].
+var Dialect idemsql.Dialect = dialect{}
+
+// New returns a SQLite store; bind it to a transaction with Store.SQL.
+// Options: [idemsql.WithTable], [idemsql.WithTTL].
+func New(opts ...idemsql.Option) (*idemsql.Store, error) {
+	return idemsql.NewStore(Dialect, opts...)
+}
+
+// DSN returns a modernc.org/sqlite DSN for the database file at path that is
+// safe for concurrent writers: WAL journal, synchronous FULL, a 10 s busy
+// timeout, foreign keys on, and BEGIN IMMEDIATE transactions.
+func DSN(path string) string {
+	u := url.URL{Scheme: "file", Opaque: path}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+type dialect struct{}
+
+func (dialect) Name() string { return "sqlite" }
+
+// Times are INTEGER unix milliseconds from SQLite's own clock: modernc
+// writes a time.Time as text with a monotonic-clock suffix, which does not
+// compare.
+const nowMillis = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
+
+func (dialect) Statements(table string) idemsql.Statements {
+	t := `"` + table + `"`
+	return idemsql.Statements{
+		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
+VALUES (?, ?, 'in_progress', 1, ?, ` + nowMillis + `, ` + nowMillis + `, ` + nowMillis + ` + ? / 1000)
+ON CONFLICT (idem_key) DO NOTHING`,
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + nowMillis + `, error_class, error_message
+FROM ` + t + ` WHERE idem_key = ?`,
+		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + nowMillis + `, updated_at = ` + nowMillis + `,
+completed_at = NULL, expires_at = ` + nowMillis + ` + ? / 1000
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + nowMillis,
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
+WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+	}
+}
+
+const (
+	sqliteBusy   = 5 // includes SQLITE_BUSY_SNAPSHOT (517) and SQLITE_BUSY_RECOVERY
+	sqliteLocked = 6
+)
+
+func (dialect) Classify(err error) idemsql.ErrorKind {
+	var e *driver.Error
+	if !errors.As(err, &e) {
+		return idemsql.KindOther
+	}
+	switch e.Code() & 0xff {
+	case sqliteBusy, sqliteLocked:
+		return idemsql.KindRetryable
+	}
+	return idemsql.KindOther
+}

@@ -1,0 +1,111 @@
+package idemsql
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxKeyLen is the longest key, in bytes, that every dialect stores exactly
+// (MySQL's key column is VARBINARY(255)).
+const MaxKeyLen = 255
+
+// ValidateKey reports whether key can be stored and compared exactly on every
+// database: 1 to [MaxKeyLen] bytes of valid UTF-8 without NUL (PostgreSQL
+// text can hold neither invalid UTF-8 nor NUL). The error wraps
+// [ErrInvalidKey]. [Do] calls it before any SQL runs.
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidKey)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("%w: key is %d bytes, the limit is %d", ErrInvalidKey, len(key), MaxKeyLen)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: key is not valid UTF-8", ErrInvalidKey)
+	case strings.IndexByte(key, 0) >= 0:
+		return fmt.Errorf("%w: key contains a NUL byte", ErrInvalidKey)
+	}
+	return nil
+}
+
+// DeriveKey builds a key from a namespace (say, the guarded function's name)
+// and the arguments that identify one logical operation:
+//
+//	namespace + ":" + hex(SHA-256(canonical JSON of args))
+//
+// The canonical form is stable across runs, platforms and Go versions: args
+// are encoded as a JSON array with encoding/json, then every object's keys
+// are sorted, numbers keep their exact text and no insignificant whitespace
+// is written. A struct and a map with the same fields give the same key.
+//
+// Prefer an explicit key that the client sends (an Idempotency-Key header, a
+// payment intent ID): a derived key makes two genuinely separate requests
+// with equal arguments look like one.
+func DeriveKey(namespace string, args ...any) (string, error) {
+	if err := ValidateKey(namespace); err != nil {
+		return "", fmt.Errorf("namespace: %w", err)
+	}
+	if len(namespace)+1+sha256.Size*2 > MaxKeyLen {
+		return "", fmt.Errorf("%w: namespace is %d bytes, the limit for a derived key is %d",
+			ErrInvalidKey, len(namespace), MaxKeyLen-1-sha256.Size*2)
+	}
+	if args == nil {
+		args = []any{}
+	}
+	canon, err := Canonical(args)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalidKey, err)
+	}
+	sum := sha256.Sum256(canon)
+	return namespace + ":" + hex.EncodeToString(sum[:]), nil
+}
+
+// Fingerprint returns the SHA-256 of a request as [WithFingerprint] stores it:
+// a []byte or string is hashed as given, any other value in its [Canonical]
+// form.
+func Fingerprint(request any) ([]byte, error) {
+	var sum [sha256.Size]byte
+	switch r := request.(type) {
+	case []byte:
+		sum = sha256.Sum256(r)
+	case string:
+		sum = sha256.Sum256([]byte(r))
+	default:
+		canon, err := Canonical(request)
+		if err != nil {
+			return nil, fmt.Errorf("%w: fingerprint: %v", ErrInvalidOption, err)
+		}
+		sum = sha256.Sum256(canon)
+	}
+	return sum[:], nil
+}
+
+// Canonical encodes v as canonical JSON: what encoding/json writes, with
+// object keys sorted at every depth, numbers exactly as encoding/json wrote
+// them, no HTML escaping and no insignificant whitespace.
+func Canonical(v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	// Decoding into interface values turns every object into a map, which
+	// encoding/json writes with sorted keys; UseNumber keeps integers beyond
+	// 2^53 exact.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var generic any
+	if err := dec.Decode(&generic); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(generic); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -1,0 +1,150 @@
+package idemsql
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Dialect is what one database contributes: the SQL text of each operation
+// and the meaning of its driver's errors. The packages under dialects/
+// provide one per database; the algorithm stays here.
+type Dialect interface {
+	// Name identifies the dialect in errors and logs ("postgres", "mysql", "sqlite").
+	Name() string
+	// Statements returns the SQL for the named table. The name has already
+	// been checked to be a plain identifier; the dialect quotes it.
+	Statements(table string) Statements
+	// Classify says what a driver error means. Unknown errors are KindOther.
+	Classify(err error) ErrorKind
+}
+
+// Statements is the SQL of each step, with the dialect's placeholders and
+// arguments in the order given. Times come from the database's clock; TTLs
+// are passed in microseconds.
+type Statements struct {
+	// Claim inserts a new in_progress row with attempt 1.
+	// Args: key, fingerprint, owner, ttl. Affects 1 row when it claimed; a
+	// key that exists gives 0 rows or a KindDuplicateKey error, without
+	// aborting the transaction.
+	Claim string
+	// Read returns status, fingerprint, result, attempt, expired (expires_at
+	// has passed), error_class, error_message. It must see the latest
+	// committed row, even under a snapshot taken earlier in the transaction.
+	// Args: key.
+	Read string
+	// Reclaim re-claims an expired row in place: in_progress, attempt+1, new
+	// fingerprint, owner and expiry, no result. It must change nothing unless
+	// the row is still expired and still at the given attempt.
+	// Args: fingerprint, owner, ttl, key, attempt.
+	Reclaim string
+	// Complete stores the encoded result and marks the row completed, fenced
+	// by the attempt. Args: result, key, attempt.
+	Complete string
+	// Release deletes a claim whose fn failed, fenced by the attempt.
+	// Args: key, attempt.
+	Release string
+}
+
+// Executor runs statements in the caller's transaction. [Store.SQL] adapts a
+// *sql.Tx; dialects/postgres adapts a pgx.Tx. Implement it to bind another
+// driver.
+type Executor interface {
+	// Exec runs a statement and reports the rows it affected.
+	Exec(ctx context.Context, query string, args ...any) (rowsAffected int64, err error)
+	// QueryRow runs a query that returns at most one row. Scan on the result
+	// must report sql.ErrNoRows (or an error that unwraps to it) when there
+	// is none.
+	QueryRow(ctx context.Context, query string, args ...any) Row
+}
+
+// Row is the result of [Executor.QueryRow].
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// Store holds a dialect, a table and the defaults for calls. It is safe for
+// concurrent use and holds no connection: make one at start-up and bind it to
+// each transaction.
+type Store struct {
+	dialect  Dialect
+	stmts    Statements
+	defaults settings
+	owner    string
+}
+
+// NewStore returns a store for the dialect. Store options: [WithTable],
+// [WithTTL]. The dialect packages wrap it (postgres.New, mysql.New,
+// sqlite.New).
+func NewStore(d Dialect, opts ...Option) (*Store, error) {
+	if d == nil {
+		return nil, fmt.Errorf("%w: nil dialect", ErrInvalidOption)
+	}
+	s := &Store{dialect: d, defaults: settings{table: DefaultTable, ttl: DefaultTTL}}
+	if err := applyOptions(&s.defaults, opts, false); err != nil {
+		return nil, err
+	}
+	s.stmts = d.Statements(s.defaults.table)
+	s.owner = newOwner()
+	return s, nil
+}
+
+// Dialect returns the store's dialect.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Table returns the name of the store's table.
+func (s *Store) Table() string { return s.defaults.table }
+
+// Tx is a store bound to one open transaction: the first argument of [Do].
+// It is a small value; make one per transaction.
+type Tx struct {
+	store *Store
+	exec  Executor
+}
+
+// Bind binds the store to a transaction through any [Executor].
+func (s *Store) Bind(e Executor) Tx { return Tx{store: s, exec: e} }
+
+// SQL binds the store to a database/sql transaction (pgx's stdlib,
+// go-sql-driver/mysql, modernc.org/sqlite).
+func (s *Store) SQL(tx *sql.Tx) Tx {
+	if tx == nil {
+		return Tx{store: s}
+	}
+	return Tx{store: s, exec: sqlExecutor{tx}}
+}
+
+var _ Executor = sqlExecutor{}
+
+type sqlExecutor struct{ tx *sql.Tx }
+
+func (e sqlExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := e.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (e sqlExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return e.tx.QueryRowContext(ctx, query, args...)
+}
+
+var errUnbound = errors.New("idemsql: Tx is not bound to a store and an open transaction; bind one with Store.SQL, Store.Bind or postgres.Store.Pgx")
+
+// newOwner names this process in the owner column, for audit: host, pid and
+// a random suffix that tells apart two stores in one process.
+func newOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	if len(owner) > 200 {
+		owner = owner[len(owner)-200:]
+	}
+	return owner
+}

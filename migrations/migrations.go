@@ -1,0 +1,140 @@
+// Package migrations ships idemsql's schema as goose SQL migrations, one
+// folder per dialect, embedded in the binary, and applies them.
+//
+// From Go, with the library's own goose version table (so they never mix
+// with the application's goose_db_version):
+//
+//	store, _ := postgres.New()
+//	err := migrations.Up(ctx, db, store)
+//
+// Or with the stock goose command-line tool, from a checkout:
+//
+//	goose -dir migrations/postgres postgres "$DATABASE_URL" up
+//	goose -dir migrations/mysql mysql "$MYSQL_DSN" up
+//	goose -dir migrations/sqlite sqlite3 ./app.db up
+//
+// The files create the table named idempotency_keys. [Up] renders them for
+// the store's table when it has another name ([idemsql.WithTable]).
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing/fstest" // a ready-made in-memory fs.FS; nothing of package testing is linked
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+//go:embed postgres/*.sql mysql/*.sql sqlite/*.sql
+var files embed.FS
+
+// FS returns the migrations of one dialect ("postgres", "mysql", "sqlite")
+// as goose reads them, for callers who run goose themselves.
+func FS(dialect string) (fs.FS, error) {
+	if _, ok := gooseDialects[dialect]; !ok {
+		return nil, fmt.Errorf("%w: no migrations for dialect %q", idemsql.ErrInvalidOption, dialect)
+	}
+	return fs.Sub(files, dialect)
+}
+
+var gooseDialects = map[string]goose.Dialect{
+	"postgres": goose.DialectPostgres,
+	"mysql":    goose.DialectMySQL,
+	"sqlite":   goose.DialectSQLite3,
+}
+
+// Target is what the migrations need to know of a store: its dialect and
+// its table. *idemsql.Store and *postgres.Store satisfy it.
+type Target interface {
+	Dialect() idemsql.Dialect
+	Table() string
+}
+
+// VersionTable is the goose version table [Up] keeps for a table.
+func VersionTable(table string) string { return table + "_goose_version" }
+
+// Up applies every pending migration for the target's dialect and table, in
+// their own transactions (never the caller's: MySQL commits DDL implicitly).
+// On PostgreSQL a session advisory lock lets many processes run Up at start-up
+// at once.
+func Up(ctx context.Context, db *sql.DB, target Target) error {
+	p, err := provider(db, target)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("idemsql migrations: %w", err)
+	}
+	return nil
+}
+
+// Down rolls back every migration applied by [Up] for the target, dropping
+// the table.
+func Down(ctx context.Context, db *sql.DB, target Target) error {
+	p, err := provider(db, target)
+	if err != nil {
+		return err
+	}
+	if _, err := p.DownTo(ctx, 0); err != nil {
+		return fmt.Errorf("idemsql migrations: %w", err)
+	}
+	return nil
+}
+
+func provider(db *sql.DB, target Target) (*goose.Provider, error) {
+	if db == nil || target == nil {
+		return nil, fmt.Errorf("%w: nil database or target", idemsql.ErrInvalidOption)
+	}
+	name := target.Dialect().Name()
+	gd := gooseDialects[name]
+	fsys, err := FS(name)
+	if err != nil {
+		return nil, err
+	}
+	if table := target.Table(); table != idemsql.DefaultTable {
+		// The table name was validated as a plain identifier by WithTable,
+		// so textual replacement cannot inject SQL.
+		if fsys, err = renamed(fsys, table); err != nil {
+			return nil, err
+		}
+	}
+	opts := []goose.ProviderOption{
+		goose.WithTableName(VersionTable(target.Table())),
+		goose.WithDisableGlobalRegistry(true),
+	}
+	if gd == goose.DialectPostgres {
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	p, err := goose.NewProvider(gd, db, fsys, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("idemsql migrations: %w", err)
+	}
+	return p, nil
+}
+
+func renamed(fsys fs.FS, table string) (fs.FS, error) {
+	out := fstest.MapFS{}
+	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(fsys, path)
+		if err != nil {
+			return err
+		}
+		out[path] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), idemsql.DefaultTable, table))}
+		return nil
+	})
+	return out, err
+}
