@@ -1,0 +1,52 @@
+# The integration tests read IDEMSQL_POSTGRES_DSN and IDEMSQL_MYSQL_DSN and
+# skip a database whose DSN is unset (unless Docker can start one).
+# test-local points them at a PostgreSQL and a MariaDB on 127.0.0.1.
+LOCAL_POSTGRES_DSN := postgres://postgres@127.0.0.1:5432/idemsql_test?sslmode=disable
+LOCAL_MYSQL_DSN    := root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true
+
+TESTFLAGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: test
+test: ## Run unit tests and the integration suite
+	go test -count=1 $(TESTFLAGS) ./...
+	cd integration && go test -count=1 $(TESTFLAGS) ./...
+
+.PHONY: test-race
+test-race: ## Run test with the race detector
+	$(MAKE) test TESTFLAGS=-race
+
+.PHONY: test-local
+test-local: ## Run test against local PostgreSQL and MariaDB, creating idemsql_test
+	@if command -v psql >/dev/null; then \
+		[ "$$(psql -w -X -U postgres -h 127.0.0.1 -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'idemsql_test'")" = 1 ] || \
+			psql -w -X -q -U postgres -h 127.0.0.1 -d postgres -c 'CREATE DATABASE idemsql_test'; \
+	fi
+	@if command -v mariadb >/dev/null; then \
+		mariadb -h 127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS idemsql_test'; \
+	fi
+	IDEMSQL_POSTGRES_DSN='$(LOCAL_POSTGRES_DSN)' IDEMSQL_MYSQL_DSN='$(LOCAL_MYSQL_DSN)' $(MAKE) test
+
+.PHONY: lint
+lint: ## Check gofmt and run go vet in both modules
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	cd integration && go vet ./...
+
+.PHONY: example
+example: ## Run the invoice example
+	go run ./examples/invoice
+
+.PHONY: bench
+bench: ## Run the benchmarks
+	cd integration && go test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: tidy
+tidy: ## Run go mod tidy in both modules
+	go mod tidy
+	cd integration && go mod tidy

@@ -1,0 +1,54 @@
+package idemsql_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"bytes"
+
+	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+func jsonUnmarshalNumber(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+func TestStoreOptions(t *testing.T) {
+	good := []string{"idempotency_keys", "_x", "Keys2", strings.Repeat("t", 48)}
+	for _, name := range good {
+		s, err := sqlite.New(idemsql.WithTable(name))
+		if err != nil || s.Table() != name {
+			t.Errorf("WithTable(%q): %v", name, err)
+		}
+	}
+	bad := []string{"", "1abc", "a b", `a"b`, "a;DROP TABLE x", "schema.table", "ключ", strings.Repeat("t", 49)}
+	for _, name := range bad {
+		if _, err := sqlite.New(idemsql.WithTable(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
+			t.Errorf("WithTable(%q): err = %v, want ErrInvalidOption", name, err)
+		}
+	}
+	for name, opt := range map[string]idemsql.Option{
+		"zero option":         {},
+		"TTL too short":       idemsql.WithTTL(time.Microsecond),
+		"TTL too long":        idemsql.WithTTL(idemsql.MaxTTL + time.Hour),
+		"call-only on store":  idemsql.WithFingerprint("x"),
+		"unencodable request": idemsql.WithFingerprint(make(chan int)),
+	} {
+		if _, err := sqlite.New(opt); !errors.Is(err, idemsql.ErrInvalidOption) {
+			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
+		}
+	}
+	if _, err := idemsql.NewStore(nil); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("nil dialect: %v", err)
+	}
+	s, err := sqlite.New()
+	if err != nil || s.Table() != idemsql.DefaultTable {
+		t.Fatalf("defaults: %v %v", s, err)
+	}
+}

@@ -1,0 +1,329 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/idemsql/idemsql/dialects/mysql"
+	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/migrations"
+)
+
+// A backend is one database reached through one driver. Every test in the
+// conformance suite runs against each of them.
+type backend struct {
+	name string
+	// setup gives the test a migrated idempotency table and a business
+	// table of its own, both dropped when the test ends.
+	setup func(t *testing.T, opts ...idemsql.Option) *env
+}
+
+var backends = []backend{
+	{name: "postgres-pgx", setup: setupPgx},
+	{name: "postgres-stdlib", setup: setupPgStdlib},
+	{name: "mysql", setup: setupMySQL}, // MySQL 8 or MariaDB 10.6+, whichever the DSN names,
+	{name: "sqlite", setup: setupSQLite},
+}
+
+// env is one test's view of a backend.
+type env struct {
+	t       *testing.T
+	dialect string // "postgres", "mysql", "sqlite"
+	store   *idemsql.Store
+	db      *sql.DB // for setup and assertions, outside any tested transaction
+	table   string
+	biz     string
+	begin   func(ctx context.Context, iso sql.IsolationLevel) (testTx, error)
+}
+
+// testTx is a transaction of the driver under test.
+type testTx interface {
+	Bind() idemsql.Tx
+	Exec(ctx context.Context, query string, args ...any) error
+	QueryInt(ctx context.Context, query string, args ...any) (int64, error)
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context) error
+}
+
+func uniqueSuffix(t *testing.T) string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// prepare migrates a table of the test's own and creates the business table.
+func prepare(t *testing.T, e *env, newStore func(...idemsql.Option) (*idemsql.Store, error), bizDDL string, opts ...idemsql.Option) {
+	t.Helper()
+	suffix := uniqueSuffix(t)
+	e.table = "idem_" + suffix
+	e.biz = "biz_" + suffix
+	store, err := newStore(append([]idemsql.Option{idemsql.WithTable(e.table)}, opts...)...)
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	e.store = store
+	ctx := context.Background()
+	if err := migrations.Up(ctx, e.db, store); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	if _, err := e.db.ExecContext(ctx, fmt.Sprintf(bizDDL, e.biz)); err != nil {
+		t.Fatalf("create business table: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := migrations.Down(ctx, e.db, store); err != nil {
+			t.Errorf("migrate down: %v", err)
+		}
+		if _, err := e.db.ExecContext(ctx, "DROP TABLE "+e.biz); err != nil {
+			t.Errorf("drop business table: %v", err)
+		}
+		if _, err := e.db.ExecContext(ctx, "DROP TABLE "+migrations.VersionTable(e.table)); err != nil {
+			t.Errorf("drop version table: %v", err)
+		}
+	})
+}
+
+const (
+	pgBizDDL     = `CREATE TABLE %s (id bigserial PRIMARY KEY, idem_key text NOT NULL, amount bigint NOT NULL)`
+	mysqlBizDDL  = `CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, idem_key VARBINARY(255) NOT NULL, amount BIGINT NOT NULL) ENGINE=InnoDB`
+	sqliteBizDDL = `CREATE TABLE %s (id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT NOT NULL, amount INTEGER NOT NULL)`
+)
+
+func pgStore(opts ...idemsql.Option) (*idemsql.Store, error) {
+	s, err := postgres.New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store, nil
+}
+
+func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
+	dsn := postgresDSN(t)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("parse DSN: %v", err)
+	}
+	cfg.MaxConns = 48
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	t.Cleanup(func() { db.Close(); pool.Close() })
+	e := &env{t: t, dialect: "postgres", db: db}
+	prepare(t, e, pgStore, pgBizDDL, opts...)
+	pg := &postgres.Store{Store: e.store}
+	e.begin = func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
+		txo := pgx.TxOptions{}
+		switch iso {
+		case sql.LevelRepeatableRead:
+			txo.IsoLevel = pgx.RepeatableRead
+		case sql.LevelSerializable:
+			txo.IsoLevel = pgx.Serializable
+		}
+		tx, err := pool.BeginTx(ctx, txo)
+		if err != nil {
+			return nil, err
+		}
+		return pgxTestTx{tx: tx, store: pg}, nil
+	}
+	return e
+}
+
+type pgxTestTx struct {
+	tx    pgx.Tx
+	store *postgres.Store
+}
+
+func (p pgxTestTx) Bind() idemsql.Tx { return p.store.Pgx(p.tx) }
+func (p pgxTestTx) Exec(ctx context.Context, q string, args ...any) error {
+	_, err := p.tx.Exec(ctx, q, args...)
+	return err
+}
+func (p pgxTestTx) QueryInt(ctx context.Context, q string, args ...any) (n int64, err error) {
+	err = p.tx.QueryRow(ctx, q, args...).Scan(&n)
+	return n, err
+}
+func (p pgxTestTx) Commit(ctx context.Context) error   { return p.tx.Commit(ctx) }
+func (p pgxTestTx) Rollback(ctx context.Context) error { return p.tx.Rollback(ctx) }
+
+type sqlTestTx struct {
+	tx    *sql.Tx
+	store *idemsql.Store
+}
+
+func (s sqlTestTx) Bind() idemsql.Tx { return s.store.SQL(s.tx) }
+func (s sqlTestTx) Exec(ctx context.Context, q string, args ...any) error {
+	_, err := s.tx.ExecContext(ctx, q, args...)
+	return err
+}
+func (s sqlTestTx) QueryInt(ctx context.Context, q string, args ...any) (n int64, err error) {
+	err = s.tx.QueryRowContext(ctx, q, args...).Scan(&n)
+	return n, err
+}
+func (s sqlTestTx) Commit(context.Context) error   { return s.tx.Commit() }
+func (s sqlTestTx) Rollback(context.Context) error { return s.tx.Rollback() }
+
+func sqlBegin(e *env) func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
+	return func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
+		tx, err := e.db.BeginTx(ctx, &sql.TxOptions{Isolation: iso})
+		if err != nil {
+			return nil, err
+		}
+		return sqlTestTx{tx: tx, store: e.store}, nil
+	}
+}
+
+func setupPgStdlib(t *testing.T, opts ...idemsql.Option) *env {
+	db, err := sql.Open("pgx", postgresDSN(t))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	db.SetMaxOpenConns(48)
+	t.Cleanup(func() { db.Close() })
+	e := &env{t: t, dialect: "postgres", db: db}
+	prepare(t, e, pgStore, pgBizDDL, opts...)
+	e.begin = sqlBegin(e)
+	return e
+}
+
+func setupMySQL(t *testing.T, opts ...idemsql.Option) *env {
+	db, err := sql.Open("mysql", mysqlDSN(t))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	db.SetMaxOpenConns(48)
+	t.Cleanup(func() { db.Close() })
+	e := &env{t: t, dialect: "mysql", db: db}
+	prepare(t, e, mysql.New, mysqlBizDDL, opts...)
+	e.begin = sqlBegin(e)
+	return e
+}
+
+func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
+	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "idem.db")))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	e := &env{t: t, dialect: "sqlite", db: db}
+	prepare(t, e, sqlite.New, sqliteBizDDL, opts...)
+	e.begin = sqlBegin(e)
+	return e
+}
+
+// q rewrites ? placeholders to $n on PostgreSQL, so that test SQL is written
+// once.
+func (e *env) q(query string) string {
+	if e.dialect != "postgres" {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// queryInt runs a one-integer query outside any tested transaction.
+func (e *env) queryInt(query string, args ...any) int64 {
+	e.t.Helper()
+	var n int64
+	if err := e.db.QueryRowContext(context.Background(), e.q(query), args...).Scan(&n); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func (e *env) queryString(query string, args ...any) string {
+	e.t.Helper()
+	var s string
+	if err := e.db.QueryRowContext(context.Background(), e.q(query), args...).Scan(&s); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return s
+}
+
+// bizRows counts the business effects recorded for key.
+func (e *env) bizRows(key string) int64 {
+	e.t.Helper()
+	return e.queryInt("SELECT COUNT(*) FROM "+e.biz+" WHERE idem_key = ?", key)
+}
+
+// idemRows counts idempotency rows for key.
+func (e *env) idemRows(key string) int64 {
+	e.t.Helper()
+	return e.queryInt("SELECT COUNT(*) FROM "+e.table+" WHERE idem_key = ?", key)
+}
+
+// expire moves a key's expiry into the past with the database's clock.
+func (e *env) expire(key string) {
+	e.t.Helper()
+	var stmt string
+	switch e.dialect {
+	case "postgres":
+		stmt = "UPDATE " + e.table + " SET expires_at = clock_timestamp() - interval '1 second' WHERE idem_key = $1"
+	case "mysql":
+		stmt = "UPDATE " + e.table + " SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE idem_key = ?"
+	case "sqlite":
+		stmt = "UPDATE " + e.table + " SET expires_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1000 WHERE idem_key = ?"
+	}
+	res, err := e.db.ExecContext(context.Background(), stmt, key)
+	if err != nil {
+		e.t.Fatalf("expire: %v", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		e.t.Fatalf("expire %q: %d rows", key, n)
+	}
+}
+
+// ttlSeconds reads expires_at - created_at of a key, in whole seconds.
+func (e *env) ttlSeconds(key string) int64 {
+	e.t.Helper()
+	var expr string
+	switch e.dialect {
+	case "postgres":
+		expr = "CAST(EXTRACT(EPOCH FROM expires_at - created_at) AS bigint)"
+	case "mysql":
+		expr = "TIMESTAMPDIFF(SECOND, created_at, expires_at)"
+	case "sqlite":
+		expr = "(expires_at - created_at) / 1000"
+	}
+	return e.queryInt("SELECT "+expr+" FROM "+e.table+" WHERE idem_key = ?", key)
+}
+
+// resultField reads one field of the stored result with the database's own
+// JSON functions, as an audit query would.
+func (e *env) resultField(key, field string) string {
+	e.t.Helper()
+	var expr string
+	switch e.dialect {
+	case "postgres":
+		expr = "result->>'" + field + "'"
+	case "mysql":
+		expr = "JSON_UNQUOTE(JSON_EXTRACT(result, '$." + field + "'))"
+	case "sqlite":
+		expr = "CAST(json_extract(result, '$." + field + "') AS TEXT)"
+	}
+	return e.queryString("SELECT "+expr+" FROM "+e.table+" WHERE idem_key = ?", key)
+}
