@@ -39,57 +39,93 @@ type Result[T any] struct {
 //   - On rollback, for any reason, nothing is left: the key is free again.
 //   - A concurrent call with the same key waits on the database's lock until
 //     this transaction ends, then replays (after a commit) or runs fn itself
-//     (after a rollback).
+//     (after a rollback). [WithInFlight] and [WithLockTimeout] change that.
 //   - If fn returns an error, Do returns that error unchanged and removes
 //     its claim; roll the transaction back to undo fn's writes. If the claim
 //     could not be removed the error says so, and the transaction must be
-//     rolled back.
+//     rolled back. With [WithRecordedFailures], an error made with
+//     [Permanent] is recorded instead: see there.
 //   - A key whose TTL has passed is treated as absent: it is claimed again
 //     in place and its attempt counted.
 //
 // fn receives ctx. Errors that reach the database come back as [*Error]
 // wrapping a sentinel such as [ErrRetryable] (roll back and run the whole
-// transaction again) or [ErrLockTimeout]. Options: [WithTTL],
-// [WithFingerprint].
+// transaction again) or [ErrLockTimeout]. [Run] does the transaction
+// handling and the retries for callers who have no transaction of their own.
+//
+// Options: [WithTTL], [WithFingerprint], [WithOnDuplicate], [WithInFlight],
+// [WithLockTimeout], [WithRecordedFailures], [WithCodec],
+// [WithMaxResultSize].
 func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Context) (T, error), opts ...Option) (Result[T], error) {
-	var res Result[T]
-	s := tx.store
-	if s == nil || tx.exec == nil {
-		return res, errUnbound
+	if tx.store == nil || tx.exec == nil {
+		return Result[T]{}, errUnbound
+	}
+	cfg, err := tx.store.callSettings(key, opts)
+	if err != nil {
+		return Result[T]{}, err
 	}
 	if fn == nil {
-		return res, fmt.Errorf("%w: nil fn", ErrInvalidOption)
+		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
+	return do(ctx, tx.store, tx.exec, key, fn, &cfg)
+}
+
+// callSettings checks the key and merges a call's options over the store's.
+func (s *Store) callSettings(key string, opts []Option) (settings, error) {
 	if err := ValidateKey(key); err != nil {
-		return res, err
+		return settings{}, err
 	}
 	cfg := s.defaults
 	if len(opts) > 0 {
 		if err := applyOptions(&cfg, opts, true); err != nil {
-			return res, err
+			return settings{}, err
 		}
 	}
+	if cfg.inFlight == InFlightFailFast || cfg.lockTimeout > 0 {
+		if _, ok := s.dialect.(ClaimBounder); !ok {
+			return settings{}, fmt.Errorf("%w: dialect %s cannot bound lock waits", ErrInvalidOption, s.dialect.Name())
+		}
+	}
+	return cfg, nil
+}
+
+// Savepoint statements: the same text on every supported database.
+const (
+	savepointFn         = "SAVEPOINT idemsql_fn"
+	rollbackToSavepoint = "ROLLBACK TO SAVEPOINT idemsql_fn"
+)
+
+func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings) (Result[T], error) {
+	var res Result[T]
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("idemsql: %q not started: %w", key, err)
 	}
 
-	c, err := s.claim(ctx, tx.exec, key, &cfg)
+	c, err := s.boundedClaim(ctx, ex, key, cfg)
 	if err != nil {
 		return res, err
 	}
 	if !c.claimed {
-		return replay[T](key, c.row, cfg.fingerprint)
+		return replay[T](key, c.row, cfg)
 	}
 
+	if cfg.recordFailures {
+		if _, err := ex.Exec(ctx, savepointFn); err != nil {
+			return res, s.release(ctx, ex, key, c.attempt, s.dbError(ctx, "savepoint", key, err))
+		}
+	}
 	v, err := fn(ctx)
 	if err != nil {
-		return res, s.release(ctx, tx.exec, key, c.attempt, err)
+		if class, ok := IsPermanent(err); ok && cfg.recordFailures {
+			return res, s.recordFailure(ctx, ex, key, c.attempt, class, err)
+		}
+		return res, s.release(ctx, ex, key, c.attempt, err)
 	}
-	encoded, err := json.Marshal(v)
+	encoded, err := encode(v, cfg)
 	if err != nil {
-		return res, s.release(ctx, tx.exec, key, c.attempt, fmt.Errorf("%w: %w", ErrEncode, err))
+		return res, s.release(ctx, ex, key, c.attempt, err)
 	}
-	n, err := tx.exec.Exec(ctx, s.stmts.Complete, string(encoded), key, c.attempt)
+	n, err := ex.Exec(ctx, s.stmts.Complete, string(encoded), key, c.attempt)
 	if err != nil {
 		return res, s.dbError(ctx, "complete", key, err)
 	}
@@ -101,6 +137,20 @@ func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Conte
 	return res, nil
 }
 
+func encode(v any, cfg *settings) ([]byte, error) {
+	encoded, err := cfg.codec.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %T: %w", ErrEncode, v, err)
+	}
+	if cfg.customCodec && !json.Valid(encoded) {
+		return nil, fmt.Errorf("%w: the codec's output for %T is not JSON", ErrEncode, v)
+	}
+	if len(encoded) > cfg.maxResultSize {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrResultTooLarge, len(encoded), cfg.maxResultSize)
+	}
+	return encoded, nil
+}
+
 // storedRow is the part of a row that decides a duplicate's outcome.
 type storedRow struct {
 	status       string
@@ -108,6 +158,7 @@ type storedRow struct {
 	result       []byte
 	attempt      int64
 	expired      bool
+	leased       bool
 	errorClass   sql.NullString
 	errorMessage sql.NullString
 }
@@ -116,6 +167,32 @@ type claimOutcome struct {
 	claimed bool
 	attempt int64     // when claimed
 	row     storedRow // when not claimed
+}
+
+// boundedClaim claims under the in-flight policy.
+func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *settings) (claimOutcome, error) {
+	failFast := cfg.inFlight == InFlightFailFast
+	if !failFast && cfg.lockTimeout == 0 {
+		return s.claim(ctx, ex, key, cfg)
+	}
+	var c claimOutcome
+	var claimErr error
+	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func() error {
+		c, claimErr = s.claim(ctx, ex, key, cfg)
+		return claimErr
+	})
+	switch {
+	case timedOut && failFast:
+		return c, &Error{Op: "claim", Key: key, Kind: ErrInProgress, Err: err}
+	case timedOut:
+		return c, &Error{Op: "claim", Key: key, Kind: ErrLockTimeout, Err: err}
+	case err != nil:
+		if claimErr == nil {
+			return c, s.dbError(ctx, "claim", key, err)
+		}
+		return c, err
+	}
+	return c, nil
 }
 
 // maxClaimRounds bounds the loop below. A round only repeats when the row
@@ -139,7 +216,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 
 		var r storedRow
 		err = ex.QueryRow(ctx, s.stmts.Read, key).Scan(
-			&r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.errorClass, &r.errorMessage)
+			&r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue // deleted since the claim saw it: claim again
 		}
@@ -163,25 +240,53 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		Err: fmt.Errorf("the row changed under %d consecutive claims", maxClaimRounds)}
 }
 
-func replay[T any](key string, r storedRow, fingerprint []byte) (Result[T], error) {
+func replay[T any](key string, r storedRow, cfg *settings) (Result[T], error) {
 	var res Result[T]
-	if !bytes.Equal(r.fingerprint, fingerprint) {
+	if !bytes.Equal(r.fingerprint, cfg.fingerprint) {
 		return res, fmt.Errorf("%w: key %q", ErrFingerprintMismatch, key)
 	}
 	switch r.status {
 	case StatusCompleted:
-		if err := json.Unmarshal(r.result, &res.Value); err != nil {
+		if err := cfg.codec.Unmarshal(r.result, &res.Value); err != nil {
 			return res, fmt.Errorf("%w: key %q into %T: %w", ErrDecode, key, res.Value, err)
 		}
 		res.Replayed = true
+		if cfg.onDuplicate == OnDuplicateError {
+			return res, &DuplicateError{Key: key, Result: r.result}
+		}
 		return res, nil
-	case StatusInProgress:
-		return res, fmt.Errorf("%w: key %q (attempt %d)", ErrInProgress, key, r.attempt)
 	case StatusFailed:
-		return res, &Error{Op: "read", Key: key, Kind: ErrUnexpectedState,
-			Err: fmt.Errorf("recorded failure %s: %s", r.errorClass.String, r.errorMessage.String)}
+		return res, &FailureError{Key: key, Class: r.errorClass.String, Message: r.errorMessage.String, Replayed: true}
+	case StatusInProgress:
+		// A claim made inside a transaction has no lease and is invisible
+		// to every other transaction until it completes: one seen here is
+		// this transaction's own.
+		if !r.leased {
+			return res, fmt.Errorf("%w: key %q", ErrReentrant, key)
+		}
+		return res, fmt.Errorf("%w: key %q (attempt %d)", ErrInProgress, key, r.attempt)
 	}
 	return res, &Error{Op: "read", Key: key, Kind: ErrUnexpectedState, Err: fmt.Errorf("unknown status %q", r.status)}
+}
+
+// recordFailure undoes fn's writes back to the savepoint and stores the
+// failure in the claim.
+func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, attempt int64, class string, cause error) error {
+	ctx = context.WithoutCancel(ctx) // the failure is fn's answer; record it even if ctx ended
+	if _, err := ex.Exec(ctx, rollbackToSavepoint); err != nil {
+		return errors.Join(cause, s.dbError(ctx, "record failure", key, err))
+	}
+	class = truncateUTF8(class, maxErrorClass)
+	msg := truncateUTF8(cause.Error(), maxErrorMessage)
+	n, err := ex.Exec(ctx, s.stmts.Fail, class, msg, key, attempt)
+	if err != nil {
+		return errors.Join(cause, s.dbError(ctx, "record failure", key, err))
+	}
+	if n != 1 {
+		return errors.Join(cause, &Error{Op: "record failure", Key: key, Kind: ErrUnexpectedState,
+			Err: fmt.Errorf("claim at attempt %d is gone", attempt)})
+	}
+	return &FailureError{Key: key, Class: class, Message: msg, Err: cause}
 }
 
 // release removes the claim after fn failed, so that a caller who commits

@@ -22,9 +22,9 @@ var (
 	// not run. HTTP APIs answer 422 here.
 	ErrFingerprintMismatch = errors.New("idemsql: key reused with a different request fingerprint")
 
-	// ErrInProgress: another holder has claimed the key and not finished
-	// (a lease-mode claim), or the same transaction claimed it already and is
-	// still inside fn. fn did not run.
+	// ErrInProgress: another holder has the key and has not finished: a
+	// transaction, under the [InFlightFailFast] policy, or a claim held
+	// outside any transaction. fn did not run.
 	ErrInProgress = errors.New("idemsql: key is in progress")
 
 	// ErrRetryable: the database refused the transaction in a way that means
@@ -46,6 +46,24 @@ var (
 	// ErrDecode: a stored result could not be decoded into the requested type
 	// (the result type changed between deployments, or a different codec).
 	ErrDecode = errors.New("idemsql: cannot decode stored result")
+
+	// ErrResultTooLarge: the encoded result is larger than
+	// [WithMaxResultSize] allows. Like ErrEncode: roll back.
+	ErrResultTooLarge = errors.New("idemsql: result too large")
+
+	// ErrDuplicate: under the [OnDuplicateError] policy, the key already
+	// completed. The error is a [*DuplicateError] and the call's Result still
+	// carries the stored value.
+	ErrDuplicate = errors.New("idemsql: key already completed")
+
+	// ErrFailureRecorded: the key's outcome is a recorded permanent failure
+	// ([WithRecordedFailures]). The error is a [*FailureError] with the
+	// failure's class and message.
+	ErrFailureRecorded = errors.New("idemsql: permanent failure recorded")
+
+	// ErrReentrant: the same transaction already claimed the key and is still
+	// inside its fn (a nested Do with the same key). fn did not run.
+	ErrReentrant = errors.New("idemsql: key already claimed by this transaction and not finished")
 
 	// ErrUnexpectedState: the row is in a state this version cannot handle
 	// (an unknown status, or a claim that vanished under the caller). The

@@ -32,6 +32,170 @@ type settings struct {
 	ttl            time.Duration
 	fingerprint    []byte
 	hasFingerprint bool
+
+	onDuplicate    DuplicatePolicy
+	inFlight       InFlightPolicy
+	lockTimeout    time.Duration // 0: the database's own
+	recordFailures bool
+	codec          Codec
+	customCodec    bool
+	maxResultSize  int
+
+	maxAttempts int
+	backoffBase time.Duration
+	backoffMax  time.Duration
+}
+
+func defaultSettings() settings {
+	return settings{
+		table:         DefaultTable,
+		ttl:           DefaultTTL,
+		codec:         JSON,
+		maxResultSize: DefaultMaxResultSize,
+		maxAttempts:   DefaultMaxAttempts,
+		backoffBase:   10 * time.Millisecond,
+		backoffMax:    time.Second,
+	}
+}
+
+// DefaultMaxResultSize is the largest encoded result stored by default.
+const DefaultMaxResultSize = 1 << 20
+
+// DefaultMaxAttempts is how often [Run] tries a transaction by default.
+const DefaultMaxAttempts = 10
+
+// DuplicatePolicy says what a call gets when the key already completed.
+type DuplicatePolicy int
+
+const (
+	// OnDuplicateReplay returns the stored result with Result.Replayed set.
+	OnDuplicateReplay DuplicatePolicy = iota
+	// OnDuplicateError returns the stored result with Result.Replayed set and
+	// a [*DuplicateError] (errors.Is(err, ErrDuplicate)), for callers that
+	// must answer "already done" rather than repeat the answer.
+	OnDuplicateError
+)
+
+// InFlightPolicy says what a call does when another transaction holds the
+// key and has not finished.
+type InFlightPolicy int
+
+const (
+	// InFlightWait blocks on the database's lock until the holder commits
+	// (then replays) or rolls back (then runs fn), bounded by
+	// [WithLockTimeout] if given, else by the database's own lock timeout.
+	InFlightWait InFlightPolicy = iota
+	// InFlightFailFast returns [ErrInProgress] at once and leaves the
+	// transaction usable.
+	InFlightFailFast
+)
+
+// WithOnDuplicate chooses what a duplicate of a completed key gets. Store
+// or call.
+func WithOnDuplicate(p DuplicatePolicy) Option {
+	return Option{name: "WithOnDuplicate", apply: func(s *settings) error {
+		if p != OnDuplicateReplay && p != OnDuplicateError {
+			return fmt.Errorf("%w: unknown DuplicatePolicy %d", ErrInvalidOption, p)
+		}
+		s.onDuplicate = p
+		return nil
+	}}
+}
+
+// WithInFlight chooses what a call does while another transaction holds
+// the key. Store or call.
+func WithInFlight(p InFlightPolicy) Option {
+	return Option{name: "WithInFlight", apply: func(s *settings) error {
+		if p != InFlightWait && p != InFlightFailFast {
+			return fmt.Errorf("%w: unknown InFlightPolicy %d", ErrInvalidOption, p)
+		}
+		s.inFlight = p
+		return nil
+	}}
+}
+
+// WithLockTimeout bounds how long [InFlightWait] waits for another holder
+// of the key; past it the call fails with [ErrLockTimeout]. The database's
+// setting is changed for the claim only and put back. PostgreSQL rounds to
+// milliseconds and aborts the transaction on a lock time-out; MySQL and
+// MariaDB round up to whole seconds and roll back only the statement;
+// SQLite uses it as the busy timeout. Store or call; between 1ms and 1h.
+func WithLockTimeout(d time.Duration) Option {
+	return Option{name: "WithLockTimeout", apply: func(s *settings) error {
+		if d < time.Millisecond || d > time.Hour {
+			return fmt.Errorf("%w: lock timeout %v is outside [1ms, 1h]", ErrInvalidOption, d)
+		}
+		s.lockTimeout = d
+		return nil
+	}}
+}
+
+// WithRecordedFailures turns on recorded failures: when fn returns an error
+// made with [Permanent], fn's writes are rolled back to a savepoint taken
+// before fn ran, the row is stored as failed with the error's class and
+// message, and every duplicate gets that failure back as a
+// [*FailureError] without running fn. The claim commits with the caller's
+// transaction, so commit after a [*FailureError] ([Run] does).
+//
+// It costs a savepoint per call. On PostgreSQL a savepoint is a
+// subtransaction; past 64 in one transaction every snapshot taken by every
+// session gets slower. Leave it off for calls made many times in one long
+// transaction. Store or call.
+func WithRecordedFailures(on bool) Option {
+	return Option{name: "WithRecordedFailures", apply: func(s *settings) error {
+		s.recordFailures = on
+		return nil
+	}}
+}
+
+// WithCodec replaces the JSON codec for results. The encoded result goes
+// into a JSON column, so the codec must produce JSON (a faster JSON
+// library, protojson); anything else fails with [ErrEncode]. Store or call.
+func WithCodec(c Codec) Option {
+	return Option{name: "WithCodec", apply: func(s *settings) error {
+		if c == nil {
+			return fmt.Errorf("%w: nil codec", ErrInvalidOption)
+		}
+		s.codec, s.customCodec = c, c != JSON
+		return nil
+	}}
+}
+
+// WithMaxResultSize limits the encoded result's size in bytes (default
+// [DefaultMaxResultSize]); a larger one fails with [ErrResultTooLarge] and
+// nothing is stored. At most 64 MiB. Store or call.
+func WithMaxResultSize(n int) Option {
+	return Option{name: "WithMaxResultSize", apply: func(s *settings) error {
+		if n < 1 || n > 64<<20 {
+			return fmt.Errorf("%w: max result size %d is outside [1, 64 MiB]", ErrInvalidOption, n)
+		}
+		s.maxResultSize = n
+		return nil
+	}}
+}
+
+// WithMaxAttempts sets how many times [Run] tries the transaction when the
+// database asks for a retry (default [DefaultMaxAttempts]). Store or call.
+func WithMaxAttempts(n int) Option {
+	return Option{name: "WithMaxAttempts", apply: func(s *settings) error {
+		if n < 1 || n > 1000 {
+			return fmt.Errorf("%w: max attempts %d is outside [1, 1000]", ErrInvalidOption, n)
+		}
+		s.maxAttempts = n
+		return nil
+	}}
+}
+
+// WithBackoff sets [Run]'s wait between attempts: a random duration up to
+// base·2^(attempt-1), capped at max (defaults 10ms and 1s). Store or call.
+func WithBackoff(base, max time.Duration) Option {
+	return Option{name: "WithBackoff", apply: func(s *settings) error {
+		if base <= 0 || max < base || max > time.Minute {
+			return fmt.Errorf("%w: backoff base %v, max %v: want 0 < base <= max <= 1m", ErrInvalidOption, base, max)
+		}
+		s.backoffBase, s.backoffMax = base, max
+		return nil
+	}}
 }
 
 // WithTable names the idempotency table (default [DefaultTable]). The name

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // Dialect is what one database contributes: the SQL text of each operation
@@ -33,9 +34,9 @@ type Statements struct {
 	// aborting the transaction.
 	Claim string
 	// Read returns status, fingerprint, result, attempt, expired (expires_at
-	// has passed), error_class, error_message. It must see the latest
-	// committed row, even under a snapshot taken earlier in the transaction.
-	// Args: key.
+	// has passed), leased (lease_until is set), error_class, error_message.
+	// It must see the latest committed row, even under a snapshot taken
+	// earlier in the transaction. Args: key.
 	Read string
 	// Reclaim re-claims an expired row in place: in_progress, attempt+1, new
 	// fingerprint, owner and expiry, no result. It must change nothing unless
@@ -45,9 +46,22 @@ type Statements struct {
 	// Complete stores the encoded result and marks the row completed, fenced
 	// by the attempt. Args: result, key, attempt.
 	Complete string
+	// Fail records a permanent failure, fenced by the attempt.
+	// Args: error_class, error_message, key, attempt.
+	Fail string
 	// Release deletes a claim whose fn failed, fenced by the attempt.
 	// Args: key, attempt.
 	Release string
+}
+
+// ClaimBounder is implemented by dialects that can bound how long a claim
+// waits for another transaction holding the key ([WithLockTimeout],
+// [InFlightFailFast]). BoundClaim changes the database's lock wait for the
+// duration of claim and puts it back. With failFast it must not wait at all
+// and must leave the transaction usable when it times out. It reports
+// timedOut when claim failed because of the bound.
+type ClaimBounder interface {
+	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func() error) (timedOut bool, err error)
 }
 
 // Executor runs statements in the caller's transaction. [Store.SQL] adapts a
@@ -84,7 +98,7 @@ func NewStore(d Dialect, opts ...Option) (*Store, error) {
 	if d == nil {
 		return nil, fmt.Errorf("%w: nil dialect", ErrInvalidOption)
 	}
-	s := &Store{dialect: d, defaults: settings{table: DefaultTable, ttl: DefaultTTL}}
+	s := &Store{dialect: d, defaults: defaultSettings()}
 	if err := applyOptions(&s.defaults, opts, false); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -46,7 +47,20 @@ type env struct {
 	table   string
 	biz     string
 	begin   func(ctx context.Context, iso sql.IsolationLevel) (testTx, error)
+	// beginOther begins a transaction for a second contender. It is begin,
+	// except on SQLite, where it is a DEFERRED transaction: an IMMEDIATE one
+	// would wait in BEGIN for the first contender and never reach the claim.
+	beginOther func(ctx context.Context) (testTx, error)
+	// run calls idemsql.Run with the backend's own pool and transaction type.
+	run func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error)
+	// wrapRun wraps the business insert with idemsql.WrapRun on the
+	// backend's own pool.
+	wrapRun func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error)
 }
+
+// bizFunc is a guarded function written once for every backend: exec runs a
+// statement in the transaction Run began.
+type bizFunc func(ctx context.Context, exec func(ctx context.Context, query string, args ...any) error) (invoice, error)
 
 // testTx is a transaction of the driver under test.
 type testTx interface {
@@ -141,6 +155,29 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		}
 		return pgxTestTx{tx: tx, store: pg}, nil
 	}
+	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
+	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+		txo := pgx.TxOptions{}
+		if iso == sql.LevelSerializable {
+			txo.IsoLevel = pgx.Serializable
+		}
+		return idemsql.Run(ctx, pg.Pool(pool, txo), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
+				_, err := tx.Exec(ctx, q, args...)
+				return err
+			})
+		}, opts...)
+	}
+	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
+		insert := e.wrapInsert(runs)
+		return idemsql.WrapRun(pg.Pool(pool, pgx.TxOptions{}), keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
+			key, _ := keyer(r)
+			return insert(ctx, func(ctx context.Context, q string, args ...any) error {
+				_, err := tx.Exec(ctx, q, args...)
+				return err
+			}, key, r)
+		}, opts...)
+	}
 	return e
 }
 
@@ -178,13 +215,33 @@ func (s sqlTestTx) QueryInt(ctx context.Context, q string, args ...any) (n int64
 func (s sqlTestTx) Commit(context.Context) error   { return s.tx.Commit() }
 func (s sqlTestTx) Rollback(context.Context) error { return s.tx.Rollback() }
 
-func sqlBegin(e *env) func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
-	return func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
+// useSQL wires a database/sql backend.
+func useSQL(e *env) {
+	e.begin = func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
 		tx, err := e.db.BeginTx(ctx, &sql.TxOptions{Isolation: iso})
 		if err != nil {
 			return nil, err
 		}
 		return sqlTestTx{tx: tx, store: e.store}, nil
+	}
+	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
+	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+		return idemsql.Run(ctx, e.store.DB(e.db, &sql.TxOptions{Isolation: iso}), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
+			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
+				_, err := tx.ExecContext(ctx, q, args...)
+				return err
+			})
+		}, opts...)
+	}
+	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
+		insert := e.wrapInsert(runs)
+		return idemsql.WrapRun(e.store.DB(e.db, nil), keyer, func(ctx context.Context, tx *sql.Tx, r invoiceReq) (invoice, error) {
+			key, _ := keyer(r)
+			return insert(ctx, func(ctx context.Context, q string, args ...any) error {
+				_, err := tx.ExecContext(ctx, q, args...)
+				return err
+			}, key, r)
+		}, opts...)
 	}
 }
 
@@ -197,7 +254,7 @@ func setupPgStdlib(t *testing.T, opts ...idemsql.Option) *env {
 	t.Cleanup(func() { db.Close() })
 	e := &env{t: t, dialect: "postgres", db: db}
 	prepare(t, e, pgStore, pgBizDDL, opts...)
-	e.begin = sqlBegin(e)
+	useSQL(e)
 	return e
 }
 
@@ -210,19 +267,31 @@ func setupMySQL(t *testing.T, opts ...idemsql.Option) *env {
 	t.Cleanup(func() { db.Close() })
 	e := &env{t: t, dialect: "mysql", db: db}
 	prepare(t, e, mysql.New, mysqlBizDDL, opts...)
-	e.begin = sqlBegin(e)
+	useSQL(e)
 	return e
 }
 
 func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "idem.db")))
+	path := filepath.Join(t.TempDir(), "idem.db")
+	db, err := sql.Open("sqlite", sqlite.DSN(path))
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	t.Cleanup(func() { db.Close() })
+	deferred, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { deferred.Close(); db.Close() })
 	e := &env{t: t, dialect: "sqlite", db: db}
 	prepare(t, e, sqlite.New, sqliteBizDDL, opts...)
-	e.begin = sqlBegin(e)
+	useSQL(e)
+	e.beginOther = func(ctx context.Context) (testTx, error) {
+		tx, err := deferred.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return sqlTestTx{tx: tx, store: e.store}, nil
+	}
 	return e
 }
 

@@ -556,8 +556,8 @@ func testNestedClaimInSameTx(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatalf("outer: %v", err)
 	}
-	if !errors.Is(inner, idemsql.ErrInProgress) || runs.Load() != 0 {
-		t.Fatalf("inner: err=%v runs=%d, want ErrInProgress and no run", inner, runs.Load())
+	if !errors.Is(inner, idemsql.ErrReentrant) || runs.Load() != 0 {
+		t.Fatalf("inner: err=%v runs=%d, want ErrReentrant and no run", inner, runs.Load())
 	}
 }
 

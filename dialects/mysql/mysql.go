@@ -42,13 +42,15 @@ VALUES (?, ?, 'in_progress', 1, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMES
 		// sees the latest commit. A shared lock, because the failed INSERT
 		// already holds one: many duplicates asking for exclusive locks on
 		// top would deadlock each other.
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= UTC_TIMESTAMP(6), error_class, error_message
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= UTC_TIMESTAMP(6), lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ? LOCK IN SHARE MODE`,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
 completed_at = NULL, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
 WHERE idem_key = ? AND attempt = ? AND expires_at <= UTC_TIMESTAMP(6)`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = UTC_TIMESTAMP(6), completed_at = UTC_TIMESTAMP(6)
+WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = UTC_TIMESTAMP(6), completed_at = UTC_TIMESTAMP(6)
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
 		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
 	}

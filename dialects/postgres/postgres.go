@@ -71,7 +71,7 @@ func (dialect) Statements(table string) idemsql.Statements {
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
 VALUES ($1, $2, 'in_progress', 1, $3, clock_timestamp(), clock_timestamp(), clock_timestamp() + $4::bigint * interval '1 microsecond')
 ON CONFLICT (idem_key) DO NOTHING`,
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= clock_timestamp(), error_class, error_message
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= clock_timestamp(), lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = $1`,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = clock_timestamp(), updated_at = clock_timestamp(),
@@ -79,6 +79,8 @@ completed_at = NULL, expires_at = clock_timestamp() + $3::bigint * interval '1 m
 WHERE idem_key = $4 AND attempt = $5 AND expires_at <= clock_timestamp()`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = clock_timestamp(), completed_at = clock_timestamp()
 WHERE idem_key = $2 AND attempt = $3 AND status = 'in_progress'`,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+WHERE idem_key = $3 AND attempt = $4 AND status = 'in_progress'`,
 		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND status = 'in_progress'`,
 	}
 }

@@ -64,13 +64,15 @@ func (dialect) Statements(table string) idemsql.Statements {
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
 VALUES (?, ?, 'in_progress', 1, ?, ` + nowMillis + `, ` + nowMillis + `, ` + nowMillis + ` + ? / 1000)
 ON CONFLICT (idem_key) DO NOTHING`,
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + nowMillis + `, error_class, error_message
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + nowMillis + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ?`,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + nowMillis + `, updated_at = ` + nowMillis + `,
 completed_at = NULL, expires_at = ` + nowMillis + ` + ? / 1000
 WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + nowMillis,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
+WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
 		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
 	}

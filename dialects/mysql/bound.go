@@ -1,0 +1,36 @@
+package mysql
+
+import (
+	"context"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+var _ idemsql.ClaimBounder = dialect{}
+
+// BoundClaim sets the session's innodb_lock_wait_timeout for the claim and
+// puts the old value back. A lock wait time-out (1205) rolls back only the
+// statement, so the transaction stays usable. The variable counts whole
+// seconds: a timeout is rounded up. Fail-fast sets it to 0, which MariaDB
+// takes as "do not wait"; MySQL 8's minimum is 1, so there fail-fast waits
+// up to one second.
+func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func() error) (bool, error) {
+	var old int64
+	if err := ex.QueryRow(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout").Scan(&old); err != nil {
+		return false, err
+	}
+	secs := int64((timeout + time.Second - 1) / time.Second)
+	if failFast {
+		secs = 0
+	}
+	if _, err := ex.Exec(ctx, "SET SESSION innodb_lock_wait_timeout = ?", secs); err != nil {
+		return false, err
+	}
+	err := claim()
+	// Put the setting back even if ctx ended: the connection returns to the pool.
+	if _, rerr := ex.Exec(context.WithoutCancel(ctx), "SET SESSION innodb_lock_wait_timeout = ?", old); rerr != nil && err == nil {
+		return false, rerr
+	}
+	return err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout, err
+}

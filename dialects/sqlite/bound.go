@@ -1,0 +1,35 @@
+package sqlite
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+var _ idemsql.ClaimBounder = dialect{}
+
+// BoundClaim sets the connection's busy_timeout for the claim and puts the
+// old value back. SQLite has one writer: a busy database means another
+// transaction is writing, which may or may not hold this key. Under a
+// DSN with _txlock=immediate the transaction already holds the write lock,
+// so the claim never waits and the bound never fires.
+func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func() error) (bool, error) {
+	var old int64
+	if err := ex.QueryRow(ctx, "PRAGMA busy_timeout").Scan(&old); err != nil {
+		return false, err
+	}
+	ms := timeout.Milliseconds()
+	if failFast {
+		ms = 0
+	}
+	if _, err := ex.Exec(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(max(ms, 0), 10)); err != nil {
+		return false, err
+	}
+	err := claim()
+	if _, rerr := ex.Exec(context.WithoutCancel(ctx), "PRAGMA busy_timeout = "+strconv.FormatInt(max(old, 0), 10)); rerr != nil && err == nil {
+		return false, rerr
+	}
+	return err != nil && Dialect.Classify(err) == idemsql.KindRetryable, err
+}

@@ -1,0 +1,93 @@
+package idemsql_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// These benchmarks run Do against an executor that does nothing, so that
+// -benchmem shows the library's own allocations per call, without a driver
+// or a database. The SQL-backed benchmarks are in the bench module.
+
+type nopDialect struct{}
+
+func (nopDialect) Name() string { return "nop" }
+func (nopDialect) Statements(table string) idemsql.Statements {
+	return idemsql.Statements{Claim: "claim", Read: "read", Reclaim: "reclaim", Complete: "complete", Release: "release"}
+}
+func (nopDialect) Classify(error) idemsql.ErrorKind { return idemsql.KindOther }
+
+// nopExec claims every key (claimed) or finds every key completed.
+type nopExec struct {
+	claimed bool
+	result  []byte
+}
+
+func (e *nopExec) Exec(_ context.Context, query string, _ ...any) (int64, error) {
+	if query == "claim" && !e.claimed {
+		return 0, nil
+	}
+	return 1, nil
+}
+
+func (e *nopExec) QueryRow(context.Context, string, ...any) idemsql.Row { return (*nopRow)(e) }
+
+type nopRow nopExec
+
+func (r *nopRow) Scan(dest ...any) error {
+	*dest[0].(*string) = idemsql.StatusCompleted
+	*dest[1].(*[]byte) = nil
+	*dest[2].(*[]byte) = append((*dest[2].(*[]byte))[:0], r.result...)
+	*dest[3].(*int64) = 1
+	*dest[4].(*bool) = false
+	*dest[5].(*sql.NullString) = sql.NullString{}
+	*dest[6].(*sql.NullString) = sql.NullString{}
+	return nil
+}
+
+type benchCharge struct {
+	Ref    string `json:"ref"`
+	Amount int64  `json:"amount"`
+}
+
+func BenchmarkDoNopExecutor(b *testing.B) {
+	store, err := idemsql.NewStore(nopDialect{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	fn := func(context.Context) (benchCharge, error) { return benchCharge{Ref: "order-42", Amount: 4200}, nil }
+
+	b.Run("first", func(b *testing.B) {
+		tx := store.Bind(&nopExec{claimed: true})
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := idemsql.Do(ctx, tx, "charge:order-42", fn); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("first-fingerprint", func(b *testing.B) {
+		tx := store.Bind(&nopExec{claimed: true})
+		req := map[string]int64{"order": 42, "amount": 4200}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := idemsql.Do(ctx, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("replay", func(b *testing.B) {
+		tx := store.Bind(&nopExec{result: []byte(`{"ref":"order-42","amount":4200}`)})
+		b.ReportAllocs()
+		for b.Loop() {
+			res, err := idemsql.Do(ctx, tx, "charge:order-42", fn)
+			if err != nil || !res.Replayed {
+				b.Fatal(err)
+			}
+		}
+	})
+}

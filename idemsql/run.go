@@ -1,0 +1,166 @@
+package idemsql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Pool is a database handle that begins transactions of type X: *sql.DB
+// through [Store.DB], a pgx pool or connection through the postgres
+// dialect. Implement it to run [Run] on another driver.
+type Pool[X any] interface {
+	Begin(ctx context.Context) (PoolTx[X], error)
+}
+
+// PoolTx is one transaction begun by a [Pool].
+type PoolTx[X any] interface {
+	Executor
+	// Tx is the transaction handed to fn: a *sql.Tx, a pgx.Tx.
+	Tx() X
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context) error
+}
+
+// DB is a store bound to a pool: the first argument of [Run].
+type DB[X any] struct {
+	store *Store
+	pool  Pool[X]
+}
+
+// BindPool binds the store to any [Pool].
+func BindPool[X any](s *Store, p Pool[X]) DB[X] { return DB[X]{store: s, pool: p} }
+
+// DB binds the store to a database/sql pool, for [Run]. opts, if not nil,
+// are used for every transaction (an isolation level, say).
+func (s *Store) DB(db *sql.DB, opts *sql.TxOptions) DB[*sql.Tx] {
+	if db == nil {
+		return DB[*sql.Tx]{store: s}
+	}
+	return DB[*sql.Tx]{store: s, pool: sqlPool{db: db, opts: opts}}
+}
+
+type sqlPool struct {
+	db   *sql.DB
+	opts *sql.TxOptions
+}
+
+func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
+	tx, err := p.db.BeginTx(ctx, p.opts)
+	if err != nil {
+		return nil, err
+	}
+	return sqlPoolTx{sqlExecutor{tx}}, nil
+}
+
+var _ PoolTx[*sql.Tx] = sqlPoolTx{}
+
+type sqlPoolTx struct{ sqlExecutor }
+
+func (t sqlPoolTx) Tx() *sql.Tx                    { return t.tx }
+func (t sqlPoolTx) Commit(context.Context) error   { return t.tx.Commit() }
+func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
+
+// Run is [Do] for callers without a transaction of their own: it begins a
+// transaction on db, calls Do with fn, and commits. fn receives the
+// transaction for its business writes.
+//
+// When the database answers "try again" — a serialization failure, a
+// deadlock, a snapshot conflict, a busy SQLite database — at any point,
+// Run rolls back and runs the whole transaction again, after a random,
+// growing, capped wait ([WithBackoff]), at most [WithMaxAttempts] times,
+// and never past ctx. A retried transaction replays if another one won the
+// key meanwhile, so a retry never runs fn's committed effects twice. Other
+// errors are returned as they came, with the driver's error reachable by
+// [errors.As].
+//
+// A [*FailureError] that fn's [Permanent] error recorded is committed
+// before it is returned. Under the [OnDuplicateError] policy the replayed
+// transaction is committed too.
+//
+// On SQLite the claim is the transaction's first statement, so the
+// transaction takes the write lock at once (waiting on busy_timeout) and
+// never meets SQLITE_BUSY_SNAPSHOT, whatever the DSN's _txlock.
+func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx context.Context, tx X) (T, error), opts ...Option) (Result[T], error) {
+	if db.store == nil || db.pool == nil {
+		return Result[T]{}, errUnboundDB
+	}
+	s := db.store
+	cfg, err := s.callSettings(key, opts)
+	if err != nil {
+		return Result[T]{}, err
+	}
+	if fn == nil {
+		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := runOnce(ctx, db, key, fn, &cfg)
+		if err == nil || !s.retryable(err) || attempt >= cfg.maxAttempts {
+			return res, err
+		}
+		if werr := sleep(ctx, backoff(attempt, cfg.backoffBase, cfg.backoffMax)); werr != nil {
+			return res, errors.Join(err, werr)
+		}
+	}
+}
+
+var errUnboundDB = errors.New("idemsql: DB is not bound to a store and a pool; bind one with Store.DB or postgres.Store.Pool")
+
+func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings) (Result[T], error) {
+	s := db.store
+	ptx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return Result[T]{}, s.dbError(ctx, "begin", key, err)
+	}
+	tx := ptx.Tx()
+	res, err := do(ctx, s, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg)
+	if err != nil && !keepsTx(err) {
+		_ = ptx.Rollback(context.WithoutCancel(ctx))
+		return res, err
+	}
+	if cerr := ptx.Commit(ctx); cerr != nil {
+		return res, s.dbError(ctx, "commit", key, cerr)
+	}
+	return res, err
+}
+
+// keepsTx reports the errors whose transaction must still be committed: a
+// freshly recorded failure (its record is the point), and a duplicate
+// reported as an error (nothing to undo, and committing is cheaper).
+func keepsTx(err error) bool {
+	var fe *FailureError
+	if errors.As(err, &fe) && !fe.Replayed {
+		return true
+	}
+	var de *DuplicateError
+	return errors.As(err, &de)
+}
+
+func (s *Store) retryable(err error) bool {
+	return errors.Is(err, ErrRetryable) || s.dialect.Classify(err) == KindRetryable
+}
+
+// backoff is "full jitter": uniform in [0, min(max, base·2^(attempt-1))].
+func backoff(attempt int, base, max time.Duration) time.Duration {
+	d := max
+	if attempt < 30 {
+		if exp := base << (attempt - 1); exp > 0 && exp < max {
+			d = exp
+		}
+	}
+	return rand.N(d + 1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

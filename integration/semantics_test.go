@@ -1,0 +1,530 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+func init() {
+	conformanceCases = append(conformanceCases,
+		conformanceCase{name: "RunRunsOnceAndReplays", run: testRunRunsOnceAndReplays},
+		conformanceCase{name: "RunRetriesTheWholeTransaction", run: testRunRetriesTheWholeTransaction},
+		conformanceCase{name: "RunConcurrent", run: func(t *testing.T, e *env) { raceRun(t, e, sql.LevelDefault) }},
+		conformanceCase{name: "RunConcurrentSerializable", only: "postgres", run: func(t *testing.T, e *env) { raceRun(t, e, sql.LevelSerializable) }},
+		conformanceCase{name: "RunCancelledContext", run: testRunCancelledContext},
+		conformanceCase{name: "DuplicatePolicyError", run: testDuplicatePolicyError},
+		conformanceCase{name: "FailFastWhileHeld", run: testFailFastWhileHeld},
+		conformanceCase{name: "FailFastConcurrent", run: testFailFastConcurrent},
+		conformanceCase{name: "LockTimeout", run: testLockTimeout},
+		conformanceCase{name: "RecordedFailure", run: testRecordedFailure},
+		conformanceCase{name: "RecordedFailureAfterFailedStatement", run: testRecordedFailureAfterFailedStatement},
+		conformanceCase{name: "UnrecordedErrors", run: testUnrecordedErrors},
+		conformanceCase{name: "ResultSizeLimit", run: testResultSizeLimit},
+		conformanceCase{name: "CustomCodec", run: testCustomCodec},
+		conformanceCase{name: "WrapRun", run: testWrapRun},
+	)
+}
+
+// insertBiz is the business effect of the Run tests.
+func (e *env) insertBiz(key string, amount int64, runs *atomic.Int64) bizFunc {
+	return func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
+		runs.Add(1)
+		if err := exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, amount); err != nil {
+			return invoice{}, err
+		}
+		return invoice{Key: key, Amount: amount, Run: executions.Add(1)}, nil
+	}
+}
+
+func testRunRunsOnceAndReplays(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	first, err := e.run(ctx, sql.LevelDefault, "run-1", e.insertBiz("run-1", 5, &runs))
+	if err != nil || first.Replayed {
+		t.Fatalf("first Run: %+v %v", first, err)
+	}
+	again, err := e.run(ctx, sql.LevelDefault, "run-1", e.insertBiz("run-1", 5, &runs))
+	if err != nil || !again.Replayed || again.Value != first.Value {
+		t.Fatalf("second Run: %+v %v", again, err)
+	}
+	if runs.Load() != 1 || e.bizRows("run-1") != 1 {
+		t.Fatalf("runs=%d business rows=%d", runs.Load(), e.bizRows("run-1"))
+	}
+}
+
+// fn's writes of a transaction that is retried are rolled back with it: only
+// the attempt that commits leaves its effect.
+func testRunRetriesTheWholeTransaction(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	biz := e.insertBiz("retry-1", 5, &runs)
+	res, err := e.run(ctx, sql.LevelDefault, "retry-1", func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
+		inv, err := biz(ctx, exec)
+		if err == nil && runs.Load() < 3 {
+			return invoice{}, fmt.Errorf("simulated conflict: %w", idemsql.ErrRetryable)
+		}
+		return inv, err
+	}, idemsql.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	if err != nil || res.Replayed {
+		t.Fatalf("Run: %+v %v", res, err)
+	}
+	if runs.Load() != 3 || e.bizRows("retry-1") != 1 {
+		t.Fatalf("runs=%d business rows=%d, want 3 and 1", runs.Load(), e.bizRows("retry-1"))
+	}
+
+	// Bounded: a transaction that always conflicts gives up after the
+	// attempts allowed, and says why.
+	runs.Store(0)
+	_, err = e.run(ctx, sql.LevelDefault, "retry-2", func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
+		runs.Add(1)
+		return invoice{}, idemsql.ErrRetryable
+	}, idemsql.WithMaxAttempts(4), idemsql.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	if !errors.Is(err, idemsql.ErrRetryable) || runs.Load() != 4 {
+		t.Fatalf("err=%v runs=%d, want ErrRetryable after 4 attempts", err, runs.Load())
+	}
+	if e.idemRows("retry-2") != 0 {
+		t.Fatal("a transaction that never committed left a row")
+	}
+}
+
+// raceRun: racers goroutines Run one key at once. No error reaches a
+// caller; every one gets the same value; one business row exists.
+func raceRun(t *testing.T, e *env, iso sql.IsolationLevel) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	results := make([]idemsql.Result[invoice], racers)
+	errs := make([]error, racers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i], errs[i] = e.run(ctx, iso, "run-race", e.insertBiz("run-race", 7, &runs),
+				idemsql.WithMaxAttempts(100), idemsql.WithBackoff(time.Millisecond, 50*time.Millisecond))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	fresh := 0
+	for i := range racers {
+		if errs[i] != nil {
+			t.Fatalf("racer %d: %v", i, errs[i])
+		}
+		if results[i].Value != results[0].Value {
+			t.Fatalf("racer %d got %+v, racer 0 got %+v", i, results[i].Value, results[0].Value)
+		}
+		if !results[i].Replayed {
+			fresh++
+		}
+	}
+	if fresh != 1 || e.bizRows("run-race") != 1 {
+		t.Fatalf("first executions=%d business rows=%d, want 1 and 1", fresh, e.bizRows("run-race"))
+	}
+}
+
+func testRunCancelledContext(t *testing.T, e *env) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var runs atomic.Int64
+	_, err := e.run(ctx, sql.LevelDefault, "run-cancel", e.insertBiz("run-cancel", 1, &runs))
+	if !errors.Is(err, context.Canceled) || runs.Load() != 0 || e.idemRows("run-cancel") != 0 {
+		t.Fatalf("err=%v runs=%d", err, runs.Load())
+	}
+}
+
+func testDuplicatePolicyError(t *testing.T, e *env) {
+	var runs atomic.Int64
+	first := e.mustGuarded("dup-1", 3, &runs)
+	ctx := context.Background()
+	tx, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	res, err := idemsql.Do(ctx, tx.Bind(), "dup-1", e.charge(tx, "dup-1", 3, &runs), idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+	var de *idemsql.DuplicateError
+	if !errors.Is(err, idemsql.ErrDuplicate) || !errors.As(err, &de) {
+		t.Fatalf("err = %v, want a *DuplicateError", err)
+	}
+	var stored invoice
+	if err := json.Unmarshal(de.Result, &stored); err != nil || stored != first.Value {
+		t.Fatalf("DuplicateError.Result = %s (%v), want %+v", de.Result, err, first.Value)
+	}
+	if !res.Replayed || res.Value != first.Value || runs.Load() != 1 {
+		t.Fatalf("result %+v runs=%d", res, runs.Load())
+	}
+	_ = tx.Rollback(ctx) // SQLite has one writer
+	// Run under the same policy.
+	if _, err := e.run(ctx, sql.LevelDefault, "dup-1", e.insertBiz("dup-1", 3, &runs), idemsql.WithOnDuplicate(idemsql.OnDuplicateError)); !errors.Is(err, idemsql.ErrDuplicate) {
+		t.Fatalf("Run under the error policy: %v", err)
+	}
+	if runs.Load() != 1 || e.bizRows("dup-1") != 1 {
+		t.Fatal("the error policy ran fn")
+	}
+}
+
+// holdKey claims key in a transaction of its own and leaves it open.
+func (e *env) holdKey(ctx context.Context, key string, runs *atomic.Int64) testTx {
+	e.t.Helper()
+	holder, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := idemsql.Do(ctx, holder.Bind(), key, e.charge(holder, key, 1, runs)); err != nil {
+		e.t.Fatal(err)
+	}
+	return holder
+}
+
+// lockSetting reads the setting BoundClaim changes, in tx's session.
+func (e *env) lockSetting(ctx context.Context, tx testTx) int64 {
+	e.t.Helper()
+	var q string
+	switch e.dialect {
+	case "postgres":
+		q = "SELECT CAST(EXTRACT(EPOCH FROM CAST(current_setting('lock_timeout') AS interval)) * 1000 AS bigint)"
+	case "mysql":
+		q = "SELECT @@SESSION.innodb_lock_wait_timeout"
+	case "sqlite":
+		q = "PRAGMA busy_timeout"
+	}
+	n, err := tx.QueryInt(ctx, q)
+	if err != nil {
+		e.t.Fatalf("read lock setting: %v", err)
+	}
+	return n
+}
+
+func testFailFastWhileHeld(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	holder := e.holdKey(ctx, "ff-1", &runs)
+	defer holder.Rollback(ctx)
+
+	other, err := e.beginOther(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	before := e.lockSetting(ctx, other)
+	started := time.Now()
+	_, err = idemsql.Do(ctx, other.Bind(), "ff-1", e.charge(other, "ff-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	if !errors.Is(err, idemsql.ErrInProgress) {
+		t.Fatalf("err = %v, want ErrInProgress", err)
+	}
+	if waited := time.Since(started); waited > 5*time.Second {
+		t.Fatalf("fail-fast waited %v", waited) // a hang, not a speed check: the holder never ends on its own
+	}
+	// The transaction is still usable and its session setting is back.
+	if after := e.lockSetting(ctx, other); after != before {
+		t.Fatalf("lock setting %d after the call, %d before", after, before)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatalf("commit after ErrInProgress: %v", err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if runs.Load() != 1 || e.bizRows("ff-1") != 1 {
+		t.Fatalf("runs=%d business rows=%d", runs.Load(), e.bizRows("ff-1"))
+	}
+	// Once the holder committed, fail-fast replays like any duplicate.
+	if res, err := e.guarded("ff-1", 1, &runs, idemsql.WithInFlight(idemsql.InFlightFailFast)); err != nil || !res.Replayed {
+		t.Fatalf("after commit: %+v %v", res, err)
+	}
+}
+
+// Concurrent duplicates under fail-fast: each gets the result, a replay or
+// ErrInProgress, and exactly one business effect exists.
+func testFailFastConcurrent(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	var inProgress, ok atomic.Int64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, racers)
+	for range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			tx, err := e.beginOther(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			_, err = idemsql.Do(ctx, tx.Bind(), "ff-race", e.charge(tx, "ff-race", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+			switch {
+			case errors.Is(err, idemsql.ErrInProgress), e.retryable(err):
+				inProgress.Add(1)
+				_ = tx.Rollback(ctx)
+			case err != nil:
+				_ = tx.Rollback(ctx)
+				errs <- err
+			default:
+				if err := tx.Commit(ctx); err != nil && !e.retryable(err) {
+					errs <- err
+					return
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("unexpected error: %v", err)
+	}
+	if e.bizRows("ff-race") != 1 {
+		t.Fatalf("business rows = %d, want 1 (ok=%d in progress=%d)", e.bizRows("ff-race"), ok.Load(), inProgress.Load())
+	}
+	t.Logf("%d succeeded or replayed, %d got ErrInProgress", ok.Load(), inProgress.Load())
+}
+
+func testLockTimeout(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	holder := e.holdKey(ctx, "lt-1", &runs)
+	defer holder.Rollback(ctx)
+	other, err := e.beginOther(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	before := e.lockSetting(ctx, other)
+	_, err = idemsql.Do(ctx, other.Bind(), "lt-1", e.charge(other, "lt-1", 1, &runs), idemsql.WithLockTimeout(200*time.Millisecond))
+	if !errors.Is(err, idemsql.ErrLockTimeout) {
+		t.Fatalf("err = %v, want ErrLockTimeout", err)
+	}
+	if e.dialect == "postgres" {
+		if !strings.Contains(err.Error(), "aborted") {
+			t.Fatalf("the error does not say the transaction is lost: %v", err)
+		}
+	} else if after := e.lockSetting(ctx, other); after != before {
+		t.Fatalf("lock setting %d after the call, %d before", after, before)
+	}
+	if runs.Load() != 1 {
+		t.Fatal("fn ran behind a held key")
+	}
+}
+
+var errDeclined = errors.New("card declined: insufficient funds")
+
+func testRecordedFailure(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	biz := e.insertBiz("rf-1", 9, &runs)
+	declining := func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
+		if _, err := biz(ctx, exec); err != nil {
+			return invoice{}, err
+		}
+		return invoice{}, idemsql.Permanent("card_declined", errDeclined)
+	}
+	_, err := e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.WithRecordedFailures(true))
+	var fe *idemsql.FailureError
+	if !errors.As(err, &fe) || fe.Replayed || fe.Class != "card_declined" || !errors.Is(err, errDeclined) {
+		t.Fatalf("first call: %v (%+v)", err, fe)
+	}
+	if e.bizRows("rf-1") != 0 {
+		t.Fatal("the failed call's business write survived")
+	}
+	if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", "rf-1"); st != "failed" {
+		t.Fatalf("status = %q", st)
+	}
+	for i := 0; i < 2; i++ {
+		_, err = e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.WithRecordedFailures(true))
+		var again *idemsql.FailureError
+		if !errors.As(err, &again) || !again.Replayed || again.Class != "card_declined" || again.Message != errDeclined.Error() {
+			t.Fatalf("duplicate %d: %v", i, err)
+		}
+		if !errors.Is(err, idemsql.ErrFailureRecorded) {
+			t.Fatal("a replayed failure does not match ErrFailureRecorded")
+		}
+	}
+	// Do replays it the same way, whatever the duplicate's own options.
+	var doRuns atomic.Int64
+	if _, err := e.guarded("rf-1", 9, &doRuns); !errors.As(err, &fe) || !fe.Replayed {
+		t.Fatalf("Do on a failed key: %v", err)
+	}
+	if runs.Load() != 1 || doRuns.Load() != 0 || e.bizRows("rf-1") != 0 {
+		t.Fatalf("runs=%d doRuns=%d business rows=%d", runs.Load(), doRuns.Load(), e.bizRows("rf-1"))
+	}
+}
+
+// On PostgreSQL a failed statement aborts the transaction; the savepoint
+// brings it back, so the failure can still be recorded.
+func testRecordedFailureAfterFailedStatement(t *testing.T, e *env) {
+	ctx := context.Background()
+	_, err := e.run(ctx, sql.LevelDefault, "rf-2", func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
+		err := exec(ctx, "INSERT INTO "+e.biz+" (idem_key, amount) VALUES (NULL, 1)") // violates NOT NULL
+		if err == nil {
+			t.Fatal("the broken statement succeeded")
+		}
+		return invoice{}, idemsql.Permanent("invalid_request", err)
+	}, idemsql.WithRecordedFailures(true))
+	var fe *idemsql.FailureError
+	if !errors.As(err, &fe) || fe.Class != "invalid_request" {
+		t.Fatalf("err = %v", err)
+	}
+	if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", "rf-2"); st != "failed" {
+		t.Fatalf("status = %q", st)
+	}
+}
+
+// Only errors marked permanent, and only with recording on, are recorded.
+func testUnrecordedErrors(t *testing.T, e *env) {
+	ctx := context.Background()
+	for name, c := range map[string]struct {
+		err  error
+		opts []idemsql.Option
+	}{
+		"plain error, recording on":  {errDeclined, []idemsql.Option{idemsql.WithRecordedFailures(true)}},
+		"permanent, recording off":   {idemsql.Permanent("card_declined", errDeclined), nil},
+		"permanent, recording unset": {idemsql.Permanent("x", errDeclined), []idemsql.Option{idemsql.WithRecordedFailures(false)}},
+	} {
+		key := "ur-" + strings.ReplaceAll(name, " ", "")
+		_, err := e.run(ctx, sql.LevelDefault, key, func(context.Context, func(context.Context, string, ...any) error) (invoice, error) {
+			return invoice{}, c.err
+		}, c.opts...)
+		if !errors.Is(err, errDeclined) || errors.Is(err, idemsql.ErrFailureRecorded) {
+			t.Fatalf("%s: err = %v", name, err)
+		}
+		if e.idemRows(key) != 0 {
+			t.Fatalf("%s: recorded", name)
+		}
+	}
+}
+
+func testResultSizeLimit(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	_, err := e.run(ctx, sql.LevelDefault, "big-1", e.insertBiz("big-1", 1, &runs), idemsql.WithMaxResultSize(16))
+	if !errors.Is(err, idemsql.ErrResultTooLarge) {
+		t.Fatalf("err = %v, want ErrResultTooLarge", err)
+	}
+	if e.idemRows("big-1") != 0 || e.bizRows("big-1") != 0 {
+		t.Fatal("a result over the limit left rows")
+	}
+}
+
+// upperCodec is a codec of a user's: JSON with its own encoder.
+type upperCodec struct{ calls *atomic.Int64 }
+
+func (c upperCodec) Marshal(v any) ([]byte, error) {
+	c.calls.Add(1)
+	b, err := json.Marshal(map[string]any{"wrapped": v})
+	return b, err
+}
+
+func (c upperCodec) Unmarshal(data []byte, v any) error {
+	c.calls.Add(1)
+	var w struct{ Wrapped json.RawMessage }
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	return json.Unmarshal(w.Wrapped, v)
+}
+
+type notJSONCodec struct{}
+
+func (notJSONCodec) Marshal(v any) ([]byte, error)      { return []byte("gob\x00data"), nil }
+func (notJSONCodec) Unmarshal(data []byte, v any) error { return nil }
+
+func testCustomCodec(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs, calls atomic.Int64
+	codec := idemsql.WithCodec(upperCodec{&calls})
+	first, err := e.run(ctx, sql.LevelDefault, "codec-1", e.insertBiz("codec-1", 1, &runs), codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.run(ctx, sql.LevelDefault, "codec-1", e.insertBiz("codec-1", 1, &runs), codec)
+	if err != nil || again.Value != first.Value || calls.Load() != 2 {
+		t.Fatalf("replay through the codec: %+v %v calls=%d", again, err, calls.Load())
+	}
+	if got := e.queryString("SELECT "+map[string]string{
+		"postgres": "result->'wrapped'->>'key'",
+		"mysql":    "JSON_UNQUOTE(JSON_EXTRACT(result, '$.wrapped.key'))",
+		"sqlite":   "json_extract(result, '$.wrapped.key')",
+	}[e.dialect]+" FROM "+e.table+" WHERE idem_key = ?", "codec-1"); got != "codec-1" {
+		t.Fatalf("stored by the codec: %q", got)
+	}
+	_, err = e.run(ctx, sql.LevelDefault, "codec-2", e.insertBiz("codec-2", 1, &runs), idemsql.WithCodec(notJSONCodec{}))
+	if !errors.Is(err, idemsql.ErrEncode) || e.idemRows("codec-2") != 0 || e.bizRows("codec-2") != 0 {
+		t.Fatalf("a codec that writes no JSON: %v", err)
+	}
+}
+
+type invoiceReq struct {
+	Customer string `json:"customer"`
+	Amount   int64  `json:"amount"`
+}
+
+func testWrapRun(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	createInvoice := e.wrapRun(idemsql.ArgsKey[invoiceReq]("create_invoice"), &runs, idemsql.WithTTL(5*time.Minute))
+	a1, err := createInvoice(ctx, invoiceReq{"ada", 100})
+	if err != nil || a1.Replayed {
+		t.Fatal(a1, err)
+	}
+	a2, err := createInvoice(ctx, invoiceReq{"ada", 100})
+	if err != nil || !a2.Replayed || a2.Value != a1.Value {
+		t.Fatalf("same arguments: %+v %v", a2, err)
+	}
+	b, err := createInvoice(ctx, invoiceReq{"ada", 101})
+	if err != nil || b.Replayed {
+		t.Fatalf("other arguments: %+v %v", b, err)
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("runs = %d, want 2", runs.Load())
+	}
+	key, _ := idemsql.DeriveKey("create_invoice", invoiceReq{"ada", 100})
+	if e.bizRows(key) != 1 {
+		t.Fatal("the derived key is not the one stored")
+	}
+	if got := e.ttlSeconds(key); got < 295 || got > 305 {
+		t.Fatalf("wrapper TTL stored as %ds", got)
+	}
+	// A hand-written keyer, and its error.
+	byCustomer := e.wrapRun(func(r invoiceReq) (string, error) {
+		if r.Customer == "" {
+			return "", fmt.Errorf("no customer: %w", idemsql.ErrInvalidKey)
+		}
+		return "invoice-of:" + r.Customer, nil
+	}, &runs)
+	if _, err := byCustomer(ctx, invoiceReq{"", 1}); !errors.Is(err, idemsql.ErrInvalidKey) {
+		t.Fatalf("keyer error: %v", err)
+	}
+	if r, err := byCustomer(ctx, invoiceReq{"bob", 1}); err != nil || r.Replayed || e.bizRows("invoice-of:bob") != 1 {
+		t.Fatalf("hand-written keyer: %+v %v", r, err)
+	}
+}
+
+// wrapInsert is the function wrapped by the wrapper tests.
+func (e *env) wrapInsert(runs *atomic.Int64) func(ctx context.Context, exec func(context.Context, string, ...any) error, key string, r invoiceReq) (invoice, error) {
+	return func(ctx context.Context, exec func(context.Context, string, ...any) error, key string, r invoiceReq) (invoice, error) {
+		runs.Add(1)
+		if err := exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, r.Amount); err != nil {
+			return invoice{}, err
+		}
+		return invoice{Key: key, Amount: r.Amount, Run: executions.Add(1)}, nil
+	}
+}
