@@ -13,16 +13,26 @@ import (
 	"github.com/idemsql/idemsql/migrations"
 )
 
+var exampleDBPath = map[*sql.DB]string{}
+
+// openDeferred opens a second handle on db's file whose transactions begin
+// DEFERRED.
+func openDeferred(db *sql.DB) (*sql.DB, error) {
+	return sql.Open("sqlite", "file:"+exampleDBPath[db]+"?_pragma=busy_timeout(10000)")
+}
+
 // openExampleDB opens a migrated SQLite database in a temporary directory.
 func openExampleDB() (*sql.DB, *idemsql.Store, func()) {
 	dir, err := os.MkdirTemp("", "idemsql-example-")
 	if err != nil {
 		panic(err)
 	}
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "app.db")))
+	path := filepath.Join(dir, "app.db")
+	db, err := sql.Open("sqlite", sqlite.DSN(path))
 	if err != nil {
 		panic(err)
 	}
+	exampleDBPath[db] = path
 	store, err := sqlite.New()
 	if err != nil {
 		panic(err)
