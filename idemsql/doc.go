@@ -25,6 +25,14 @@
 //	if err := tx.Commit(ctx); err != nil { return err }
 //	// res.Value is the charge; res.Replayed tells a duplicate apart.
 //
+// # Run, policies, wrappers
+//
+// [Run] owns the transaction for callers without one and retries it when
+// the database asks. [WithOnDuplicate], [WithInFlight], [WithLockTimeout]
+// and [WithRecordedFailures] choose what duplicates, in-flight duplicates
+// and permanent failures get. [Wrap] and [WrapRun] turn a function into a
+// guarded one whose key derives from its argument.
+//
 // # Dialects
 //
 // The packages under dialects/ bind a store to each database:
@@ -38,7 +46,8 @@
 // Expected outcomes are values: a replay is [Result.Replayed]. Failures are
 // errors that match sentinels with [errors.Is]: [ErrInvalidKey],
 // [ErrInvalidOption], [ErrFingerprintMismatch], [ErrInProgress],
-// [ErrRetryable], [ErrLockTimeout], [ErrEncode], [ErrDecode],
+// [ErrReentrant], [ErrDuplicate], [ErrFailureRecorded], [ErrRetryable],
+// [ErrLockTimeout], [ErrEncode], [ErrResultTooLarge], [ErrDecode],
 // [ErrUnexpectedState]. Errors from the database come as [*Error], with the
 // driver's error reachable through [errors.As].
 package idemsql
