@@ -42,9 +42,15 @@ lint: ## Check gofmt and run go vet in both modules
 example: ## Run the invoice example
 	go run ./examples/invoice
 
+BENCHFLAGS ?=
+
 .PHONY: bench
-bench: ## Run the benchmarks
-	cd integration && go test -run '^$$' -bench . -benchmem ./...
+bench: ## Run the side-by-side benchmark on every database (writes bench-results.txt)
+	cd bench && go run . $(BENCHFLAGS)
+
+.PHONY: bench-growth
+bench-growth: ## Run the growth benchmark: 1M rows, purge under load (writes bench-growth-results.txt)
+	cd bench && go run . -growth $(BENCHFLAGS)
 
 .PHONY: tidy
 tidy: ## Run go mod tidy in both modules

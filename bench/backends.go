@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	idemmysql "github.com/idemsql/idemsql/dialects/mysql"
+	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/migrations"
+)
+
+// Paths, in the order they run.
+var allPaths = []string{"pgx", "pgsql", "mariadb", "sqlite"}
+
+var pathTitle = map[string]string{
+	"pgx":     "pg/pgx",
+	"pgsql":   "pg/sql",
+	"mariadb": "mariadb",
+	"sqlite":  "sqlite",
+}
+
+// txn is one open transaction of any path. The adapter is the same for every
+// variant, so its cost cancels out of every ratio.
+type txn interface {
+	Exec(ctx context.Context, q string, args ...any) (int64, error)
+	QueryRow(ctx context.Context, q string, args ...any) idemsql.Row
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context) error
+	Idem() idemsql.Tx
+}
+
+// queries is the SQL a hand-written guard and the business transaction use.
+type queries struct {
+	business     string // args: k, amount
+	handClaim    string // args: key; ON CONFLICT DO NOTHING, or a plain INSERT on MySQL
+	handRead     string // args: key; returns status, result
+	handComplete string // args: result, key
+	purge        string // args: none; deletes one batch of expired rows of the idem table
+	countExpired string
+}
+
+// backend is one database path with its three tables: the business table,
+// the library's idempotency table and the hand-written guard's table (same
+// schema, created by migrations.Up under another name).
+type backend struct {
+	path     string
+	dialect  string // postgres, mysql, sqlite
+	db       *sql.DB
+	pool     *pgxpool.Pool // pgx path only
+	store    *idemsql.Store
+	pgStore  *postgres.Store
+	hand     *idemsql.Store // only its table is used, for migrations
+	business string
+	q        queries
+	cleanup  func()
+	version  string
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func postgresDSN() string {
+	return envOr("IDEMSQL_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/idemsql_test?sslmode=disable")
+}
+
+func mysqlDSN(interpolate bool) string {
+	dsn := envOr("IDEMSQL_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true")
+	if interpolate && !strings.Contains(dsn, "interpolateParams") {
+		if strings.Contains(dsn, "?") {
+			dsn += "&interpolateParams=true"
+		} else {
+			dsn += "?interpolateParams=true"
+		}
+	}
+	return dsn
+}
+
+type openOptions struct {
+	maxConns    int
+	interpolate bool
+	suffix      string // table name suffix, e.g. "" or "_grow"
+	batch       int    // purge batch size
+}
+
+// open connects a path and creates its tables, dropping leftovers of an
+// earlier run first.
+func open(ctx context.Context, path string, o openOptions) (*backend, error) {
+	b := &backend{path: path, cleanup: func() {}}
+	base := "bench_" + path + o.suffix
+	idemOpt, handOpt := idemsql.WithTable(base+"_idem"), idemsql.WithTable(base+"_hand")
+	b.business = base + "_business"
+	var err error
+	switch path {
+	case "pgx", "pgsql":
+		b.dialect = "postgres"
+		if b.pgStore, err = postgres.New(idemOpt); err != nil {
+			return nil, err
+		}
+		b.store = b.pgStore.Store
+		hs, err := postgres.New(handOpt)
+		if err != nil {
+			return nil, err
+		}
+		b.hand = hs.Store
+		if path == "pgx" {
+			cfg, err := pgxpool.ParseConfig(postgresDSN())
+			if err != nil {
+				return nil, err
+			}
+			cfg.MaxConns = int32(o.maxConns)
+			if b.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+				return nil, err
+			}
+			b.db = stdlib.OpenDBFromPool(b.pool)
+		} else if b.db, err = sql.Open("pgx", postgresDSN()); err != nil {
+			return nil, err
+		}
+	case "mariadb":
+		b.dialect = "mysql"
+		if b.store, err = idemmysql.New(idemOpt); err != nil {
+			return nil, err
+		}
+		if b.hand, err = idemmysql.New(handOpt); err != nil {
+			return nil, err
+		}
+		if b.db, err = sql.Open("mysql", mysqlDSN(o.interpolate)); err != nil {
+			return nil, err
+		}
+	case "sqlite":
+		b.dialect = "sqlite"
+		if b.store, err = sqlite.New(idemOpt); err != nil {
+			return nil, err
+		}
+		if b.hand, err = sqlite.New(handOpt); err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp("", "idemsql-bench-")
+		if err != nil {
+			return nil, err
+		}
+		b.cleanup = func() { os.RemoveAll(dir) }
+		if b.db, err = sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "bench.db"))); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown path %q (want one of %v)", path, allPaths)
+	}
+	b.db.SetMaxOpenConns(o.maxConns)
+	b.db.SetMaxIdleConns(o.maxConns)
+	if err := b.db.PingContext(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.q = sqlFor(b.dialect, b.business, b.hand.Table(), b.store.Table(), o.batch)
+	if err := b.createTables(ctx); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func sqlFor(dialect, business, hand, idem string, batch int) queries {
+	switch dialect {
+	case "postgres":
+		return queries{
+			business:     `INSERT INTO ` + business + ` (k, amount) VALUES ($1, $2)`,
+			handClaim:    `INSERT INTO ` + hand + ` (idem_key, status, created_at, updated_at, expires_at) VALUES ($1, 'in_progress', now(), now(), now() + interval '24 hours') ON CONFLICT (idem_key) DO NOTHING`,
+			handRead:     `SELECT status, result FROM ` + hand + ` WHERE idem_key = $1`,
+			handComplete: `UPDATE ` + hand + ` SET status = 'completed', result = $1, updated_at = now(), completed_at = now() WHERE idem_key = $2`,
+			purge: fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s WHERE expires_at < clock_timestamp() LIMIT %d))`,
+				idem, idem, batch),
+			countExpired: `SELECT count(*) FROM ` + idem + ` WHERE expires_at < clock_timestamp()`,
+		}
+	case "mysql":
+		const now = `UTC_TIMESTAMP(6)`
+		return queries{
+			business:     "INSERT INTO `" + business + "` (k, amount) VALUES (?, ?)",
+			handClaim:    "INSERT INTO `" + hand + "` (idem_key, status, created_at, updated_at, expires_at) VALUES (?, 'in_progress', " + now + ", " + now + ", " + now + " + INTERVAL 24 HOUR)",
+			handRead:     "SELECT status, result FROM `" + hand + "` WHERE idem_key = ? LOCK IN SHARE MODE",
+			handComplete: "UPDATE `" + hand + "` SET status = 'completed', result = ?, updated_at = " + now + ", completed_at = " + now + " WHERE idem_key = ?",
+			purge:        fmt.Sprintf("DELETE FROM `%s` WHERE expires_at < %s LIMIT %d", idem, now, batch),
+			countExpired: "SELECT count(*) FROM `" + idem + "` WHERE expires_at < " + now,
+		}
+	default:
+		const now = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
+		return queries{
+			business:     `INSERT INTO ` + business + ` (k, amount) VALUES (?, ?)`,
+			handClaim:    `INSERT INTO ` + hand + ` (idem_key, status, created_at, updated_at, expires_at) VALUES (?, 'in_progress', ` + now + `, ` + now + `, ` + now + ` + 86400000) ON CONFLICT (idem_key) DO NOTHING`,
+			handRead:     `SELECT status, result FROM ` + hand + ` WHERE idem_key = ?`,
+			handComplete: `UPDATE ` + hand + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + ` WHERE idem_key = ?`,
+			purge: fmt.Sprintf(`DELETE FROM %s WHERE idem_key IN (SELECT idem_key FROM %s WHERE expires_at < %s LIMIT %d)`,
+				idem, idem, now, batch),
+			countExpired: `SELECT count(*) FROM ` + idem + ` WHERE expires_at < ` + now,
+		}
+	}
+}
+
+func (b *backend) createTables(ctx context.Context) error {
+	if err := b.dropTables(ctx); err != nil {
+		return err
+	}
+	var ddl string
+	switch b.dialect {
+	case "postgres":
+		ddl = `CREATE TABLE ` + b.business + ` (id bigserial PRIMARY KEY, k text NOT NULL, amount bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`
+	case "mysql":
+		ddl = "CREATE TABLE `" + b.business + "` (id BIGINT AUTO_INCREMENT PRIMARY KEY, k VARBINARY(255) NOT NULL, amount BIGINT NOT NULL, created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB"
+	default:
+		ddl = `CREATE TABLE ` + b.business + ` (id INTEGER PRIMARY KEY, k TEXT NOT NULL, amount INTEGER NOT NULL, created_at INTEGER NOT NULL DEFAULT (unixepoch()))`
+	}
+	if _, err := b.db.ExecContext(ctx, ddl); err != nil {
+		return fmt.Errorf("create %s: %w", b.business, err)
+	}
+	for _, s := range []*idemsql.Store{b.store, b.hand} {
+		if err := migrations.Up(ctx, b.db, s); err != nil {
+			return fmt.Errorf("migrate %s: %w", s.Table(), err)
+		}
+	}
+	var q string
+	switch b.dialect {
+	case "postgres":
+		q = `SELECT 'PostgreSQL ' || current_setting('server_version')`
+	case "mysql":
+		q = `SELECT CONCAT('MariaDB/MySQL ', VERSION())`
+	default:
+		q = `SELECT 'SQLite ' || sqlite_version()`
+	}
+	return b.db.QueryRowContext(ctx, q).Scan(&b.version)
+}
+
+func (b *backend) dropTables(ctx context.Context) error {
+	for _, t := range []string{b.business, b.store.Table(), b.hand.Table(),
+		migrations.VersionTable(b.store.Table()), migrations.VersionTable(b.hand.Table())} {
+		if _, err := b.db.ExecContext(ctx, `DROP TABLE IF EXISTS `+t); err != nil {
+			return fmt.Errorf("drop %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+func (b *backend) close() {
+	if b.db != nil {
+		b.db.Close()
+	}
+	if b.pool != nil {
+		b.pool.Close()
+	}
+	b.cleanup()
+}
+
+// begin opens a transaction the way an application would.
+func (b *backend) begin(ctx context.Context) (txn, error) {
+	if b.pool != nil {
+		tx, err := b.pool.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &pgxTxn{tx: tx, s: b.pgStore}, nil
+	}
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &sqlTxn{tx: tx, s: b.store}, nil
+}
+
+// retryable says whether a failed transaction should run again from BEGIN.
+func (b *backend) retryable(err error) bool {
+	return errors.Is(err, idemsql.ErrRetryable) || b.store.Dialect().Classify(err) == idemsql.KindRetryable
+}
+
+// duplicate says whether err is MySQL's duplicate-key error (the hand-written
+// guard's claim on MySQL is a plain INSERT).
+func duplicate(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1062
+}
+
+type pgxTxn struct {
+	tx pgx.Tx
+	s  *postgres.Store
+}
+
+func (t *pgxTxn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	tag, err := t.tx.Exec(ctx, q, args...)
+	return tag.RowsAffected(), err
+}
+func (t *pgxTxn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+	return t.tx.QueryRow(ctx, q, args...)
+}
+func (t *pgxTxn) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
+func (t *pgxTxn) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
+func (t *pgxTxn) Idem() idemsql.Tx                   { return t.s.Pgx(t.tx) }
+
+type sqlTxn struct {
+	tx *sql.Tx
+	s  *idemsql.Store
+}
+
+func (t *sqlTxn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+func (t *sqlTxn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+	return t.tx.QueryRowContext(ctx, q, args...)
+}
+func (t *sqlTxn) Commit(context.Context) error   { return t.tx.Commit() }
+func (t *sqlTxn) Rollback(context.Context) error { return t.tx.Rollback() }
+func (t *sqlTxn) Idem() idemsql.Tx               { return t.s.SQL(t.tx) }

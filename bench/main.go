@@ -1,0 +1,394 @@
+// Command bench measures idemsql side by side with the bare business
+// transaction and a hand-written claim-first guard, on PostgreSQL (pgx
+// native and database/sql), MariaDB/MySQL and SQLite, in one run.
+//
+//	cd bench && go run .            # or: make bench
+//	cd bench && go run . -growth    # or: make bench-growth
+//
+// Variants run interleaved: every cell is split into rounds, and each round
+// runs every variant once, so drift on a shared machine hits all alike. The
+// table goes to stdout and to -out.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib"
+)
+
+type config struct {
+	paths       []string
+	clients     []int
+	cell        time.Duration
+	rounds      int
+	out         string
+	interpolate bool
+	xp          bool
+	only        string
+	growth      bool
+	growthRows  int
+	growthBatch int
+	growthPaths []string
+	writers     int
+	sqliteConns int
+}
+
+func main() {
+	var cfg config
+	var paths, clients, gpaths string
+	flag.StringVar(&paths, "paths", strings.Join(allPaths, ","), "database paths to run: pgx, pgsql, mariadb, sqlite")
+	flag.StringVar(&clients, "clients", "1,16", "concurrency levels (clients = pool connections)")
+	flag.DurationVar(&cfg.cell, "cell", 2*time.Second, "measured time per cell (path × clients × variant), split into -rounds")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds per cell")
+	flag.StringVar(&cfg.out, "out", "", "file for the table (default ../bench-results.txt, or ../bench-growth-results.txt with -growth)")
+	flag.BoolVar(&cfg.interpolate, "mysql-interpolate", true, "append interpolateParams=true to the MySQL DSN (for every variant alike)")
+	flag.BoolVar(&cfg.xp, "xp", true, "also run the xp-* experiments (hand-written sketches of optimisations)")
+	flag.StringVar(&cfg.only, "variants", "", "comma-separated variant names to run (default all)")
+	flag.BoolVar(&cfg.growth, "growth", false, "run the growth benchmark instead: latency with -rows existing rows, and a purge under load")
+	flag.IntVar(&cfg.growthRows, "rows", 1_000_000, "growth: existing (expired) rows")
+	flag.IntVar(&cfg.growthBatch, "purge-batch", 5000, "growth: rows per purge DELETE")
+	flag.StringVar(&gpaths, "growth-paths", "pgx,mariadb,sqlite", "growth: database paths")
+	flag.IntVar(&cfg.writers, "writers", 4, "growth: concurrent writers during the purge")
+	flag.IntVar(&cfg.sqliteConns, "sqlite-conns", 1, "SQLite pool size (0: as many as clients); one connection queues writers in database/sql instead of in SQLite's sleeping busy handler")
+	flag.Parse()
+	cfg.paths = splitList(paths)
+	cfg.growthPaths = splitList(gpaths)
+	for _, c := range splitList(clients) {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
+			fatal(fmt.Errorf("-clients: bad value %q", c))
+		}
+		cfg.clients = append(cfg.clients, n)
+	}
+	if cfg.rounds < 1 {
+		cfg.rounds = 1
+	}
+	if cfg.out == "" {
+		cfg.out = "../bench-results.txt"
+		if cfg.growth {
+			cfg.out = "../bench-growth-results.txt"
+		}
+	}
+	ctx := context.Background()
+	var err error
+	if cfg.growth {
+		err = runGrowth(ctx, cfg)
+	} else {
+		err = runSideBySide(ctx, cfg)
+	}
+	if err != nil {
+		fatal(err)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+// sample is what one variant measured in one cell, over all its rounds.
+type sample struct {
+	ops              int64
+	elapsed          time.Duration
+	lat              []time.Duration
+	retries, replays int64
+}
+
+func (s *sample) opsPerSec() float64 {
+	if s.elapsed <= 0 {
+		return 0
+	}
+	return float64(s.ops) / s.elapsed.Seconds()
+}
+
+func (s *sample) pct(p float64) time.Duration {
+	if len(s.lat) == 0 {
+		return 0
+	}
+	slices.Sort(s.lat)
+	i := int(p * float64(len(s.lat)-1))
+	return s.lat[i]
+}
+
+// drive runs o with clients goroutines for d and adds what it measured to s.
+func drive(ctx context.Context, o op, seq *atomic.Uint64, clients int, d time.Duration, s *sample) error {
+	stop := make(chan struct{})
+	t := time.AfterFunc(d, func() { close(stop) })
+	defer t.Stop()
+	return driveUntil(ctx, o, seq, clients, stop, s)
+}
+
+// driveUntil runs o with clients goroutines until stop is closed.
+func driveUntil(ctx context.Context, o op, seq *atomic.Uint64, clients int, stop <-chan struct{}, s *sample) error {
+	stats.retries.Store(0)
+	stats.replays.Store(0)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	lats := make([][]time.Duration, clients)
+	start := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			l := make([]time.Duration, 0, 1024)
+			for {
+				select {
+				case <-stop:
+					lats[c] = l
+					return
+				default:
+				}
+				t0 := time.Now()
+				if err := o(ctx, seq.Add(1)-1); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					break
+				}
+				l = append(l, time.Since(t0))
+			}
+			lats[c] = l
+		}(c)
+	}
+	wg.Wait()
+	s.elapsed += time.Since(start)
+	for _, l := range lats {
+		s.ops += int64(len(l))
+		s.lat = append(s.lat, l...)
+	}
+	s.retries += stats.retries.Load()
+	s.replays += stats.replays.Load()
+	return firstErr
+}
+
+type result struct {
+	path    string
+	clients int
+	name    string
+	peer    string
+	s       *sample
+}
+
+func runSideBySide(ctx context.Context, cfg config) error {
+	started := time.Now()
+	runID := strconv.FormatInt(started.UnixNano()%1e9, 36)
+	var results []result
+	versions := map[string]string{}
+	maxClients := slices.Max(cfg.clients)
+	for _, path := range cfg.paths {
+		b, err := open(ctx, path, openOptions{maxConns: cfg.conns(path, maxClients), interpolate: cfg.interpolate, batch: cfg.growthBatch})
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		versions[path] = b.version
+		res, err := benchPath(ctx, cfg, b, runID)
+		results = append(results, res...)
+		if derr := b.dropTables(ctx); derr != nil && err == nil {
+			err = derr
+		}
+		b.close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	var sb strings.Builder
+	writeHeader(&sb, cfg, versions, started)
+	writeTable(&sb, results)
+	writeTargets(&sb, results)
+	fmt.Print(sb.String())
+	return os.WriteFile(cfg.out, []byte(sb.String()), 0o644)
+}
+
+// conns is the pool size of a path.
+func (cfg config) conns(path string, clients int) int {
+	if path == "sqlite" && cfg.sqliteConns > 0 {
+		return cfg.sqliteConns
+	}
+	return clients
+}
+
+func (cfg config) selected(v variant, path string) bool {
+	if v.only != "" && v.only != path {
+		return false
+	}
+	if !cfg.xp && strings.HasPrefix(v.name, "xp-") {
+		return false
+	}
+	if cfg.only != "" {
+		return slices.Contains(splitList(cfg.only), v.name)
+	}
+	return true
+}
+
+func benchPath(ctx context.Context, cfg config, b *backend, runID string) ([]result, error) {
+	var vs []variant
+	for _, v := range variants {
+		if cfg.selected(v, b.path) {
+			vs = append(vs, v)
+		}
+	}
+	var out []result
+	for _, clients := range cfg.clients {
+		rid := runID + "c" + strconv.Itoa(clients)
+		ops := make([]op, len(vs))
+		seqs := make([]atomic.Uint64, len(vs))
+		samples := make([]*sample, len(vs))
+		for i, v := range vs {
+			o, err := v.make(ctx, b, rid)
+			if err != nil {
+				return out, fmt.Errorf("%s setup: %w", v.name, err)
+			}
+			ops[i], samples[i] = o, &sample{}
+			// Warm up: connections, statement caches, pages.
+			if err := drive(ctx, o, &seqs[i], clients, 150*time.Millisecond, &sample{}); err != nil {
+				return out, fmt.Errorf("%s warm-up: %w", v.name, err)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "%-8s %2d clients: %d variants × %d rounds × %v\n", pathTitle[b.path], clients, len(vs), cfg.rounds, cfg.cell/time.Duration(cfg.rounds))
+		for r := 0; r < cfg.rounds; r++ {
+			for i, v := range vs {
+				if err := drive(ctx, ops[i], &seqs[i], clients, cfg.cell/time.Duration(cfg.rounds), samples[i]); err != nil {
+					return out, fmt.Errorf("%s: %w", v.name, err)
+				}
+			}
+		}
+		for i, v := range vs {
+			out = append(out, result{path: b.path, clients: clients, name: v.name, peer: v.peer, s: samples[i]})
+		}
+	}
+	return out, nil
+}
+
+func writeHeader(w io.Writer, cfg config, versions map[string]string, started time.Time) {
+	fmt.Fprintf(w, "idemsql side-by-side benchmark, %s\n", started.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "machine: %s, %d CPUs, %s %s/%s; databases on 127.0.0.1 (loopback)\n", cpuModel(), runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	for _, p := range cfg.paths {
+		if v, ok := versions[p]; ok {
+			fmt.Fprintf(w, "  %-8s %s\n", pathTitle[p], v)
+		}
+	}
+	sqlitePool := "pool size = clients"
+	if cfg.sqliteConns > 0 {
+		sqlitePool = fmt.Sprintf("pool of %d connection(s) shared by the clients", cfg.sqliteConns)
+	}
+	fmt.Fprintf(w, "each cell: %v in %d interleaved rounds; pool size = clients, except sqlite: %s\n", cfg.cell, cfg.rounds, sqlitePool)
+	fmt.Fprintf(w, "mysql DSN with interpolateParams=%v (every variant alike); sqlite via sqlite.DSN: WAL, synchronous FULL, _txlock=immediate\n", cfg.interpolate)
+	fmt.Fprintf(w, "×bare: ops/s over bare's; ×hand: ops/s over the hand-written guard doing the same kind of call (first, replay, storm)\n\n")
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64)
+}
+
+func find(results []result, path string, clients int, name string) *sample {
+	for _, r := range results {
+		if r.path == path && r.clients == clients && r.name == name {
+			return r.s
+		}
+	}
+	return nil
+}
+
+func ratio(a, b *sample) string {
+	if a == nil || b == nil || b.opsPerSec() == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(a.opsPerSec()/b.opsPerSec(), 'f', 2, 64)
+}
+
+func writeTable(w io.Writer, results []result) {
+	fmt.Fprintf(w, "%-8s %3s  %-13s %9s %8s %8s %6s %6s  %s\n", "path", "cl", "variant", "ops/s", "p50 ms", "p99 ms", "×bare", "×hand", "notes")
+	prev := ""
+	for _, r := range results {
+		group := r.path + "/" + strconv.Itoa(r.clients)
+		if prev != "" && group != prev {
+			fmt.Fprintln(w)
+		}
+		prev = group
+		bare := find(results, r.path, r.clients, "bare")
+		peer := find(results, r.path, r.clients, r.peer)
+		var notes []string
+		if r.s.retries > 0 {
+			notes = append(notes, fmt.Sprintf("%d retries", r.s.retries))
+		}
+		if strings.HasSuffix(r.name, "-storm") && r.s.ops > 0 {
+			notes = append(notes, fmt.Sprintf("%.0f%% replayed", 100*float64(r.s.replays)/float64(r.s.ops)))
+		}
+		fmt.Fprintf(w, "%-8s %3d  %-13s %9.0f %8s %8s %6s %6s  %s\n", pathTitle[r.path], r.clients, r.name,
+			r.s.opsPerSec(), ms(r.s.pct(0.50)), ms(r.s.pct(0.99)), ratio(r.s, bare), ratio(r.s, peer), strings.Join(notes, ", "))
+	}
+	fmt.Fprintln(w)
+}
+
+func writeTargets(w io.Writer, results []result) {
+	type key struct {
+		path    string
+		clients int
+	}
+	var seen []key
+	for _, r := range results {
+		k := key{r.path, r.clients}
+		if !slices.Contains(seen, k) {
+			seen = append(seen, k)
+		}
+	}
+	fmt.Fprintln(w, "targets: idem-first ≥ 0.95× hand-first; idem-replay ≥ 1× bare")
+	for _, k := range seen {
+		line := fmt.Sprintf("  %-8s %3d clients:", pathTitle[k.path], k.clients)
+		if f, h := find(results, k.path, k.clients, "idem-first"), find(results, k.path, k.clients, "hand-first"); f != nil && h != nil {
+			line += fmt.Sprintf("  first %s× hand %s", ratio(f, h), verdict(f.opsPerSec()/h.opsPerSec() >= 0.95))
+		}
+		if r, b := find(results, k.path, k.clients, "idem-replay"), find(results, k.path, k.clients, "bare"); r != nil && b != nil {
+			line += fmt.Sprintf("  replay %s× bare %s", ratio(r, b), verdict(r.opsPerSec()/b.opsPerSec() >= 1))
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "(met)"
+	}
+	return "(MISSED)"
+}
