@@ -573,6 +573,7 @@ func testSnapshotIsolationRetryable(t *testing.T, e *env) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer late.Rollback(ctx) // a failed test must not keep the connection and hang the pool's Close
 		// Take the snapshot.
 		if _, err := late.QueryInt(ctx, "SELECT COUNT(*) FROM "+e.biz); err != nil {
 			t.Fatal(err)
