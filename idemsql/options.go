@@ -44,6 +44,8 @@ type settings struct {
 	maxAttempts int
 	backoffBase time.Duration
 	backoffMax  time.Duration
+
+	lease leaseSettings // lease mode (lease.go)
 }
 
 func defaultSettings() settings {

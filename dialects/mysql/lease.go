@@ -1,0 +1,51 @@
+package mysql
+
+import "github.com/idemsql/idemsql/idemsql"
+
+var _ idemsql.LeaseDialect = dialect{}
+
+// LeaseStatements is the SQL of lease mode, for MySQL 8.0.1+ and MariaDB
+// 10.6+ (SKIP LOCKED). A DELETE cannot skip locked rows, so Purge locks one
+// row at a time with a SELECT and deletes it in the same transaction.
+func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
+	t := "`" + table + "`"
+	const (
+		now       = `UTC_TIMESTAMP(6)`
+		plus      = ` + INTERVAL ? MICROSECOND`
+		stale     = `status = 'in_progress' AND lease_until < UTC_TIMESTAMP(6)`
+		purgeable = `expires_at < UTC_TIMESTAMP(6) AND (status <> 'in_progress' OR lease_until < UTC_TIMESTAMP(6))`
+		// DATETIME(6) in UTC, as unix milliseconds, without the session time
+		// zone that UNIX_TIMESTAMP() would apply.
+		gen = `CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', created_at) DIV 1000 AS SIGNED)`
+	)
+	return idemsql.LeaseStatements{
+		SkipLocked: true,
+		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
+VALUES (?, ?, 'in_progress', 1, ?, ` + now + plus + `, ` + now + `, ` + now + `, ` + now + plus + `)`,
+		// A plain read, first in its transaction: its snapshot is taken now
+		// and sees the latest commit, and it locks nothing that would make
+		// takeovers skip the row.
+		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
+lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class, error_message
+FROM ` + t + ` WHERE idem_key = ?`,
+		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
+		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
+expires_at = GREATEST(expires_at, ` + now + plus + `), updated_at = ` + now + `
+WHERE idem_key = ? AND attempt = ? AND ` + stale,
+		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = NULL, expires_at = ` + now + plus + `
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
+AND NOT (status = 'in_progress' AND (lease_until IS NULL OR lease_until > ` + now + `))`,
+		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `,
+expires_at = GREATEST(expires_at, ` + now + plus + `), updated_at = ` + now + `
+WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
+updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = ? AND attempt = ? AND ` + stale,
+		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
+WHERE ` + stale + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
+		PurgeNext: `SELECT idem_key FROM ` + t + ` WHERE ` + purgeable + ` ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
+		PurgeOne:  `DELETE FROM ` + t + ` WHERE idem_key = ? AND ` + purgeable,
+	}
+}

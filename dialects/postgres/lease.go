@@ -1,0 +1,48 @@
+package postgres
+
+import "github.com/idemsql/idemsql/idemsql"
+
+var _ idemsql.LeaseDialect = dialect{}
+
+// LeaseStatements is the SQL of lease mode. Every lease time is
+// clock_timestamp(): the caller's transaction is short here, but now() would
+// still be the start of a transaction that waited on a lock.
+func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
+	t := `"` + table + `"`
+	const (
+		now       = `clock_timestamp()`
+		stale     = `status = 'in_progress' AND lease_until < clock_timestamp()`
+		purgeable = `expires_at < clock_timestamp() AND (status <> 'in_progress' OR lease_until < clock_timestamp())`
+	)
+	// us renders a microsecond parameter as an interval.
+	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
+	gen := `floor(extract(epoch FROM created_at) * 1000)::bigint`
+	return idemsql.LeaseStatements{
+		SkipLocked: true,
+		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
+VALUES ($1, $2, 'in_progress', 1, $3, ` + now + ` + ` + us("$4") + `, ` + now + `, ` + now + `, ` + now + ` + ` + us("$5") + `)
+ON CONFLICT (idem_key) DO NOTHING`,
+		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
+lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class, error_message
+FROM ` + t + ` WHERE idem_key = $1`,
+		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
+		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
+expires_at = GREATEST(expires_at, ` + now + ` + ` + us("$3") + `), updated_at = ` + now + `
+WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
+		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = NULL, expires_at = ` + now + ` + ` + us("$4") + `
+WHERE idem_key = $5 AND attempt = $6 AND expires_at <= ` + now + `
+AND NOT (status = 'in_progress' AND (lease_until IS NULL OR lease_until > ` + now + `))`,
+		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + ` + ` + us("$1") + `,
+expires_at = GREATEST(expires_at, ` + now + ` + ` + us("$2") + `), updated_at = ` + now + `
+WHERE idem_key = $3 AND attempt = $4 AND status = 'in_progress'`,
+		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, attempt = attempt + 1, owner = $3,
+updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
+		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
+WHERE ` + stale + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
+		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
+WHERE ` + purgeable + ` ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+	}
+}

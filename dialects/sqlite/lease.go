@@ -1,0 +1,45 @@
+package sqlite
+
+import "github.com/idemsql/idemsql/idemsql"
+
+var _ idemsql.LeaseDialect = dialect{}
+
+// LeaseStatements is the SQL of lease mode. SQLite has one writer and no
+// row locks: every step that moves a claim is a conditional UPDATE that
+// re-checks the attempt and the lease against SQLite's own clock, so of two
+// contenders only the first writer changes the row.
+func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
+	t := `"` + table + `"`
+	const (
+		now       = nowMillis
+		plus      = ` + ? / 1000`
+		stale     = `status = 'in_progress' AND lease_until < ` + nowMillis
+		purgeable = `expires_at < ` + nowMillis + ` AND (status <> 'in_progress' OR lease_until < ` + nowMillis + `)`
+	)
+	return idemsql.LeaseStatements{
+		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
+VALUES (?, ?, 'in_progress', 1, ?, ` + now + plus + `, ` + now + `, ` + now + `, ` + now + plus + `)
+ON CONFLICT (idem_key) DO NOTHING`,
+		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
+lease_until IS NOT NULL AND lease_until > ` + now + `, created_at, error_class, error_message
+FROM ` + t + ` WHERE idem_key = ?`,
+		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
+expires_at = max(expires_at, ` + now + plus + `), updated_at = ` + now + `
+WHERE idem_key = ? AND attempt = ? AND ` + stale,
+		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = NULL, expires_at = ` + now + plus + `
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
+AND NOT (status = 'in_progress' AND (lease_until IS NULL OR lease_until > ` + now + `))`,
+		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `,
+expires_at = max(expires_at, ` + now + plus + `), updated_at = ` + now + `
+WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
+updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = ? AND attempt = ? AND ` + stale,
+		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, created_at FROM ` + t + `
+WHERE ` + stale + ` ORDER BY lease_until LIMIT 1`,
+		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
+WHERE ` + purgeable + ` ORDER BY expires_at LIMIT ?) AND ` + purgeable,
+	}
+}

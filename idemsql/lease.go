@@ -1,0 +1,200 @@
+package idemsql
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Lease mode guards effects outside the database: an HTTP call to a payment
+// provider, an e-mail. The claim cannot share a transaction with such an
+// effect, so it is committed first, as an in_progress row with a lease
+// deadline taken from the database's clock; the effect runs; the outcome is
+// recorded. See [DoExternal].
+
+// ErrLeaseLost: the caller's lease on a key ended and another caller took
+// the key over (or a sweeper resolved it) before this one recorded its
+// outcome. Nothing was recorded by this caller: every write of a holder is
+// fenced by its attempt number. The external effect may have happened; the
+// new holder, calling the downstream system with the same
+// [Lease.DownstreamKey], gets that system's own replay.
+var ErrLeaseLost = errors.New("idemsql: lease lost")
+
+// AbandonedClass is the error_class [Sweep] records for a stale claim it
+// gives up on (no handler, or a handler that returns [ResolveAbandoned]).
+// Duplicates of the key then get a [*FailureError] with this class.
+const AbandonedClass = "abandoned"
+
+// Lease-mode defaults.
+const (
+	// DefaultLease is how long a claim in lease mode is held without a
+	// heartbeat. The heartbeat renews it every third of that.
+	DefaultLease = 30 * time.Second
+	// DefaultBatchSize is how many rows [Sweep] and [Purge] handle per
+	// transaction.
+	DefaultBatchSize = 100
+)
+
+// Bounds of the lease-mode options.
+const (
+	MinLease = 10 * time.Millisecond
+	MaxLease = 24 * time.Hour
+)
+
+// LeaseDialect is implemented by dialects that support lease mode. It is
+// separate from [Dialect] so that a dialect without it still serves atomic
+// mode.
+type LeaseDialect interface {
+	LeaseStatements(table string) LeaseStatements
+}
+
+// LeaseStatements is the SQL of lease mode, with the dialect's placeholders
+// and arguments in the order given. Every time comes from the database's
+// clock; durations are passed in microseconds. Lease mode also uses
+// [Statements].Complete, Fail and Release: they are fenced by the attempt.
+//
+// Every statement that moves a claim from one holder to another re-checks,
+// in its own WHERE clause, that the row is still at the attempt the caller
+// read and that its lease has run out. Locking reads with SKIP LOCKED only
+// keep contenders from queueing behind one another; correctness never
+// rests on them, so an engine that accepts SKIP LOCKED but takes no lock
+// still lets only one contender win.
+type LeaseStatements struct {
+	// SkipLocked says the locking statements below skip rows that other
+	// transactions hold (PostgreSQL, MySQL 8, MariaDB 10.6+).
+	SkipLocked bool
+
+	// Claim inserts a new in_progress row with attempt 1 and lease_until =
+	// now + lease. Args: key, fingerprint, owner, lease, ttl. Affects 1 row
+	// when it claimed; a key that exists gives 0 rows or a KindDuplicateKey
+	// error.
+	Claim string
+	// Read returns status, fingerprint, result, attempt, owner, expired
+	// (expires_at has passed), leased (lease_until is set), live (lease_until
+	// is in the future), generation (created_at in unix milliseconds: it
+	// changes only when the row is claimed anew), error_class,
+	// error_message. It is always the first statement of its transaction and
+	// must see the latest commit. Args: key.
+	Read string
+	// LockStale, if not empty, locks the row if it is still at the attempt
+	// and its lease has run out, skipping it if another transaction holds
+	// it. Returns attempt. Args: key, attempt.
+	LockStale string
+	// TakeOver hands a row whose lease has run out to a new holder:
+	// attempt+1, owner, lease_until = now + lease, expires_at at least
+	// lease_until. Only if the row is still in_progress at the attempt and
+	// its lease_until has passed. Args: owner, lease, lease, key, attempt.
+	TakeOver string
+	// Reclaim claims anew a row whose retention (expires_at) has passed, as
+	// atomic mode does, with a lease; never a row with a live lease.
+	// Args: fingerprint, owner, lease, ttl, key, attempt.
+	Reclaim string
+	// Renew extends the lease of the holder at the attempt (lease_until =
+	// now + lease, expires_at at least lease_until). Args: lease, lease,
+	// key, attempt.
+	Renew string
+	// Abandon marks a row whose lease has run out as failed with the given
+	// class and message, attempt+1, owner. Same conditions as TakeOver.
+	// Args: error_class, error_message, owner, key, attempt.
+	Abandon string
+	// SweepNext returns one in_progress row whose lease has run out, oldest
+	// lease first, locked (skipping rows other transactions hold, where
+	// SkipLocked): idem_key, attempt, owner, fingerprint, generation. No
+	// args. A row taken over or abandoned in the same transaction no longer
+	// matches, so repeating it walks the stale rows.
+	SweepNext string
+	// Purge, if not empty, deletes up to limit rows whose expires_at has
+	// passed, skipping rows with a live lease (in_progress and lease_until
+	// not passed, or no lease_until) and rows other transactions hold.
+	// Args: limit.
+	Purge string
+	// PurgeNext and PurgeOne are used when Purge is empty: PurgeNext
+	// returns the key of one purgeable row, locked; PurgeOne deletes it,
+	// re-checking the same conditions. Args: none; key.
+	PurgeNext, PurgeOne string
+}
+
+type leaseSettings struct {
+	duration  time.Duration // 0: DefaultLease
+	heartbeat time.Duration // 0: duration / 3
+	poll      time.Duration // > 0: wait for a live holder, polling this often
+	batch     int           // 0: DefaultBatchSize
+}
+
+func (l leaseSettings) leaseDuration() time.Duration {
+	if l.duration == 0 {
+		return DefaultLease
+	}
+	return l.duration
+}
+
+func (l leaseSettings) heartbeatEvery() time.Duration {
+	if l.heartbeat == 0 {
+		return l.leaseDuration() / 3
+	}
+	return l.heartbeat
+}
+
+func (l leaseSettings) batchSize() int {
+	if l.batch == 0 {
+		return DefaultBatchSize
+	}
+	return l.batch
+}
+
+// WithLease sets how long a claim in lease mode stays held without a
+// heartbeat (default [DefaultLease]). While fn runs, [DoExternal] renews it
+// every third of that (see [WithHeartbeat]); if the holder dies, the key can
+// be taken over once the lease has run out. Pick it longer than a few
+// heartbeats and than a stall you want to tolerate (a GC pause, a slow
+// database). Store or call; between [MinLease] and [MaxLease].
+func WithLease(d time.Duration) Option {
+	return Option{name: "WithLease", apply: func(s *settings) error {
+		if d < MinLease || d > MaxLease {
+			return fmt.Errorf("%w: lease %v is outside [%v, %v]", ErrInvalidOption, d, MinLease, MaxLease)
+		}
+		s.lease.duration = d
+		return nil
+	}}
+}
+
+// WithHeartbeat sets how often [DoExternal] renews its lease while fn runs
+// (default a third of the lease). It must be shorter than the lease. Store
+// or call.
+func WithHeartbeat(every time.Duration) Option {
+	return Option{name: "WithHeartbeat", apply: func(s *settings) error {
+		if every < time.Millisecond || every > MaxLease {
+			return fmt.Errorf("%w: heartbeat %v is outside [1ms, %v]", ErrInvalidOption, every, MaxLease)
+		}
+		s.lease.heartbeat = every
+		return nil
+	}}
+}
+
+// WithLeaseWait makes a lease-mode call that finds the key held by a live
+// lease wait instead of failing with [ErrInProgress]: it reads the row every
+// poll until the holder completes (then replays), fails, or its lease runs
+// out (then takes over), bounded by ctx. Store or call; poll between 1ms and
+// 1m.
+func WithLeaseWait(poll time.Duration) Option {
+	return Option{name: "WithLeaseWait", apply: func(s *settings) error {
+		if poll < time.Millisecond || poll > time.Minute {
+			return fmt.Errorf("%w: lease wait poll %v is outside [1ms, 1m]", ErrInvalidOption, poll)
+		}
+		s.lease.poll = poll
+		return nil
+	}}
+}
+
+// WithBatchSize sets how many rows [Sweep] and [Purge] handle in one
+// transaction (default [DefaultBatchSize]); each batch's locks are held only
+// for that transaction. Store or call; between 1 and 10000.
+func WithBatchSize(n int) Option {
+	return Option{name: "WithBatchSize", apply: func(s *settings) error {
+		if n < 1 || n > 10000 {
+			return fmt.Errorf("%w: batch size %d is outside [1, 10000]", ErrInvalidOption, n)
+		}
+		s.lease.batch = n
+		return nil
+	}}
+}
