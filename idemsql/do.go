@@ -77,7 +77,7 @@ func (s *Store) callSettings(key string, opts []Option) (settings, error) {
 	}
 	cfg := s.defaults
 	if len(opts) > 0 {
-		if err := applyOptions(&cfg, opts, true); err != nil {
+		if err := applyOptions(&cfg, opts, inAtomic); err != nil {
 			return settings{}, err
 		}
 	}
@@ -233,6 +233,11 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		}
 		if n == 1 {
 			return claimOutcome{claimed: true, attempt: r.attempt + 1}, nil
+		}
+		if r.status == StatusInProgress && r.leased {
+			// A lease-mode claim whose lease is live is never re-claimed:
+			// the key is in progress.
+			return claimOutcome{row: r}, nil
 		}
 		// Another transaction re-claimed it first; read what it left.
 	}

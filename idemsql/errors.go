@@ -14,7 +14,8 @@ var (
 	ErrInvalidKey = errors.New("idemsql: invalid key")
 
 	// ErrInvalidOption: an option is unknown (a zero Option), out of range,
-	// or not allowed where it was given (a store option passed to Do).
+	// or not allowed where it was given (a store option passed to Do, an
+	// atomic-mode option passed to a lease-mode call or the reverse).
 	ErrInvalidOption = errors.New("idemsql: invalid option")
 
 	// ErrFingerprintMismatch: the key was used before with a different
@@ -39,8 +40,10 @@ var (
 	// is aborted; on MySQL/MariaDB only the statement was rolled back.
 	ErrLockTimeout = errors.New("idemsql: timed out waiting for the key's lock")
 
-	// ErrEncode: fn's result could not be encoded by the codec. fn's business
-	// writes are in the transaction: roll it back. The claim was removed.
+	// ErrEncode: fn's result could not be encoded by the codec. Atomic mode:
+	// fn's business writes are in the transaction: roll it back; the claim
+	// was removed. Lease mode: the effect happened, so the key is recorded
+	// as failed with class [UnencodableClass].
 	ErrEncode = errors.New("idemsql: cannot encode result")
 
 	// ErrDecode: a stored result could not be decoded into the requested type
@@ -48,7 +51,8 @@ var (
 	ErrDecode = errors.New("idemsql: cannot decode stored result")
 
 	// ErrResultTooLarge: the encoded result is larger than
-	// [WithMaxResultSize] allows. Like ErrEncode: roll back.
+	// [WithMaxResultSize] allows. Like ErrEncode: roll back (atomic mode),
+	// recorded as [UnencodableClass] (lease mode).
 	ErrResultTooLarge = errors.New("idemsql: result too large")
 
 	// ErrDuplicate: under the [OnDuplicateError] policy, the key already
@@ -80,14 +84,24 @@ var (
 //	var pgErr *pgconn.PgError
 //	if errors.As(err, &pgErr) { log.Println(pgErr.Code) }
 type Error struct {
-	Op   string // "claim", "read", "reclaim", "complete", "release"
+	// Op is the step that failed. Atomic mode: "begin", "claim", "read",
+	// "reclaim", "savepoint", "complete", "record failure", "release",
+	// "commit". Lease mode: "begin", "read", "claim", "reclaim", "take over",
+	// "renew", "complete", "fail", "release", "sweep", "purge", and any of
+	// them + ": commit" when the commit of its transaction failed.
+	Op string
+	// Key is the key concerned; empty for a step of Sweep or Purge that is
+	// about no one key.
 	Key  string
 	Kind error // one of the sentinels above, or nil when the failure has no special meaning
 	Err  error // the underlying error, typically the driver's
 }
 
 func (e *Error) Error() string {
-	msg := "idemsql: " + e.Op + " " + fmt.Sprintf("%q", e.Key)
+	msg := "idemsql: " + e.Op
+	if e.Key != "" {
+		msg += " " + fmt.Sprintf("%q", e.Key)
+	}
 	if e.Kind != nil {
 		msg += ": " + trimPrefix(e.Kind.Error())
 	}

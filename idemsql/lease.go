@@ -10,20 +10,37 @@ import (
 // provider, an e-mail. The claim cannot share a transaction with such an
 // effect, so it is committed first, as an in_progress row with a lease
 // deadline taken from the database's clock; the effect runs; the outcome is
-// recorded. See [DoExternal].
+// recorded. See [RunExternal].
 
-// ErrLeaseLost: the caller's lease on a key ended and another caller took
-// the key over (or a sweeper resolved it) before this one recorded its
-// outcome. Nothing was recorded by this caller: every write of a holder is
-// fenced by its attempt number. The external effect may have happened; the
-// new holder, calling the downstream system with the same
-// [Lease.DownstreamKey], gets that system's own replay.
+// ErrLeaseLost: the caller's lease on a key no longer holds it: another
+// caller took the key over (or a sweeper resolved it) after the lease ran
+// out, or the holder's outcome was already recorded. Nothing was recorded by
+// this call: every write of a holder is fenced by its attempt and its
+// per-claim owner token. The external effect may have happened; the new
+// holder, calling the downstream system with the same
+// [LeaseInfo.DownstreamKey], gets that system's own replay.
 var ErrLeaseLost = errors.New("idemsql: lease lost")
 
-// AbandonedClass is the error_class [Sweep] records for a stale claim it
-// gives up on (no handler, or a handler that returns [ResolveAbandoned]).
-// Duplicates of the key then get a [*FailureError] with this class.
-const AbandonedClass = "abandoned"
+// Error classes lease mode records.
+const (
+	// AbandonedClass is the error_class [Sweep] records for a stale claim it
+	// gives up on (no handler, or a handler that returns
+	// [ResolveAbandoned]). Duplicates of the key then get a
+	// [*FailureError] with this class.
+	AbandonedClass = "abandoned"
+	// UnencodableClass is the error_class recorded when fn succeeded but its
+	// result could not be encoded ([ErrEncode], [ErrResultTooLarge]). The
+	// effect happened and must not run again, so the key is recorded as
+	// failed: duplicates get a [*FailureError] with this class.
+	UnencodableClass = "unencodable_result"
+	// ReleasedClass marks, in error_class, an in_progress row whose holder
+	// ended its lease on purpose (fn failed, [Lease.Release],
+	// [ResolveReleased]) instead of recording an outcome. The next call
+	// takes the key over at once, with the same downstream key. error_message
+	// says why. [Sweep] leaves such a row to callers until its retention has
+	// run out.
+	ReleasedClass = "released"
+)
 
 // Lease-mode defaults.
 const (
@@ -50,8 +67,14 @@ type LeaseDialect interface {
 
 // LeaseStatements is the SQL of lease mode, with the dialect's placeholders
 // and arguments in the order given. Every time comes from the database's
-// clock; durations are passed in microseconds. Lease mode also uses
-// [Statements].Complete, Fail and Release: they are fenced by the attempt.
+// clock; durations are passed in microseconds. A lease is live while
+// lease_until > now, and stale from lease_until <= now.
+//
+// Every claim writes a per-claim owner token (unique to that claim, also
+// across takeovers), and every write of a holder (Renew, Complete, Fail,
+// End) is fenced by key, attempt, owner and status = 'in_progress', so a
+// holder whose lease was taken, ended or resolved changes nothing, even if
+// the key's attempt number were ever to repeat.
 //
 // Every statement that moves a claim from one holder to another re-checks,
 // in its own WHERE clause, that the row is still at the attempt the caller
@@ -59,6 +82,10 @@ type LeaseDialect interface {
 // keep contenders from queueing behind one another; correctness never
 // rests on them, so an engine that accepts SKIP LOCKED but takes no lock
 // still lets only one contender win.
+//
+// Lease mode never deletes an in_progress row: such a row may stand for an
+// effect that happened, and its downstream key must survive until a holder
+// records an outcome or [Sweep] resolves it.
 type LeaseStatements struct {
 	// SkipLocked says the locking statements below skip rows that other
 	// transactions hold (PostgreSQL, MySQL 8, MariaDB 10.6+).
@@ -82,31 +109,45 @@ type LeaseStatements struct {
 	LockStale string
 	// TakeOver hands a row whose lease has run out to a new holder:
 	// attempt+1, owner, lease_until = now + lease, expires_at at least
-	// lease_until. Only if the row is still in_progress at the attempt and
-	// its lease_until has passed. Args: owner, lease, lease, key, attempt.
+	// lease_until, error_class and error_message cleared (a released row's
+	// mark). created_at is kept. Only if the row is still in_progress at the
+	// attempt and its lease has run out. Args: owner, lease, lease, key,
+	// attempt.
 	TakeOver string
-	// Reclaim claims anew a row whose retention (expires_at) has passed, as
-	// atomic mode does, with a lease; never a row with a live lease.
-	// Args: fingerprint, owner, lease, ttl, key, attempt.
+	// Reclaim claims anew, with a lease, a completed or failed row whose
+	// retention (expires_at) has passed, as atomic mode does; never an
+	// in_progress row. Args: fingerprint, owner, lease, ttl, key, attempt.
 	Reclaim string
-	// Renew extends the lease of the holder at the attempt (lease_until =
-	// now + lease, expires_at at least lease_until). Args: lease, lease,
-	// key, attempt.
+	// Renew extends the holder's lease (lease_until = now + lease, expires_at
+	// at least lease_until). Args: lease, lease, key, attempt, owner.
 	Renew string
+	// Complete stores the result and marks the row completed, keeping it at
+	// least ttl from now (expires_at = the greater of expires_at and now +
+	// ttl). Args: result, ttl, key, attempt, owner.
+	Complete string
+	// Fail records a failure like Complete records a result.
+	// Args: error_class, error_message, ttl, key, attempt, owner.
+	Fail string
+	// End ends the holder's lease without an outcome: lease_until = now,
+	// error_class and error_message set (to [ReleasedClass] and why),
+	// expires_at at least now + ttl; status, attempt and created_at kept.
+	// Args: error_class, error_message, ttl, key, attempt, owner.
+	End string
 	// Abandon marks a row whose lease has run out as failed with the given
 	// class and message, attempt+1, owner. Same conditions as TakeOver.
 	// Args: error_class, error_message, owner, key, attempt.
 	Abandon string
 	// SweepNext returns one in_progress row whose lease has run out, oldest
 	// lease first, locked (skipping rows other transactions hold, where
-	// SkipLocked): idem_key, attempt, owner, fingerprint, generation. No
-	// args. A row taken over or abandoned in the same transaction no longer
-	// matches, so repeating it walks the stale rows.
+	// SkipLocked): idem_key, attempt, owner, fingerprint, generation. A row
+	// whose lease was ended on purpose ([ReleasedClass]) only once its
+	// expires_at has passed. No args. A row taken over or abandoned in the
+	// same transaction no longer matches, so repeating it walks the stale
+	// rows.
 	SweepNext string
-	// Purge, if not empty, deletes up to limit rows whose expires_at has
-	// passed, skipping rows with a live lease (in_progress and lease_until
-	// not passed, or no lease_until) and rows other transactions hold.
-	// Args: limit.
+	// Purge, if not empty, deletes up to limit completed or failed rows whose
+	// expires_at has passed, skipping rows other transactions hold. Never an
+	// in_progress row. Args: limit.
 	Purge string
 	// PurgeNext and PurgeOne are used when Purge is empty: PurgeNext
 	// returns the key of one purgeable row, locked; PurgeOne deletes it,
@@ -143,13 +184,13 @@ func (l leaseSettings) batchSize() int {
 }
 
 // WithLease sets how long a claim in lease mode stays held without a
-// heartbeat (default [DefaultLease]). While fn runs, [DoExternal] renews it
+// heartbeat (default [DefaultLease]). While fn runs, [RunExternal] renews it
 // every third of that (see [WithHeartbeat]); if the holder dies, the key can
 // be taken over once the lease has run out. Pick it longer than a few
 // heartbeats and than a stall you want to tolerate (a GC pause, a slow
-// database). Store or call; between [MinLease] and [MaxLease].
+// database). Store or lease-mode call; between [MinLease] and [MaxLease].
 func WithLease(d time.Duration) Option {
-	return Option{name: "WithLease", apply: func(s *settings) error {
+	return Option{name: "WithLease", scope: inStore | inLease, apply: func(s *settings) error {
 		if d < MinLease || d > MaxLease {
 			return fmt.Errorf("%w: lease %v is outside [%v, %v]", ErrInvalidOption, d, MinLease, MaxLease)
 		}
@@ -158,11 +199,12 @@ func WithLease(d time.Duration) Option {
 	}}
 }
 
-// WithHeartbeat sets how often [DoExternal] renews its lease while fn runs
-// (default a third of the lease). It must be shorter than the lease. Store
-// or call.
+// WithHeartbeat sets how often [RunExternal] and [Sweep] renew a lease
+// while fn runs (default a third of the lease). It must be at most half the
+// lease, so that one late or failed renewal does not lose it. Store or
+// lease-mode call.
 func WithHeartbeat(every time.Duration) Option {
-	return Option{name: "WithHeartbeat", apply: func(s *settings) error {
+	return Option{name: "WithHeartbeat", scope: inStore | inLease, apply: func(s *settings) error {
 		if every < time.Millisecond || every > MaxLease {
 			return fmt.Errorf("%w: heartbeat %v is outside [1ms, %v]", ErrInvalidOption, every, MaxLease)
 		}
@@ -174,10 +216,10 @@ func WithHeartbeat(every time.Duration) Option {
 // WithLeaseWait makes a lease-mode call that finds the key held by a live
 // lease wait instead of failing with [ErrInProgress]: it reads the row every
 // poll until the holder completes (then replays), fails, or its lease runs
-// out (then takes over), bounded by ctx. Store or call; poll between 1ms and
-// 1m.
+// out (then takes over), bounded by ctx. Store or lease-mode call; poll
+// between 1ms and 1m.
 func WithLeaseWait(poll time.Duration) Option {
-	return Option{name: "WithLeaseWait", apply: func(s *settings) error {
+	return Option{name: "WithLeaseWait", scope: inStore | inLease, apply: func(s *settings) error {
 		if poll < time.Millisecond || poll > time.Minute {
 			return fmt.Errorf("%w: lease wait poll %v is outside [1ms, 1m]", ErrInvalidOption, poll)
 		}
@@ -188,9 +230,9 @@ func WithLeaseWait(poll time.Duration) Option {
 
 // WithBatchSize sets how many rows [Sweep] and [Purge] handle in one
 // transaction (default [DefaultBatchSize]); each batch's locks are held only
-// for that transaction. Store or call; between 1 and 10000.
+// for that transaction. Store or lease-mode call; between 1 and 10000.
 func WithBatchSize(n int) Option {
-	return Option{name: "WithBatchSize", apply: func(s *settings) error {
+	return Option{name: "WithBatchSize", scope: inStore | inLease, apply: func(s *settings) error {
 		if n < 1 || n > 10000 {
 			return fmt.Errorf("%w: batch size %d is outside [1, 10000]", ErrInvalidOption, n)
 		}

@@ -3,7 +3,9 @@ package idemsql
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,26 +13,37 @@ import (
 	"time"
 )
 
-// Lease is a claim held in lease mode. [DoExternal] hands it to fn; the
-// lower-level [ClaimLease] returns it, and its methods record the outcome.
-// Every write through a Lease is fenced by its attempt: once another caller
-// has taken the key over, they change nothing and return [ErrLeaseLost].
-type Lease struct {
+// LeaseInfo describes a claim held in lease mode: what fn sees in
+// [RunExternal] and a [SweepHandler] sees in [Stale]. It is data only; the
+// library records the outcome from fn's return values.
+type LeaseInfo struct {
 	Key string
 	// Attempt is 1 on the first claim and grows by one on every takeover and
-	// every new claim after the key's retention ran out: the fencing token.
+	// every new claim after the key's retention ran out.
 	Attempt int64
-	// Owner is what the owner column holds for this holder (host/pid/id).
+	// Owner is what the owner column holds for this holder: the store's
+	// owner (host/pid/id) and a token unique to this claim. With Attempt it
+	// fences every write of the holder.
 	Owner string
 	// DownstreamKey is the key to hand to the external system's own
 	// idempotency mechanism (Stripe's Idempotency-Key header, an SMTP
-	// Message-ID). It is the same for every holder of one claim, across
-	// takeovers, so a takeover that repeats the call is deduplicated by the
-	// downstream system; it changes only when the key is claimed anew after
-	// its retention ran out. Its form is Key + ":" + the claim's creation
-	// time in unix milliseconds (at most [MaxKeyLen]+21 bytes); hash it if
-	// the downstream system takes shorter keys.
+	// Message-ID). It is the same for every holder of one claim: across
+	// takeovers, and across retries after fn failed or the lease was
+	// released, so a repeated call is deduplicated by the downstream
+	// system. It changes only when the key is claimed anew after a recorded
+	// outcome (completed or failed) has passed its retention. Its form is
+	// Key + ":" + the claim's creation time in unix milliseconds (at most
+	// [MaxKeyLen]+21 bytes); hash it if the downstream system takes shorter
+	// keys.
 	DownstreamKey string
+}
+
+// Lease is a claim held in lease mode, as [ClaimLease] returns it; its
+// methods record the outcome. Every write through a Lease is fenced by its
+// attempt and its per-claim owner token: once the key was taken over,
+// resolved or recorded, they change nothing and return [ErrLeaseLost].
+type Lease struct {
+	LeaseInfo
 
 	lr    *leaser
 	since time.Time // local monotonic time before the lease was taken: the heartbeat's conservative deadline starts here
@@ -72,11 +85,11 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 		return nil, fmt.Errorf("%w: dialect %s has no lease mode", ErrInvalidOption, s.dialect.Name())
 	}
 	lr := &leaser{s: s, ls: ld.LeaseStatements(s.defaults.table), cfg: s.defaults}
-	if err := applyOptions(&lr.cfg, opts, true); err != nil {
+	if err := applyOptions(&lr.cfg, opts, inLease); err != nil {
 		return nil, err
 	}
-	if lr.cfg.lease.heartbeatEvery() >= lr.cfg.lease.leaseDuration() {
-		return nil, fmt.Errorf("%w: heartbeat %v is not shorter than the lease %v",
+	if 2*lr.cfg.lease.heartbeatEvery() > lr.cfg.lease.leaseDuration() {
+		return nil, fmt.Errorf("%w: heartbeat %v is more than half the lease %v",
 			ErrInvalidOption, lr.cfg.lease.heartbeatEvery(), lr.cfg.lease.leaseDuration())
 	}
 	pool := db.pool
@@ -91,6 +104,20 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 }
 
 func (lr *leaser) leaseMicros() int64 { return lr.cfg.lease.leaseDuration().Microseconds() }
+
+// ttlMicros is the retention of a claim and of its outcome: never shorter
+// than the lease.
+func (lr *leaser) ttlMicros() int64 {
+	return max(lr.cfg.ttl, lr.cfg.lease.leaseDuration()).Microseconds()
+}
+
+// newToken is the owner column of one claim: the store's owner and a
+// random suffix, so that no two claims of a key, ever, share it.
+func (lr *leaser) newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return lr.s.owner + "/" + hex.EncodeToString(b[:])
+}
 
 // inTx runs f in a short transaction of its own and commits it, again from
 // the start when the database asks for a retry. f returns errors already
@@ -142,9 +169,9 @@ func (lr *leaser) read(ctx context.Context, ex Executor, key string) (r leaseRow
 	return r, true, nil
 }
 
-func (lr *leaser) lease(key string, attempt, generation int64, since time.Time) Lease {
-	return Lease{Key: key, Attempt: attempt, Owner: lr.s.owner,
-		DownstreamKey: key + ":" + strconv.FormatInt(generation, 10), lr: lr, since: since}
+func (lr *leaser) lease(key string, attempt, generation int64, token string, since time.Time) Lease {
+	return Lease{LeaseInfo: LeaseInfo{Key: key, Attempt: attempt, Owner: token,
+		DownstreamKey: key + ":" + strconv.FormatInt(generation, 10)}, lr: lr, since: since}
 }
 
 func lostError(op, key string, attempt int64) error {
@@ -179,7 +206,11 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 		switch {
 		case !found:
 			got, l, err = lr.tryClaim(ctx, key)
-		case r.expired && !(r.status == StatusInProgress && (r.live || !r.leased)):
+		case r.expired && r.status != StatusInProgress:
+			// A recorded outcome past its retention: the key is free. An
+			// in_progress row never is, expired or not: it may stand for an
+			// effect that happened, and is taken over below instead, under
+			// the same downstream key.
 			got, l, err = lr.tryReclaim(ctx, key, r.attempt)
 		case !bytes.Equal(r.fingerprint, cfg.fingerprint):
 			return false, l, row, fmt.Errorf("%w: key %q", ErrFingerprintMismatch, key)
@@ -214,11 +245,11 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 }
 
 func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, err error) {
-	ttl := max(lr.cfg.ttl, lr.cfg.lease.leaseDuration()).Microseconds()
 	since := time.Now()
+	token := lr.newToken()
 	err = lr.inTx(ctx, "claim", key, func(ex Executor) error {
 		got = false
-		n, err := ex.Exec(ctx, lr.ls.Claim, key, lr.cfg.fingerprint, lr.s.owner, lr.leaseMicros(), ttl)
+		n, err := ex.Exec(ctx, lr.ls.Claim, key, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros())
 		if err != nil {
 			if lr.s.dialect.Classify(err) != KindDuplicateKey {
 				return lr.s.dbError(ctx, "claim", key, err)
@@ -232,21 +263,21 @@ func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, 
 		if err != nil {
 			return err
 		}
-		if !found {
+		if !found || r.owner.String != token {
 			return &Error{Op: "claim", Key: key, Kind: ErrUnexpectedState, Err: errors.New("claimed row not found")}
 		}
-		got, l = true, lr.lease(key, r.attempt, r.generation, since)
+		got, l = true, lr.lease(key, r.attempt, r.generation, token, since)
 		return nil
 	})
 	return got, l, err
 }
 
 func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (got bool, l Lease, err error) {
-	ttl := max(lr.cfg.ttl, lr.cfg.lease.leaseDuration()).Microseconds()
 	since := time.Now()
+	token := lr.newToken()
 	err = lr.inTx(ctx, "reclaim", key, func(ex Executor) error {
 		got = false
-		n, err := ex.Exec(ctx, lr.ls.Reclaim, lr.cfg.fingerprint, lr.s.owner, lr.leaseMicros(), ttl, key, attempt)
+		n, err := ex.Exec(ctx, lr.ls.Reclaim, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros(), key, attempt)
 		if err != nil {
 			return lr.s.dbError(ctx, "reclaim", key, err)
 		}
@@ -257,10 +288,10 @@ func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (go
 		if err != nil {
 			return err
 		}
-		if !found || r.attempt != attempt+1 {
+		if !found || r.attempt != attempt+1 || r.owner.String != token {
 			return &Error{Op: "reclaim", Key: key, Kind: ErrUnexpectedState, Err: errors.New("re-claimed row changed")}
 		}
-		got, l = true, lr.lease(key, r.attempt, r.generation, since)
+		got, l = true, lr.lease(key, r.attempt, r.generation, token, since)
 		return nil
 	})
 	return got, l, err
@@ -272,6 +303,7 @@ func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (go
 // instead of queueing behind the winner.
 func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got bool, l Lease, err error) {
 	since := time.Now()
+	token := lr.newToken()
 	err = lr.inTx(ctx, "take over", key, func(ex Executor) error {
 		got = false
 		if lr.ls.LockStale != "" {
@@ -285,7 +317,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 			}
 		}
 		us := lr.leaseMicros()
-		n, err := ex.Exec(ctx, lr.ls.TakeOver, lr.s.owner, us, us, key, r.attempt)
+		n, err := ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, r.attempt)
 		if err != nil {
 			return lr.s.dbError(ctx, "take over", key, err)
 		}
@@ -293,19 +325,20 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 		return nil
 	})
 	if got {
-		// created_at, hence the generation, only changes with a new attempt,
-		// and this attempt is ours.
-		l = lr.lease(key, r.attempt+1, r.generation, since)
+		// A takeover keeps created_at, hence the generation; the UPDATE
+		// matched the attempt read together with it.
+		l = lr.lease(key, r.attempt+1, r.generation, token, since)
 	}
 	return got, l, err
 }
 
 // ClaimLease is the first step of lease mode for callers who drive the steps
-// themselves; most use [DoExternal]. It commits, in a short transaction of
+// themselves; most use [RunExternal]. It commits, in a short transaction of
 // its own on db, a claim on key: an in_progress row with lease_until = the
-// database's clock + the lease ([WithLease]), this store's owner and an
-// attempt number. A key whose holder's lease ran out is taken over
-// (attempt+1); a key whose retention ran out is claimed anew.
+// database's clock + the lease ([WithLease]), an owner token unique to this
+// claim and an attempt number. A key whose holder's lease ran out (or was
+// released) is taken over (attempt+1, same downstream key); a key whose
+// recorded outcome passed its retention is claimed anew.
 //
 // Then:
 //   - Held: do the effect, passing Lease.DownstreamKey to the external
@@ -347,31 +380,26 @@ type skipCodec struct{}
 func (skipCodec) Marshal(any) ([]byte, error) { return nil, nil }
 func (skipCodec) Unmarshal([]byte, any) error { return nil }
 
-var errUnboundLease = errors.New("idemsql: Lease was not made by ClaimLease, DoExternal or Sweep")
+var errUnboundLease = errors.New("idemsql: Lease was not made by ClaimLease")
 
 // Renew extends the lease to the database's clock + the lease duration. It
-// returns [ErrLeaseLost] when another caller took the key over.
+// returns [ErrLeaseLost] when the lease no longer holds the key.
 func (l Lease) Renew(ctx context.Context) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
 	us := l.lr.leaseMicros()
-	return l.lr.inTx(ctx, "renew", l.Key, func(ex Executor) error {
-		n, err := ex.Exec(ctx, l.lr.ls.Renew, us, us, l.Key, l.Attempt)
-		if err != nil {
-			return l.lr.s.dbError(ctx, "renew", l.Key, err)
-		}
-		if n != 1 {
-			return lostError("renew", l.Key, l.Attempt)
-		}
-		return nil
+	return l.finish(ctx, "renew", func(ex Executor) (int64, error) {
+		return ex.Exec(ctx, l.lr.ls.Renew, us, us, l.Key, l.Attempt, l.Owner)
 	})
 }
 
-// Complete records result (encoded with the codec) as the key's outcome;
-// every later call with the key replays it. It returns [ErrLeaseLost], and
-// records nothing, when another caller took the key over. A lease that ran
-// out without a takeover still completes: the attempt is still the latest.
+// Complete records result (encoded with the codec) as the key's outcome,
+// kept for the TTL from now; every later call with the key replays it. It
+// returns [ErrLeaseLost], and records nothing, when the lease no longer
+// holds the key (taken over, resolved, or an outcome already recorded). A
+// lease that ran out without a takeover still completes: the holder is
+// still the latest.
 func (l Lease) Complete(ctx context.Context, result any) error {
 	if l.lr == nil {
 		return errUnboundLease
@@ -384,78 +412,87 @@ func (l Lease) Complete(ctx context.Context, result any) error {
 }
 
 func (l Lease) complete(ctx context.Context, encoded []byte) error {
-	return l.finish(ctx, "complete", StatusCompleted, func(ex Executor) (int64, error) {
-		return ex.Exec(ctx, l.lr.s.stmts.Complete, string(encoded), l.Key, l.Attempt)
+	ttl := l.lr.ttlMicros()
+	return l.finish(ctx, "complete", func(ex Executor) (int64, error) {
+		return ex.Exec(ctx, l.lr.ls.Complete, string(encoded), ttl, l.Key, l.Attempt, l.Owner)
 	})
 }
 
-// Fail records a permanent failure (class for machines, message for people);
-// every later call with the key gets it back as a [*FailureError]. It
-// returns [ErrLeaseLost], and records nothing, when another caller took the
-// key over.
+// Fail records a permanent failure (class for machines, message for people),
+// kept for the TTL from now; every later call with the key gets it back as a
+// [*FailureError]. It returns [ErrLeaseLost], and records nothing, when the
+// lease no longer holds the key.
 func (l Lease) Fail(ctx context.Context, class, message string) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
 	class, message = truncateUTF8(class, maxErrorClass), truncateUTF8(message, maxErrorMessage)
-	return l.finish(ctx, "fail", StatusFailed, func(ex Executor) (int64, error) {
-		return ex.Exec(ctx, l.lr.s.stmts.Fail, class, message, l.Key, l.Attempt)
+	ttl := l.lr.ttlMicros()
+	return l.finish(ctx, "fail", func(ex Executor) (int64, error) {
+		return ex.Exec(ctx, l.lr.ls.Fail, class, message, ttl, l.Key, l.Attempt, l.Owner)
 	})
 }
 
-// Release deletes the claim, so that the next call with the key runs again:
-// for an effect that certainly did not happen, or that may be repeated under
-// the same downstream key. It returns [ErrLeaseLost] when another caller
-// took the key over.
+// Release ends the lease without recording an outcome, for an effect that
+// did not happen or that may be repeated under the same downstream key. The
+// row stays in_progress, marked [ReleasedClass]: the next call with the key
+// takes it over at once, as attempt+1 with the same DownstreamKey. It
+// returns [ErrLeaseLost] when the lease no longer holds the key.
 func (l Lease) Release(ctx context.Context) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
-	return l.finish(ctx, "release", "", func(ex Executor) (int64, error) {
-		return ex.Exec(ctx, l.lr.s.stmts.Release, l.Key, l.Attempt)
+	return l.end(ctx, "released by its holder")
+}
+
+func (l Lease) end(ctx context.Context, why string) error {
+	ttl := l.lr.ttlMicros()
+	why = truncateUTF8(why, maxErrorMessage)
+	return l.finish(ctx, "release", func(ex Executor) (int64, error) {
+		return ex.Exec(ctx, l.lr.ls.End, ReleasedClass, why, ttl, l.Key, l.Attempt, l.Owner)
 	})
 }
 
-// finish runs a fenced write. When it changes no row, the row is read: if
-// it already shows this attempt's outcome, an earlier try of the same write
-// committed (its commit reply was lost and the transaction retried);
-// otherwise the lease was lost.
-func (l Lease) finish(ctx context.Context, op, status string, write func(Executor) (int64, error)) error {
+// finish runs a fenced write. A write that changes no row means the lease
+// no longer holds the key: the row was taken over, resolved, or already
+// carries an outcome. No row is re-read to guess otherwise: the owner token
+// is this claim's alone, and a fenced write either matched it or did not.
+func (l Lease) finish(ctx context.Context, op string, write func(Executor) (int64, error)) error {
 	lr := l.lr
 	return lr.inTx(ctx, op, l.Key, func(ex Executor) error {
 		n, err := write(ex)
 		if err != nil {
 			return lr.s.dbError(ctx, op, l.Key, err)
 		}
-		if n == 1 {
-			return nil
+		if n != 1 {
+			return lostError(op, l.Key, l.Attempt)
 		}
-		r, found, err := lr.read(ctx, ex, l.Key)
-		if err != nil {
-			return err
-		}
-		if status == "" && !found {
-			return nil
-		}
-		if found && status != "" && r.attempt == l.Attempt && r.status == status {
-			return nil
-		}
-		return lostError(op, l.Key, l.Attempt)
+		return nil
 	})
 }
 
 // hold runs fn while a heartbeat renews the lease every heartbeat interval.
-// When a renewal finds the lease taken (definite), or no renewal succeeded
+// When a renewal finds the lease gone (definite), or no renewal succeeded
 // for a whole lease by the local monotonic clock (the database may be
-// unreachable), fn's context is cancelled with the cause. started is a
-// moment before the lease was taken (l.since) or last renewed: the local
-// deadline is conservative, it ends before the database's.
+// unreachable), fn's context is cancelled with the cause, an error that
+// matches [ErrLeaseLost]. The local deadline starts at l.since, a moment
+// before the lease was taken, or at the start of the last successful
+// renewal: it ends before the database's.
+//
+// The heartbeat stops when fn returns, when ctx ends, and when fn panics:
+// then the panic goes on up and the lease simply runs out, so that the key
+// is taken over later (fn may have done the effect before panicking).
 func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost error, definite bool) {
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	dur, every := l.lr.cfg.lease.leaseDuration(), l.lr.cfg.lease.heartbeatEvery()
 	stop := make(chan struct{})
+	var hbLost error
+	var hbDefinite bool
 	var wg sync.WaitGroup
+	var once sync.Once
+	stopHeartbeat := func() { once.Do(func() { close(stop); wg.Wait() }) }
+	defer stopHeartbeat()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -465,6 +502,8 @@ func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost err
 		for {
 			select {
 			case <-stop:
+				return
+			case <-hctx.Done():
 				return
 			case <-t.C:
 			}
@@ -480,7 +519,7 @@ func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost err
 					continue
 				}
 				if errors.Is(err, ErrLeaseLost) {
-					lost, definite = err, true
+					hbLost, hbDefinite = err, true
 					cancel(err)
 					return
 				}
@@ -489,51 +528,62 @@ func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost err
 				if err == nil {
 					err = errors.New("the heartbeat ran late")
 				}
-				lost = &Error{Op: "renew", Key: l.Key, Kind: ErrLeaseLost,
+				hbLost = &Error{Op: "renew", Key: l.Key, Kind: ErrLeaseLost,
 					Err: fmt.Errorf("no renewal succeeded for a whole lease (%v): %w", dur, err)}
-				cancel(lost)
+				cancel(hbLost)
 				return
 			}
 		}
 	}()
 	fn(hctx)
-	close(stop)
-	wg.Wait()
-	return lost, definite
+	stopHeartbeat()
+	return hbLost, hbDefinite
 }
 
-// DoExternal runs fn at most once at a time per key, for an effect outside
+// RunExternal runs fn at most once at a time per key, for an effect outside
 // the database (a payment API, an e-mail), and records its result so that
-// every later call with the key replays it.
+// every later call with the key replays it. Like [Run] it takes a pool, not
+// a transaction: the claim and the outcome are each committed in a short
+// transaction of their own, and fn runs outside any transaction.
 //
-// It claims the key in a short transaction of its own on db and commits the
-// claim before fn runs (see [ClaimLease]): an in_progress row with a lease
-// from the database's clock. While fn runs, a heartbeat renews the lease
-// every third of it ([WithLease], [WithHeartbeat]); if a renewal finds the
-// key taken over, fn's context is cancelled. When fn returns, its result is
-// stored under the same fence, in another short transaction.
+// It claims the key (see [ClaimLease]) and commits the claim before fn runs:
+// an in_progress row with a lease from the database's clock. While fn runs,
+// a heartbeat renews the lease every third of it ([WithLease],
+// [WithHeartbeat]); if a renewal finds the key taken over, or none succeeds
+// for a whole lease, fn's context is cancelled with a cause matching
+// [ErrLeaseLost] (see [context.Cause]). When fn returns, its outcome is
+// recorded under the same fence, in another short transaction.
 //
 //   - A duplicate of a completed key replays: Result.Replayed, fn does not
 //     run. One of a key held by a live lease gets [ErrInProgress], or waits
 //     with [WithLeaseWait].
 //   - If the holder dies, its lease runs out and the next call takes the key
-//     over (attempt+1) and runs fn; so does [Sweep]. Two contenders never
-//     both win.
+//     over (attempt+1, same DownstreamKey) and runs fn; so does [Sweep].
+//     Two contenders never both win.
 //   - A holder that lost its lease (paused past it, cut off from the
-//     database) records nothing and gets [ErrLeaseLost].
-//   - If fn returns an error, DoExternal returns it and deletes the claim:
-//     the next call runs again. With [WithRecordedFailures], an error made
-//     with [Permanent] is recorded instead and replayed to every duplicate.
+//     database) records nothing and gets an error matching [ErrLeaseLost],
+//     joined with fn's error if any.
+//   - If fn returns an error, RunExternal returns it and ends the lease
+//     without an outcome: the next call takes the key over at once and runs
+//     fn again, with the same DownstreamKey, so a downstream system that
+//     saw the first call (a time-out after the charge) deduplicates the
+//     second. With [WithRecordedFailures], an error made with [Permanent] is
+//     recorded instead and replayed to every duplicate.
+//   - If fn succeeded but its result cannot be encoded ([ErrEncode],
+//     [ErrResultTooLarge]), the effect happened: the key is recorded as
+//     failed with class [UnencodableClass] and the encoding error returned.
+//   - If fn panics, the heartbeat stops, nothing is recorded and the panic
+//     goes on; the lease runs out and the key is taken over later.
 //
 // What it cannot promise: the external effect may happen twice, when a
 // holder dies after the effect and before recording it, and a takeover
 // repeats it. Pass l.DownstreamKey to the external system's idempotency key
-// (Stripe's Idempotency-Key header): it is the same across takeovers, so the
-// external system absorbs the repeat.
+// (Stripe's Idempotency-Key header): it is the same for every run of one
+// claim, so the external system absorbs the repeat.
 //
 // Options: those of [ClaimLease], and [WithHeartbeat], [WithOnDuplicate],
 // [WithRecordedFailures].
-func DoExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx context.Context, l Lease) (T, error), opts ...Option) (Result[T], error) {
+func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Option) (Result[T], error) {
 	var res Result[T]
 	if err := ValidateKey(key); err != nil {
 		return res, err
@@ -556,43 +606,53 @@ func DoExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx
 }
 
 // runHeld runs fn under l and records its outcome.
-func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease) (T, error)) (Result[T], error) {
+func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, LeaseInfo) (T, error)) (Result[T], error) {
 	var res Result[T]
 	var v T
 	var fnErr error
-	lost, definite := l.hold(ctx, func(ctx context.Context) { v, fnErr = fn(ctx, l) })
+	lost, definite := l.hold(ctx, func(ctx context.Context) { v, fnErr = fn(ctx, l.LeaseInfo) })
 	if definite {
-		if fnErr != nil {
-			return res, errors.Join(lost, fnErr)
-		}
-		return res, lost
+		return res, joinErrs(lost, fnErr)
 	}
-	// The effect happened (or failed): record that even if ctx ended.
+	// The effect happened (or failed): record that even if ctx ended. A
+	// lease the heartbeat could not renew may still be this holder's: the
+	// writes are fenced, and lost joins whatever comes back.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(l.lr.cfg.lease.leaseDuration(), 10*time.Second))
 	defer cancel()
 	if fnErr != nil {
 		if class, ok := IsPermanent(fnErr); ok && l.lr.cfg.recordFailures {
 			msg := truncateUTF8(fnErr.Error(), maxErrorMessage)
 			if err := l.Fail(wctx, class, msg); err != nil {
-				return res, errors.Join(fnErr, err)
+				return res, joinErrs(fnErr, lost, err)
 			}
 			return res, &FailureError{Key: l.Key, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
 		}
-		if err := l.Release(wctx); err != nil {
-			return res, errors.Join(fnErr, err)
-		}
-		return res, fnErr
+		return res, joinErrs(fnErr, lost, l.end(wctx, "fn failed: "+fnErr.Error()))
 	}
 	encoded, err := encode(v, &l.lr.cfg)
 	if err != nil {
-		if rerr := l.Release(wctx); rerr != nil {
-			return res, errors.Join(err, rerr)
-		}
-		return res, err
+		return res, joinErrs(err, lost, l.Fail(wctx, UnencodableClass, err.Error()))
 	}
 	if err := l.complete(wctx, encoded); err != nil {
-		return res, err
+		return res, joinErrs(err, lost)
 	}
 	res.Value = v
 	return res, nil
+}
+
+// joinErrs is errors.Join, except that a single error comes back unchanged
+// (fn's own error stays comparable with ==).
+func joinErrs(errs ...error) error {
+	var only error
+	n := 0
+	for _, e := range errs {
+		if e != nil {
+			only = e
+			n++
+		}
+	}
+	if n <= 1 {
+		return only
+	}
+	return errors.Join(errs...)
 }

@@ -10,11 +10,12 @@ import (
 )
 
 // Stale is a claim whose holder's lease ran out, handed to a [SweepHandler].
-// The sweeper has already taken it over: Lease is the sweeper's own (attempt
-// one higher than the dead holder's, same DownstreamKey), renewed by a
-// heartbeat while the handler runs.
+// The sweeper has already taken it over: LeaseInfo is the sweeper's own
+// (attempt one higher than the dead holder's, same DownstreamKey), renewed
+// by a heartbeat while the handler runs. The handler decides; the sweeper
+// records its [Resolution] under that lease.
 type Stale struct {
-	Lease
+	LeaseInfo
 	// PreviousOwner is the owner column of the holder whose lease ran out.
 	PreviousOwner string
 	// Fingerprint is the request fingerprint the key was claimed with.
@@ -52,7 +53,10 @@ func ResolveAbandoned(message string) Resolution {
 	return Resolution{kind: resolveAbandoned, message: message}
 }
 
-// ResolveReleased deletes the claim: the next call with the key runs again.
+// ResolveReleased ends the claim's lease without an outcome, as
+// [Lease.Release] does: the next call with the key takes it over at once and
+// runs again, with the same DownstreamKey. The row stays, marked
+// [ReleasedClass]; sweeps leave it alone until its retention has run out.
 func ResolveReleased() Resolution { return Resolution{kind: resolveReleased} }
 
 // SweepHandler decides what becomes of a stale claim. An error leaves the
@@ -64,13 +68,15 @@ type SweepStats struct {
 	Found     int // stale claims taken over (with a handler) or abandoned (without)
 	Completed int // resolved with ResolveCompleted
 	Abandoned int // marked failed with class AbandonedClass
-	Released  int // deleted with ResolveReleased
+	Released  int // lease ended with ResolveReleased
 	Lost      int // taken from the sweeper before its resolution was recorded
 	Failed    int // the handler returned an error, or recording failed
 }
 
 // Sweep finds in_progress claims whose lease ran out (their holders died or
-// hung) and resolves each one once.
+// hung) and resolves each one once. A claim whose lease was ended on purpose
+// ([ReleasedClass]: fn failed, a release) is left to callers, who take it
+// over, until its retention has run out; then Sweep resolves it too.
 //
 // Rows are taken in batches ([WithBatchSize]), each in a short transaction:
 // on PostgreSQL and MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so any number
@@ -82,9 +88,11 @@ type SweepStats struct {
 // the transaction commits, and h runs for it, concurrently for a batch,
 // with a heartbeat; its [Resolution] is recorded under the sweeper's fence.
 //
-// Sweep returns after one pass: when a batch comes back short. The error
-// joins the handlers' errors and any database error. [SweepEvery] runs it
-// in a loop.
+// Sweep returns after one pass: when no stale row is left, or the next one
+// is a row this pass already resolved. A row that a concurrent writer
+// changed between the sweeper's read and its update ends that batch only.
+// The error joins the handlers' errors and any database error.
+// [SweepEvery] runs it in a loop.
 func Sweep[X any](ctx context.Context, db DB[X], h SweepHandler, opts ...Option) (SweepStats, error) {
 	lr, err := newLeaser(db, opts)
 	if err != nil {
@@ -93,50 +101,72 @@ func Sweep[X any](ctx context.Context, db DB[X], h SweepHandler, opts ...Option)
 	return lr.sweep(ctx, h)
 }
 
+// maxSweepContention bounds how many batches in a row may end on a row a
+// concurrent writer changed, with nothing swept, before a pass gives up.
+const maxSweepContention = 10
+
+// swept is one stale row a sweeper took over.
+type swept struct {
+	lease Lease
+	stale Stale
+}
+
 func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error) {
 	var stats SweepStats
 	var errs []error
 	batch := lr.cfg.lease.batchSize()
 	us := lr.leaseMicros()
+	seen := map[string]bool{} // keys this pass resolved
+	contended := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return stats, errors.Join(append(errs, err)...)
 		}
-		var taken []Stale
-		n, abandoned := 0, 0
+		var taken []swept
+		var keys []string
+		abandoned, done := 0, false
 		since := time.Now()
 		err := lr.inTx(ctx, "sweep", "", func(ex Executor) error {
-			taken, n, abandoned = taken[:0], 0, 0
-			for n < batch {
+			taken, keys, abandoned, done = taken[:0], keys[:0], 0, false
+			for len(keys) < batch {
 				var key string
 				var attempt, gen int64
 				var owner sql.NullString
 				var fp []byte
 				err := ex.QueryRow(ctx, lr.ls.SweepNext).Scan(&key, &attempt, &owner, &fp, &gen)
 				if errors.Is(err, sql.ErrNoRows) {
+					done = true
 					return nil
 				}
 				if err != nil {
 					return lr.s.dbError(ctx, "sweep", key, err)
 				}
+				if seen[key] {
+					// Resolved earlier in this pass and stale again (a
+					// handler released it): the next pass looks again.
+					done = true
+					return nil
+				}
+				token := lr.newToken()
 				var changed int64
 				if h == nil {
-					msg := fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", owner.String, attempt, lr.s.owner)
-					changed, err = ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), lr.s.owner, key, attempt)
+					msg := fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", owner.String, attempt, token)
+					changed, err = ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), token, key, attempt)
 				} else {
-					changed, err = ex.Exec(ctx, lr.ls.TakeOver, lr.s.owner, us, us, key, attempt)
+					changed, err = ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, attempt)
 				}
 				if err != nil {
 					return lr.s.dbError(ctx, "sweep", key, err)
 				}
 				if changed != 1 {
-					return nil // a concurrent writer got it; the next pass looks again
+					return nil // a concurrent writer got it: this batch ends, the pass goes on
 				}
-				n++
+				keys = append(keys, key)
 				if h == nil {
 					abandoned++
 				} else {
-					taken = append(taken, Stale{Lease: lr.lease(key, attempt+1, gen, since), PreviousOwner: owner.String, Fingerprint: fp})
+					l := lr.lease(key, attempt+1, gen, token, since)
+					taken = append(taken, swept{lease: l, stale: Stale{LeaseInfo: l.LeaseInfo, PreviousOwner: owner.String, Fingerprint: fp}})
 				}
 			}
 			return nil
@@ -144,16 +174,19 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 		if err != nil {
 			return stats, errors.Join(append(errs, err)...)
 		}
-		stats.Found += n
+		for _, k := range keys {
+			seen[k] = true
+		}
+		stats.Found += len(keys)
 		stats.Abandoned += abandoned
 		if len(taken) > 0 {
 			var mu sync.Mutex
 			var wg sync.WaitGroup
-			for _, st := range taken {
+			for _, sw := range taken {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					outcome, err := resolve(ctx, h, st)
+					outcome, err := resolve(ctx, h, sw)
 					mu.Lock()
 					defer mu.Unlock()
 					outcome(&stats)
@@ -164,34 +197,42 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 			}
 			wg.Wait()
 		}
-		if n < batch {
+		if done {
 			return stats, errors.Join(errs...)
+		}
+		if len(keys) == 0 {
+			if contended++; contended >= maxSweepContention {
+				return stats, errors.Join(errs...)
+			}
+		} else {
+			contended = 0
 		}
 	}
 }
 
 // resolve runs the handler for one stale claim and records its resolution.
-func resolve(ctx context.Context, h SweepHandler, st Stale) (count func(*SweepStats), err error) {
+func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepStats), err error) {
 	var res Resolution
 	var herr error
-	lost, definite := st.hold(ctx, func(ctx context.Context) { res, herr = h(ctx, st) })
+	l := sw.lease
+	lost, definite := l.hold(ctx, func(ctx context.Context) { res, herr = h(ctx, sw.stale) })
 	if definite {
 		return func(s *SweepStats) { s.Lost++ }, nil
 	}
 	if herr != nil {
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", st.Key, errors.Join(herr, lost))
+		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, joinErrs(herr, lost))
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(st.lr.cfg.lease.leaseDuration(), 10*time.Second))
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(l.lr.cfg.lease.leaseDuration(), 10*time.Second))
 	defer cancel()
 	switch res.kind {
 	case resolveCompleted:
-		err, count = st.Complete(wctx, res.result), func(s *SweepStats) { s.Completed++ }
+		err, count = l.Complete(wctx, res.result), func(s *SweepStats) { s.Completed++ }
 	case resolveAbandoned:
-		err, count = st.Fail(wctx, AbandonedClass, res.message), func(s *SweepStats) { s.Abandoned++ }
+		err, count = l.Fail(wctx, AbandonedClass, res.message), func(s *SweepStats) { s.Abandoned++ }
 	case resolveReleased:
-		err, count = st.Release(wctx), func(s *SweepStats) { s.Released++ }
+		err, count = l.end(wctx, "released by a sweep handler"), func(s *SweepStats) { s.Released++ }
 	default:
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("%w: sweep handler for %q returned the zero Resolution", ErrInvalidOption, st.Key)
+		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("%w: sweep handler for %q returned the zero Resolution", ErrInvalidOption, l.Key)
 	}
 	switch {
 	case errors.Is(err, ErrLeaseLost):
@@ -217,106 +258,6 @@ func SweepEvery[X any](ctx context.Context, db DB[X], every time.Duration, h Swe
 	}
 	return runEvery(ctx, every, func() {
 		stats, err := lr.sweep(ctx, h)
-		if report != nil && ctx.Err() == nil {
-			report(stats, err)
-		}
-	})
-}
-
-func runEvery(ctx context.Context, every time.Duration, pass func()) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		pass()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
-// PurgeStats counts what one [Purge] did.
-type PurgeStats struct {
-	Deleted int64 // rows deleted
-	Batches int   // transactions committed
-}
-
-// Purge deletes rows whose retention (expires_at, by the database's clock)
-// has passed, in batches of [WithBatchSize], each in a short transaction. It
-// never deletes a claim with a live lease, even past its retention, nor a
-// row another transaction holds (PostgreSQL, MySQL/MariaDB: SKIP LOCKED; an
-// atomic-mode call re-claiming an expired key holds its row). Expired rows
-// are treated as absent by every call anyway; Purge only keeps the table
-// small. It returns after one pass: when a batch comes back short.
-func Purge[X any](ctx context.Context, db DB[X], opts ...Option) (PurgeStats, error) {
-	lr, err := newLeaser(db, opts)
-	if err != nil {
-		return PurgeStats{}, err
-	}
-	return lr.purge(ctx)
-}
-
-func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
-	var stats PurgeStats
-	batch := int64(lr.cfg.lease.batchSize())
-	for {
-		if err := ctx.Err(); err != nil {
-			return stats, err
-		}
-		var n int64
-		err := lr.inTx(ctx, "purge", "", func(ex Executor) error {
-			n = 0
-			if lr.ls.Purge != "" {
-				var err error
-				if n, err = ex.Exec(ctx, lr.ls.Purge, batch); err != nil {
-					return lr.s.dbError(ctx, "purge", "", err)
-				}
-				return nil
-			}
-			for n < batch {
-				var key string
-				err := ex.QueryRow(ctx, lr.ls.PurgeNext).Scan(&key)
-				if errors.Is(err, sql.ErrNoRows) {
-					return nil
-				}
-				if err != nil {
-					return lr.s.dbError(ctx, "purge", "", err)
-				}
-				d, err := ex.Exec(ctx, lr.ls.PurgeOne, key)
-				if err != nil {
-					return lr.s.dbError(ctx, "purge", key, err)
-				}
-				if d != 1 {
-					return nil
-				}
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			return stats, err
-		}
-		stats.Batches++
-		stats.Deleted += n
-		if n < batch {
-			return stats, nil
-		}
-	}
-}
-
-// PurgeEvery runs [Purge] at once and then every interval until ctx ends,
-// then returns nil. report, if not nil, gets each pass's outcome.
-func PurgeEvery[X any](ctx context.Context, db DB[X], every time.Duration, report func(PurgeStats, error), opts ...Option) error {
-	if every <= 0 {
-		return fmt.Errorf("%w: purge interval %v", ErrInvalidOption, every)
-	}
-	lr, err := newLeaser(db, opts)
-	if err != nil {
-		return err
-	}
-	return runEvery(ctx, every, func() {
-		stats, err := lr.purge(ctx)
 		if report != nil && ctx.Err() == nil {
 			report(stats, err)
 		}

@@ -17,14 +17,32 @@ const DefaultTTL = 24 * time.Hour
 const MaxTTL = 100 * 365 * 24 * time.Hour
 
 // Option configures a [Store] (given to the dialect's constructor) or one
-// call (given to [Do]). Options are values made by the With* functions; a
-// zero Option, or a store-only option given to a call, is rejected with
-// [ErrInvalidOption].
+// call (given to [Do], [Run], [RunExternal], ...). Options are values made by
+// the With* functions. A zero Option, or an option given where it means
+// nothing (a store-only option to a call, an atomic-mode option to a
+// lease-mode call or the reverse), is rejected with [ErrInvalidOption].
 type Option struct {
-	name      string
-	storeOnly bool
-	callOnly  bool
-	apply     func(*settings) error
+	name  string
+	scope scope // where the option may be given; 0: everywhere
+	apply func(*settings) error
+}
+
+// scope is a set of places an option may be given.
+type scope uint8
+
+const (
+	inStore  scope = 1 << iota // a store's defaults
+	inAtomic                   // an atomic-mode call: Do, Run, Wrap, WrapRun
+	inLease                    // a lease-mode call: RunExternal, ClaimLease, Sweep, Purge
+	inCall   = inAtomic | inLease
+	anywhere = inStore | inCall
+)
+
+func (o Option) allowed() scope {
+	if o.scope == 0 {
+		return anywhere
+	}
+	return o.scope
 }
 
 type settings struct {
@@ -105,9 +123,9 @@ func WithOnDuplicate(p DuplicatePolicy) Option {
 }
 
 // WithInFlight chooses what a call does while another transaction holds
-// the key. Store or call.
+// the key. Store or atomic-mode call.
 func WithInFlight(p InFlightPolicy) Option {
-	return Option{name: "WithInFlight", apply: func(s *settings) error {
+	return Option{name: "WithInFlight", scope: inStore | inAtomic, apply: func(s *settings) error {
 		if p != InFlightWait && p != InFlightFailFast {
 			return fmt.Errorf("%w: unknown InFlightPolicy %d", ErrInvalidOption, p)
 		}
@@ -121,9 +139,10 @@ func WithInFlight(p InFlightPolicy) Option {
 // setting is changed for the claim only and put back. PostgreSQL rounds to
 // milliseconds and aborts the transaction on a lock time-out; MySQL and
 // MariaDB round up to whole seconds and roll back only the statement;
-// SQLite uses it as the busy timeout. Store or call; between 1ms and 1h.
+// SQLite uses it as the busy timeout. Store or atomic-mode call; between
+// 1ms and 1h.
 func WithLockTimeout(d time.Duration) Option {
-	return Option{name: "WithLockTimeout", apply: func(s *settings) error {
+	return Option{name: "WithLockTimeout", scope: inStore | inAtomic, apply: func(s *settings) error {
 		if d < time.Millisecond || d > time.Hour {
 			return fmt.Errorf("%w: lock timeout %v is outside [1ms, 1h]", ErrInvalidOption, d)
 		}
@@ -205,7 +224,7 @@ func WithBackoff(base, max time.Duration) Option {
 // digits or underscores, at most 48 bytes, so that index names derived from it fit every database. It is quoted in every statement.
 // Store only.
 func WithTable(name string) Option {
-	return Option{name: "WithTable", storeOnly: true, apply: func(s *settings) error {
+	return Option{name: "WithTable", scope: inStore, apply: func(s *settings) error {
 		if !identifierRE.MatchString(name) {
 			return fmt.Errorf("%w: table name %q is not an identifier ([A-Za-z_][A-Za-z0-9_]{0,47})", ErrInvalidOption, name)
 		}
@@ -238,7 +257,7 @@ func WithTTL(ttl time.Duration) Option {
 // uses, so map order and struct layout do not matter. A call without
 // WithFingerprint has the empty fingerprint. Call only.
 func WithFingerprint(request any) Option {
-	return Option{name: "WithFingerprint", callOnly: true, apply: func(s *settings) error {
+	return Option{name: "WithFingerprint", scope: inCall, apply: func(s *settings) error {
 		fp, err := Fingerprint(request)
 		if err != nil {
 			return err
@@ -248,20 +267,32 @@ func WithFingerprint(request any) Option {
 	}}
 }
 
-func applyOptions(s *settings, opts []Option, forCall bool) error {
+// applyOptions applies opts given at where (one of inStore, inAtomic,
+// inLease).
+func applyOptions(s *settings, opts []Option, where scope) error {
 	for i, o := range opts {
 		if o.apply == nil {
 			return fmt.Errorf("%w: option %d is the zero Option; use the With* functions", ErrInvalidOption, i)
 		}
-		if forCall && o.storeOnly {
-			return fmt.Errorf("%w: %s configures a store and cannot be given to a call", ErrInvalidOption, o.name)
-		}
-		if !forCall && o.callOnly {
-			return fmt.Errorf("%w: %s describes one call and cannot be given to a store", ErrInvalidOption, o.name)
+		if o.allowed()&where == 0 {
+			return fmt.Errorf("%w: %s %s", ErrInvalidOption, o.name, misplaced(o.allowed(), where))
 		}
 		if err := o.apply(s); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func misplaced(allowed, where scope) string {
+	switch {
+	case where == inStore:
+		return "describes one call and cannot be given to a store"
+	case allowed&inCall == 0:
+		return "configures a store and cannot be given to a call"
+	case where == inLease:
+		return "applies to atomic mode (Do, Run) and cannot be given to a lease-mode call"
+	default:
+		return "applies to lease mode (RunExternal, ClaimLease, Sweep, Purge) and cannot be given to Do or Run"
+	}
 }

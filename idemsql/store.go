@@ -40,7 +40,8 @@ type Statements struct {
 	Read string
 	// Reclaim re-claims an expired row in place: in_progress, attempt+1, new
 	// fingerprint, owner and expiry, no result. It must change nothing unless
-	// the row is still expired and still at the given attempt.
+	// the row is still expired and still at the given attempt, and never an
+	// in_progress row whose lease (lease mode) is live.
 	// Args: fingerprint, owner, ttl, key, attempt.
 	Reclaim string
 	// Complete stores the encoded result and marks the row completed, fenced
@@ -49,7 +50,8 @@ type Statements struct {
 	// Fail records a permanent failure, fenced by the attempt.
 	// Args: error_class, error_message, key, attempt.
 	Fail string
-	// Release deletes a claim whose fn failed, fenced by the attempt.
+	// Release deletes a claim whose fn failed, fenced by the attempt. Atomic
+	// mode only: lease mode never deletes an in_progress row.
 	// Args: key, attempt.
 	Release string
 }
@@ -99,7 +101,7 @@ func NewStore(d Dialect, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("%w: nil dialect", ErrInvalidOption)
 	}
 	s := &Store{dialect: d, defaults: defaultSettings()}
-	if err := applyOptions(&s.defaults, opts, false); err != nil {
+	if err := applyOptions(&s.defaults, opts, inStore); err != nil {
 		return nil, err
 	}
 	s.stmts = d.Statements(s.defaults.table)

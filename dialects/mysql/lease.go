@@ -10,10 +10,16 @@ var _ idemsql.LeaseDialect = dialect{}
 func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	t := "`" + table + "`"
 	const (
-		now       = `UTC_TIMESTAMP(6)`
-		plus      = ` + INTERVAL ? MICROSECOND`
-		stale     = `status = 'in_progress' AND lease_until < UTC_TIMESTAMP(6)`
-		purgeable = `expires_at < UTC_TIMESTAMP(6) AND (status <> 'in_progress' OR lease_until < UTC_TIMESTAMP(6))`
+		now   = `UTC_TIMESTAMP(6)`
+		plus  = ` + INTERVAL ? MICROSECOND`
+		stale = `status = 'in_progress' AND lease_until <= UTC_TIMESTAMP(6)`
+		// A released row (error_class set) waits for callers until its
+		// retention has run out.
+		sweepable = stale + ` AND (error_class IS NULL OR expires_at <= UTC_TIMESTAMP(6))`
+		purgeable = `expires_at < UTC_TIMESTAMP(6) AND status <> 'in_progress'`
+		// fence is the condition of every write of a holder.
+		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress'`
+		keep  = `expires_at = GREATEST(expires_at, ` + now + plus + `)`
 		// DATETIME(6) in UTC, as unix milliseconds, without the session time
 		// zone that UNIX_TIMESTAMP() would apply.
 		gen = `CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', created_at) DIV 1000 AS SIGNED)`
@@ -30,21 +36,28 @@ lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class,
 FROM ` + t + ` WHERE idem_key = ?`,
 		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
-expires_at = GREATEST(expires_at, ` + now + plus + `), updated_at = ` + now + `
+` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
-WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
-AND NOT (status = 'in_progress' AND (lease_until IS NULL OR lease_until > ` + now + `))`,
-		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `,
-expires_at = GREATEST(expires_at, ` + now + plus + `), updated_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
+		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `, ` + keep + `, updated_at = ` + now + `
+WHERE ` + fence,
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, error_class = NULL, error_message = NULL,
+` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE ` + fence,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?,
+` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE ` + fence,
+		End: `UPDATE ` + t + ` SET lease_until = ` + now + `, error_class = ?, error_message = ?,
+` + keep + `, updated_at = ` + now + `
+WHERE ` + fence,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
 updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
-WHERE ` + stale + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
+WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		PurgeNext: `SELECT idem_key FROM ` + t + ` WHERE ` + purgeable + ` ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		PurgeOne:  `DELETE FROM ` + t + ` WHERE idem_key = ? AND ` + purgeable,
 	}

@@ -1,6 +1,10 @@
 package postgres
 
-import "github.com/idemsql/idemsql/idemsql"
+import (
+	"strconv"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
 
 var _ idemsql.LeaseDialect = dialect{}
 
@@ -10,12 +14,21 @@ var _ idemsql.LeaseDialect = dialect{}
 func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	t := `"` + table + `"`
 	const (
-		now       = `clock_timestamp()`
-		stale     = `status = 'in_progress' AND lease_until < clock_timestamp()`
-		purgeable = `expires_at < clock_timestamp() AND (status <> 'in_progress' OR lease_until < clock_timestamp())`
+		now   = `clock_timestamp()`
+		stale = `status = 'in_progress' AND lease_until <= clock_timestamp()`
+		// A released row (error_class set) waits for callers until its
+		// retention has run out.
+		sweepable = stale + ` AND (error_class IS NULL OR expires_at <= clock_timestamp())`
+		purgeable = `expires_at < clock_timestamp() AND status <> 'in_progress'`
 	)
 	// us renders a microsecond parameter as an interval.
 	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
+	// fence is the condition of every write of a holder; p is the first of
+	// its three placeholders (key, attempt, owner).
+	fence := func(p int) string {
+		return `idem_key = $` + itoa(p) + ` AND attempt = $` + itoa(p+1) + ` AND owner = $` + itoa(p+2) + ` AND status = 'in_progress'`
+	}
+	keep := func(p string) string { return `expires_at = GREATEST(expires_at, ` + now + ` + ` + us(p) + `)` }
 	gen := `floor(extract(epoch FROM created_at) * 1000)::bigint`
 	return idemsql.LeaseStatements{
 		SkipLocked: true,
@@ -27,22 +40,31 @@ lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class,
 FROM ` + t + ` WHERE idem_key = $1`,
 		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
-expires_at = GREATEST(expires_at, ` + now + ` + ` + us("$3") + `), updated_at = ` + now + `
+` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
 WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + now + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + ` + ` + us("$4") + `
-WHERE idem_key = $5 AND attempt = $6 AND expires_at <= ` + now + `
-AND NOT (status = 'in_progress' AND (lease_until IS NULL OR lease_until > ` + now + `))`,
-		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + ` + ` + us("$1") + `,
-expires_at = GREATEST(expires_at, ` + now + ` + ` + us("$2") + `), updated_at = ` + now + `
-WHERE idem_key = $3 AND attempt = $4 AND status = 'in_progress'`,
+WHERE idem_key = $5 AND attempt = $6 AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
+		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + ` + ` + us("$1") + `, ` + keep("$2") + `, updated_at = ` + now + `
+WHERE ` + fence(3),
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, error_class = NULL, error_message = NULL,
+` + keep("$2") + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE ` + fence(3),
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2,
+` + keep("$3") + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE ` + fence(4),
+		End: `UPDATE ` + t + ` SET lease_until = ` + now + `, error_class = $1, error_message = $2,
+` + keep("$3") + `, updated_at = ` + now + `
+WHERE ` + fence(4),
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, attempt = attempt + 1, owner = $3,
 updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
-WHERE ` + stale + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
+WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
 WHERE ` + purgeable + ` ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)`,
 	}
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }

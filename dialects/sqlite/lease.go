@@ -11,10 +11,16 @@ var _ idemsql.LeaseDialect = dialect{}
 func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	t := `"` + table + `"`
 	const (
-		now       = nowMillis
-		plus      = ` + ? / 1000`
-		stale     = `status = 'in_progress' AND lease_until < ` + nowMillis
-		purgeable = `expires_at < ` + nowMillis + ` AND (status <> 'in_progress' OR lease_until < ` + nowMillis + `)`
+		now   = nowMillis
+		plus  = ` + ? / 1000`
+		stale = `status = 'in_progress' AND lease_until <= ` + nowMillis
+		// A released row (error_class set) waits for callers until its
+		// retention has run out.
+		sweepable = stale + ` AND (error_class IS NULL OR expires_at <= ` + nowMillis + `)`
+		purgeable = `expires_at < ` + nowMillis + ` AND status <> 'in_progress'`
+		// fence is the condition of every write of a holder.
+		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress'`
+		keep  = `expires_at = max(expires_at, ` + now + plus + `)`
 	)
 	return idemsql.LeaseStatements{
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
@@ -24,21 +30,28 @@ ON CONFLICT (idem_key) DO NOTHING`,
 lease_until IS NOT NULL AND lease_until > ` + now + `, created_at, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ?`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
-expires_at = max(expires_at, ` + now + plus + `), updated_at = ` + now + `
+` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
-WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
-AND NOT (status = 'in_progress' AND (lease_until IS NULL OR lease_until > ` + now + `))`,
-		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `,
-expires_at = max(expires_at, ` + now + plus + `), updated_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
+		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `, ` + keep + `, updated_at = ` + now + `
+WHERE ` + fence,
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, error_class = NULL, error_message = NULL,
+` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE ` + fence,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?,
+` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE ` + fence,
+		End: `UPDATE ` + t + ` SET lease_until = ` + now + `, error_class = ?, error_message = ?,
+` + keep + `, updated_at = ` + now + `
+WHERE ` + fence,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
 updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, created_at FROM ` + t + `
-WHERE ` + stale + ` ORDER BY lease_until LIMIT 1`,
+WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1`,
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
 WHERE ` + purgeable + ` ORDER BY expires_at LIMIT ?) AND ` + purgeable,
 	}

@@ -3,13 +3,16 @@
 //
 //	go run ./examples/payment
 //
-// Worker 1 claims the order's key, calls the (fake, httptest) payment
-// server, and crashes before it records the outcome. Its lease runs out;
-// worker 2 takes the key over and calls the server again with the same
-// downstream key, which the server honours as Stripe does: it replays the
-// first charge instead of charging again. One charge, recorded once. The
-// same crash against a server that ignores the key charges twice: the
-// honest limit of lease mode.
+// First, a transient error: the (fake, httptest) payment server charges but
+// its answer is lost, so fn fails. The lease ends without an outcome; the
+// retry takes the key over at once and calls again with the same downstream
+// key, which the server honours as Stripe does: it replays the first charge.
+//
+// Then a crash: worker 1 claims the order's key, calls the server, and
+// crashes before it records the outcome. Its lease runs out; worker 2 takes
+// the key over and calls again with the same downstream key: one charge,
+// recorded once. The same crash against a server that ignores the key
+// charges twice: the honest limit of lease mode.
 package main
 
 import (
@@ -46,9 +49,12 @@ type Charge struct {
 }
 
 // provider is a fake payment API. With honourKey it keeps the answer for
-// each Idempotency-Key and replays it, as Stripe's API does.
+// each Idempotency-Key and replays it, as Stripe's API does. With loseFirst
+// it charges on the first request but fails to answer it, as a time-out
+// after the charge would.
 type provider struct {
 	honourKey bool
+	loseFirst bool
 	mu        sync.Mutex
 	requests  int
 	charges   int
@@ -73,11 +79,15 @@ func (p *provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c = Charge{ID: fmt.Sprintf("ch_%d", p.charges), Amount: req.Amount}
 		p.byKey[key] = c
 	}
+	if p.loseFirst && p.requests == 1 {
+		http.Error(w, "upstream timed out", http.StatusGatewayTimeout)
+		return
+	}
 	_ = json.NewEncoder(w).Encode(c)
 }
 
 // charge calls the payment API with the downstream key of the lease.
-func charge(ctx context.Context, url string, l idemsql.Lease, amount int64) (Charge, error) {
+func charge(ctx context.Context, url string, l idemsql.LeaseInfo, amount int64) (Charge, error) {
 	body, _ := json.Marshal(map[string]int64{"amount": amount})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/charges", bytes.NewReader(body))
 	if err != nil {
@@ -91,7 +101,7 @@ func charge(ctx context.Context, url string, l idemsql.Lease, amount int64) (Cha
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return Charge{}, fmt.Errorf("payment API: %s: %s", resp.Status, b)
+		return Charge{}, fmt.Errorf("payment API: %s: %s", resp.Status, bytes.TrimSpace(b))
 	}
 	var c Charge
 	return c, json.NewDecoder(resp.Body).Decode(&c)
@@ -121,21 +131,53 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	guard := store.DB(db, nil)
 
-	for _, honour := range []bool{true, false} {
-		p := &provider{honourKey: honour, byKey: map[string]Charge{}}
-		srv := httptest.NewServer(p)
-		key := "pay:order-42"
-		if !honour {
-			key = "pay:order-43"
-			fmt.Fprintln(out, "\nThe same crash against a payment API that ignores Idempotency-Key:")
-		}
-		err := crashAndTakeOver(ctx, out, guard, srv.URL, key)
+	scenarios := []struct {
+		title string
+		p     *provider
+		run   func(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.Tx], url, key string) error
+		key   string
+	}{
+		{"A time-out after the charge, then a retry:", &provider{honourKey: true, loseFirst: true}, retryAfterError, "pay:order-41"},
+		{"\nA worker crashes after the charge:", &provider{honourKey: true}, crashAndTakeOver, "pay:order-42"},
+		{"\nThe same crash against a payment API that ignores Idempotency-Key:", &provider{}, crashAndTakeOver, "pay:order-43"},
+	}
+	for _, sc := range scenarios {
+		fmt.Fprintln(out, sc.title)
+		sc.p.byKey = map[string]Charge{}
+		srv := httptest.NewServer(sc.p)
+		err := sc.run(ctx, out, guard, srv.URL, sc.key)
 		srv.Close()
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "Result: %d charge(s) at the payment API for %d request(s); idemsql recorded the outcome once\n", p.charges, p.requests)
+		fmt.Fprintf(out, "Result: %d charge(s) at the payment API for %d request(s); idemsql recorded the outcome once\n", sc.p.charges, sc.p.requests)
 	}
+	return nil
+}
+
+func retryAfterError(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.Tx], url, key string) error {
+	var keys []string
+	pay := func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
+		keys = append(keys, l.DownstreamKey)
+		return charge(ctx, url, l, 4200)
+	}
+	// The API charged, but its answer was lost: fn fails. The lease ends
+	// without an outcome, so the key may run again at once.
+	_, err := idemsql.RunExternal(ctx, guard, key, pay)
+	if err == nil {
+		return errors.New("worker 1: the lost answer was not reported")
+	}
+	fmt.Fprintf(out, "worker 1: charged, but the answer was lost: %v\n", err)
+	// The retry takes the key over (attempt 2) with the same downstream key:
+	// the API recognises it and replays the charge instead of making another.
+	res, err := idemsql.RunExternal(ctx, guard, key, pay)
+	if err != nil {
+		return fmt.Errorf("worker 1 retry: %w", err)
+	}
+	if keys[0] != keys[1] {
+		return fmt.Errorf("downstream key changed on retry: %q, %q", keys[0], keys[1])
+	}
+	fmt.Fprintf(out, "worker 1: retried with the same downstream key, the API answered %s\n", res.Value.ID)
 	return nil
 }
 
@@ -146,16 +188,16 @@ func crashAndTakeOver(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.
 	if err != nil || !c.Held {
 		return fmt.Errorf("worker 1 claim: %+v, %w", c, err)
 	}
-	ch, err := charge(ctx, url, c.Lease, 4200)
+	ch, err := charge(ctx, url, c.Lease.LeaseInfo, 4200)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "worker 1: claimed %s (attempt %d), charged %s, crashed before recording it\n", key, c.Lease.Attempt, ch.ID)
 
-	pay := func(ctx context.Context, l idemsql.Lease) (Charge, error) { return charge(ctx, url, l, 4200) }
+	pay := func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) { return charge(ctx, url, l, 4200) }
 
 	// Worker 2 at once: the lease is live, the key is in progress.
-	if _, err := idemsql.DoExternal(ctx, guard, key, pay); !errors.Is(err, idemsql.ErrInProgress) {
+	if _, err := idemsql.RunExternal(ctx, guard, key, pay); !errors.Is(err, idemsql.ErrInProgress) {
 		return fmt.Errorf("worker 2 during the lease: %v", err)
 	}
 	fmt.Fprintln(out, "worker 2: in progress while worker 1's lease is live")
@@ -164,7 +206,7 @@ func crashAndTakeOver(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.
 	// the same downstream key.
 	wctx, cancel := context.WithTimeout(ctx, 10*lease)
 	defer cancel()
-	res, err := idemsql.DoExternal(wctx, guard, key, pay, idemsql.WithLease(lease), idemsql.WithLeaseWait(20*time.Millisecond))
+	res, err := idemsql.RunExternal(wctx, guard, key, pay, idemsql.WithLease(lease), idemsql.WithLeaseWait(20*time.Millisecond))
 	if err != nil {
 		return fmt.Errorf("worker 2 takeover: %w", err)
 	}
@@ -178,7 +220,7 @@ func crashAndTakeOver(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.
 	fmt.Fprintln(out, "worker 1: woke up, its completion was refused: lease lost")
 
 	// Every later call replays without calling the API.
-	again, err := idemsql.DoExternal(ctx, guard, key, pay)
+	again, err := idemsql.RunExternal(ctx, guard, key, pay)
 	if err != nil || !again.Replayed {
 		return fmt.Errorf("worker 3: %+v, %v", again, err)
 	}

@@ -1,0 +1,65 @@
+package idemsql_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// Options are checked before any SQL: the pool below is never connected.
+func TestLeaseOptionScopes(t *testing.T) {
+	s, err := sqlite.New(idemsql.WithLease(time.Minute), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	if err != nil {
+		t.Fatalf("a store takes the options of both modes: %v", err)
+	}
+	db, err := sql.Open("sqlite", "file:unused?mode=memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	g := s.DB(db, nil)
+	ctx := context.Background()
+	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
+	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
+
+	for name, o := range map[string]idemsql.Option{
+		"WithInFlight":        idemsql.WithInFlight(idemsql.InFlightWait),
+		"WithLockTimeout":     idemsql.WithLockTimeout(time.Second),
+		"WithTable":           idemsql.WithTable("x"),
+		"heartbeat > lease/2": idemsql.WithHeartbeat(31 * time.Second),
+	} {
+		if _, err := idemsql.RunExternal(ctx, g, "k", fn, o); !errors.Is(err, idemsql.ErrInvalidOption) {
+			t.Errorf("RunExternal with %s: %v, want ErrInvalidOption", name, err)
+		}
+		if _, err := idemsql.ClaimLease(ctx, g, "k", o); !errors.Is(err, idemsql.ErrInvalidOption) {
+			t.Errorf("ClaimLease with %s: %v, want ErrInvalidOption", name, err)
+		}
+	}
+	for _, o := range []idemsql.Option{idemsql.WithLease(time.Second), idemsql.WithHeartbeat(time.Second),
+		idemsql.WithLeaseWait(time.Second), idemsql.WithBatchSize(5)} {
+		_, err := idemsql.Run(ctx, g, "k", run, o)
+		if !errors.Is(err, idemsql.ErrInvalidOption) || !strings.Contains(err.Error(), "lease mode") {
+			t.Errorf("Run with a lease option: %v", err)
+		}
+	}
+	if _, err := idemsql.Sweep(ctx, g, nil, idemsql.WithLockTimeout(time.Second)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("Sweep with WithLockTimeout: %v", err)
+	}
+}
+
+func TestErrorWithoutKey(t *testing.T) {
+	e := &idemsql.Error{Op: "purge", Err: errors.New("boom")}
+	if got := e.Error(); got != "idemsql: purge: boom" {
+		t.Errorf("Error() = %q", got)
+	}
+	e = &idemsql.Error{Op: "renew", Key: "k", Kind: idemsql.ErrLeaseLost}
+	if got := e.Error(); got != `idemsql: renew "k": lease lost` {
+		t.Errorf("Error() = %q", got)
+	}
+}
