@@ -25,6 +25,23 @@
 //	if err := tx.Commit(ctx); err != nil { return err }
 //	// res.Value is the charge; res.Replayed tells a duplicate apart.
 //
+// # Lease mode
+//
+// For effects outside the database (a payment API, an e-mail),
+// [RunExternal] commits the claim first, in a short transaction of its own,
+// as an in_progress row with a lease from the database's clock; fn runs
+// outside any transaction while a heartbeat renews the lease; the outcome
+// is recorded in another short transaction. Every claim has an owner token
+// of its own and every write of a holder is fenced by attempt and token, so
+// a holder whose lease was taken over records nothing ([ErrLeaseLost]). A
+// dead holder's key is taken over once its lease runs out; fn's error ends
+// the lease so that the next call runs again. Both keep
+// [LeaseInfo.DownstreamKey]: pass it to the external system's own
+// idempotency key, since lease mode cannot stop an effect from repeating
+// after a crash. [ClaimLease] and [Lease] are the same steps one by one;
+// [Sweep] resolves claims whose holders died; [Purge] deletes expired
+// outcomes of both modes.
+//
 // # Run, policies, wrappers
 //
 // [Run] owns the transaction for callers without one and retries it when
@@ -48,6 +65,6 @@
 // [ErrInvalidOption], [ErrFingerprintMismatch], [ErrInProgress],
 // [ErrReentrant], [ErrDuplicate], [ErrFailureRecorded], [ErrRetryable],
 // [ErrLockTimeout], [ErrEncode], [ErrResultTooLarge], [ErrDecode],
-// [ErrUnexpectedState]. Errors from the database come as [*Error], with the
-// driver's error reachable through [errors.As].
+// [ErrUnexpectedState], [ErrLeaseLost]. Errors from the database come as
+// [*Error], with the driver's error reachable through [errors.As].
 package idemsql
