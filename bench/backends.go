@@ -163,6 +163,11 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 	}
 	b.db.SetMaxOpenConns(o.maxConns)
 	b.db.SetMaxIdleConns(o.maxConns)
+	if b.pool != nil {
+		// An idle *sql.DB connection would hold a pool connection away
+		// from the pgx transactions.
+		b.db.SetMaxIdleConns(0)
+	}
 	if err := b.db.PingContext(ctx); err != nil {
 		b.close()
 		return nil, err

@@ -234,7 +234,7 @@ func (cfg config) conns(path string, clients int) int {
 }
 
 func (cfg config) selected(v variant, path string) bool {
-	if v.only != "" && v.only != path {
+	if v.paths != nil && !slices.Contains(v.paths, path) {
 		return false
 	}
 	if !cfg.xp && strings.HasPrefix(v.name, "xp-") {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
@@ -27,8 +29,8 @@ type variant struct {
 	peer string // the hand-written variant it is compared with ("" for none)
 	desc string
 	// make returns the op for a run; setup (replay keys) happens here.
-	make func(ctx context.Context, b *backend, runID string) (op, error)
-	only string // run on this path only, when set
+	make  func(ctx context.Context, b *backend, runID string) (op, error)
+	paths []string // run on these paths only, when set
 }
 
 // Counters shared by all variants of a cell, for the notes.
@@ -314,5 +316,131 @@ var variants = []variant{
 	{name: "idem-storm", peer: "hand-storm", desc: "idemsql.Do, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("is", idemG)},
 	{name: "xp-noupdate", peer: "hand-first", desc: "experiment: hand guard without the result UPDATE", make: xpNoUpdate},
 	{name: "xp-readfirst", peer: "hand-replay", desc: "experiment: replay by one SELECT, no claim INSERT", make: xpReadFirst},
-	{name: "xp-pipelined", peer: "hand-first", desc: "experiment (pgx): BEGIN+claim batch; business; UPDATE+COMMIT batch", make: xpPipelined, only: "pgx"},
+	{name: "xp-pipelined", peer: "hand-first", desc: "experiment (pgx): BEGIN+claim batch; business; UPDATE+COMMIT batch", make: xpPipelined, paths: []string{"pgx"}},
+	{name: "run-first", peer: "hand-first", desc: "idemsql.Run (the library begins and commits), new key", make: runFirst},
+	{name: "xp-prep-first", peer: "hand-first", desc: "experiment: idemsql.Do through an Executor that reuses prepared statements, new key", make: preparedFirst, paths: sqlPaths},
+	{name: "xp-prep-replay", peer: "hand-replay", desc: "experiment: idemsql.Do through an Executor that reuses prepared statements, completed key", make: preparedReplay, paths: sqlPaths},
+}
+
+var sqlPaths = []string{"pgsql", "mariadb", "sqlite"}
+
+// runFirst lets the library own the transaction: idemsql.Run begins, calls
+// Do, commits, and retries on its own.
+func runFirst(_ context.Context, b *backend, runID string) (op, error) {
+	return func(ctx context.Context, seq uint64) error {
+		k := key("rf", runID, seq)
+		var err error
+		var res idemsql.Result[charge]
+		if b.pool != nil {
+			res, err = idemsql.Run(ctx, b.pgStore.Pool(b.pool, pgx.TxOptions{}), k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
+				c := charge{Ref: k, Amount: 4200}
+				_, err := tx.Exec(ctx, b.q.business, k, c.Amount)
+				return c, err
+			})
+		} else {
+			res, err = idemsql.Run(ctx, b.store.DB(b.db, nil), k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
+				c := charge{Ref: k, Amount: 4200}
+				_, err := tx.ExecContext(ctx, b.q.business, k, c.Amount)
+				return c, err
+			})
+		}
+		if err == nil && res.Replayed {
+			err = fmt.Errorf("run-first: fresh key %q replayed", k)
+		}
+		return err
+	}, nil
+}
+
+// stmtCache prepares each statement once on the *sql.DB; Tx.StmtContext
+// then reuses the statement already prepared on the transaction's
+// connection instead of parsing the SQL again.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+// newStmtCache prepares the store's statements and the business INSERT up
+// front: preparing on the *sql.DB while a transaction holds the only
+// connection (SQLite) would wait forever.
+func newStmtCache(ctx context.Context, b *backend) (*stmtCache, error) {
+	c := &stmtCache{db: b.db, m: map[string]*sql.Stmt{}}
+	st := b.store.Dialect().Statements(b.store.Table())
+	for _, q := range []string{st.Claim, st.Read, st.Reclaim, st.Complete, st.Release, b.q.business} {
+		s, err := b.db.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		c.m[q] = s
+	}
+	return c, nil
+}
+
+func (c *stmtCache) get(tx *sql.Tx, ctx context.Context, q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	st, ok := c.m[q]
+	c.mu.Unlock()
+	if ok {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return tx.PrepareContext(ctx, q)
+}
+
+// preparedExec is an idemsql.Executor over a *sql.Tx with cached statements.
+type preparedExec struct {
+	tx *sql.Tx
+	c  *stmtCache
+}
+
+func (e preparedExec) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	st, err := e.c.get(e.tx, ctx, q)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (e preparedExec) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+	st, err := e.c.get(e.tx, ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func preparedGuard(c *stmtCache) guardFunc {
+	return func(b *backend, ctx context.Context, t txn, k string) (charge, bool, error) {
+		tx := t.(*sqlTxn).tx
+		ex := preparedExec{tx: tx, c: c}
+		res, err := idemsql.Do(ctx, b.store.Bind(ex), k, func(ctx context.Context) (charge, error) {
+			c := charge{Ref: k, Amount: 4200}
+			_, err := ex.Exec(ctx, b.q.business, k, c.Amount)
+			return c, err
+		})
+		return res.Value, res.Replayed, err
+	}
+}
+
+func preparedFirst(ctx context.Context, b *backend, runID string) (op, error) {
+	c, err := newStmtCache(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	return firstOp("pf", preparedGuard(c))(ctx, b, runID)
+}
+
+func preparedReplay(ctx context.Context, b *backend, runID string) (op, error) {
+	c, err := newStmtCache(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	return replayOp("pr", preparedGuard(c))(ctx, b, runID)
 }
