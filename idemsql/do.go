@@ -223,7 +223,9 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		if err != nil {
 			return claimOutcome{}, s.dbError(ctx, "read", key, err)
 		}
-		if !r.expired {
+		// An in_progress lease-mode claim may hide an external effect that
+		// happened: only lease mode may take it over, however old it is.
+		if !r.expired || (r.status == StatusInProgress && r.leased) {
 			return claimOutcome{row: r}, nil
 		}
 
@@ -233,11 +235,6 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		}
 		if n == 1 {
 			return claimOutcome{claimed: true, attempt: r.attempt + 1}, nil
-		}
-		if r.status == StatusInProgress && r.leased {
-			// A lease-mode claim whose lease is live is never re-claimed:
-			// the key is in progress.
-			return claimOutcome{row: r}, nil
 		}
 		// Another transaction re-claimed it first; read what it left.
 	}

@@ -32,6 +32,7 @@ func init() {
 		conformanceCase{name: "ResultSizeLimit", run: testResultSizeLimit},
 		conformanceCase{name: "CustomCodec", run: testCustomCodec},
 		conformanceCase{name: "WrapRun", run: testWrapRun},
+		conformanceCase{name: "StaleLeaseRowNotReclaimedByDo", run: testStaleLeaseRowNotReclaimedByDo},
 	)
 }
 
@@ -526,5 +527,32 @@ func (e *env) wrapInsert(runs *atomic.Int64) func(ctx context.Context, exec func
 			return invoice{}, err
 		}
 		return invoice{Key: key, Amount: r.Amount, Run: executions.Add(1)}, nil
+	}
+}
+
+// A stale lease-mode claim may hide an external effect that happened;
+// atomic mode must not claim it anew, however old it is.
+func testStaleLeaseRowNotReclaimedByDo(t *testing.T, e *env) {
+	var runs atomic.Int64
+	e.mustGuarded("stale-lease", 1, &runs)
+	var past string
+	switch e.dialect {
+	case "postgres":
+		past = "clock_timestamp() - interval '1 hour'"
+	case "mysql":
+		past = "UTC_TIMESTAMP(6) - INTERVAL 1 HOUR"
+	case "sqlite":
+		past = "CAST(unixepoch('subsec') * 1000 AS INTEGER) - 3600000"
+	}
+	if _, err := e.db.Exec(e.q("UPDATE "+e.table+" SET status = 'in_progress', result = NULL, lease_until = "+past+
+		", expires_at = "+past+" WHERE idem_key = ?"), "stale-lease"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.guarded("stale-lease", 1, &runs)
+	if !errors.Is(err, idemsql.ErrInProgress) || runs.Load() != 1 {
+		t.Fatalf("err = %v runs = %d, want ErrInProgress and no second run", err, runs.Load())
+	}
+	if a := e.queryInt("SELECT attempt FROM "+e.table+" WHERE idem_key = ?", "stale-lease"); a != 1 {
+		t.Fatalf("attempt = %d: the row was re-claimed", a)
 	}
 }

@@ -48,7 +48,7 @@ FROM ` + t + ` WHERE idem_key = ? LOCK IN SHARE MODE`,
 attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
 completed_at = NULL, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
 WHERE idem_key = ? AND attempt = ? AND expires_at <= UTC_TIMESTAMP(6)
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > UTC_TIMESTAMP(6))`,
+AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = UTC_TIMESTAMP(6), completed_at = UTC_TIMESTAMP(6)
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
 		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = UTC_TIMESTAMP(6), completed_at = UTC_TIMESTAMP(6)

@@ -77,7 +77,7 @@ FROM ` + t + ` WHERE idem_key = $1`,
 attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = clock_timestamp(), updated_at = clock_timestamp(),
 completed_at = NULL, expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
 WHERE idem_key = $4 AND attempt = $5 AND expires_at <= clock_timestamp()
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > clock_timestamp())`,
+AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = clock_timestamp(), completed_at = clock_timestamp()
 WHERE idem_key = $2 AND attempt = $3 AND status = 'in_progress'`,
 		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, updated_at = clock_timestamp(), completed_at = clock_timestamp()

@@ -70,7 +70,7 @@ FROM ` + t + ` WHERE idem_key = ?`,
 attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + nowMillis + `, updated_at = ` + nowMillis + `,
 completed_at = NULL, expires_at = ` + nowMillis + ` + ? / 1000
 WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + nowMillis + `
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > ` + nowMillis + `)`,
+AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
 		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
