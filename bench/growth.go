@@ -10,11 +10,16 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/idemsql/idemsql/idemsql"
 )
 
 // The growth benchmark: does a large table slow the guard down, and what
-// does deleting expired rows cost the writers? idemsql has no purge API; the
-// purge here is the bench's own batched DELETE of rows past expires_at:
+// does deleting expired rows cost the writers? The purge is idemsql.Purge
+// (-purge lib, the default) or the bench's own batched DELETE of rows past
+// expires_at (-purge hand), written before the library had one:
 //
 //	PostgreSQL: DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ... WHERE expires_at < clock_timestamp() LIMIT n))
 //	MariaDB:    DELETE ... WHERE expires_at < UTC_TIMESTAMP(6) LIMIT n
@@ -58,7 +63,11 @@ func runGrowth(ctx context.Context, cfg config) error {
 	}
 	fmt.Fprintf(&sb, "%d existing expired rows; latency cells %v at 1 client in %d interleaved rounds; %d writers (idemsql.Do, new keys) during the purge;\n",
 		cfg.growthRows, cfg.cell, cfg.rounds, cfg.writers)
-	fmt.Fprintf(&sb, "purge: the bench's own batched DELETE of expired rows, %d per batch (idemsql has no purge API)\n\n", cfg.growthBatch)
+	if cfg.purge == "lib" {
+		fmt.Fprintf(&sb, "purge: idemsql.Purge with WithBatchSize(%d)\n\n", cfg.growthBatch)
+	} else {
+		fmt.Fprintf(&sb, "purge: the bench's own batched DELETE of expired rows, %d per batch\n\n", cfg.growthBatch)
+	}
 	writeGrowth(&sb, rows)
 	for _, n := range notes {
 		fmt.Fprintln(&sb, n)
@@ -130,20 +139,30 @@ func growPath(ctx context.Context, cfg config, b *backend, runID string) ([]grow
 	var deleted int64
 	var batches int
 	var perr error
-	for {
-		res, err := b.db.ExecContext(ctx, b.q.purge)
-		if err != nil {
-			if b.retryable(err) {
-				continue
-			}
-			perr = err
-			break
+	if cfg.purge == "lib" {
+		var st idemsql.PurgeStats
+		if b.pool != nil {
+			st, perr = idemsql.Purge(ctx, b.pgStore.Pool(b.pool, pgx.TxOptions{}), idemsql.WithBatchSize(cfg.growthBatch))
+		} else {
+			st, perr = idemsql.Purge(ctx, b.store.DB(b.db, nil), idemsql.WithBatchSize(cfg.growthBatch))
 		}
-		n, _ := res.RowsAffected()
-		deleted += n
-		batches++
-		if n == 0 {
-			break
+		deleted, batches = st.Deleted, st.Batches
+	} else {
+		for {
+			res, err := b.db.ExecContext(ctx, b.q.purge)
+			if err != nil {
+				if b.retryable(err) {
+					continue
+				}
+				perr = err
+				break
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
+			batches++
+			if n == 0 {
+				break
+			}
 		}
 	}
 	took := time.Since(t0)

@@ -44,6 +44,7 @@ type config struct {
 	growthPaths []string
 	writers     int
 	sqliteConns int
+	purge       string
 }
 
 func main() {
@@ -63,7 +64,11 @@ func main() {
 	flag.StringVar(&gpaths, "growth-paths", "pgx,mariadb,sqlite", "growth: database paths")
 	flag.IntVar(&cfg.writers, "writers", 4, "growth: concurrent writers during the purge")
 	flag.IntVar(&cfg.sqliteConns, "sqlite-conns", 1, "SQLite pool size (0: as many as clients); one connection queues writers in database/sql instead of in SQLite's sleeping busy handler")
+	flag.StringVar(&cfg.purge, "purge", "lib", "growth: lib (idemsql.Purge) or hand (the bench's own batched DELETE)")
 	flag.Parse()
+	if cfg.purge != "lib" && cfg.purge != "hand" {
+		fatal(fmt.Errorf("-purge: want lib or hand, got %q", cfg.purge))
+	}
 	cfg.paths = splitList(paths)
 	cfg.growthPaths = splitList(gpaths)
 	for _, c := range splitList(clients) {
