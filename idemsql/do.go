@@ -203,25 +203,44 @@ const maxClaimRounds = 4
 func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *settings) (claimOutcome, error) {
 	ttl := cfg.ttl.Microseconds()
 	for round := 0; round < maxClaimRounds; round++ {
-		n, err := ex.Exec(ctx, s.stmts.Claim, key, cfg.fingerprint, s.owner, ttl)
-		if err != nil {
-			if s.dialect.Classify(err) != KindDuplicateKey {
+		var r storedRow
+		found := false
+		if s.stmts.ClaimOrRead != "" {
+			var claimed bool
+			err := ex.QueryRow(ctx, s.stmts.ClaimOrRead, key, cfg.fingerprint, s.owner, ttl).Scan(
+				&claimed, &r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
+			switch {
+			case err == nil && claimed:
+				return claimOutcome{claimed: true, attempt: 1}, nil
+			case err == nil:
+				found = true
+			case !errors.Is(err, sql.ErrNoRows):
 				return claimOutcome{}, s.dbError(ctx, "claim", key, err)
 			}
-			n = 0
-		}
-		if n == 1 {
-			return claimOutcome{claimed: true, attempt: 1}, nil
+			// No row: the claim waited for another transaction's claim of
+			// the key, which the statement's snapshot cannot see. Read it.
+		} else {
+			n, err := ex.Exec(ctx, s.stmts.Claim, key, cfg.fingerprint, s.owner, ttl)
+			if err != nil {
+				if s.dialect.Classify(err) != KindDuplicateKey {
+					return claimOutcome{}, s.dbError(ctx, "claim", key, err)
+				}
+				n = 0
+			}
+			if n == 1 {
+				return claimOutcome{claimed: true, attempt: 1}, nil
+			}
 		}
 
-		var r storedRow
-		err = ex.QueryRow(ctx, s.stmts.Read, key).Scan(
-			&r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // deleted since the claim saw it: claim again
-		}
-		if err != nil {
-			return claimOutcome{}, s.dbError(ctx, "read", key, err)
+		if !found {
+			err := ex.QueryRow(ctx, s.stmts.Read, key).Scan(
+				&r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // deleted since the claim saw it: claim again
+			}
+			if err != nil {
+				return claimOutcome{}, s.dbError(ctx, "read", key, err)
+			}
 		}
 		// An in_progress lease-mode claim may hide an external effect that
 		// happened: only lease mode may take it over, however old it is.
@@ -229,7 +248,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 			return claimOutcome{row: r}, nil
 		}
 
-		n, err = ex.Exec(ctx, s.stmts.Reclaim, cfg.fingerprint, s.owner, ttl, key, r.attempt)
+		n, err := ex.Exec(ctx, s.stmts.Reclaim, cfg.fingerprint, s.owner, ttl, key, r.attempt)
 		if err != nil {
 			return claimOutcome{}, s.dbError(ctx, "reclaim", key, err)
 		}

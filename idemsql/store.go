@@ -33,6 +33,14 @@ type Statements struct {
 	// key that exists gives 0 rows or a KindDuplicateKey error, without
 	// aborting the transaction.
 	Claim string
+	// ClaimOrRead, if not empty, is Claim and Read in one statement, so
+	// that a duplicate of a committed key costs one round trip: it returns
+	// one row, claimed (true when it inserted) followed by Read's columns
+	// (of the existing row when claimed is false). It returns no row when
+	// the key exists but the statement cannot see it (it waited for another
+	// transaction's claim, committed after the statement's snapshot); the
+	// core then reads with Read. Args: as Claim.
+	ClaimOrRead string
 	// Read returns status, fingerprint, result, attempt, expired (expires_at
 	// has passed), leased (lease_until is set), error_class, error_message.
 	// It must see the latest committed row, even under a snapshot taken

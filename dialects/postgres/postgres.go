@@ -71,6 +71,19 @@ func (dialect) Statements(table string) idemsql.Statements {
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
 VALUES ($1, $2, 'in_progress', 1, $3, clock_timestamp(), clock_timestamp(), clock_timestamp() + $4::bigint * interval '1 microsecond')
 ON CONFLICT (idem_key) DO NOTHING`,
+		// One statement answers both a first call and a duplicate of a
+		// committed key. Its snapshot is taken before the INSERT waits, so
+		// after a wait for a concurrent claim it returns nothing, and the core
+		// reads the row with Read, in a new statement.
+		ClaimOrRead: `WITH claim AS (
+INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
+VALUES ($1, $2, 'in_progress', 1, $3, clock_timestamp(), clock_timestamp(), clock_timestamp() + $4::bigint * interval '1 microsecond')
+ON CONFLICT (idem_key) DO NOTHING
+RETURNING 1)
+SELECT true, 'in_progress', NULL::bytea, NULL::json, 1::bigint, false, false, NULL::text, NULL::text FROM claim
+UNION ALL
+SELECT false, status, fingerprint, result, attempt, expires_at <= clock_timestamp(), lease_until IS NOT NULL, error_class, error_message
+FROM ` + t + ` WHERE idem_key = $1 AND NOT EXISTS (SELECT FROM claim)`,
 		Read: `SELECT status, fingerprint, result, attempt, expires_at <= clock_timestamp(), lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = $1`,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
