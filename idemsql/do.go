@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 )
+
+var emptyResultType = reflect.TypeFor[struct{}]()
 
 // Status values of the status column.
 const (
@@ -101,7 +104,11 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 		return res, fmt.Errorf("idemsql: %q not started: %w", key, err)
 	}
 
-	c, err := s.boundedClaim(ctx, ex, key, cfg)
+	// A result known in advance is stored with the claim, which saves the
+	// Complete statement.
+	known := reflect.TypeFor[T]() == emptyResultType && cfg.codec == JSON && !cfg.recordFailures &&
+		s.stmts.ClaimCompleted != ""
+	c, err := s.boundedClaim(ctx, ex, key, cfg, known)
 	if err != nil {
 		return res, err
 	}
@@ -120,6 +127,10 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 			return res, s.recordFailure(ctx, ex, key, c.attempt, class, err)
 		}
 		return res, s.release(ctx, ex, key, c.attempt, err)
+	}
+	if known {
+		res.Value = v
+		return res, nil
 	}
 	encoded, err := encode(v, cfg)
 	if err != nil {
@@ -170,15 +181,15 @@ type claimOutcome struct {
 }
 
 // boundedClaim claims under the in-flight policy.
-func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *settings) (claimOutcome, error) {
+func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *settings, known bool) (claimOutcome, error) {
 	failFast := cfg.inFlight == InFlightFailFast
 	if !failFast && cfg.lockTimeout == 0 {
-		return s.claim(ctx, ex, key, cfg)
+		return s.claim(ctx, ex, key, cfg, known)
 	}
 	var c claimOutcome
 	var claimErr error
 	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func() error {
-		c, claimErr = s.claim(ctx, ex, key, cfg)
+		c, claimErr = s.claim(ctx, ex, key, cfg, known)
 		return claimErr
 	})
 	switch {
@@ -200,14 +211,20 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 // transaction), which needs a concurrent writer each time.
 const maxClaimRounds = 4
 
-func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *settings) (claimOutcome, error) {
+// claim claims the key, or reads the row that holds it. With known, a claim
+// stores the row completed with the empty result.
+func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *settings, known bool) (claimOutcome, error) {
 	ttl := cfg.ttl.Microseconds()
+	claimSQL, claimOrReadSQL, reclaimSQL := s.stmts.Claim, s.stmts.ClaimOrRead, s.stmts.Reclaim
+	if known {
+		claimSQL, claimOrReadSQL, reclaimSQL = s.stmts.ClaimCompleted, s.stmts.ClaimOrReadCompleted, s.stmts.ReclaimCompleted
+	}
 	for round := 0; round < maxClaimRounds; round++ {
 		var r storedRow
 		found := false
-		if s.stmts.ClaimOrRead != "" {
+		if claimOrReadSQL != "" {
 			var claimed bool
-			err := ex.QueryRow(ctx, s.stmts.ClaimOrRead, key, cfg.fingerprint, s.owner, ttl).Scan(
+			err := ex.QueryRow(ctx, claimOrReadSQL, key, cfg.fingerprint, s.owner, ttl).Scan(
 				&claimed, &r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
 			switch {
 			case err == nil && claimed:
@@ -220,7 +237,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 			// No row: the claim waited for another transaction's claim of
 			// the key, which the statement's snapshot cannot see. Read it.
 		} else {
-			n, err := ex.Exec(ctx, s.stmts.Claim, key, cfg.fingerprint, s.owner, ttl)
+			n, err := ex.Exec(ctx, claimSQL, key, cfg.fingerprint, s.owner, ttl)
 			if err != nil {
 				if s.dialect.Classify(err) != KindDuplicateKey {
 					return claimOutcome{}, s.dbError(ctx, "claim", key, err)
@@ -248,7 +265,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 			return claimOutcome{row: r}, nil
 		}
 
-		n, err := ex.Exec(ctx, s.stmts.Reclaim, cfg.fingerprint, s.owner, ttl, key, r.attempt)
+		n, err := ex.Exec(ctx, reclaimSQL, cfg.fingerprint, s.owner, ttl, key, r.attempt)
 		if err != nil {
 			return claimOutcome{}, s.dbError(ctx, "reclaim", key, err)
 		}

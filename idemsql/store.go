@@ -58,10 +58,22 @@ type Statements struct {
 	// Fail records a permanent failure, fenced by the attempt.
 	// Args: error_class, error_message, key, attempt.
 	Fail string
-	// Release deletes a claim whose fn failed, fenced by the attempt. Atomic
-	// mode only: lease mode never deletes an in_progress row.
+	// Release deletes the caller's own claim, made in this transaction,
+	// after fn failed, whatever its status (see ClaimCompleted): the
+	// transaction has held the row's lock since the claim. Fenced by the
+	// attempt, which a nested re-claim would have moved on. Atomic mode
+	// only: lease mode never deletes an in_progress row.
 	// Args: key, attempt.
 	Release string
+
+	// ClaimCompleted, ClaimOrReadCompleted and ReclaimCompleted are Claim,
+	// ClaimOrRead and Reclaim for a call whose result is known before fn
+	// runs (fn returns struct{}: the result is {}). They store the row
+	// completed at once, so that no Complete statement is needed: the
+	// transaction commits claim and result together either way. Same
+	// arguments. ClaimOrReadCompleted is needed exactly when ClaimOrRead is
+	// set.
+	ClaimCompleted, ClaimOrReadCompleted, ReclaimCompleted string
 }
 
 // ClaimBounder is implemented by dialects that can bound how long a claim

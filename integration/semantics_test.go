@@ -33,6 +33,7 @@ func init() {
 		conformanceCase{name: "CustomCodec", run: testCustomCodec},
 		conformanceCase{name: "WrapRun", run: testWrapRun},
 		conformanceCase{name: "StaleLeaseRowNotReclaimedByDo", run: testStaleLeaseRowNotReclaimedByDo},
+		conformanceCase{name: "EmptyResult", run: testEmptyResult},
 	)
 }
 
@@ -554,5 +555,99 @@ func testStaleLeaseRowNotReclaimedByDo(t *testing.T, e *env) {
 	}
 	if a := e.queryInt("SELECT attempt FROM "+e.table+" WHERE idem_key = ?", "stale-lease"); a != 1 {
 		t.Fatalf("attempt = %d: the row was re-claimed", a)
+	}
+}
+
+// A function with nothing to return (struct{}) has its row stored completed
+// with the claim, without a Complete statement. The guarantees are the same.
+func testEmptyResult(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	notify := func(tx testTx, key string) func(context.Context) (struct{}, error) {
+		return func(ctx context.Context) (struct{}, error) {
+			runs.Add(1)
+			return struct{}{}, tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 0)"), key)
+		}
+	}
+	do := func(key string, fail bool, commit bool) (idemsql.Result[struct{}], error) {
+		tx, err := e.begin(ctx, sql.LevelDefault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn := notify(tx, key)
+		if fail {
+			fn = func(ctx context.Context) (struct{}, error) {
+				runs.Add(1)
+				return struct{}{}, errDeclined
+			}
+		}
+		res, err := idemsql.Do(ctx, tx.Bind(), key, fn)
+		if commit {
+			if cerr := tx.Commit(ctx); cerr != nil {
+				t.Fatal(cerr)
+			}
+		} else {
+			_ = tx.Rollback(ctx)
+		}
+		return res, err
+	}
+	if res, err := do("empty-1", false, true); err != nil || res.Replayed {
+		t.Fatalf("first: %+v %v", res, err)
+	}
+	if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", "empty-1"); st != "completed" {
+		t.Fatalf("status = %q", st)
+	}
+	if res, err := do("empty-1", false, true); err != nil || !res.Replayed {
+		t.Fatalf("duplicate: %+v %v", res, err)
+	}
+	if runs.Load() != 1 || e.bizRows("empty-1") != 1 {
+		t.Fatalf("runs=%d business rows=%d", runs.Load(), e.bizRows("empty-1"))
+	}
+	// fn's error leaves no row even if the caller commits; a rollback none.
+	if _, err := do("empty-2", true, true); !errors.Is(err, errDeclined) || e.idemRows("empty-2") != 0 {
+		t.Fatalf("fn error: %v, rows %d", err, e.idemRows("empty-2"))
+	}
+	if _, err := do("empty-3", false, false); err != nil || e.idemRows("empty-3") != 0 {
+		t.Fatalf("rollback: %v, rows %d", err, e.idemRows("empty-3"))
+	}
+	// Expiry: claimed anew in place.
+	e.expire("empty-1")
+	if res, err := do("empty-1", false, true); err != nil || res.Replayed || e.bizRows("empty-1") != 2 {
+		t.Fatalf("after expiry: %+v %v", res, err)
+	}
+	// Racing duplicates: one effect.
+	runs.Store(0)
+	var wg sync.WaitGroup
+	errs := make([]error, racers)
+	for i := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for attempt := 0; attempt < 50; attempt++ {
+				tx, err := e.begin(ctx, sql.LevelDefault)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				_, err = idemsql.Do(ctx, tx.Bind(), "empty-race", notify(tx, "empty-race"))
+				if err == nil {
+					err = tx.Commit(ctx)
+				} else {
+					_ = tx.Rollback(ctx)
+				}
+				if errs[i] = err; err == nil || !e.retryable(err) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("racer %d: %v", i, err)
+		}
+	}
+	if e.bizRows("empty-race") != 1 {
+		t.Fatalf("business rows = %d, want 1", e.bizRows("empty-race"))
 	}
 }

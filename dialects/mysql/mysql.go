@@ -31,29 +31,38 @@ func (dialect) Name() string { return "mysql" }
 // Times are UTC_TIMESTAMP(6): NOW(6) is in the session's time zone.
 func (dialect) Statements(table string) idemsql.Statements {
 	t := "`" + table + "`"
+	const now = "UTC_TIMESTAMP(6)"
+	// A plain INSERT: its duplicate-key error (1062) rolls back only this
+	// statement. INSERT IGNORE would also turn truncation into warnings, and
+	// ON DUPLICATE KEY UPDATE reports ambiguous row counts.
+	claim := func(status, result, completedAt string) string {
+		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
+VALUES (?, ?, '` + status + `', ` + result + `, 1, ?, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + INTERVAL ? MICROSECOND)`
+	}
+	reclaim := func(status, result, completedAt string) string {
+		return `UPDATE ` + t + ` SET status = '` + status + `', fingerprint = ?, result = ` + result + `, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = ` + completedAt + `, expires_at = ` + now + ` + INTERVAL ? MICROSECOND
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
+AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
+	}
 	return idemsql.Statements{
-		// A plain INSERT: its duplicate-key error (1062) rolls back only this
-		// statement. INSERT IGNORE would also turn truncation into warnings,
-		// and ON DUPLICATE KEY UPDATE reports ambiguous row counts.
-		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
-VALUES (?, ?, 'in_progress', 1, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)`,
+		Claim: claim("in_progress", "NULL", "NULL"),
+		ClaimCompleted: claim("completed", "'{}'", now),
 		// Under REPEATABLE READ a plain SELECT reads the transaction's old
 		// snapshot and misses the row we just collided with; a locking read
 		// sees the latest commit. A shared lock, because the failed INSERT
 		// already holds one: many duplicates asking for exclusive locks on
 		// top would deadlock each other.
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= UTC_TIMESTAMP(6), lease_until IS NOT NULL, error_class, error_message
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ? LOCK IN SHARE MODE`,
-		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
-completed_at = NULL, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
-WHERE idem_key = ? AND attempt = ? AND expires_at <= UTC_TIMESTAMP(6)
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`,
-		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = UTC_TIMESTAMP(6), completed_at = UTC_TIMESTAMP(6)
+		Reclaim: reclaim("in_progress", "NULL", "NULL"),
+		ReclaimCompleted: reclaim("completed", "'{}'", now),
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = UTC_TIMESTAMP(6), completed_at = UTC_TIMESTAMP(6)
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ?`,
 	}
 }
 

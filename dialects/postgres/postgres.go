@@ -64,38 +64,48 @@ func (dialect) Name() string { return "postgres" }
 // start of the caller's transaction, which may be long past.
 func (dialect) Statements(table string) idemsql.Statements {
 	t := `"` + table + `"`
-	return idemsql.Statements{
-		// DO NOTHING writes nothing for a duplicate. Against an uncommitted
-		// claim it waits for that transaction; the row it then finds is
-		// read by the next statement, which (unlike a CTE) has a new snapshot.
-		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
-VALUES ($1, $2, 'in_progress', 1, $3, clock_timestamp(), clock_timestamp(), clock_timestamp() + $4::bigint * interval '1 microsecond')
-ON CONFLICT (idem_key) DO NOTHING`,
-		// One statement answers both a first call and a duplicate of a
-		// committed key. Its snapshot is taken before the INSERT waits, so
-		// after a wait for a concurrent claim it returns nothing, and the core
-		// reads the row with Read, in a new statement.
-		ClaimOrRead: `WITH claim AS (
-INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
-VALUES ($1, $2, 'in_progress', 1, $3, clock_timestamp(), clock_timestamp(), clock_timestamp() + $4::bigint * interval '1 microsecond')
-ON CONFLICT (idem_key) DO NOTHING
-RETURNING 1)
+	const now = "clock_timestamp()"
+	// The claim's row as a first call leaves it: in progress until fn's
+	// result is stored, or completed at once when the result is known.
+	claimValues := func(status, result, completedAt string) string {
+		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
+VALUES ($1, $2, '` + status + `', ` + result + `, 1, $3, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + $4::bigint * interval '1 microsecond')
+ON CONFLICT (idem_key) DO NOTHING`
+	}
+	// One statement answers both a first call and a duplicate of a
+	// committed key. Its snapshot is taken before the INSERT waits, so after
+	// a wait for a concurrent claim it returns nothing, and the core reads
+	// the row with Read, in a new statement.
+	claimOrRead := func(insert string) string {
+		return `WITH claim AS (` + insert + ` RETURNING 1)
 SELECT true, 'in_progress', NULL::bytea, NULL::json, 1::bigint, false, false, NULL::text, NULL::text FROM claim
 UNION ALL
-SELECT false, status, fingerprint, result, attempt, expires_at <= clock_timestamp(), lease_until IS NOT NULL, error_class, error_message
-FROM ` + t + ` WHERE idem_key = $1 AND NOT EXISTS (SELECT FROM claim)`,
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= clock_timestamp(), lease_until IS NOT NULL, error_class, error_message
+SELECT false, status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
+FROM ` + t + ` WHERE idem_key = $1 AND NOT EXISTS (SELECT FROM claim)`
+	}
+	reclaim := func(status, result, completedAt string) string {
+		return `UPDATE ` + t + ` SET status = '` + status + `', fingerprint = $1, result = ` + result + `, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = ` + completedAt + `, expires_at = ` + now + ` + $3::bigint * interval '1 microsecond'
+WHERE idem_key = $4 AND attempt = $5 AND expires_at <= ` + now + `
+AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
+	}
+	return idemsql.Statements{
+		// DO NOTHING writes nothing for a duplicate. Against an uncommitted
+		// claim it waits for that transaction.
+		Claim:                claimValues("in_progress", "NULL", "NULL"),
+		ClaimCompleted:       claimValues("completed", "'{}'", now),
+		ClaimOrRead:          claimOrRead(claimValues("in_progress", "NULL", "NULL")),
+		ClaimOrReadCompleted: claimOrRead(claimValues("completed", "'{}'", now)),
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = $1`,
-		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = clock_timestamp(), updated_at = clock_timestamp(),
-completed_at = NULL, expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
-WHERE idem_key = $4 AND attempt = $5 AND expires_at <= clock_timestamp()
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`,
-		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+		Reclaim:          reclaim("in_progress", "NULL", "NULL"),
+		ReclaimCompleted: reclaim("completed", "'{}'", now),
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = $2 AND attempt = $3 AND status = 'in_progress'`,
-		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = $3 AND attempt = $4 AND status = 'in_progress'`,
-		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND status = 'in_progress'`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2`,
 	}
 }
 

@@ -60,22 +60,31 @@ const nowMillis = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
 
 func (dialect) Statements(table string) idemsql.Statements {
 	t := `"` + table + `"`
+	const now = nowMillis
+	claim := func(status, result, completedAt string) string {
+		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
+VALUES (?, ?, '` + status + `', ` + result + `, 1, ?, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + ? / 1000)
+ON CONFLICT (idem_key) DO NOTHING`
+	}
+	reclaim := func(status, result, completedAt string) string {
+		return `UPDATE ` + t + ` SET status = '` + status + `', fingerprint = ?, result = ` + result + `, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = ` + completedAt + `, expires_at = ` + now + ` + ? / 1000
+WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
+AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
+	}
 	return idemsql.Statements{
-		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
-VALUES (?, ?, 'in_progress', 1, ?, ` + nowMillis + `, ` + nowMillis + `, ` + nowMillis + ` + ? / 1000)
-ON CONFLICT (idem_key) DO NOTHING`,
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + nowMillis + `, lease_until IS NOT NULL, error_class, error_message
+		Claim:          claim("in_progress", "NULL", "NULL"),
+		ClaimCompleted: claim("completed", "'{}'", now),
+		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ?`,
-		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + nowMillis + `, updated_at = ` + nowMillis + `,
-completed_at = NULL, expires_at = ` + nowMillis + ` + ? / 1000
-WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + nowMillis + `
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`,
-		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
+		Reclaim:          reclaim("in_progress", "NULL", "NULL"),
+		ReclaimCompleted: reclaim("completed", "'{}'", now),
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + nowMillis + `, completed_at = ` + nowMillis + `
+		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ?`,
 	}
 }
 
