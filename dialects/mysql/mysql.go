@@ -47,7 +47,7 @@ WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
 AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
 	}
 	return idemsql.Statements{
-		Claim: claim("in_progress", "NULL", "NULL"),
+		Claim:          claim("in_progress", "NULL", "NULL"),
 		ClaimCompleted: claim("completed", "'{}'", now),
 		// Under REPEATABLE READ a plain SELECT reads the transaction's old
 		// snapshot and misses the row we just collided with; a locking read
@@ -56,7 +56,7 @@ AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
 		// top would deadlock each other.
 		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ? LOCK IN SHARE MODE`,
-		Reclaim: reclaim("in_progress", "NULL", "NULL"),
+		Reclaim:          reclaim("in_progress", "NULL", "NULL"),
 		ReclaimCompleted: reclaim("completed", "'{}'", now),
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
