@@ -40,29 +40,48 @@ func (s *Store) DB(db *sql.DB, opts *sql.TxOptions) DB[*sql.Tx] {
 	if db == nil {
 		return DB[*sql.Tx]{store: s}
 	}
-	return DB[*sql.Tx]{store: s, pool: sqlPool{db: db, opts: opts}}
+	return DB[*sql.Tx]{store: s, pool: sqlPool{store: s, db: db, opts: opts}}
 }
 
 type sqlPool struct {
-	db   *sql.DB
-	opts *sql.TxOptions
+	store *Store
+	db    *sql.DB
+	opts  *sql.TxOptions
 }
 
 func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
+	var ps *preparedSet
+	if sp, ok := p.store.dialect.(StatementPreparer); ok && sp.PrepareStatements() {
+		// Prepared before BeginTx: preparing needs a connection of the pool,
+		// and the transaction may hold the only one.
+		ps = p.store.preparedFor(ctx, p.db)
+	}
 	tx, err := p.db.BeginTx(ctx, p.opts)
 	if err != nil {
 		return nil, err
 	}
+	if ps != nil {
+		return sqlPoolTx{preparedExecutor{tx: tx, ps: ps}}, nil
+	}
 	return sqlPoolTx{sqlExecutor{tx}}, nil
 }
 
+// sqlPoolTx is a database/sql transaction begun by Run.
+type sqlPoolTx struct{ Executor }
+
 var _ PoolTx[*sql.Tx] = sqlPoolTx{}
 
-type sqlPoolTx struct{ sqlExecutor }
-
-func (t sqlPoolTx) Tx() *sql.Tx                    { return t.tx }
-func (t sqlPoolTx) Commit(context.Context) error   { return t.tx.Commit() }
-func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
+func (t sqlPoolTx) Tx() *sql.Tx {
+	switch e := t.Executor.(type) {
+	case preparedExecutor:
+		return e.tx
+	case sqlExecutor:
+		return e.tx
+	}
+	return nil
+}
+func (t sqlPoolTx) Commit(context.Context) error   { return t.Tx().Commit() }
+func (t sqlPoolTx) Rollback(context.Context) error { return t.Tx().Rollback() }
 
 // Run is [Do] for callers without a transaction of their own: it begins a
 // transaction on db, calls Do with fn, and commits. fn receives the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -111,6 +112,7 @@ type Store struct {
 	stmts    Statements
 	defaults settings
 	owner    string
+	prepared sync.Map // *sql.DB → *preparedSet, for Run on dialects that prepare
 }
 
 // NewStore returns a store for the dialect. Store options: [WithTable],

@@ -83,3 +83,8 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 	}
 	return idemsql.KindOther
 }
+
+// PrepareStatements: without interpolateParams the driver prepares, runs
+// and closes every statement (three round trips); a statement prepared once
+// per connection runs in one.
+func (dialect) PrepareStatements() bool { return true }

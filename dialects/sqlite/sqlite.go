@@ -104,3 +104,7 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 	}
 	return idemsql.KindOther
 }
+
+// PrepareStatements: SQLite parses a statement's text on every call unless
+// it is prepared, and the parse is a large part of a short transaction.
+func (dialect) PrepareStatements() bool { return true }
