@@ -146,13 +146,21 @@ type LeaseStatements struct {
 	// rows.
 	SweepNext string
 	// Purge, if not empty, deletes up to limit completed or failed rows whose
-	// expires_at has passed, skipping rows other transactions hold. Never an
-	// in_progress row. Args: limit.
+	// expires_at has passed, oldest expires_at first, skipping rows other
+	// transactions hold. Never an in_progress row. Args: limit.
 	Purge string
-	// PurgeNext and PurgeOne are used when Purge is empty: PurgeNext
-	// returns the key of one purgeable row, locked; PurgeOne deletes it,
-	// re-checking the same conditions. Args: none; key.
-	PurgeNext, PurgeOne string
+	// PurgeLock and PurgeKeys are used when Purge is empty, for an engine
+	// whose DELETE cannot skip locked rows (MySQL, MariaDB). In one
+	// transaction, PurgeLock returns the keys of up to limit purgeable rows
+	// (as Purge would delete them), oldest expires_at first, locked,
+	// skipping rows other transactions hold; then PurgeKeys(n) deletes the
+	// rows of n of those keys, re-checking the same conditions. The keys of
+	// a batch are locked by one PurgeLock and deleted by PurgeKeys in chunks
+	// of at most 500 keys. Over a transaction that returns many rows
+	// (database/sql's) PurgeLock is run once per batch; over another it is
+	// run with limit 1 for each key. Args: limit; the n keys.
+	PurgeLock string
+	PurgeKeys func(n int) string
 }
 
 type leaseSettings struct {

@@ -44,33 +44,9 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 		}
 		var n int64
 		err := lr.inTx(ctx, "purge", "", func(ex Executor) error {
-			n = 0
-			if lr.ls.Purge != "" {
-				var err error
-				if n, err = ex.Exec(ctx, lr.ls.Purge, batch); err != nil {
-					return lr.s.dbError(ctx, "purge", "", err)
-				}
-				return nil
-			}
-			for n < batch {
-				var key string
-				err := ex.QueryRow(ctx, lr.ls.PurgeNext).Scan(&key)
-				if errors.Is(err, sql.ErrNoRows) {
-					return nil
-				}
-				if err != nil {
-					return lr.s.dbError(ctx, "purge", "", err)
-				}
-				d, err := ex.Exec(ctx, lr.ls.PurgeOne, key)
-				if err != nil {
-					return lr.s.dbError(ctx, "purge", key, err)
-				}
-				if d != 1 {
-					return nil
-				}
-				n++
-			}
-			return nil
+			var err error
+			n, err = lr.purgeBatch(ctx, ex, batch)
+			return err
 		})
 		if err != nil {
 			return stats, err
@@ -81,6 +57,75 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 			return stats, nil
 		}
 	}
+}
+
+// purgeInChunk is the most keys one PurgeKeys statement deletes.
+const purgeInChunk = 500
+
+// purgeBatch deletes up to batch purgeable rows in the transaction ex.
+func (lr *leaser) purgeBatch(ctx context.Context, ex Executor, batch int64) (int64, error) {
+	if lr.ls.Purge != "" {
+		n, err := ex.Exec(ctx, lr.ls.Purge, batch)
+		if err != nil {
+			return 0, lr.s.dbError(ctx, "purge", "", err)
+		}
+		return n, nil
+	}
+	var n int64
+	for n < batch {
+		keys, asked, err := lr.lockPurgeable(ctx, ex, batch-n)
+		if err != nil {
+			return n, err
+		}
+		var deleted int64
+		for lo := 0; lo < len(keys); lo += purgeInChunk {
+			chunk := keys[lo:min(lo+purgeInChunk, len(keys))]
+			d, err := ex.Exec(ctx, lr.ls.PurgeKeys(len(chunk)), chunk...)
+			if err != nil {
+				return n, lr.s.dbError(ctx, "purge", "", err)
+			}
+			deleted += d
+		}
+		n += deleted
+		// Fewer keys than asked: no other purgeable row is free. None
+		// deleted: the keys no longer qualify, and would come back.
+		if int64(len(keys)) < asked || deleted == 0 {
+			break
+		}
+	}
+	return n, nil
+}
+
+// lockPurgeable runs PurgeLock for up to limit keys: all of them at once
+// where the transaction returns many rows, else one.
+func (lr *leaser) lockPurgeable(ctx context.Context, ex Executor, limit int64) (keys []any, asked int64, err error) {
+	if q, ok := ex.(interface{ Tx() *sql.Tx }); ok {
+		rows, err := q.Tx().QueryContext(ctx, lr.ls.PurgeLock, limit)
+		if err != nil {
+			return nil, limit, lr.s.dbError(ctx, "purge", "", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var key string
+			if err := rows.Scan(&key); err != nil {
+				return nil, limit, lr.s.dbError(ctx, "purge", "", err)
+			}
+			keys = append(keys, key)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, limit, lr.s.dbError(ctx, "purge", "", err)
+		}
+		return keys, limit, nil
+	}
+	var key string
+	err = ex.QueryRow(ctx, lr.ls.PurgeLock, 1).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 1, nil
+	}
+	if err != nil {
+		return nil, 1, lr.s.dbError(ctx, "purge", "", err)
+	}
+	return []any{key}, 1, nil
 }
 
 // PurgeEvery runs [Purge] at once and then every interval until ctx ends,

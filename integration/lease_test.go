@@ -54,6 +54,7 @@ var leaseCases = []struct {
 	{"SweepersResolveEachStaleRowOnce", testLeaseSweepers},
 	{"SweepWithoutHandlerAbandons", testLeaseSweepAbandons},
 	{"PurgeKeepsLiveLeases", testLeasePurge},
+	{"PurgeManyRowsInBatches", testLeasePurgeMany},
 	{"StaleHolderFencedAfterReleaseAndDelete", testLeaseStaleHolderFencedABA},
 	{"FnErrorRetryKeepsDownstreamKey", testLeaseFnErrorRetry},
 	{"PanicInFnLetsLeaseRunOut", testLeasePanicInFn},
@@ -821,4 +822,76 @@ func testLeasePurge(t *testing.T, e *leaseEnv) {
 		t.Fatalf("second purge (the live row, completed after its retention): %+v, %v", st, err)
 	}
 	e.wantRow(t, "live", idemsql.StatusCompleted, 1, "live")
+}
+
+// Purge deletes thousands of expired rows, in batches larger and smaller
+// than one DELETE's share of keys, and still never a live lease nor an
+// in_progress row past its retention.
+func testLeasePurgeMany(t *testing.T, e *leaseEnv) {
+	ctx := context.Background()
+	var calls atomic.Int64
+	live, err := e.ops.claim(ctx, "bulk-live", idemsql.WithLease(30*time.Second))
+	if err != nil || !live.Held {
+		t.Fatalf("live claim: %+v, %v", live, err)
+	}
+	e.staleClaim(t, "bulk-stale")
+	if _, err := e.ops.do(ctx, "fresh", external("x", &calls)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+
+	// One batch of 1200: its keys are deleted in several statements.
+	e.insertCompleted(t, "bulk-a-", 1000)
+	e.expirePrefix(t, "bulk-")
+	st, err := e.ops.purge(ctx, idemsql.WithBatchSize(1200))
+	if err != nil || st.Deleted != 1000 || st.Batches != 1 {
+		t.Fatalf("purge: %+v, %v; want 1000 rows in 1 batch", st, err)
+	}
+	// Small batches: eight full ones and a last, empty one.
+	e.insertCompleted(t, "bulk-b-", 2000)
+	e.expirePrefix(t, "bulk-")
+	st, err = e.ops.purge(ctx, idemsql.WithBatchSize(250))
+	if err != nil || st.Deleted != 2000 || st.Batches != 9 {
+		t.Fatalf("purge: %+v, %v; want 2000 rows in 9 batches", st, err)
+	}
+
+	if n := e.queryInt("SELECT COUNT(*) FROM " + e.table); n != 3 {
+		t.Fatalf("%d rows left, want the live lease, the stale claim and the fresh row", n)
+	}
+	e.wantRow(t, "bulk-stale", idemsql.StatusInProgress, 1, "")
+	if err := live.Lease.Complete(ctx, receipt{By: "live"}); err != nil {
+		t.Fatalf("live holder after the purge: %v", err)
+	}
+	e.wantRow(t, "bulk-live", idemsql.StatusCompleted, 1, "live")
+}
+
+// insertCompleted inserts n completed and failed rows, prefix followed by a
+// number, a few hundred per statement.
+func (e *leaseEnv) insertCompleted(t *testing.T, prefix string, n int) {
+	t.Helper()
+	now := map[string]string{
+		"postgres": "clock_timestamp()",
+		"mysql":    "UTC_TIMESTAMP(6)",
+		"sqlite":   "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+	}[e.dialect]
+	const chunk = 500
+	for lo := 0; lo < n; lo += chunk {
+		var sb strings.Builder
+		var args []any
+		sb.WriteString("INSERT INTO " + e.table + " (idem_key, status, attempt, created_at, updated_at, expires_at) VALUES ")
+		for i := lo; i < min(lo+chunk, n); i++ {
+			if i > lo {
+				sb.WriteString(", ")
+			}
+			sb.WriteString("(?, ?, 1, " + now + ", " + now + ", " + now + ")")
+			status := idemsql.StatusCompleted
+			if i%3 == 0 {
+				status = idemsql.StatusFailed
+			}
+			args = append(args, fmt.Sprintf("%s%05d", prefix, i), status)
+		}
+		if _, err := e.db.Exec(e.q(sb.String()), args...); err != nil {
+			t.Fatalf("insert: %v", err)
+		}
+	}
 }

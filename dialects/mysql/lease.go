@@ -1,12 +1,17 @@
 package mysql
 
-import "github.com/idemsql/idemsql/idemsql"
+import (
+	"strings"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
 
 var _ idemsql.LeaseDialect = dialect{}
 
 // LeaseStatements is the SQL of lease mode, for MySQL 8.0.1+ and MariaDB
-// 10.6+ (SKIP LOCKED). A DELETE cannot skip locked rows, so Purge locks one
-// row at a time with a SELECT and deletes it in the same transaction.
+// 10.6+ (SKIP LOCKED). A DELETE cannot skip locked rows, so Purge locks a
+// batch of rows with a SELECT and deletes them by key in the same
+// transaction.
 func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	t := "`" + table + "`"
 	const (
@@ -58,7 +63,16 @@ updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
-		PurgeNext: `SELECT idem_key FROM ` + t + ` WHERE ` + purgeable + ` ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
-		PurgeOne:  `DELETE FROM ` + t + ` WHERE idem_key = ? AND ` + purgeable,
+		// One locking read per batch walks the expires_at index once; a
+		// read per row would walk again, each time, past the rows this
+		// transaction already deleted, which stay in the index until it
+		// commits.
+		PurgeLock: `SELECT idem_key FROM ` + t + ` WHERE ` + purgeable + ` ORDER BY expires_at LIMIT ? FOR UPDATE SKIP LOCKED`,
+		// FORCE INDEX (PRIMARY), which only the multiple-table DELETE
+		// syntax takes: on a small table the optimizer would rather scan
+		// it all, and a DELETE waits for every locked row it scans.
+		PurgeKeys: func(n int) string {
+			return `DELETE ` + t + ` FROM ` + t + ` FORCE INDEX (PRIMARY) WHERE idem_key IN (?` + strings.Repeat(`, ?`, n-1) + `) AND ` + purgeable
+		},
 	}
 }
