@@ -62,8 +62,13 @@ updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
-		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
-WHERE ` + purgeable + ` ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+		// statement_timestamp(), never later than clock_timestamp() and
+		// stable, bounds the scan of the expires_at index; the locked keys
+		// are then deleted through the primary key, not by a join that
+		// would read the whole table.
+		Purge: `DELETE FROM ` + t + ` WHERE idem_key = ANY(ARRAY(SELECT idem_key FROM ` + t + `
+WHERE expires_at < statement_timestamp() AND ` + purgeable + ` ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED))
+AND ` + purgeable,
 	}
 }
 
