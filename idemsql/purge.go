@@ -25,6 +25,10 @@ type PurgeStats struct {
 // every call anyway; Purge only keeps the table small. It returns after one
 // pass: when a batch comes back short.
 //
+// On SQLite a batch holds the database's one write lock until it commits,
+// and writers wait for it: keep batches small there (the default, 100
+// rows, is a few milliseconds; thousands of rows are tens).
+//
 // It needs a dialect with lease mode (all shipped ones), which holds its
 // SQL.
 func Purge[X any](ctx context.Context, db DB[X], opts ...Option) (PurgeStats, error) {
