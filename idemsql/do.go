@@ -50,6 +50,10 @@ type Result[T any] struct {
 //     [Permanent] is recorded instead: see there.
 //   - A key whose TTL has passed is treated as absent: it is claimed again
 //     in place and its attempt counted.
+//   - A nested Do with a key its own transaction is still inside returns
+//     [ErrReentrant]. When fn returns struct{}, the row is stored completed
+//     with the claim (one statement fewer), so a nested call replays the
+//     empty result instead; its fn does not run either.
 //
 // fn receives ctx. Errors that reach the database come back as [*Error]
 // wrapping a sentinel such as [ErrRetryable] (roll back and run the whole
