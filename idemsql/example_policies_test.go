@@ -167,3 +167,27 @@ func ExampleWrap() {
 	// refunded order 17 false
 	// refunded order 17 true
 }
+
+// WithLockTimeout bounds how long a duplicate waits for the first call's
+// transaction.
+func ExampleWithLockTimeout() {
+	db, store, done := openExampleDB()
+	defer done()
+	ctx := context.Background()
+
+	first, _ := db.BeginTx(ctx, nil)
+	defer first.Rollback()
+	_, _ = idemsql.Do(ctx, store.SQL(first), "export:42", func(ctx context.Context) (string, error) {
+		return "exporting", nil
+	})
+
+	second, _ := openDeferred(db)
+	defer second.Close()
+	tx, _ := second.BeginTx(ctx, nil)
+	defer tx.Rollback()
+	_, err := idemsql.Do(ctx, store.SQL(tx), "export:42", func(ctx context.Context) (string, error) {
+		return "exporting again", nil
+	}, idemsql.WithLockTimeout(50*time.Millisecond))
+	fmt.Println(errors.Is(err, idemsql.ErrLockTimeout))
+	// Output: true
+}
