@@ -130,11 +130,23 @@ func (b *backend) idemGuard(ctx context.Context, t txn, k string) (charge, bool,
 	return res.Value, res.Replayed, err
 }
 
+// idemVoidGuard is idemGuard for an effect with nothing to return: fn
+// returns struct{}, so the row is stored completed with the claim and no
+// result UPDATE runs.
+func (b *backend) idemVoidGuard(ctx context.Context, t txn, k string) (charge, bool, error) {
+	res, err := idemsql.Do(ctx, t.Idem(), k, func(ctx context.Context) (struct{}, error) {
+		_, err := b.businessInsert(ctx, t, k)
+		return struct{}{}, err
+	})
+	return charge{}, res.Replayed, err
+}
+
 type guardFunc func(b *backend, ctx context.Context, t txn, k string) (charge, bool, error)
 
 var (
 	handG guardFunc = (*backend).handGuard
 	idemG guardFunc = (*backend).idemGuard
+	voidG guardFunc = (*backend).idemVoidGuard
 )
 
 func firstOp(prefix string, g guardFunc) func(context.Context, *backend, string) (op, error) {
@@ -310,6 +322,7 @@ var variants = []variant{
 	{name: "bare", peer: "hand-first", desc: "BEGIN; INSERT business; COMMIT", make: bareOp},
 	{name: "hand-first", peer: "hand-first", desc: "hand-written guard, new key: claim; business; UPDATE result", make: firstOp("hf", handG)},
 	{name: "idem-first", peer: "hand-first", desc: "idemsql.Do, new key", make: firstOp("if", idemG)},
+	{name: "idem-first-void", peer: "hand-first", desc: "idemsql.Do, new key, fn returns struct{}: no result UPDATE", make: firstOp("iv", voidG)},
 	{name: "hand-replay", peer: "hand-replay", desc: "hand-written guard, completed key: claim (conflict); SELECT", make: replayOp("hr", handG)},
 	{name: "idem-replay", peer: "hand-replay", desc: "idemsql.Do, completed key", make: replayOp("ir", idemG)},
 	{name: "hand-storm", peer: "hand-storm", desc: "hand-written guard, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("hs", handG)},
