@@ -134,8 +134,10 @@ type LeaseStatements struct {
 	// Args: error_class, error_message, ttl, key, attempt, owner.
 	End string
 	// Abandon marks a row whose lease has run out as failed with the given
-	// class and message, attempt+1, owner. Same conditions as TakeOver.
-	// Args: error_class, error_message, owner, key, attempt.
+	// class and message, attempt+1, owner, expires_at at least now + ttl
+	// (the failure is kept for the TTL like any outcome: an abandoned claim
+	// may hide an effect that happened). Same conditions as TakeOver.
+	// Args: error_class, error_message, owner, ttl, key, attempt.
 	Abandon string
 	// SweepNext returns one in_progress row whose lease has run out, oldest
 	// lease first, locked (skipping rows other transactions hold, where

@@ -727,6 +727,22 @@ func testLeaseSweepAbandons(t *testing.T, e *leaseEnv) {
 	if st, err := e.ops.sweep(ctx, nil); err != nil || st.Found != 0 {
 		t.Fatalf("second sweep: %+v, %v", st, err)
 	}
+
+	// A claim swept after its retention ran out: the abandoned outcome is
+	// kept for a TTL from now, so a duplicate still gets the failure and
+	// never runs again under a new downstream key.
+	e.staleClaim(t, "abandon-2")
+	e.expirePrefix(t, "abandon-2")
+	time.Sleep(60 * time.Millisecond)
+	if st, err := e.ops.sweep(ctx, nil); err != nil || st.Abandoned != 1 {
+		t.Fatalf("sweep of an expired stale claim: %+v, %v", st, err)
+	}
+	if _, err := e.ops.do(ctx, "abandon-2", external("x", &calls)); !errors.As(err, &fe) || fe.Class != idemsql.AbandonedClass {
+		t.Fatalf("duplicate of a claim abandoned past its retention: %v", err)
+	}
+	if calls.Load() != 0 {
+		t.Fatalf("the external call ran %d times after abandonment", calls.Load())
+	}
 }
 
 // expirePrefix moves the retention of every key with the prefix into the

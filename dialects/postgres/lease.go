@@ -58,8 +58,8 @@ WHERE ` + fence(4),
 ` + keep("$3") + `, updated_at = ` + now + `
 WHERE ` + fence(4),
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, attempt = attempt + 1, owner = $3,
-updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
+` + keep("$4") + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = $5 AND attempt = $6 AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		// statement_timestamp(), never later than clock_timestamp() and

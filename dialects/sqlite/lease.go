@@ -48,7 +48,7 @@ WHERE ` + fence,
 ` + keep + `, updated_at = ` + now + `
 WHERE ` + fence,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
-updated_at = ` + now + `, completed_at = ` + now + `
+` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, created_at FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1`,
