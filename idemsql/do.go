@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
+	"sync/atomic"
 )
 
 var emptyResultType = reflect.TypeFor[struct{}]()
@@ -96,11 +98,15 @@ func (s *Store) callSettings(key string, opts []Option) (settings, error) {
 	return cfg, nil
 }
 
-// Savepoint statements: the same text on every supported database.
-const (
-	savepointFn         = "SAVEPOINT idemsql_fn"
-	rollbackToSavepoint = "ROLLBACK TO SAVEPOINT idemsql_fn"
-)
+// savepoints numbers the savepoints of recorded failures. Each call needs
+// a name of its own: with one shared name, a nested call's savepoint would
+// shadow the outer one (PostgreSQL, SQLite) or replace it (MySQL), and the
+// outer call's ROLLBACK TO would keep the outer fn's earlier writes.
+var savepoints atomic.Uint64
+
+func savepointName() string {
+	return "idemsql_fn_" + strconv.FormatUint(savepoints.Add(1), 10)
+}
 
 func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings) (Result[T], error) {
 	var res Result[T]
@@ -120,15 +126,17 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 		return replay[T](key, c.row, cfg)
 	}
 
+	var savepoint string
 	if cfg.recordFailures {
-		if _, err := ex.Exec(ctx, savepointFn); err != nil {
+		savepoint = savepointName()
+		if _, err := ex.Exec(ctx, "SAVEPOINT "+savepoint); err != nil {
 			return res, s.release(ctx, ex, key, c.attempt, s.dbError(ctx, "savepoint", key, err))
 		}
 	}
 	v, err := fn(ctx)
 	if err != nil {
 		if class, ok := IsPermanent(err); ok && cfg.recordFailures {
-			return res, s.recordFailure(ctx, ex, key, c.attempt, class, err)
+			return res, s.recordFailure(ctx, ex, key, c.attempt, savepoint, class, err)
 		}
 		return res, s.release(ctx, ex, key, c.attempt, err)
 	}
@@ -313,9 +321,9 @@ func replay[T any](key string, r storedRow, cfg *settings) (Result[T], error) {
 
 // recordFailure undoes fn's writes back to the savepoint and stores the
 // failure in the claim.
-func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, attempt int64, class string, cause error) error {
+func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, attempt int64, savepoint, class string, cause error) error {
 	ctx = context.WithoutCancel(ctx) // the failure is fn's answer; record it even if ctx ended
-	if _, err := ex.Exec(ctx, rollbackToSavepoint); err != nil {
+	if _, err := ex.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
 		return errors.Join(cause, s.dbError(ctx, "record failure", key, err))
 	}
 	class = truncateUTF8(class, maxErrorClass)

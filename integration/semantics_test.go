@@ -34,6 +34,7 @@ func init() {
 		conformanceCase{name: "WrapRun", run: testWrapRun},
 		conformanceCase{name: "StaleLeaseRowNotReclaimedByDo", run: testStaleLeaseRowNotReclaimedByDo},
 		conformanceCase{name: "EmptyResult", run: testEmptyResult},
+		conformanceCase{name: "NestedRecordedFailures", run: testNestedRecordedFailures},
 	)
 }
 
@@ -649,5 +650,47 @@ func testEmptyResult(t *testing.T, e *env) {
 	}
 	if e.bizRows("empty-race") != 1 {
 		t.Fatalf("business rows = %d, want 1", e.bizRows("empty-race"))
+	}
+}
+
+// A recorded failure inside a recorded failure's fn: the outer failure
+// undoes all of the outer fn's writes, the inner call's record included.
+func testNestedRecordedFailures(t *testing.T, e *env) {
+	ctx := context.Background()
+	tx, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	rec := idemsql.WithRecordedFailures(true)
+	_, err = idemsql.Do(ctx, tx.Bind(), "nrf-outer", func(ctx context.Context) (invoice, error) {
+		if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), "nrf-outer"); err != nil {
+			return invoice{}, err
+		}
+		_, inner := idemsql.Do(ctx, tx.Bind(), "nrf-inner", func(ctx context.Context) (invoice, error) {
+			if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 2)"), "nrf-inner"); err != nil {
+				return invoice{}, err
+			}
+			return invoice{}, idemsql.Permanent("inner_declined", errDeclined)
+		}, rec)
+		if !errors.Is(inner, idemsql.ErrFailureRecorded) {
+			t.Errorf("inner: %v", inner)
+		}
+		return invoice{}, idemsql.Permanent("outer_declined", errDeclined)
+	}, rec)
+	if !errors.Is(err, idemsql.ErrFailureRecorded) {
+		t.Fatalf("outer: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.bizRows("nrf-outer") + e.bizRows("nrf-inner"); n != 0 {
+		t.Fatalf("%d business rows survived the outer failure", n)
+	}
+	if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", "nrf-outer"); st != "failed" {
+		t.Fatalf("outer status = %q", st)
+	}
+	if e.idemRows("nrf-inner") != 0 {
+		t.Fatal("the inner record survived the outer failure that undid it")
 	}
 }
