@@ -380,7 +380,7 @@ type skipCodec struct{}
 func (skipCodec) Marshal(any) ([]byte, error) { return nil, nil }
 func (skipCodec) Unmarshal([]byte, any) error { return nil }
 
-var errUnboundLease = errors.New("idemsql: Lease was not made by ClaimLease")
+var errUnboundLease = fmt.Errorf("%w: Lease was not made by ClaimLease", ErrInvalidOption)
 
 // Renew extends the lease to the database's clock + the lease duration. It
 // returns [ErrLeaseLost] when the lease no longer holds the key.

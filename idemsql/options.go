@@ -18,9 +18,12 @@ const MaxTTL = 100 * 365 * 24 * time.Hour
 
 // Option configures a [Store] (given to the dialect's constructor) or one
 // call (given to [Do], [Run], [RunExternal], ...). Options are values made by
-// the With* functions. A zero Option, or an option given where it means
-// nothing (a store-only option to a call, an atomic-mode option to a
-// lease-mode call or the reverse), is rejected with [ErrInvalidOption].
+// the With* functions. A zero Option, a value out of range, or an option
+// given in the wrong place (a store-only option to a call, an atomic-mode
+// option to a lease-mode call or the reverse) is rejected with
+// [ErrInvalidOption]. An option a function has no use for (a retry option
+// given to [Do], which does not retry) is accepted and has no effect, so
+// that one option list can serve a store and all its calls.
 type Option struct {
 	name  string
 	scope scope // where the option may be given; 0: everywhere
@@ -139,8 +142,9 @@ func WithInFlight(p InFlightPolicy) Option {
 // setting is changed for the claim only and put back. PostgreSQL rounds to
 // milliseconds and aborts the transaction on a lock time-out; MySQL and
 // MariaDB round up to whole seconds and roll back only the statement;
-// SQLite uses it as the busy timeout. Store or atomic-mode call; between
-// 1ms and 1h.
+// SQLite uses it as the busy timeout (with _txlock=immediate in the DSN,
+// as sqlite.DSN sets, the wait happens in BEGIN, before Do, so it has no
+// effect there). Store or atomic-mode call; between 1ms and 1h.
 func WithLockTimeout(d time.Duration) Option {
 	return Option{name: "WithLockTimeout", scope: inStore | inAtomic, apply: func(s *settings) error {
 		if d < time.Millisecond || d > time.Hour {

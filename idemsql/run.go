@@ -25,7 +25,9 @@ type PoolTx[X any] interface {
 	Rollback(ctx context.Context) error
 }
 
-// DB is a store bound to a pool: the first argument of [Run].
+// DB is a store bound to a pool: the first argument of [Run],
+// [RunExternal], [ClaimLease], [Sweep], [Purge] and [WrapRun], which begin
+// their own transactions.
 type DB[X any] struct {
 	store *Store
 	pool  Pool[X]
@@ -126,7 +128,7 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 	}
 }
 
-var errUnboundDB = errors.New("idemsql: DB is not bound to a store and a pool; bind one with Store.DB or postgres.Store.Pool")
+var errUnboundDB = fmt.Errorf("%w: DB is not bound to a store and a pool; bind one with Store.DB or postgres.Store.Pool", ErrInvalidOption)
 
 func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings) (Result[T], error) {
 	s := db.store

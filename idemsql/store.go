@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -115,9 +114,10 @@ type Store struct {
 	prepared sync.Map // *sql.DB → *preparedSet, for Run on dialects that prepare
 }
 
-// NewStore returns a store for the dialect. Store options: [WithTable],
-// [WithTTL]. The dialect packages wrap it (postgres.New, mysql.New,
-// sqlite.New).
+// NewStore returns a store for the dialect. Every option but
+// [WithFingerprint] may be given: [WithTable] only here, the others as
+// defaults for every call. The dialect packages wrap it (postgres.New,
+// mysql.New, sqlite.New).
 func NewStore(d Dialect, opts ...Option) (*Store, error) {
 	if d == nil {
 		return nil, fmt.Errorf("%w: nil dialect", ErrInvalidOption)
@@ -172,7 +172,7 @@ func (e sqlExecutor) QueryRow(ctx context.Context, query string, args ...any) Ro
 	return e.tx.QueryRowContext(ctx, query, args...)
 }
 
-var errUnbound = errors.New("idemsql: Tx is not bound to a store and an open transaction; bind one with Store.SQL, Store.Bind or postgres.Store.Pgx")
+var errUnbound = fmt.Errorf("%w: Tx is not bound to a store and an open transaction; bind one with Store.SQL, Store.Bind or postgres.Store.Pgx", ErrInvalidOption)
 
 // newOwner names this process in the owner column, for audit: host, pid and
 // a random suffix that tells apart two stores in one process.

@@ -19,7 +19,8 @@ import (
 var Dialect idemsql.Dialect = dialect{}
 
 // New returns a MySQL/MariaDB store; bind it to a transaction with
-// Store.SQL. Options: [idemsql.WithTable], [idemsql.WithTTL].
+// Store.SQL (or to a pool with Store.DB). Options as for
+// [idemsql.NewStore].
 func New(opts ...idemsql.Option) (*idemsql.Store, error) {
 	return idemsql.NewStore(Dialect, opts...)
 }

@@ -22,8 +22,7 @@ type Store struct {
 	*idemsql.Store
 }
 
-// New returns a PostgreSQL store. Options: [idemsql.WithTable],
-// [idemsql.WithTTL].
+// New returns a PostgreSQL store. Options as for [idemsql.NewStore].
 func New(opts ...idemsql.Option) (*Store, error) {
 	s, err := idemsql.NewStore(Dialect, opts...)
 	if err != nil {

@@ -10,9 +10,9 @@
 // between, whatever busy_timeout says. Open the database with a DSN that
 // makes every transaction take the write lock at BEGIN and wait for it:
 //
-//	file:app.db?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate
+//	file:app.db?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate
 //
-// [DSN] builds that DSN. Busy errors that still happen come back wrapping
+// [DSN] builds such a DSN (and sets synchronous FULL and foreign keys on). Busy errors that still happen come back wrapping
 // [idemsql.ErrRetryable].
 package sqlite
 
@@ -29,7 +29,7 @@ import (
 var Dialect idemsql.Dialect = dialect{}
 
 // New returns a SQLite store; bind it to a transaction with Store.SQL.
-// Options: [idemsql.WithTable], [idemsql.WithTTL].
+// Options as for [idemsql.NewStore].
 func New(opts ...idemsql.Option) (*idemsql.Store, error) {
 	return idemsql.NewStore(Dialect, opts...)
 }
