@@ -181,12 +181,11 @@ func testConcurrentSerializable(t *testing.T, e *env) {
 	raceOneKey(t, e, sql.LevelSerializable)
 }
 
-// raceOneKey starts racers goroutines on one key at once, each in its own
-// transaction doing a real business insert.
-func raceOneKey(t *testing.T, e *env, iso sql.IsolationLevel) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var runs atomic.Int64
+// race starts racers goroutines at once, each calling call, and checks that
+// none failed and all got the same value. It returns how many saw a first
+// execution rather than a replay.
+func race(t *testing.T, call func() (idemsql.Result[invoice], error)) (fresh int) {
+	t.Helper()
 	results := make([]idemsql.Result[invoice], racers)
 	errs := make([]error, racers)
 	start := make(chan struct{})
@@ -196,12 +195,11 @@ func raceOneKey(t *testing.T, e *env, iso sql.IsolationLevel) {
 		go func() {
 			defer wg.Done()
 			<-start
-			results[i], errs[i] = e.guardedWithRetry(ctx, iso, "race", &runs)
+			results[i], errs[i] = call()
 		}()
 	}
 	close(start)
 	wg.Wait()
-	fresh := 0
 	for i := range racers {
 		if errs[i] != nil {
 			t.Fatalf("racer %d: %v", i, errs[i])
@@ -213,16 +211,22 @@ func raceOneKey(t *testing.T, e *env, iso sql.IsolationLevel) {
 			t.Fatalf("racer %d got %+v, racer 0 got %+v", i, results[i].Value, results[0].Value)
 		}
 	}
-	if got := e.bizRows("race"); got != 1 {
-		t.Fatalf("business rows = %d, want exactly 1", got)
-	}
-	if fresh != 1 {
-		t.Fatalf("%d callers saw a first execution, want 1", fresh)
-	}
-	// fn may start more than once when a transaction is rolled back for a
-	// retry; only one execution may commit, and every caller got its result.
 	if results[0].Value.Run == 0 {
 		t.Fatal("no result")
+	}
+	return fresh
+}
+
+// raceOneKey races transactions on one key, each doing a real business
+// insert. fn may start more than once when a transaction is rolled back for
+// a retry; only one execution may commit, and every caller gets its result.
+func raceOneKey(t *testing.T, e *env, iso sql.IsolationLevel) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	fresh := race(t, func() (idemsql.Result[invoice], error) { return e.guardedWithRetry(ctx, iso, "race", &runs) })
+	if got := e.bizRows("race"); got != 1 || fresh != 1 {
+		t.Fatalf("business rows = %d, first executions seen = %d; want 1 and 1", got, fresh)
 	}
 }
 

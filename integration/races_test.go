@@ -123,32 +123,9 @@ func testConcurrentReclaim(t *testing.T, e *env) {
 	var runs atomic.Int64
 	e.mustGuarded("race", 1, &runs)
 	e.expire("race")
-	results := make([]idemsql.Result[invoice], racers)
-	errs := make([]error, racers)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range racers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			results[i], errs[i] = e.guardedWithRetry(ctx, sql.LevelDefault, "race", &runs)
-		}()
-	}
-	close(start)
-	wg.Wait()
-	fresh := 0
-	for i := range racers {
-		if errs[i] != nil {
-			t.Fatalf("racer %d: %v", i, errs[i])
-		}
-		if !results[i].Replayed {
-			fresh++
-		}
-		if results[i].Value != results[0].Value {
-			t.Fatalf("racer %d got %+v, racer 0 got %+v", i, results[i].Value, results[0].Value)
-		}
-	}
+	fresh := race(t, func() (idemsql.Result[invoice], error) {
+		return e.guardedWithRetry(ctx, sql.LevelDefault, "race", &runs)
+	})
 	if fresh != 1 || e.bizRows("race") != 2 {
 		t.Fatalf("fresh=%d business rows=%d, want 1 and 2 (original + one re-run)", fresh, e.bizRows("race"))
 	}

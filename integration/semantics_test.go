@@ -106,33 +106,10 @@ func raceRun(t *testing.T, e *env, iso sql.IsolationLevel) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var runs atomic.Int64
-	results := make([]idemsql.Result[invoice], racers)
-	errs := make([]error, racers)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range racers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			results[i], errs[i] = e.run(ctx, iso, "run-race", e.insertBiz("run-race", 7, &runs),
-				idemsql.WithMaxAttempts(100), idemsql.WithBackoff(time.Millisecond, 50*time.Millisecond))
-		}()
-	}
-	close(start)
-	wg.Wait()
-	fresh := 0
-	for i := range racers {
-		if errs[i] != nil {
-			t.Fatalf("racer %d: %v", i, errs[i])
-		}
-		if results[i].Value != results[0].Value {
-			t.Fatalf("racer %d got %+v, racer 0 got %+v", i, results[i].Value, results[0].Value)
-		}
-		if !results[i].Replayed {
-			fresh++
-		}
-	}
+	fresh := race(t, func() (idemsql.Result[invoice], error) {
+		return e.run(ctx, iso, "run-race", e.insertBiz("run-race", 7, &runs),
+			idemsql.WithMaxAttempts(100), idemsql.WithBackoff(time.Millisecond, 50*time.Millisecond))
+	})
 	if fresh != 1 || e.bizRows("run-race") != 1 {
 		t.Fatalf("first executions=%d business rows=%d, want 1 and 1", fresh, e.bizRows("run-race"))
 	}
