@@ -9,7 +9,9 @@ type Codec interface {
 	Unmarshal(data []byte, v any) error
 }
 
-// JSON is the default codec: encoding/json.
+// JSON is the default codec: encoding/json. The library recognises it by
+// its type, so assigning another codec to this variable does not make that
+// codec the default; use [WithCodec].
 var JSON Codec = jsonCodec{}
 
 type jsonCodec struct{}

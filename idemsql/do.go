@@ -116,7 +116,7 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 
 	// A result known in advance is stored with the claim, which saves the
 	// Complete statement.
-	known := reflect.TypeFor[T]() == emptyResultType && cfg.codec == JSON && !cfg.recordFailures &&
+	known := reflect.TypeFor[T]() == emptyResultType && !cfg.customCodec && !cfg.recordFailures &&
 		s.stmts.ClaimCompleted != ""
 	c, err := s.boundedClaim(ctx, ex, key, cfg, known)
 	if err != nil {

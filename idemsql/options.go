@@ -181,7 +181,8 @@ func WithCodec(c Codec) Option {
 		if c == nil {
 			return fmt.Errorf("%w: nil codec", ErrInvalidOption)
 		}
-		s.codec, s.customCodec = c, c != JSON
+		_, builtin := c.(jsonCodec)
+		s.codec, s.customCodec = c, !builtin
 		return nil
 	}}
 }

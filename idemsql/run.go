@@ -37,7 +37,10 @@ type DB[X any] struct {
 func BindPool[X any](s *Store, p Pool[X]) DB[X] { return DB[X]{store: s, pool: p} }
 
 // DB binds the store to a database/sql pool, for [Run]. opts, if not nil,
-// are used for every transaction (an isolation level, say).
+// are used for every transaction (an isolation level, say). On dialects
+// that prepare statements (SQLite, MySQL) the store keeps its statements
+// prepared on db for as long as the store lives: bind a store to the pools
+// an application keeps, not to short-lived ones.
 func (s *Store) DB(db *sql.DB, opts *sql.TxOptions) DB[*sql.Tx] {
 	if db == nil {
 		return DB[*sql.Tx]{store: s}
