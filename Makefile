@@ -33,10 +33,11 @@ test-local: ## Run test against local PostgreSQL and MariaDB, creating idemsql_t
 	IDEMSQL_POSTGRES_DSN='$(LOCAL_POSTGRES_DSN)' IDEMSQL_MYSQL_DSN='$(LOCAL_MYSQL_DSN)' $(MAKE) test
 
 .PHONY: lint
-lint: ## Check gofmt and run go vet in both modules
+lint: ## Check gofmt and run go vet in every module (library, integration, bench)
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	cd integration && go vet ./...
+	cd bench && go vet ./...
 
 .PHONY: example
 example: ## Run the invoice example
