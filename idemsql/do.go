@@ -293,7 +293,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 func replay[T any](key string, r storedRow, cfg *settings) (Result[T], error) {
 	var res Result[T]
 	if !bytes.Equal(r.fingerprint, cfg.fingerprint) {
-		return res, fmt.Errorf("%w: key %q", ErrFingerprintMismatch, key)
+		return res, &Error{Op: "claim", Key: key, Kind: ErrFingerprintMismatch}
 	}
 	switch r.status {
 	case StatusCompleted:
@@ -312,9 +312,9 @@ func replay[T any](key string, r storedRow, cfg *settings) (Result[T], error) {
 		// to every other transaction until it completes: one seen here is
 		// this transaction's own.
 		if !r.leased {
-			return res, fmt.Errorf("%w: key %q", ErrReentrant, key)
+			return res, &Error{Op: "claim", Key: key, Kind: ErrReentrant}
 		}
-		return res, fmt.Errorf("%w: key %q (attempt %d)", ErrInProgress, key, r.attempt)
+		return res, &Error{Op: "claim", Key: key, Kind: ErrInProgress, Err: fmt.Errorf("held at attempt %d", r.attempt)}
 	}
 	return res, &Error{Op: "read", Key: key, Kind: ErrUnexpectedState, Err: fmt.Errorf("unknown status %q", r.status)}
 }
