@@ -103,16 +103,18 @@ type LeaseStatements struct {
 	// error_message. It is always the first statement of its transaction and
 	// must see the latest commit. Args: key.
 	Read string
-	// LockStale, if not empty, locks the row if it is still at the attempt
-	// and its lease has run out, skipping it if another transaction holds
-	// it. Returns attempt. Args: key, attempt.
+	// LockStale, if not empty, locks the row if it is still the claim that
+	// was read (attempt and owner token) and its lease has run out, skipping
+	// it if another transaction holds it. Returns attempt.
+	// Args: key, attempt, owner.
 	LockStale string
 	// TakeOver hands a row whose lease has run out to a new holder:
 	// attempt+1, owner, lease_until = now + lease, expires_at at least
 	// lease_until, error_class and error_message cleared (a released row's
-	// mark). created_at is kept. Only if the row is still in_progress at the
-	// attempt and its lease has run out. Args: owner, lease, lease, key,
-	// attempt.
+	// mark). created_at is kept. Only if the row is still the claim that was
+	// read, in_progress at the attempt with the owner token (attempts alone
+	// repeat once a purged key is claimed anew), and its lease has run out.
+	// Args: new owner, lease, lease, key, attempt, old owner.
 	TakeOver string
 	// Reclaim claims anew, with a lease, a completed or failed row whose
 	// retention (expires_at) has passed, as atomic mode does; never an
@@ -137,7 +139,8 @@ type LeaseStatements struct {
 	// class and message, attempt+1, owner, expires_at at least now + ttl
 	// (the failure is kept for the TTL like any outcome: an abandoned claim
 	// may hide an effect that happened). Same conditions as TakeOver.
-	// Args: error_class, error_message, owner, ttl, key, attempt.
+	// Args: error_class, error_message, new owner, ttl, key, attempt, old
+	// owner.
 	Abandon string
 	// SweepNext returns one in_progress row whose lease has run out, oldest
 	// lease first, locked (skipping rows other transactions hold, where

@@ -308,7 +308,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 		got = false
 		if lr.ls.LockStale != "" {
 			var a int64
-			err := ex.QueryRow(ctx, lr.ls.LockStale, key, r.attempt).Scan(&a)
+			err := ex.QueryRow(ctx, lr.ls.LockStale, key, r.attempt, r.owner.String).Scan(&a)
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil // another transaction has it, or it changed
 			}
@@ -317,7 +317,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 			}
 		}
 		us := lr.leaseMicros()
-		n, err := ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, r.attempt)
+		n, err := ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, r.attempt, r.owner.String)
 		if err != nil {
 			return lr.s.dbError(ctx, "take over", key, err)
 		}
@@ -326,7 +326,8 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 	})
 	if got {
 		// A takeover keeps created_at, hence the generation; the UPDATE
-		// matched the attempt read together with it.
+		// matched the attempt and owner token read together with it, so it
+		// took over exactly the claim whose generation was read.
 		l = lr.lease(key, r.attempt+1, r.generation, token, since)
 	}
 	return got, l, err

@@ -151,9 +151,9 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 				var changed int64
 				if h == nil {
 					msg := fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", owner.String, attempt, token)
-					changed, err = ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), token, lr.ttlMicros(), key, attempt)
+					changed, err = ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), token, lr.ttlMicros(), key, attempt, owner.String)
 				} else {
-					changed, err = ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, attempt)
+					changed, err = ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, attempt, owner.String)
 				}
 				if err != nil {
 					return lr.s.dbError(ctx, "sweep", key, err)

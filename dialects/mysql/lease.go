@@ -39,10 +39,10 @@ VALUES (?, ?, 'in_progress', 1, ?, ` + now + plus + `, ` + now + `, ` + now + `,
 		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
 lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ?`,
-		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
+		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
 ` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND ` + stale,
+WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
@@ -60,7 +60,7 @@ WHERE ` + fence,
 WHERE ` + fence,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
 ` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND ` + stale,
+WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		// One locking read per batch walks the expires_at index once; a

@@ -38,10 +38,10 @@ ON CONFLICT (idem_key) DO NOTHING`,
 		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
 lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class, error_message
 FROM ` + t + ` WHERE idem_key = $1`,
-		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
+		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND owner = $3 AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
 ` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
-WHERE idem_key = $4 AND attempt = $5 AND ` + stale,
+WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + now + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + ` + ` + us("$4") + `
@@ -59,7 +59,7 @@ WHERE ` + fence(4),
 WHERE ` + fence(4),
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, attempt = attempt + 1, owner = $3,
 ` + keep("$4") + `, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = $5 AND attempt = $6 AND ` + stale,
+WHERE idem_key = $5 AND attempt = $6 AND owner = $7 AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		// statement_timestamp(), never later than clock_timestamp() and

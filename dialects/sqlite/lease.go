@@ -31,7 +31,7 @@ lease_until IS NOT NULL AND lease_until > ` + now + `, created_at, error_class, 
 FROM ` + t + ` WHERE idem_key = ?`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
 ` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND ` + stale,
+WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
@@ -49,7 +49,7 @@ WHERE ` + fence,
 WHERE ` + fence,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
 ` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND ` + stale,
+WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale,
 		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, created_at FROM ` + t + `
 WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1`,
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
