@@ -1,6 +1,12 @@
 // Package mysql is the MySQL 8 / MariaDB 10.6+ dialect of idemsql, for
 // database/sql transactions through github.com/go-sql-driver/mysql.
 //
+// A duplicate's claim leaves a shared lock on the key's row (InnoDB takes
+// one on a duplicate-key error, and the read takes one), held until the
+// caller's transaction ends. End a transaction that got a replay or
+// ErrInProgress promptly: until then a lease holder of the key cannot renew
+// or record its outcome, and an expired key cannot be claimed again.
+//
 // The DSN needs nothing special for idemsql itself. Add parseTime=true if
 // you read the time columns yourself, and consider interpolateParams=true:
 // without it the driver prepares and closes a statement for every query,
