@@ -345,18 +345,22 @@ func (e *env) idemRows(key string) int64 {
 	return e.queryInt("SELECT COUNT(*) FROM "+e.table+" WHERE idem_key = ?", key)
 }
 
+// secondsAgo is the database's own clock minus n seconds, as a SQL
+// expression of the type of the table's time columns.
+func (e *env) secondsAgo(n int) string {
+	switch e.dialect {
+	case "postgres":
+		return fmt.Sprintf("clock_timestamp() - interval '%d seconds'", n)
+	case "mysql":
+		return fmt.Sprintf("UTC_TIMESTAMP(6) - INTERVAL %d SECOND", n)
+	}
+	return fmt.Sprintf("CAST(unixepoch('subsec') * 1000 AS INTEGER) - %d", n*1000)
+}
+
 // expire moves a key's expiry into the past with the database's clock.
 func (e *env) expire(key string) {
 	e.t.Helper()
-	var stmt string
-	switch e.dialect {
-	case "postgres":
-		stmt = "UPDATE " + e.table + " SET expires_at = clock_timestamp() - interval '1 second' WHERE idem_key = $1"
-	case "mysql":
-		stmt = "UPDATE " + e.table + " SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE idem_key = ?"
-	case "sqlite":
-		stmt = "UPDATE " + e.table + " SET expires_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1000 WHERE idem_key = ?"
-	}
+	stmt := e.q("UPDATE " + e.table + " SET expires_at = " + e.secondsAgo(1) + " WHERE idem_key = ?")
 	res, err := e.db.ExecContext(context.Background(), stmt, key)
 	if err != nil {
 		e.t.Fatalf("expire: %v", err)

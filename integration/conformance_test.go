@@ -342,6 +342,34 @@ func testCallerRollbackLeavesNoRow(t *testing.T, e *env) {
 	}
 }
 
+type waitOutcome struct {
+	res idemsql.Result[invoice]
+	err error
+}
+
+// waitBehind starts a guarded call on key while another transaction holds
+// it, ends the holder with end (commit or rollback), and returns what the
+// waiter got. The pause gives the waiter time to block on the holder's lock;
+// if it has not got there yet, it finds the holder's outcome directly, and
+// the callers' assertions hold either way.
+func (e *env) waitBehind(ctx context.Context, key string, runs *atomic.Int64, end func(context.Context) error) waitOutcome {
+	e.t.Helper()
+	done := make(chan waitOutcome, 1)
+	go func() {
+		res, err := e.guardedWithRetry(ctx, sql.LevelDefault, key, runs)
+		done <- waitOutcome{res, err}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := end(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	o := <-done
+	if o.err != nil {
+		e.t.Fatalf("waiter: %v", o.err)
+	}
+	return o
+}
+
 // A duplicate that waited on a holder which then rolled back must run fn
 // itself, not replay nothing.
 func testWaiterRunsAfterHolderRollsBack(t *testing.T, e *env) {
@@ -355,25 +383,7 @@ func testWaiterRunsAfterHolderRollsBack(t *testing.T, e *env) {
 	if _, err := idemsql.Do(ctx, holder.Bind(), "wait-1", e.charge(holder, "wait-1", 1, &runs)); err != nil {
 		t.Fatal(err)
 	}
-	type outcome struct {
-		res idemsql.Result[invoice]
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := e.guardedWithRetry(ctx, sql.LevelDefault, "wait-1", &runs)
-		done <- outcome{res, err}
-	}()
-	// Give the waiter time to block on the holder's lock; if it has not got
-	// there yet, it simply finds the key free: the assertions hold either way.
-	time.Sleep(200 * time.Millisecond)
-	if err := holder.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	o := <-done
-	if o.err != nil {
-		t.Fatalf("waiter: %v", o.err)
-	}
+	o := e.waitBehind(ctx, "wait-1", &runs, holder.Rollback)
 	if o.res.Replayed || runs.Load() != 2 || e.bizRows("wait-1") != 1 {
 		t.Fatalf("waiter replayed=%v runs=%d business rows=%d", o.res.Replayed, runs.Load(), e.bizRows("wait-1"))
 	}

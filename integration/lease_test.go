@@ -749,15 +749,7 @@ func testLeaseSweepAbandons(t *testing.T, e *leaseEnv) {
 // past, by the database's clock.
 func (e *leaseEnv) expirePrefix(t *testing.T, prefix string) {
 	t.Helper()
-	var stmt string
-	switch e.dialect {
-	case "postgres":
-		stmt = "UPDATE " + e.table + " SET expires_at = clock_timestamp() - interval '1 second' WHERE idem_key LIKE $1"
-	case "mysql":
-		stmt = "UPDATE " + e.table + " SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE idem_key LIKE ?"
-	case "sqlite":
-		stmt = "UPDATE " + e.table + " SET expires_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 1000 WHERE idem_key LIKE ?"
-	}
+	stmt := e.q("UPDATE " + e.table + " SET expires_at = " + e.secondsAgo(1) + " WHERE idem_key LIKE ?")
 	if _, err := e.db.Exec(stmt, prefix+"%"); err != nil {
 		t.Fatalf("expire: %v", err)
 	}

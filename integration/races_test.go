@@ -214,23 +214,7 @@ func testWaiterReplaysAfterHolderReclaims(t *testing.T, e *env) {
 	if err != nil || first.Replayed {
 		t.Fatalf("holder: replayed=%v err=%v", first.Replayed, err)
 	}
-	type outcome struct {
-		res idemsql.Result[invoice]
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := e.guardedWithRetry(ctx, sql.LevelDefault, "rewait-1", &runs)
-		done <- outcome{res, err}
-	}()
-	time.Sleep(200 * time.Millisecond)
-	if err := holder.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	o := <-done
-	if o.err != nil {
-		t.Fatalf("waiter: %v", o.err)
-	}
+	o := e.waitBehind(ctx, "rewait-1", &runs, holder.Commit)
 	if !o.res.Replayed || o.res.Value != first.Value || runs.Load() != 2 || e.bizRows("rewait-1") != 2 {
 		t.Fatalf("waiter replayed=%v value=%+v want %+v runs=%d business rows=%d",
 			o.res.Replayed, o.res.Value, first.Value, runs.Load(), e.bizRows("rewait-1"))

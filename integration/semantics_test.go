@@ -514,15 +514,7 @@ func (e *env) wrapInsert(runs *atomic.Int64) func(ctx context.Context, exec func
 func testStaleLeaseRowNotReclaimedByDo(t *testing.T, e *env) {
 	var runs atomic.Int64
 	e.mustGuarded("stale-lease", 1, &runs)
-	var past string
-	switch e.dialect {
-	case "postgres":
-		past = "clock_timestamp() - interval '1 hour'"
-	case "mysql":
-		past = "UTC_TIMESTAMP(6) - INTERVAL 1 HOUR"
-	case "sqlite":
-		past = "CAST(unixepoch('subsec') * 1000 AS INTEGER) - 3600000"
-	}
+	past := e.secondsAgo(3600)
 	if _, err := e.db.Exec(e.q("UPDATE "+e.table+" SET status = 'in_progress', result = NULL, lease_until = "+past+
 		", expires_at = "+past+" WHERE idem_key = ?"), "stale-lease"); err != nil {
 		t.Fatal(err)
