@@ -66,27 +66,22 @@ func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 		return nil, err
 	}
 	if ps != nil {
-		return sqlPoolTx{preparedExecutor{tx: tx, ps: ps}}, nil
+		return sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps}, tx: tx}, nil
 	}
-	return sqlPoolTx{sqlExecutor{tx}}, nil
+	return sqlPoolTx{Executor: sqlExecutor{tx}, tx: tx}, nil
 }
 
 // sqlPoolTx is a database/sql transaction begun by Run.
-type sqlPoolTx struct{ Executor }
+type sqlPoolTx struct {
+	Executor
+	tx *sql.Tx
+}
 
 var _ PoolTx[*sql.Tx] = sqlPoolTx{}
 
-func (t sqlPoolTx) Tx() *sql.Tx {
-	switch e := t.Executor.(type) {
-	case preparedExecutor:
-		return e.tx
-	case sqlExecutor:
-		return e.tx
-	}
-	return nil
-}
-func (t sqlPoolTx) Commit(context.Context) error   { return t.Tx().Commit() }
-func (t sqlPoolTx) Rollback(context.Context) error { return t.Tx().Rollback() }
+func (t sqlPoolTx) Tx() *sql.Tx                    { return t.tx }
+func (t sqlPoolTx) Commit(context.Context) error   { return t.tx.Commit() }
+func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
 
 // Run is [Do] for callers without a transaction of their own: it begins a
 // transaction on db, calls Do with fn, and commits. fn receives the
