@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"sync/atomic"
+	"time"
 )
 
 var emptyResultType = reflect.TypeFor[struct{}]()
@@ -45,22 +46,46 @@ type Result[T any] struct {
 //   - A concurrent call with the same key waits on the database's lock until
 //     this transaction ends, then replays (after a commit) or runs fn itself
 //     (after a rollback). [WithInFlight] and [WithLockTimeout] change that.
-//   - If fn returns an error, Do returns that error unchanged and removes
-//     its claim; roll the transaction back to undo fn's writes. If the claim
-//     could not be removed the error says so, and the transaction must be
-//     rolled back. With [WithRecordedFailures], an error made with
-//     [Permanent] is recorded instead: see there.
-//   - A key whose TTL has passed is treated as absent: it is claimed again
-//     in place and its attempt counted.
+//   - If fn returns an error, Do returns it and removes its claim; roll the
+//     transaction back to undo fn's writes. If the claim could not be
+//     removed the error says so ([ErrUnexpectedState]). With
+//     [WithRecordedFailures], an error made with [Permanent] is recorded
+//     instead: see there.
+//   - If the database ended the transaction under fn (a deadlock, a
+//     serialization failure, a Galera abort, an interrupted SQLite
+//     statement, a broken connection), fn's error comes back matching
+//     [ErrRetryable], still wrapping the driver's error, and Do sends
+//     nothing more: on MySQL and SQLite a statement sent now would run
+//     outside the transaction. Roll back and run the transaction again. So
+//     also when fn swallowed such an error: storing the result then finds
+//     no claim. Every statement Do sends after the claim matches the row
+//     by key and a token of this claim alone, so that even a statement
+//     sent outside the transaction cannot touch the row of a duplicate that
+//     claimed the key meanwhile.
+//   - If ctx ends while fn runs, fn's error comes back as it is and nothing
+//     more is sent: the drivers close the connection (pgx, MySQL) or
+//     interrupt the statement (SQLite), which may end the transaction.
+//   - If fn panics, the claim is marked failed ([PanicClass]) and the panic
+//     goes on; roll back.
+//   - A key whose retention has passed is treated as absent: it is claimed
+//     again in place and its attempt counted. The retention (TTL) runs from
+//     the moment fn's result is stored, and a call judges it as of the
+//     moment the call started, so a duplicate that waited for the holder's
+//     commit replays even if the TTL ran out while it waited. Keep the TTL
+//     longer than your transaction stays open after Do returns. A claim
+//     whose transaction committed without an outcome is never free by age:
+//     see [ErrAbandoned].
 //   - A nested Do with a key its own transaction is still inside returns
-//     [ErrReentrant]. When fn returns struct{}, the row is stored completed
-//     with the claim (one statement fewer), so a nested call replays the
-//     empty result instead; its fn does not run either.
+//     [ErrReentrant]. When fn returns struct{} and the TTL is an hour or
+//     more, the row is stored completed with the claim (one statement
+//     fewer; not on MySQL), so a nested call replays the empty result
+//     instead; its fn does not run either.
 //
 // fn receives ctx. Errors that reach the database come back as [*Error]
-// wrapping a sentinel such as [ErrRetryable] (roll back and run the whole
-// transaction again) or [ErrLockTimeout]. [Run] does the transaction
-// handling and the retries for callers who have no transaction of their own.
+// with exactly one class: [ErrRetryable] (roll back and run the whole
+// transaction again), [ErrLockTimeout], [ErrInProgress], ... [Run] does
+// the transaction handling and the retries for callers who have no
+// transaction of their own.
 //
 // Options: [WithTTL], [WithFingerprint], [WithOnDuplicate], [WithInFlight],
 // [WithLockTimeout], [WithRecordedFailures], [WithCodec],
@@ -76,7 +101,8 @@ func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Conte
 	if fn == nil {
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	return do(ctx, tx.store, tx.exec, key, fn, &cfg)
+	res, _, err := do(ctx, tx.store, tx.exec, key, fn, &cfg)
+	return res, err
 }
 
 // callSettings checks the key and merges a call's options over the store's.
@@ -108,56 +134,159 @@ func savepointName() string {
 	return "idemsql_fn_" + strconv.FormatUint(savepoints.Add(1), 10)
 }
 
-func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings) (Result[T], error) {
+// outcome is what one call of do did, and so what its transaction needs.
+// [Run] acts on it; it never searches fn's errors to find out.
+type outcome uint8
+
+const (
+	// outcomeFailed: nothing of the call is worth committing (fn failed, the
+	// key is held elsewhere, bad input, a database error): roll back.
+	outcomeFailed outcome = iota
+	// outcomeRetry: the transaction is lost (the database refused or ended
+	// it, or the connection broke): roll back and run it again.
+	outcomeRetry
+	// outcomeExecuted: fn ran and its result is stored: commit.
+	outcomeExecuted
+	// outcomeReplayed: a stored result was returned; nothing was written.
+	outcomeReplayed
+	// outcomeRecorded: fn's permanent failure is stored: commit to keep it.
+	outcomeRecorded
+)
+
+// failedOutcome is the outcome of a call that ended with err before fn ran
+// or after it failed.
+func failedOutcome(err error) outcome {
+	var e *Error
+	if errors.As(err, &e) && e.Kind == ErrRetryable {
+		return outcomeRetry
+	}
+	return outcomeFailed
+}
+
+// fastPathMinTTL is the shortest TTL for which a known result is stored with
+// the claim. Such a row's retention runs from the claim, not from fn's end:
+// with a TTL shorter than a transaction may last, a call arriving after the
+// TTL but before the commit would wait and then find the row expired.
+const fastPathMinTTL = time.Hour
+
+func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings) (Result[T], outcome, error) {
 	var res Result[T]
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("idemsql: %q not started: %w", key, err)
+		return res, outcomeFailed, fmt.Errorf("idemsql: %q not started: %w", key, err)
 	}
+	start := time.Now()
 
 	// A result known in advance is stored with the claim, which saves the
 	// Complete statement.
 	known := reflect.TypeFor[T]() == emptyResultType && !cfg.customCodec && !cfg.recordFailures &&
-		s.stmts.ClaimCompleted != ""
-	c, err := s.boundedClaim(ctx, ex, key, cfg, known)
+		s.stmts.ClaimCompleted != "" && cfg.ttl >= fastPathMinTTL
+	tok := s.newClaim()
+	c, err := s.boundedClaim(ctx, ex, key, cfg, known, tok, start)
 	if err != nil {
-		return res, err
+		return res, failedOutcome(err), err
 	}
 	if !c.claimed {
-		return replay[T](key, c.row, cfg)
+		res, err = replay[T](s, key, c.row, cfg)
+		if err == nil || errors.Is(err, ErrDuplicate) {
+			return res, outcomeReplayed, err
+		}
+		return res, outcomeFailed, err
 	}
 
+	s.enter(tok)
+	defer s.leave(tok)
 	var savepoint string
 	if cfg.recordFailures {
 		savepoint = savepointName()
 		if _, err := ex.Exec(ctx, "SAVEPOINT "+savepoint); err != nil {
-			return res, s.release(ctx, ex, key, c.attempt, s.dbError(ctx, "savepoint", key, err))
+			e := s.dbError(ctx, "savepoint", key, err)
+			return res, failedOutcome(e), s.release(ctx, ex, key, tok, e)
 		}
 	}
-	v, err := fn(ctx)
+	v, err := callFn(ctx, s, ex, key, tok, cfg, fn)
 	if err != nil {
-		if class, ok := IsPermanent(err); ok && cfg.recordFailures {
-			return res, s.recordFailure(ctx, ex, key, c.attempt, savepoint, class, err)
-		}
-		return res, s.release(ctx, ex, key, c.attempt, err)
+		o, err := s.fnFailed(ctx, ex, key, tok, savepoint, cfg, err)
+		return res, o, err
 	}
 	if known {
 		res.Value = v
-		return res, nil
+		return res, outcomeExecuted, nil
 	}
 	encoded, err := encode(v, cfg)
 	if err != nil {
-		return res, s.release(ctx, ex, key, c.attempt, err)
+		return res, outcomeFailed, s.release(ctx, ex, key, tok, err)
 	}
-	n, err := ex.Exec(ctx, s.stmts.Complete, string(encoded), key, c.attempt)
+	n, err := ex.Exec(ctx, s.stmts.Complete, string(encoded), cfg.ttl.Microseconds(), key, tok.owner)
 	if err != nil {
-		return res, s.dbError(ctx, "complete", key, err)
+		e := s.dbError(ctx, "complete", key, err)
+		return res, failedOutcome(e), e
 	}
 	if n != 1 {
-		return res, &Error{Op: "complete", Key: key, Kind: ErrUnexpectedState,
-			Err: fmt.Errorf("claim at attempt %d is gone; roll the transaction back", c.attempt)}
+		return res, outcomeRetry, claimLost("complete", key)
 	}
 	res.Value = v
-	return res, nil
+	return res, outcomeExecuted, nil
+}
+
+// claimLost is the error of a fenced write that found no claim of its own:
+// fn ran, but the transaction that held the claim is gone (the database
+// rolled it back, and the session went on without it), so nothing of fn's
+// writes can commit with a result.
+func claimLost(op, key string) error {
+	return &Error{Op: op, Key: key, Kind: ErrRetryable,
+		Err: errors.New("the claim is gone: the database ended the transaction while fn ran")}
+}
+
+// callFn runs fn. If fn panics, the claim is recorded as failed with class
+// [PanicClass] before the panic goes on: the caller will normally roll
+// back, and then nothing is left; a caller that recovers and commits keeps
+// fn's partial writes, and the key then answers with that failure instead of
+// running fn a second time.
+func callFn[T any](ctx context.Context, s *Store, ex Executor, key string, tok claimToken, cfg *settings, fn func(context.Context) (T, error)) (T, error) {
+	panicked := true
+	defer func() {
+		if panicked {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), panicWriteLimit)
+			defer cancel()
+			_, _ = ex.Exec(wctx, s.stmts.Fail, PanicClass, "fn panicked; the transaction that claimed the key was committed anyway",
+				cfg.ttl.Microseconds(), key, tok.owner)
+		}
+	}()
+	v, err := fn(ctx)
+	panicked = false
+	return v, err
+}
+
+// panicWriteLimit bounds the statement that records a panic, so that a
+// panicking call cannot hang on a dead connection.
+const panicWriteLimit = 5 * time.Second
+
+// fnFailed handles fn's error. A database error that ended the transaction
+// comes back matching [ErrRetryable], and nothing more is sent: on MySQL
+// and SQLite a statement sent now would run outside the transaction. So is
+// a context that ended: the drivers close the connection (pgx, MySQL) or
+// interrupt the statement, which may roll the transaction back (SQLite).
+// Otherwise the claim is removed, or, for a [Permanent] error under
+// [WithRecordedFailures], recorded.
+func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
+	if ctx.Err() != nil || errors.Is(fnErr, context.Canceled) || errors.Is(fnErr, context.DeadlineExceeded) {
+		return outcomeFailed, fnErr
+	}
+	if errors.Is(fnErr, ErrRetryable) {
+		// fn asks for the transaction to run again, or passes on a nested
+		// call's lost transaction: it is rolled back either way.
+		return outcomeRetry, fnErr
+	}
+	if k := s.classify(fnErr); k.endsTx() {
+		if kindSentinel("fn", k) == ErrRetryable {
+			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: fnErr}
+		}
+		return failedOutcome(fnErr), fnErr
+	}
+	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures {
+		return s.recordFailure(ctx, ex, key, tok, savepoint, class, cfg, fnErr)
+	}
+	return outcomeFailed, s.release(ctx, ex, key, tok, fnErr)
 }
 
 func encode(v any, cfg *settings) ([]byte, error) {
@@ -180,40 +309,52 @@ type storedRow struct {
 	fingerprint  []byte
 	result       []byte
 	attempt      int64
+	owner        sql.NullString
 	expired      bool
 	leased       bool
 	errorClass   sql.NullString
 	errorMessage sql.NullString
 }
 
+func (r *storedRow) scanDest() []any {
+	return []any{&r.status, &r.fingerprint, &r.result, &r.attempt, &r.owner, &r.expired, &r.leased, &r.errorClass, &r.errorMessage}
+}
+
 type claimOutcome struct {
 	claimed bool
-	attempt int64     // when claimed
 	row     storedRow // when not claimed
 }
 
 // boundedClaim claims under the in-flight policy.
-func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *settings, known bool) (claimOutcome, error) {
+func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	failFast := cfg.inFlight == InFlightFailFast
 	if !failFast && cfg.lockTimeout == 0 {
-		return s.claim(ctx, ex, key, cfg, known)
+		return s.claim(ctx, ex, key, cfg, known, tok, start)
 	}
 	var c claimOutcome
 	var claimErr error
 	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func() error {
-		c, claimErr = s.claim(ctx, ex, key, cfg, known)
+		c, claimErr = s.claim(ctx, ex, key, cfg, known, tok, start)
+		var e *Error
+		if errors.As(claimErr, &e) && e.Err != nil {
+			return e.Err // the driver's error, for the dialect to read
+		}
 		return claimErr
 	})
 	switch {
-	case timedOut && failFast:
-		return c, &Error{Op: "claim", Key: key, Kind: ErrInProgress, Err: err}
 	case timedOut:
-		return c, &Error{Op: "claim", Key: key, Kind: ErrLockTimeout, Err: err}
-	case err != nil:
-		if claimErr == nil {
+		kind := ErrLockTimeout
+		if failFast {
+			kind = ErrInProgress
+		}
+		if ctx.Err() != nil {
 			return c, s.dbError(ctx, "claim", key, err)
 		}
-		return c, err
+		return c, &Error{Op: "claim", Key: key, Kind: kind, Err: err}
+	case claimErr != nil:
+		return c, claimErr
+	case err != nil:
+		return c, s.dbError(ctx, "claim", key, err)
 	}
 	return c, nil
 }
@@ -223,9 +364,11 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 // transaction), which needs a concurrent writer each time.
 const maxClaimRounds = 4
 
+func micros(d time.Duration) int64 { return d.Microseconds() }
+
 // claim claims the key, or reads the row that holds it. With known, a claim
 // stores the row completed with the empty result.
-func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *settings, known bool) (claimOutcome, error) {
+func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	ttl := cfg.ttl.Microseconds()
 	claimSQL, claimOrReadSQL, reclaimSQL := s.stmts.Claim, s.stmts.ClaimOrRead, s.stmts.Reclaim
 	if known {
@@ -236,11 +379,11 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		found := false
 		if claimOrReadSQL != "" {
 			var claimed bool
-			err := ex.QueryRow(ctx, claimOrReadSQL, key, cfg.fingerprint, s.owner, ttl).Scan(
-				&claimed, &r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
+			err := ex.QueryRow(ctx, claimOrReadSQL, key, cfg.fingerprint, tok.owner, ttl, micros(time.Since(start))).Scan(
+				append([]any{&claimed}, r.scanDest()...)...)
 			switch {
 			case err == nil && claimed:
-				return claimOutcome{claimed: true, attempt: 1}, nil
+				return claimOutcome{claimed: true}, nil
 			case err == nil:
 				found = true
 			case !errors.Is(err, sql.ErrNoRows):
@@ -249,21 +392,20 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 			// No row: the claim waited for another transaction's claim of
 			// the key, which the statement's snapshot cannot see. Read it.
 		} else {
-			n, err := ex.Exec(ctx, claimSQL, key, cfg.fingerprint, s.owner, ttl)
+			n, err := ex.Exec(ctx, claimSQL, key, cfg.fingerprint, tok.owner, ttl)
 			if err != nil {
-				if s.dialect.Classify(err) != KindDuplicateKey {
+				if s.classify(err) != KindDuplicateKey {
 					return claimOutcome{}, s.dbError(ctx, "claim", key, err)
 				}
 				n = 0
 			}
 			if n == 1 {
-				return claimOutcome{claimed: true, attempt: 1}, nil
+				return claimOutcome{claimed: true}, nil
 			}
 		}
 
 		if !found {
-			err := ex.QueryRow(ctx, s.stmts.Read, key).Scan(
-				&r.status, &r.fingerprint, &r.result, &r.attempt, &r.expired, &r.leased, &r.errorClass, &r.errorMessage)
+			err := ex.QueryRow(ctx, s.stmts.Read, micros(time.Since(start)), key).Scan(r.scanDest()...)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // deleted since the claim saw it: claim again
 			}
@@ -271,18 +413,18 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 				return claimOutcome{}, s.dbError(ctx, "read", key, err)
 			}
 		}
-		// An in_progress lease-mode claim may hide an external effect that
-		// happened: only lease mode may take it over, however old it is.
-		if !r.expired || (r.status == StatusInProgress && r.leased) {
+		// An in_progress row is never free by age: it may stand for an
+		// effect that happened.
+		if !r.expired || r.status == StatusInProgress {
 			return claimOutcome{row: r}, nil
 		}
 
-		n, err := ex.Exec(ctx, reclaimSQL, cfg.fingerprint, s.owner, ttl, key, r.attempt)
+		n, err := ex.Exec(ctx, reclaimSQL, cfg.fingerprint, tok.owner, ttl, key, r.attempt, micros(time.Since(start)))
 		if err != nil {
 			return claimOutcome{}, s.dbError(ctx, "reclaim", key, err)
 		}
 		if n == 1 {
-			return claimOutcome{claimed: true, attempt: r.attempt + 1}, nil
+			return claimOutcome{claimed: true}, nil
 		}
 		// Another transaction re-claimed it first; read what it left.
 	}
@@ -290,7 +432,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		Err: fmt.Errorf("the row changed under %d consecutive claims", maxClaimRounds)}
 }
 
-func replay[T any](key string, r storedRow, cfg *settings) (Result[T], error) {
+func replay[T any](s *Store, key string, r storedRow, cfg *settings) (Result[T], error) {
 	var res Result[T]
 	if !bytes.Equal(r.fingerprint, cfg.fingerprint) {
 		return res, &Error{Op: "claim", Key: key, Kind: ErrFingerprintMismatch}
@@ -308,44 +450,57 @@ func replay[T any](key string, r storedRow, cfg *settings) (Result[T], error) {
 	case StatusFailed:
 		return res, &FailureError{Key: key, Class: r.errorClass.String, Message: r.errorMessage.String, Replayed: true}
 	case StatusInProgress:
-		// A claim made inside a transaction has no lease and is invisible
-		// to every other transaction until it completes: one seen here is
-		// this transaction's own.
-		if !r.leased {
+		switch {
+		case r.leased:
+			return res, &Error{Op: "claim", Key: key, Kind: ErrInProgress, Err: fmt.Errorf("held by a lease at attempt %d", r.attempt)}
+		case s != nil && s.running(r.owner.String):
+			// A claim made in a transaction is invisible to every other
+			// transaction until it commits: one whose fn still runs is this
+			// transaction's own.
 			return res, &Error{Op: "claim", Key: key, Kind: ErrReentrant}
 		}
-		return res, &Error{Op: "claim", Key: key, Kind: ErrInProgress, Err: fmt.Errorf("held at attempt %d", r.attempt)}
+		return res, &Error{Op: "claim", Key: key, Kind: ErrAbandoned,
+			Err: fmt.Errorf("claimed at attempt %d by %s and committed without an outcome", r.attempt, r.owner.String)}
 	}
 	return res, &Error{Op: "read", Key: key, Kind: ErrUnexpectedState, Err: fmt.Errorf("unknown status %q", r.status)}
 }
 
 // recordFailure undoes fn's writes back to the savepoint and stores the
 // failure in the claim.
-func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, attempt int64, savepoint, class string, cause error) error {
+func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, tok claimToken, savepoint, class string, cfg *settings, cause error) (outcome, error) {
 	ctx = context.WithoutCancel(ctx) // the failure is fn's answer; record it even if ctx ended
 	if _, err := ex.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
-		return errors.Join(cause, s.dbError(ctx, "record failure", key, err))
+		return s.recordFailed(ctx, key, cause, err)
 	}
 	class = truncateUTF8(class, maxErrorClass)
 	msg := truncateUTF8(cause.Error(), maxErrorMessage)
-	n, err := ex.Exec(ctx, s.stmts.Fail, class, msg, key, attempt)
+	n, err := ex.Exec(ctx, s.stmts.Fail, class, msg, cfg.ttl.Microseconds(), key, tok.owner)
 	if err != nil {
-		return errors.Join(cause, s.dbError(ctx, "record failure", key, err))
+		return s.recordFailed(ctx, key, cause, err)
 	}
 	if n != 1 {
-		return errors.Join(cause, &Error{Op: "record failure", Key: key, Kind: ErrUnexpectedState,
-			Err: fmt.Errorf("claim at attempt %d is gone", attempt)})
+		return outcomeRetry, errors.Join(cause, claimLost("record failure", key))
 	}
-	return &FailureError{Key: key, Class: class, Message: msg, Err: cause}
+	return outcomeRecorded, &FailureError{Key: key, Class: class, Message: msg, Err: cause}
+}
+
+func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) (outcome, error) {
+	e := s.dbError(ctx, "record failure", key, err)
+	if s.classify(err).endsTx() {
+		return failedOutcome(e), errors.Join(cause, e)
+	}
+	e.Kind = ErrUnexpectedState
+	e.Err = fmt.Errorf("failure not recorded, roll the transaction back: %w", err)
+	return outcomeFailed, errors.Join(cause, e)
 }
 
 // release removes the claim after fn failed, so that a caller who commits
 // anyway leaves the key free. It runs even when ctx is already cancelled.
-// If the transaction is already aborted (PostgreSQL), it cannot commit
-// either, so that failure is not worth reporting.
-func (s *Store) release(ctx context.Context, ex Executor, key string, attempt int64, cause error) error {
-	_, err := ex.Exec(context.WithoutCancel(ctx), s.stmts.Release, key, attempt)
-	if err == nil || errors.Is(err, sql.ErrTxDone) || s.dialect.Classify(err) == KindTxAborted {
+// If the transaction can no longer commit, the claim goes with it, and that
+// is not worth reporting.
+func (s *Store) release(ctx context.Context, ex Executor, key string, tok claimToken, cause error) error {
+	_, err := ex.Exec(context.WithoutCancel(ctx), s.stmts.Release, key, tok.owner)
+	if err == nil || s.classify(err).endsTx() {
 		return cause
 	}
 	return errors.Join(cause, &Error{Op: "release", Key: key, Kind: ErrUnexpectedState,

@@ -2,8 +2,14 @@ package idemsql
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
 )
 
 // Sentinel errors. Test for them with [errors.Is]; the driver's own error,
@@ -28,16 +34,29 @@ var (
 	// outside any transaction. fn did not run.
 	ErrInProgress = errors.New("idemsql: key is in progress")
 
-	// ErrRetryable: the database refused the transaction in a way that means
-	// "run the whole transaction again": a serialization failure (40001), a
-	// deadlock (40P01, MySQL 1213), a snapshot conflict (MariaDB 1020) or a
-	// busy SQLite database. Roll back and retry; a retry replays if another
-	// transaction won the key in the meantime.
+	// ErrRetryable: the transaction is lost and must be run again from the
+	// start: the database refused it (a serialization failure 40001, a
+	// deadlock 40P01 or MySQL 1213, a snapshot conflict MariaDB 1020, a
+	// Galera certification failure, a busy SQLite database), rolled it back
+	// under fn, or lost the connection before COMMIT. Roll back and run the
+	// whole transaction again; the retry replays if another transaction
+	// won the key meanwhile. [Run] does this for you. fn's own database
+	// error of one of these kinds matches it too, still wrapped.
 	ErrRetryable = errors.New("idemsql: transaction must be retried")
 
+	// ErrCommitUnknown: the connection was lost while COMMIT was under way,
+	// so whether the transaction committed is unknown. Call again with the
+	// same key: the call replays the outcome if it committed and runs fn if
+	// it did not. [Run] returns it rather than guessing.
+	ErrCommitUnknown = errors.New("idemsql: commit outcome unknown")
+
 	// ErrLockTimeout: waiting for another transaction that holds the key took
-	// longer than the database's lock timeout. On PostgreSQL the transaction
-	// is aborted; on MySQL/MariaDB only the statement was rolled back.
+	// longer than the database's lock timeout ([WithLockTimeout]) or
+	// statement timeout (PostgreSQL statement_timeout, MariaDB
+	// max_statement_time, MySQL max_execution_time). fn did not run. On
+	// PostgreSQL the transaction is aborted; on MySQL/MariaDB only the
+	// statement was rolled back, unless the server runs with
+	// innodb_rollback_on_timeout=ON.
 	ErrLockTimeout = errors.New("idemsql: timed out waiting for the key's lock")
 
 	// ErrEncode: fn's result could not be encoded by the codec. Atomic mode:
@@ -68,6 +87,15 @@ var (
 	// ErrReentrant: the same transaction already claimed the key and is still
 	// inside its fn (a nested Do with the same key). fn did not run.
 	ErrReentrant = errors.New("idemsql: key already claimed by this transaction and not finished")
+
+	// ErrAbandoned: the key holds a committed claim without an outcome and
+	// without a lease: a transaction committed after [Do] had told it to
+	// roll back (fn failed and the claim could not be removed), or fn
+	// committed the transaction itself (DDL on MySQL commits implicitly).
+	// fn's effects may or may not have committed with it, so the key is
+	// never run again on its own: fn did not run. [Sweep] resolves such
+	// claims (as [AbandonedClass] failures, or through its handler).
+	ErrAbandoned = errors.New("idemsql: key holds an abandoned claim")
 
 	// ErrUnexpectedState: the row is in a state this version cannot handle
 	// (an unknown status, or a claim that vanished under the caller). The
@@ -140,30 +168,98 @@ const (
 	// KindDuplicateKey: a plain INSERT hit the primary key (MySQL 1062). Only
 	// meaningful for dialects whose claim reports duplicates as errors.
 	KindDuplicateKey
+	// KindRetryable: the database refused the transaction and it must be
+	// run again; it is rolled back or aborted, and nothing sent on it
+	// afterwards can run outside it (PostgreSQL 40001, 40P01).
 	KindRetryable
+	// KindTxEnded: the database rolled the transaction back by itself and
+	// the session left it, so a statement sent afterwards would run outside
+	// any transaction, in autocommit (MySQL 1213 and Galera's aborts, 1020,
+	// 1206; the SQLite errors that roll back). Retryable. The core sends
+	// nothing more on the transaction after it.
+	KindTxEnded
+	// KindConnLost: the connection broke or was closed. The server rolls an
+	// open transaction back, so before COMMIT it is retryable; during COMMIT
+	// the outcome is unknown.
+	KindConnLost
+	// KindLockTimeout: a lock wait timed out (PostgreSQL 55P03, MySQL 1205).
 	KindLockTimeout
+	// KindStatementTimeout: the statement ran past the server's statement
+	// time limit (PostgreSQL 57014, MariaDB 1969, MySQL 3024).
+	KindStatementTimeout
 	// KindTxAborted: the transaction can no longer run statements
-	// (PostgreSQL 25P02) and will roll back whatever the caller does.
+	// (PostgreSQL 25P02, a transaction already committed or rolled back)
+	// and will roll back whatever the caller does.
 	KindTxAborted
 )
 
-func (k ErrorKind) sentinel() error {
+// endsTx reports whether, after an error of this kind, the transaction is
+// gone or cannot commit: a cleanup statement would be pointless, and on
+// MySQL and SQLite it would run outside the transaction.
+func (k ErrorKind) endsTx() bool {
 	switch k {
-	case KindRetryable:
+	case KindRetryable, KindTxEnded, KindConnLost, KindTxAborted:
+		return true
+	}
+	return false
+}
+
+// classify is the dialect's classification, with the meanings every
+// database/sql driver shares: a broken connection, a transaction that is
+// already over.
+func (s *Store) classify(err error) ErrorKind {
+	if k := s.dialect.Classify(err); k != KindOther {
+		return k
+	}
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return KindConnLost
+	case errors.Is(err, sql.ErrTxDone):
+		return KindTxAborted
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return KindConnLost
+	}
+	return KindOther
+}
+
+// dbError wraps a driver error of step op with its one meaning. A context
+// that ended is its own class: the error matches ctx's error and no
+// sentinel of the library, whatever the driver made of it.
+func (s *Store) dbError(ctx context.Context, op, key string, err error) *Error {
+	e := &Error{Op: op, Key: key, Err: err}
+	if cerr := ctx.Err(); cerr != nil {
+		if !errors.Is(err, cerr) {
+			e.Err = errors.Join(err, cerr)
+		}
+		return e
+	}
+	e.Kind = kindSentinel(op, s.classify(err))
+	return e
+}
+
+// kindSentinel is the class of a driver error of kind k at step op.
+func kindSentinel(op string, k ErrorKind) error {
+	switch k {
+	case KindRetryable, KindTxEnded:
+		return ErrRetryable
+	case KindConnLost:
+		if op == "commit" || strings.HasSuffix(op, ": commit") {
+			return ErrCommitUnknown
+		}
 		return ErrRetryable
 	case KindLockTimeout:
 		return ErrLockTimeout
+	case KindStatementTimeout:
+		if claimOps[op] {
+			return ErrLockTimeout // waiting behind the key's holder
+		}
 	}
 	return nil
 }
 
-// dbError wraps a driver error with its meaning. A cancelled or expired
-// context always shows through, whatever the driver made of it.
-func (s *Store) dbError(ctx context.Context, op, key string, err error) error {
-	kind := s.dialect.Classify(err)
-	e := &Error{Op: op, Key: key, Kind: kind.sentinel(), Err: err}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		e.Err = errors.Join(err, cerr)
-	}
-	return e
-}
+// claimOps are the steps that may wait for another holder of the key.
+var claimOps = map[string]bool{"claim": true, "read": true, "reclaim": true}

@@ -78,6 +78,14 @@ func (e *DuplicateError) Error() string {
 
 func (e *DuplicateError) Unwrap() error { return ErrDuplicate }
 
+// PanicClass is the error_class recorded when fn panicked in [Do] or [Run]:
+// the claim is marked failed before the panic goes on. A caller that rolls
+// back (as [Run] does) leaves nothing behind; one that recovers the panic
+// and commits keeps fn's partial writes, and every later call with the key
+// gets this failure back as a [*FailureError] until its retention runs out,
+// instead of running fn again.
+const PanicClass = "panicked"
+
 // Column limits for recorded failures, shared by every dialect.
 const (
 	maxErrorClass   = 255

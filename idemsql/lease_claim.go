@@ -125,7 +125,7 @@ func (lr *leaser) newToken() string {
 func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) error) error {
 	for attempt := 1; ; attempt++ {
 		err := lr.txOnce(ctx, op, key, f)
-		if err == nil || !lr.s.retryable(err) || attempt >= lr.cfg.maxAttempts {
+		if err == nil || !errors.Is(err, ErrRetryable) || attempt >= lr.cfg.maxAttempts {
 			return err
 		}
 		if werr := sleep(ctx, backoff(attempt, lr.cfg.backoffBase, lr.cfg.backoffMax)); werr != nil {
@@ -152,7 +152,6 @@ func (lr *leaser) txOnce(ctx context.Context, op, key string, f func(ex Executor
 // leaseRow is a row as lease mode reads it.
 type leaseRow struct {
 	storedRow
-	owner      sql.NullString
 	live       bool // lease_until is in the future
 	generation int64
 }
@@ -369,7 +368,7 @@ func ClaimLease[X any](ctx context.Context, db DB[X], key string, opts ...Option
 	if held {
 		return Claim{Held: true, Lease: l}, nil
 	}
-	if _, err := replay[struct{}](key, row, &settings{fingerprint: lr.cfg.fingerprint, codec: skipCodec{}}); err != nil {
+	if _, err := replay[struct{}](lr.s, key, row, &settings{fingerprint: lr.cfg.fingerprint, codec: skipCodec{}}); err != nil {
 		return Claim{}, err
 	}
 	return Claim{Result: row.result}, nil
@@ -601,7 +600,7 @@ func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ct
 		return res, err
 	}
 	if !held {
-		return replay[T](key, row, &lr.cfg)
+		return replay[T](lr.s, key, row, &lr.cfg)
 	}
 	return runHeld(ctx, l, fn)
 }

@@ -87,18 +87,23 @@ func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
 // transaction on db, calls Do with fn, and commits. fn receives the
 // transaction for its business writes.
 //
-// When the database answers "try again" — a serialization failure, a
-// deadlock, a snapshot conflict, a busy SQLite database — at any point,
-// Run rolls back and runs the whole transaction again, after a random,
-// growing, capped wait ([WithBackoff]), at most [WithMaxAttempts] times,
-// and never past ctx. A retried transaction replays if another one won the
-// key meanwhile, so a retry never runs fn's committed effects twice. Other
-// errors are returned as they came, with the driver's error reachable by
-// [errors.As].
+// When the transaction is lost — the database refused it (a serialization
+// failure, a deadlock, a snapshot conflict, a Galera certification
+// failure, a busy SQLite database), ended it under fn, or the connection
+// broke before COMMIT, BEGIN included — Run rolls back and runs the whole
+// transaction again, after a random, growing, capped wait ([WithBackoff]),
+// at most [WithMaxAttempts] times, and never past ctx. A retried
+// transaction replays if another one won the key meanwhile, so fn's
+// committed effects never happen twice. When the attempts run out, the
+// last error is returned, matching [ErrRetryable]. A connection lost during
+// COMMIT leaves the outcome unknown: Run returns [ErrCommitUnknown] rather
+// than guess; calling again with the same key replays or runs.
 //
-// A [*FailureError] that fn's [Permanent] error recorded is committed
-// before it is returned. Under the [OnDuplicateError] policy the replayed
-// transaction is committed too.
+// Run commits after fn ran and after a replay, and after a [Permanent]
+// failure was recorded ([WithRecordedFailures]): the record is the point.
+// Everything else is rolled back, whatever fn's error wraps. If fn panics,
+// the transaction is rolled back and the panic goes on. Other errors are
+// returned as they came, with the driver's error reachable by [errors.As].
 //
 // On SQLite the claim is the transaction's first statement, so the
 // transaction takes the write lock at once (waiting on busy_timeout) and
@@ -116,8 +121,8 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
 	for attempt := 1; ; attempt++ {
-		res, err := runOnce(ctx, db, key, fn, &cfg)
-		if err == nil || !s.retryable(err) || attempt >= cfg.maxAttempts {
+		res, o, err := runOnce(ctx, db, key, fn, &cfg)
+		if o != outcomeRetry || attempt >= cfg.maxAttempts || ctx.Err() != nil {
 			return res, err
 		}
 		if werr := sleep(ctx, backoff(attempt, cfg.backoffBase, cfg.backoffMax)); werr != nil {
@@ -128,38 +133,48 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 
 var errUnboundDB = fmt.Errorf("%w: DB is not bound to a store and a pool; bind one with Store.DB or postgres.Store.Pool", ErrInvalidOption)
 
-func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings) (Result[T], error) {
+func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings) (Result[T], outcome, error) {
 	s := db.store
 	ptx, err := db.pool.Begin(ctx)
 	if err != nil {
-		return Result[T]{}, s.dbError(ctx, "begin", key, err)
+		e := s.dbError(ctx, "begin", key, err)
+		return Result[T]{}, failedOutcome(e), e
 	}
+	ended := false
+	defer func() {
+		if !ended { // fn panicked
+			_ = ptx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
 	tx := ptx.Tx()
-	res, err := do(ctx, s, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg)
-	if err != nil && !keepsTx(err) {
+	res, o, err := do(ctx, s, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg)
+	ended = true
+	switch o {
+	case outcomeExecuted, outcomeReplayed, outcomeRecorded:
+	default:
 		_ = ptx.Rollback(context.WithoutCancel(ctx))
-		return res, err
+		return res, o, err
 	}
 	if cerr := ptx.Commit(ctx); cerr != nil {
-		return res, s.dbError(ctx, "commit", key, cerr)
+		e := s.commitError(ctx, key, cerr)
+		return res, failedOutcome(e), e
 	}
-	return res, err
+	return res, o, err
 }
 
-// keepsTx reports the errors whose transaction must still be committed: a
-// freshly recorded failure (its record is the point), and a duplicate
-// reported as an error (nothing to undo, and committing is cheaper).
-func keepsTx(err error) bool {
-	var fe *FailureError
-	if errors.As(err, &fe) && !fe.Replayed {
-		return true
+// commitError classifies a failed COMMIT. The transaction is certainly not
+// committed when the database refused it or it was already over; when the
+// connection broke, or ctx ended, during the COMMIT, nobody can tell.
+func (s *Store) commitError(ctx context.Context, key string, err error) *Error {
+	k := s.classify(err)
+	if ctx.Err() != nil && k != KindTxAborted && k != KindRetryable && k != KindTxEnded {
+		k = KindConnLost
 	}
-	var de *DuplicateError
-	return errors.As(err, &de)
-}
-
-func (s *Store) retryable(err error) bool {
-	return errors.Is(err, ErrRetryable) || s.dialect.Classify(err) == KindRetryable
+	e := &Error{Op: "commit", Key: key, Kind: kindSentinel("commit", k), Err: err}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		e.Err = errors.Join(err, cerr)
+	}
+	return e
 }
 
 // backoff is "full jitter": uniform in [0, min(max, base·2^(attempt-1))].

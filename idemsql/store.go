@@ -7,7 +7,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,11 +28,25 @@ type Dialect interface {
 }
 
 // Statements is the SQL of each step, with the dialect's placeholders and
-// arguments in the order given. Times come from the database's clock; TTLs
-// are passed in microseconds.
+// arguments in the order given (the order in which they appear in the text,
+// for dialects with positional placeholders). Times come from the
+// database's clock; durations are passed in microseconds.
+//
+// A claim writes its claim token into the owner column, and every write
+// after the claim (Complete, Fail, Release) matches the row by key and that
+// token: a statement that runs where it should not — after the database
+// ended the transaction, when the session has fallen back to autocommit —
+// can then change no row but its own claim's, never the row of a duplicate
+// that claimed the key meanwhile.
+//
+// elapsed is how long ago the call started (microseconds, by the caller's
+// monotonic clock). A row counts as expired only if it had expired when the
+// call started (expires_at <= now - elapsed): a duplicate that waited for
+// the holder's commit replays its outcome even if the retention ran out
+// while it waited.
 type Statements struct {
 	// Claim inserts a new in_progress row with attempt 1.
-	// Args: key, fingerprint, owner, ttl. Affects 1 row when it claimed; a
+	// Args: key, fingerprint, token, ttl. Affects 1 row when it claimed; a
 	// key that exists gives 0 rows or a KindDuplicateKey error, without
 	// aborting the transaction.
 	Claim string
@@ -39,31 +56,29 @@ type Statements struct {
 	// (of the existing row when claimed is false). It returns no row when
 	// the key exists but the statement cannot see it (it waited for another
 	// transaction's claim, committed after the statement's snapshot); the
-	// core then reads with Read. Args: as Claim.
+	// core then reads with Read. Args: key, fingerprint, token, ttl, elapsed.
 	ClaimOrRead string
-	// Read returns status, fingerprint, result, attempt, expired (expires_at
-	// has passed), leased (lease_until is set), error_class, error_message.
-	// It must see the latest committed row, even under a snapshot taken
-	// earlier in the transaction. Args: key.
+	// Read returns status, fingerprint, result, attempt, owner, expired,
+	// leased (lease_until is set), error_class, error_message. It must see
+	// the latest committed row, even under a snapshot taken earlier in the
+	// transaction. Args: elapsed, key.
 	Read string
-	// Reclaim re-claims an expired row in place: in_progress, attempt+1, new
-	// fingerprint, owner and expiry, no result. It must change nothing unless
-	// the row is still expired and still at the given attempt, and never an
-	// in_progress row whose lease (lease mode) is live.
-	// Args: fingerprint, owner, ttl, key, attempt.
+	// Reclaim re-claims an expired completed or failed row in place:
+	// in_progress, attempt+1, new fingerprint, token and expiry, no result.
+	// It must change nothing unless the row is still expired, still at the
+	// given attempt and not in_progress (an in_progress row may stand for an
+	// effect that happened: it is never free by age).
+	// Args: fingerprint, token, ttl, key, attempt, elapsed.
 	Reclaim string
-	// Complete stores the encoded result and marks the row completed, fenced
-	// by the attempt. Args: result, key, attempt.
+	// Complete stores the encoded result and marks the row completed, its
+	// retention running from now (expires_at = now + ttl).
+	// Args: result, ttl, key, token.
 	Complete string
-	// Fail records a permanent failure, fenced by the attempt.
-	// Args: error_class, error_message, key, attempt.
+	// Fail records a permanent failure, its retention running from now.
+	// Args: error_class, error_message, ttl, key, token.
 	Fail string
-	// Release deletes the caller's own claim, made in this transaction,
-	// after fn failed, whatever its status (see ClaimCompleted): the
-	// transaction has held the row's lock since the claim. Fenced by the
-	// attempt, which a nested re-claim would have moved on. Atomic mode
-	// only: lease mode never deletes an in_progress row.
-	// Args: key, attempt.
+	// Release deletes the claim after fn failed. Atomic mode only: lease
+	// mode never deletes an in_progress row. Args: key, token.
 	Release string
 
 	// ClaimCompleted, ClaimOrReadCompleted and ReclaimCompleted are Claim,
@@ -72,7 +87,10 @@ type Statements struct {
 	// completed at once, so that no Complete statement is needed: the
 	// transaction commits claim and result together either way. Same
 	// arguments. ClaimOrReadCompleted is needed exactly when ClaimOrRead is
-	// set.
+	// set. A dialect whose transactions can end without the client knowing
+	// (MySQL: after a deadlock the session runs in autocommit, and COMMIT
+	// succeeds) leaves them empty: there, the fenced Complete is what tells
+	// that the claim did not survive fn.
 	ClaimCompleted, ClaimOrReadCompleted, ReclaimCompleted string
 }
 
@@ -112,6 +130,10 @@ type Store struct {
 	defaults settings
 	owner    string
 	prepared sync.Map // *sql.DB → *preparedSet, for Run on dialects that prepare
+
+	claims atomic.Uint64 // numbers this store's claims: the last part of a claim's token
+	liveMu sync.Mutex
+	live   map[uint64]struct{} // claims whose fn is running now, to tell a nested call from an abandoned claim
 }
 
 // NewStore returns a store for the dialect. Every option but
@@ -128,7 +150,55 @@ func NewStore(d Dialect, opts ...Option) (*Store, error) {
 	}
 	s.stmts = d.Statements(s.defaults.table)
 	s.owner = newOwner()
+	s.live = make(map[uint64]struct{})
 	return s, nil
+}
+
+// A claim token is what the owner column holds for one claim: the store's
+// owner and a number no other claim of the store has. Every write after the
+// claim (result, failure, release) matches the row by key and token, so a
+// statement that runs where it should not (after the database ended the
+// transaction, in autocommit) can change no row but its own claim's.
+type claimToken struct {
+	n     uint64
+	owner string
+}
+
+func (s *Store) newClaim() claimToken {
+	n := s.claims.Add(1)
+	return claimToken{n: n, owner: s.owner + "/" + strconv.FormatUint(n, 10)}
+}
+
+// enter marks a claim's fn as running; leave ends that.
+func (s *Store) enter(c claimToken) {
+	s.liveMu.Lock()
+	s.live[c.n] = struct{}{}
+	s.liveMu.Unlock()
+}
+
+func (s *Store) leave(c claimToken) {
+	s.liveMu.Lock()
+	delete(s.live, c.n)
+	s.liveMu.Unlock()
+}
+
+// running reports whether owner is the token of a claim of this store whose
+// fn is running now. An in_progress row that a transaction can see and that
+// has no lease is either its own claim (a nested call) or a committed,
+// abandoned one: only the first is running.
+func (s *Store) running(owner string) bool {
+	rest, ok := strings.CutPrefix(owner, s.owner+"/")
+	if !ok {
+		return false
+	}
+	n, err := strconv.ParseUint(rest, 10, 64)
+	if err != nil {
+		return false
+	}
+	s.liveMu.Lock()
+	_, ok = s.live[n]
+	s.liveMu.Unlock()
+	return ok
 }
 
 // Dialect returns the store's dialect.
@@ -175,10 +245,11 @@ func (e sqlExecutor) QueryRow(ctx context.Context, query string, args ...any) Ro
 var errUnbound = fmt.Errorf("%w: Tx is not bound to a store and an open transaction; bind one with Store.SQL, Store.Bind or postgres.Store.Pgx", ErrInvalidOption)
 
 // newOwner names this process in the owner column, for audit: host, pid and
-// a random suffix that tells apart two stores in one process.
+// a random suffix that tells apart two stores in one process, and two
+// processes whose host name and pid agree (containers).
 func newOwner() string {
 	host, _ := os.Hostname()
-	var b [4]byte
+	var b [8]byte
 	_, _ = rand.Read(b[:])
 	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 	if len(owner) > 200 {

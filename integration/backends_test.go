@@ -53,6 +53,9 @@ type env struct {
 	beginOther func(ctx context.Context) (testTx, error)
 	// run calls idemsql.Run with the backend's own pool and transaction type.
 	run func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error)
+	// runTx calls idemsql.Run with the backend's own pool, handing fn the
+	// transaction as a testTx.
+	runTx func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error)
 	// wrapRun wraps the business insert with idemsql.WrapRun on the
 	// backend's own pool.
 	wrapRun func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error)
@@ -168,6 +171,11 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 			})
 		}, opts...)
 	}
+	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+		return idemsql.Run(ctx, pg.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+			return fn(ctx, pgxTestTx{tx: tx, store: pg})
+		}, opts...)
+	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
 		return idemsql.WrapRun(pg.Pool(pool, pgx.TxOptions{}), keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
@@ -231,6 +239,11 @@ func useSQL(e *env) {
 				_, err := tx.ExecContext(ctx, q, args...)
 				return err
 			})
+		}, opts...)
+	}
+	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+		return idemsql.Run(ctx, e.store.DB(e.db, nil), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
+			return fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -11,13 +12,15 @@ var _ idemsql.ClaimBounder = dialect{}
 
 // BoundClaim sets the session's innodb_lock_wait_timeout for the claim and
 // puts the old value back. A lock wait time-out (1205) rolls back only the
-// statement, so the transaction stays usable. The variable counts whole
+// statement, so the transaction stays usable, unless the server runs with
+// innodb_rollback_on_timeout=ON; then the error says so. The variable counts whole
 // seconds: a timeout is rounded up. Fail-fast sets it to 0, which MariaDB
 // takes as "do not wait"; MySQL 8's minimum is 1, so there fail-fast waits
 // up to one second.
 func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func() error) (bool, error) {
 	var old int64
-	if err := ex.QueryRow(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout").Scan(&old); err != nil {
+	var rollbackOnTimeout bool
+	if err := ex.QueryRow(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout, @@GLOBAL.innodb_rollback_on_timeout").Scan(&old, &rollbackOnTimeout); err != nil {
 		return false, err
 	}
 	secs := int64((timeout + time.Second - 1) / time.Second)
@@ -32,5 +35,9 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 	if _, rerr := ex.Exec(context.WithoutCancel(ctx), "SET SESSION innodb_lock_wait_timeout = ?", old); rerr != nil && err == nil {
 		return false, rerr
 	}
-	return err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout, err
+	timedOut := err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout
+	if timedOut && rollbackOnTimeout {
+		err = fmt.Errorf("%w (the server runs with innodb_rollback_on_timeout=ON and rolled the whole transaction back: roll it back)", err)
+	}
+	return timedOut, err
 }

@@ -14,6 +14,7 @@
 package mysql
 
 import (
+	"context"
 	"errors"
 
 	driver "github.com/go-sql-driver/mysql"
@@ -36,57 +37,82 @@ type dialect struct{}
 func (dialect) Name() string { return "mysql" }
 
 // Times are UTC_TIMESTAMP(6): NOW(6) is in the session's time zone.
+//
+// There is no ClaimCompleted: after a deadlock (1213) InnoDB rolls the
+// transaction back and the session goes on in autocommit, and a later
+// COMMIT succeeds, so a caller whose fn swallowed that error would see the
+// call succeed with nothing stored. The fenced Complete tells instead.
 func (dialect) Statements(table string) idemsql.Statements {
 	t := "`" + table + "`"
-	const now = "UTC_TIMESTAMP(6)"
-	// A plain INSERT: its duplicate-key error (1062) rolls back only this
-	// statement. INSERT IGNORE would also turn truncation into warnings, and
-	// ON DUPLICATE KEY UPDATE reports ambiguous row counts.
-	claim := func(status, result, completedAt string) string {
-		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
-VALUES (?, ?, '` + status + `', ` + result + `, 1, ?, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + INTERVAL ? MICROSECOND)`
-	}
-	reclaim := func(status, result, completedAt string) string {
-		return `UPDATE ` + t + ` SET status = '` + status + `', fingerprint = ?, result = ` + result + `, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
-completed_at = ` + completedAt + `, expires_at = ` + now + ` + INTERVAL ? MICROSECOND
-WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
-	}
+	const (
+		now     = "UTC_TIMESTAMP(6)"
+		plus    = " + INTERVAL ? MICROSECOND"
+		expired = "expires_at <= " + now + " - INTERVAL ? MICROSECOND"
+	)
 	return idemsql.Statements{
-		Claim:          claim("in_progress", "NULL", "NULL"),
-		ClaimCompleted: claim("completed", "'{}'", now),
+		// A plain INSERT: its duplicate-key error (1062) rolls back only
+		// this statement. INSERT IGNORE would also turn truncation into
+		// warnings, and ON DUPLICATE KEY UPDATE reports ambiguous row
+		// counts.
+		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
+VALUES (?, ?, 'in_progress', 1, ?, ` + now + `, ` + now + `, ` + now + plus + `)`,
 		// Under REPEATABLE READ a plain SELECT reads the transaction's old
 		// snapshot and misses the row we just collided with; a locking read
 		// sees the latest commit. A shared lock, because the failed INSERT
 		// already holds one: many duplicates asking for exclusive locks on
 		// top would deadlock each other.
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
+		Read: `SELECT status, fingerprint, result, attempt, owner, ` + expired + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ? LOCK IN SHARE MODE`,
-		Reclaim:          reclaim("in_progress", "NULL", "NULL"),
-		ReclaimCompleted: reclaim("completed", "'{}'", now),
-		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ?`,
+		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
+completed_at = NULL, expires_at = ` + now + plus + `
+WHERE idem_key = ? AND attempt = ? AND ` + expired + ` AND status <> 'in_progress'`,
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, expires_at = ` + now + plus + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = ? AND owner = ?`,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', result = NULL, error_class = ?, error_message = ?, expires_at = ` + now + plus + `,
+updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = ? AND owner = ?`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND owner = ?`,
 	}
 }
 
+// Classify reads MySQL and MariaDB error numbers. What matters beyond the
+// meaning is whether the session is still in the transaction: after 1213
+// (a deadlock, or a Galera brute-force abort or certification failure),
+// 1020 and 1206 InnoDB has rolled the whole transaction back and later
+// statements run in autocommit, unbeknown to database/sql: KindTxEnded.
 func (dialect) Classify(err error) idemsql.ErrorKind {
 	var myErr *driver.MySQLError
 	if !errors.As(err, &myErr) {
+		if errors.Is(err, driver.ErrInvalidConn) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			// The driver closes the connection when a context ends under a
+			// statement.
+			return idemsql.KindConnLost
+		}
 		return idemsql.KindOther
 	}
 	switch myErr.Number {
 	case 1062: // ER_DUP_ENTRY
 		return idemsql.KindDuplicateKey
-	case 1213, // ER_LOCK_DEADLOCK: the whole transaction was rolled back
-		1020: // ER_CHECKREAD (MariaDB innodb_snapshot_isolation)
-		return idemsql.KindRetryable
-	case 1205, // ER_LOCK_WAIT_TIMEOUT: only the statement was rolled back
+	case 1213, // ER_LOCK_DEADLOCK; Galera: brute-force abort, certification failure
+		1020, // ER_CHECKREAD (MariaDB innodb_snapshot_isolation)
+		1206, // ER_LOCK_TABLE_FULL
+		1180, // ER_ERROR_DURING_COMMIT
+		3101, // ER_TRANSACTION_ROLLBACK_DURING_COMMIT (Group Replication)
+		1047: // ER_UNKNOWN_COM_ERROR: a Galera node that left the primary component
+		return idemsql.KindTxEnded
+	case 1205, // ER_LOCK_WAIT_TIMEOUT: only the statement, unless innodb_rollback_on_timeout
 		3572: // ER_LOCK_NOWAIT (MySQL 8)
 		return idemsql.KindLockTimeout
+	case 1969, // ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
+		3024, // ER_QUERY_TIMEOUT (MySQL max_execution_time)
+		1317: // ER_QUERY_INTERRUPTED (KILL QUERY)
+		return idemsql.KindStatementTimeout
+	case 1927, // ER_CONNECTION_KILLED (MariaDB)
+		1053,       // ER_SERVER_SHUTDOWN
+		4031,       // ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
+		2006, 2013: // CR_SERVER_GONE_ERROR, CR_SERVER_LOST
+		return idemsql.KindConnLost
 	}
 	return idemsql.KindOther
 }

@@ -6,6 +6,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -64,12 +65,17 @@ func (dialect) Name() string { return "postgres" }
 func (dialect) Statements(table string) idemsql.Statements {
 	t := `"` + table + `"`
 	const now = "clock_timestamp()"
+	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
 	// The claim's row as a first call leaves it: in progress until fn's
 	// result is stored, or completed at once when the result is known.
 	claimValues := func(status, result, completedAt string) string {
 		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
-VALUES ($1, $2, '` + status + `', ` + result + `, 1, $3, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + $4::bigint * interval '1 microsecond')
+VALUES ($1, $2, '` + status + `', ` + result + `, 1, $3, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + ` + us("$4") + `)
 ON CONFLICT (idem_key) DO NOTHING`
+	}
+	// The columns Read returns; elapsed is the placeholder of the call's age.
+	readColumns := func(elapsed string) string {
+		return `status, fingerprint, result, attempt, owner, expires_at <= ` + now + ` - ` + us(elapsed) + `, lease_until IS NOT NULL, error_class, error_message`
 	}
 	// One statement answers both a first call and a duplicate of a
 	// committed key. Its snapshot is taken before the INSERT waits, so after
@@ -77,17 +83,16 @@ ON CONFLICT (idem_key) DO NOTHING`
 	// the row with Read, in a new statement.
 	claimOrRead := func(insert string) string {
 		return `WITH claim AS (` + insert + ` RETURNING 1)
-SELECT true, 'in_progress', NULL::bytea, NULL::json, 1::bigint, false, false, NULL::text, NULL::text FROM claim
+SELECT true, 'in_progress', NULL::bytea, NULL::json, 1::bigint, NULL::text, false, false, NULL::text, NULL::text FROM claim
 UNION ALL
-SELECT false, status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
+SELECT false, ` + readColumns("$5") + `
 FROM ` + t + ` WHERE idem_key = $1 AND NOT EXISTS (SELECT FROM claim)`
 	}
 	reclaim := func(status, result, completedAt string) string {
 		return `UPDATE ` + t + ` SET status = '` + status + `', fingerprint = $1, result = ` + result + `, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
-completed_at = ` + completedAt + `, expires_at = ` + now + ` + $3::bigint * interval '1 microsecond'
-WHERE idem_key = $4 AND attempt = $5 AND expires_at <= ` + now + `
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
+completed_at = ` + completedAt + `, expires_at = ` + now + ` + ` + us("$3") + `
+WHERE idem_key = $4 AND attempt = $5 AND expires_at <= ` + now + ` - ` + us("$6") + ` AND status <> 'in_progress'`
 	}
 	return idemsql.Statements{
 		// DO NOTHING writes nothing for a duplicate. Against an uncommitted
@@ -96,34 +101,59 @@ AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
 		ClaimCompleted:       claimValues("completed", "'{}'", now),
 		ClaimOrRead:          claimOrRead(claimValues("in_progress", "NULL", "NULL")),
 		ClaimOrReadCompleted: claimOrRead(claimValues("completed", "'{}'", now)),
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
-FROM ` + t + ` WHERE idem_key = $1`,
-		Reclaim:          reclaim("in_progress", "NULL", "NULL"),
-		ReclaimCompleted: reclaim("completed", "'{}'", now),
-		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = $2 AND attempt = $3 AND status = 'in_progress'`,
-		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = $3 AND attempt = $4 AND status = 'in_progress'`,
-		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2`,
+		Read:                 `SELECT ` + readColumns("$1") + ` FROM ` + t + ` WHERE idem_key = $2`,
+		Reclaim:              reclaim("in_progress", "NULL", "NULL"),
+		ReclaimCompleted:     reclaim("completed", "'{}'", now),
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, updated_at = ` + now + `, completed_at = ` + now + `,
+expires_at = ` + now + ` + ` + us("$2") + `
+WHERE idem_key = $3 AND owner = $4`,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', result = NULL, error_class = $1, error_message = $2, updated_at = ` + now + `, completed_at = ` + now + `,
+expires_at = ` + now + ` + ` + us("$3") + `
+WHERE idem_key = $4 AND owner = $5`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND owner = $2`,
 	}
 }
 
 // Classify reads the SQLSTATE; the same *pgconn.PgError comes through pgx
-// native and through database/sql with pgx's stdlib.
+// native and through database/sql with pgx's stdlib. On PostgreSQL a
+// transaction never ends silently: after an error every statement fails
+// with 25P02 until ROLLBACK, and COMMIT rolls back.
 func (dialect) Classify(err error) idemsql.ErrorKind {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return idemsql.KindRetryable
+		case "55P03": // lock_not_available (lock_timeout)
+			return idemsql.KindLockTimeout
+		case "57014": // query_canceled (statement_timeout)
+			return idemsql.KindStatementTimeout
+		case "25P02": // in_failed_sql_transaction
+			return idemsql.KindTxAborted
+		case "57P01", "57P02", "57P03", "57P05", // admin or crash shutdown, idle_session_timeout
+			"25P03": // idle_in_transaction_session_timeout: the server closes the connection
+			return idemsql.KindConnLost
+		}
+		if strings.HasPrefix(pgErr.Code, "08") { // connection_exception
+			return idemsql.KindConnLost
+		}
+		// 23505 is deliberately not KindDuplicateKey: on PostgreSQL a unique
+		// violation aborts the whole transaction, so it can never mean
+		// "replay".
 		return idemsql.KindOther
 	}
-	switch pgErr.Code {
-	case "40001", "40P01": // serialization_failure, deadlock_detected
-		return idemsql.KindRetryable
-	case "55P03": // lock_not_available (lock_timeout)
-		return idemsql.KindLockTimeout
-	case "25P02": // in_failed_sql_transaction
+	switch {
+	case errors.Is(err, pgx.ErrTxClosed), errors.Is(err, pgx.ErrTxCommitRollback):
 		return idemsql.KindTxAborted
+	case errors.Is(err, pgconn.ErrConnClosed):
+		return idemsql.KindConnLost
+	case pgconn.SafeToRetry(err):
+		// Nothing was sent: the connection was closed or busy before the
+		// statement left, so the transaction, if any, is as it was.
+		return idemsql.KindOther
+	case pgconn.Timeout(err), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// pgx closes the connection when a context ends under a statement.
+		return idemsql.KindConnLost
 	}
-	// 23505 is deliberately not KindDuplicateKey: on PostgreSQL a unique
-	// violation aborts the whole transaction, so it can never mean "replay".
 	return idemsql.KindOther
 }

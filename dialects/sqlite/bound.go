@@ -2,8 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
+
+	driver "modernc.org/sqlite"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -31,5 +34,13 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 	if _, rerr := ex.Exec(context.WithoutCancel(ctx), "PRAGMA busy_timeout = "+strconv.FormatInt(max(old, 0), 10)); rerr != nil && err == nil {
 		return false, rerr
 	}
-	return err != nil && Dialect.Classify(err) == idemsql.KindRetryable, err
+	return err != nil && waitedForWriter(err), err
+}
+
+// waitedForWriter reports a plain SQLITE_BUSY: another connection holds the
+// write lock. SQLITE_BUSY_SNAPSHOT (517) is not one: that transaction read
+// an older snapshot and can never write, whoever holds the lock.
+func waitedForWriter(err error) bool {
+	var e *driver.Error
+	return errors.As(err, &e) && e.Code() == sqliteBusy
 }

@@ -17,6 +17,7 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"net/url"
 
@@ -60,47 +61,70 @@ const nowMillis = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
 
 func (dialect) Statements(table string) idemsql.Statements {
 	t := `"` + table + `"`
-	const now = nowMillis
+	const (
+		now     = nowMillis
+		plus    = ` + ? / 1000`
+		expired = `expires_at <= ` + nowMillis + ` - ? / 1000`
+	)
 	claim := func(status, result, completedAt string) string {
 		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
-VALUES (?, ?, '` + status + `', ` + result + `, 1, ?, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + ? / 1000)
+VALUES (?, ?, '` + status + `', ` + result + `, 1, ?, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + plus + `)
 ON CONFLICT (idem_key) DO NOTHING`
 	}
 	reclaim := func(status, result, completedAt string) string {
 		return `UPDATE ` + t + ` SET status = '` + status + `', fingerprint = ?, result = ` + result + `, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + now + `, updated_at = ` + now + `,
-completed_at = ` + completedAt + `, expires_at = ` + now + ` + ? / 1000
-WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + `
-AND NOT (status = 'in_progress' AND lease_until IS NOT NULL)`
+completed_at = ` + completedAt + `, expires_at = ` + now + plus + `
+WHERE idem_key = ? AND attempt = ? AND ` + expired + ` AND status <> 'in_progress'`
 	}
 	return idemsql.Statements{
 		Claim:          claim("in_progress", "NULL", "NULL"),
 		ClaimCompleted: claim("completed", "'{}'", now),
-		Read: `SELECT status, fingerprint, result, attempt, expires_at <= ` + now + `, lease_until IS NOT NULL, error_class, error_message
+		Read: `SELECT status, fingerprint, result, attempt, owner, ` + expired + `, lease_until IS NOT NULL, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ?`,
 		Reclaim:          reclaim("in_progress", "NULL", "NULL"),
 		ReclaimCompleted: reclaim("completed", "'{}'", now),
-		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = ? AND attempt = ? AND status = 'in_progress'`,
-		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ?`,
+		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, expires_at = ` + now + plus + `, updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = ? AND owner = ?`,
+		Fail: `UPDATE ` + t + ` SET status = 'failed', result = NULL, error_class = ?, error_message = ?, expires_at = ` + now + plus + `,
+updated_at = ` + now + `, completed_at = ` + now + `
+WHERE idem_key = ? AND owner = ?`,
+		Release: `DELETE FROM ` + t + ` WHERE idem_key = ? AND owner = ?`,
 	}
 }
 
+// SQLite result codes (the low byte of an extended code).
 const (
-	sqliteBusy   = 5 // includes SQLITE_BUSY_SNAPSHOT (517) and SQLITE_BUSY_RECOVERY
-	sqliteLocked = 6
+	sqliteNoMem     = 7
+	sqliteInterrupt = 9
+	sqliteIOErr     = 10
+	sqliteCorrupt   = 11
+	sqliteFull      = 13
+	sqliteBusy      = 5 // includes SQLITE_BUSY_SNAPSHOT (517) and SQLITE_BUSY_RECOVERY
+	sqliteLocked    = 6
 )
 
+// Classify reads SQLite's result codes. SQLITE_FULL, SQLITE_IOERR,
+// SQLITE_NOMEM and an interrupt may roll the whole transaction back, after
+// which statements run in autocommit while database/sql still believes the
+// transaction open; the driver reports an interrupt caused by a context as
+// that context's error, with no code at all. All of them are KindTxEnded.
+// A busy database (SQLITE_BUSY after busy_timeout, SQLITE_BUSY_SNAPSHOT in a
+// transaction that read before it wrote) means the transaction must start
+// again.
 func (dialect) Classify(err error) idemsql.ErrorKind {
 	var e *driver.Error
 	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return idemsql.KindTxEnded
+		}
 		return idemsql.KindOther
 	}
 	switch e.Code() & 0xff {
 	case sqliteBusy, sqliteLocked:
 		return idemsql.KindRetryable
+	case sqliteInterrupt, sqliteFull, sqliteIOErr, sqliteNoMem, sqliteCorrupt:
+		return idemsql.KindTxEnded
 	}
 	return idemsql.KindOther
 }

@@ -1,0 +1,420 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// Transactions that die under fn: the database rolls them back (a deadlock,
+// a Galera abort, an interrupted SQLite statement) or the connection goes.
+// Whatever Do sends afterwards must not touch the row of a duplicate that
+// claimed the key meanwhile, and the caller must learn to retry.
+
+func init() {
+	conformanceCases = append(conformanceCases,
+		conformanceCase{name: "DeadlockVictimInFn", only: "postgres", run: testDeadlockVictimInFn},
+		conformanceCase{name: "DeadlockVictimInFn", only: "mysql", run: testDeadlockVictimInFn},
+		conformanceCase{name: "DeadlockSwallowedByEmptyResultFn", only: "postgres", run: testDeadlockSwallowedByFn},
+		conformanceCase{name: "DeadlockSwallowedByEmptyResultFn", only: "mysql", run: testDeadlockSwallowedByFn},
+		conformanceCase{name: "ConnectionKilledInFn", only: "postgres", run: testConnectionKilledInFn},
+		conformanceCase{name: "ConnectionKilledInFn", only: "mysql", run: testConnectionKilledInFn},
+		conformanceCase{name: "InterruptedStatementInFn", only: "sqlite", run: testInterruptedStatementInFn},
+	)
+}
+
+// connID is the server's id of tx's connection.
+func (e *env) connID(ctx context.Context, tx testTx) int64 {
+	e.t.Helper()
+	q := "SELECT CONNECTION_ID()"
+	if e.dialect == "postgres" {
+		q = "SELECT pg_backend_pid()"
+	}
+	id, err := tx.QueryInt(ctx, q)
+	if err != nil {
+		e.t.Fatalf("connection id: %v", err)
+	}
+	return id
+}
+
+// kill ends another session's connection from the server's side.
+func (e *env) kill(id int64) error {
+	if e.dialect == "postgres" {
+		_, err := e.db.Exec("SELECT pg_terminate_backend($1)", id)
+		return err
+	}
+	_, err := e.db.Exec(fmt.Sprintf("KILL CONNECTION %d", id))
+	return err
+}
+
+// waitUntilBlocked polls the server's own lock view until the session id is
+// waiting for a lock: a test that needs a waiter then has one, instead of
+// hoping a pause was long enough.
+func (e *env) waitUntilBlocked(ctx context.Context, id int64) {
+	e.t.Helper()
+	// InnoDB refreshes its INNODB_TRX cache only when nobody read it for
+	// 100ms: a faster poll would read the same old snapshot for ever.
+	poll := 150 * time.Millisecond
+	q := fmt.Sprintf("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %d AND trx_state = 'LOCK WAIT'", id)
+	var args []any
+	if e.dialect == "postgres" {
+		q, args = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", []any{id}
+		poll = 5 * time.Millisecond
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n int64
+		if err := e.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+			e.t.Errorf("lock view: %v", err)
+			return
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Errorf("session %d never waited for a lock", id)
+			return
+		}
+		time.Sleep(poll)
+	}
+}
+
+// afterFn wraps an executor: once fn has returned (fnDone closed), every
+// statement Do still sends waits first until release is closed, or a few
+// seconds. It puts the duplicate's commit before whatever Do sends after a
+// transaction died, the order in which that statement would do harm.
+type afterFn struct {
+	idemsql.Executor
+	fnDone, release <-chan struct{}
+	sent            atomic.Int64
+}
+
+func (a *afterFn) hold() {
+	select {
+	case <-a.fnDone:
+		a.sent.Add(1)
+		select {
+		case <-a.release:
+		case <-time.After(5 * time.Second):
+		}
+	default:
+	}
+}
+
+func (a *afterFn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	a.hold()
+	return a.Executor.Exec(ctx, q, args...)
+}
+
+func (a *afterFn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+	a.hold()
+	return a.Executor.QueryRow(ctx, q, args...)
+}
+
+// deadlock makes a statement of the victim's transaction lose a deadlock
+// against an opponent transaction that has written more rows, so that
+// InnoDB rolls the victim back (it picks the lighter transaction) and
+// PostgreSQL aborts it (the victim's shorter deadlock_timeout makes it the
+// one that detects the cycle).
+type deadlock struct {
+	e        *env
+	acct     string
+	opponent chan error
+}
+
+const deadlockBallast = 40
+
+func (e *env) newDeadlock() *deadlock {
+	e.t.Helper()
+	d := &deadlock{e: e, acct: "acct_" + uniqueSuffix(e.t), opponent: make(chan error, 1)}
+	ctx := context.Background()
+	if _, err := e.db.ExecContext(ctx, "CREATE TABLE "+d.acct+" (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _, _ = e.db.Exec("DROP TABLE " + d.acct) })
+	for i := 1; i <= deadlockBallast; i++ {
+		if _, err := e.db.ExecContext(ctx, e.q("INSERT INTO "+d.acct+" (id, n) VALUES (?, 0)"), i); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// lose runs, in the victim's transaction tx, the statements that lose the
+// deadlock, and returns the losing statement's error.
+func (d *deadlock) lose(ctx context.Context, tx testTx) error {
+	e := d.e
+	if e.dialect == "postgres" {
+		if err := tx.Exec(ctx, "SET LOCAL deadlock_timeout = '200ms'"); err != nil {
+			return err
+		}
+	}
+	if err := tx.Exec(ctx, "UPDATE "+d.acct+" SET n = n + 1 WHERE id = 1"); err != nil {
+		return err
+	}
+	victim := e.connID(ctx, tx)
+	holds := make(chan struct{})
+	go func() { d.opponent <- d.oppose(ctx, victim, holds) }()
+	select {
+	case <-holds:
+	case err := <-d.opponent:
+		d.opponent <- err
+		return fmt.Errorf("opponent failed: %w", err)
+	}
+	return tx.Exec(ctx, "UPDATE "+d.acct+" SET n = n + 1 WHERE id = 2")
+}
+
+func (d *deadlock) oppose(ctx context.Context, victim int64, holds chan<- struct{}) error {
+	e := d.e
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if e.dialect == "postgres" {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL deadlock_timeout = '10s'"); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE "+d.acct+" SET n = n + 1 WHERE id >= 2"); err != nil {
+		return err
+	}
+	close(holds)
+	e.waitUntilBlocked(ctx, victim)
+	if _, err := tx.ExecContext(ctx, "UPDATE "+d.acct+" SET n = n + 1 WHERE id = 1"); err != nil {
+		return fmt.Errorf("the opponent lost the deadlock: %w", err)
+	}
+	return tx.Commit()
+}
+
+// wait returns the opponent's outcome: it must have won.
+func (d *deadlock) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-d.opponent:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the opponent transaction did not finish")
+	}
+}
+
+// duplicate starts, once claimed is closed, a duplicate call of key that
+// waits behind the holder's claim; it reports its session id on id and
+// closes committed after its commit.
+func (e *env) duplicate(ctx context.Context, key string, runs *atomic.Int64, claimed <-chan struct{}, id chan<- int64, committed chan<- struct{}) <-chan waitOutcome {
+	out := make(chan waitOutcome, 1)
+	go func() {
+		defer close(committed)
+		<-claimed
+		tx, err := e.begin(ctx, sql.LevelDefault)
+		if err != nil {
+			out <- waitOutcome{err: err}
+			return
+		}
+		if id != nil {
+			id <- e.connID(ctx, tx)
+		}
+		res, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 2, runs))
+		if err == nil {
+			err = tx.Commit(ctx)
+		} else {
+			_ = tx.Rollback(ctx)
+		}
+		out <- waitOutcome{res, err}
+	}()
+	return out
+}
+
+// afterDuplicate checks what must hold once the holder's transaction died
+// and the duplicate won: the duplicate's row and effect survive, the holder
+// was told to retry, and a retry replays the duplicate's result.
+func (e *env) afterDuplicate(key string, holderErr error, dup waitOutcome, runs *atomic.Int64) {
+	t := e.t
+	t.Helper()
+	if !errors.Is(holderErr, idemsql.ErrRetryable) {
+		t.Errorf("holder: err = %v, want ErrRetryable", holderErr)
+	}
+	if errors.Is(holderErr, idemsql.ErrUnexpectedState) {
+		t.Errorf("holder: err = %v matches ErrUnexpectedState", holderErr)
+	}
+	if dup.err != nil || dup.res.Replayed {
+		t.Fatalf("duplicate: %+v %v, want a first execution", dup.res, dup.err)
+	}
+	if n := e.idemRows(key); n != 1 {
+		t.Fatalf("%d idempotency rows for %q after the duplicate committed, want 1", n, key)
+	}
+	if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", key); st != idemsql.StatusCompleted {
+		t.Fatalf("status = %q", st)
+	}
+	if n := e.bizRows(key); n != 1 {
+		t.Fatalf("%d business rows for %q, want 1", n, key)
+	}
+	again, err := e.run(context.Background(), sql.LevelDefault, key, e.insertBiz(key, 3, runs))
+	if err != nil || !again.Replayed || again.Value != dup.res.Value {
+		t.Fatalf("retry: %+v %v, want a replay of %+v", again, err, dup.res.Value)
+	}
+}
+
+// fn's statement is the deadlock victim while a duplicate waits behind the
+// claim. InnoDB rolls the holder back and the duplicate claims the key and
+// commits; nothing the holder's Do sends afterwards may remove that row.
+func testDeadlockVictimInFn(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.newDeadlock()
+	var runs atomic.Int64
+	const key = "dl-1"
+	holder, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	claimed, fnDone, committed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	dupID := make(chan int64, 1)
+	dup := e.duplicate(ctx, key, &runs, claimed, dupID, committed)
+	ex := &afterFn{Executor: executorOf(t, holder), fnDone: fnDone, release: committed}
+	_, err = idemsql.Do(ctx, e.store.Bind(ex), key, func(ctx context.Context) (invoice, error) {
+		defer close(fnDone)
+		if err := holder.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
+			return invoice{}, err
+		}
+		close(claimed)
+		e.waitUntilBlocked(ctx, <-dupID)
+		return invoice{}, d.lose(ctx, holder)
+	})
+	if k := e.store.Dialect().Classify(err); k != idemsql.KindRetryable && k != idemsql.KindTxEnded {
+		t.Errorf("the deadlock is not reachable in the error (%v): %v", k, err)
+	}
+	_ = holder.Rollback(ctx)
+	d.wait(t)
+	e.afterDuplicate(key, err, <-dup, &runs)
+	if e.dialect == "mysql" && ex.sent.Load() != 0 {
+		t.Errorf("Do sent %d statements after the deadlock ended the transaction", ex.sent.Load())
+	}
+}
+
+// fn swallows the deadlock that ended its transaction and returns success
+// with nothing to store (the struct{} result). The call must not report
+// success that the commit then turns into nothing: on MySQL the session
+// runs on in autocommit and COMMIT succeeds.
+func testDeadlockSwallowedByFn(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.newDeadlock()
+	tx, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var lost error
+	_, err = idemsql.Do(ctx, tx.Bind(), "dl-swallow", func(ctx context.Context) (struct{}, error) {
+		lost = d.lose(ctx, tx)
+		return struct{}{}, nil // the bug under test: the error is dropped
+	})
+	if lost == nil {
+		t.Fatal("no deadlock happened")
+	}
+	if err == nil {
+		if cerr := tx.Commit(ctx); cerr == nil {
+			t.Fatal("Do reported success and the commit succeeded, but the claim died with the transaction")
+		}
+	} else if !errors.Is(err, idemsql.ErrRetryable) {
+		t.Fatalf("err = %v, want ErrRetryable", err)
+	}
+	_ = tx.Rollback(ctx)
+	d.wait(t)
+	if n := e.idemRows("dl-swallow"); n != 0 {
+		t.Fatalf("%d rows for a call whose transaction died", n)
+	}
+}
+
+// The holder's connection is killed while fn runs and a duplicate waits.
+// The server rolls the holder back; the duplicate wins. The holder's error
+// says "retry", not "unexpected state": no row is in a strange state.
+func testConnectionKilledInFn(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	const key = "kill-1"
+	holder, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	claimed, committed := make(chan struct{}), make(chan struct{})
+	dupID := make(chan int64, 1)
+	dup := e.duplicate(ctx, key, &runs, claimed, dupID, committed)
+	_, err = idemsql.Do(ctx, holder.Bind(), key, func(ctx context.Context) (invoice, error) {
+		if err := holder.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
+			return invoice{}, err
+		}
+		self := e.connID(ctx, holder)
+		close(claimed)
+		e.waitUntilBlocked(ctx, <-dupID)
+		if err := e.kill(self); err != nil {
+			return invoice{}, fmt.Errorf("kill: %w", err)
+		}
+		<-committed // the duplicate claimed the key once the server rolled the holder back
+		return invoice{}, holder.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key)
+	})
+	_ = holder.Rollback(ctx)
+	e.afterDuplicate(key, err, <-dup, &runs)
+}
+
+// SQLite: a context deadline interrupts fn's statement, which rolls the
+// whole transaction back while database/sql still believes it open. A
+// duplicate waiting for the write lock then claims the key and commits;
+// nothing Do sends afterwards may delete that row.
+func testInterruptedStatementInFn(t *testing.T, e *env) {
+	var runs atomic.Int64
+	const key = "intr-1"
+	holder, err := e.begin(context.Background(), sql.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(context.Background())
+	claimed, fnDone, committed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	dup := e.duplicate(context.Background(), key, &runs, claimed, nil, committed)
+	ex := &afterFn{Executor: executorOf(t, holder), fnDone: fnDone, release: committed}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = idemsql.Do(ctx, e.store.Bind(ex), key, func(ctx context.Context) (invoice, error) {
+		defer close(fnDone)
+		if err := holder.Exec(ctx, "INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)", key); err != nil {
+			return invoice{}, err
+		}
+		close(claimed)
+		// Long enough to outlive the deadline by far.
+		return invoice{}, holder.Exec(ctx, "INSERT INTO "+e.biz+" (idem_key, amount) "+
+			"SELECT 'filler', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)")
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the deadline", err)
+	}
+	_ = holder.Rollback(context.Background())
+	o := <-dup
+	if o.err != nil || o.res.Replayed {
+		t.Fatalf("duplicate: %+v %v", o.res, o.err)
+	}
+	if n := e.idemRows(key); n != 1 {
+		t.Fatalf("%d idempotency rows after the duplicate committed, want 1", n)
+	}
+	if n := e.bizRows(key); n != 1 {
+		t.Fatalf("%d business rows, want 1", n)
+	}
+	if ex.sent.Load() != 0 {
+		t.Errorf("Do sent %d statements after the interrupt", ex.sent.Load())
+	}
+	again, err := e.run(context.Background(), sql.LevelDefault, key, e.insertBiz(key, 3, &runs))
+	if err != nil || !again.Replayed || again.Value != o.res.Value {
+		t.Fatalf("retry: %+v %v, want a replay of %+v", again, err, o.res.Value)
+	}
+}
