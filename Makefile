@@ -1,6 +1,10 @@
 # The integration tests read IDEMSQL_POSTGRES_DSN and IDEMSQL_MYSQL_DSN and
 # skip a database whose DSN is unset (unless Docker can start one).
 # test-local points them at a PostgreSQL and a MariaDB on 127.0.0.1.
+# IDEMSQL_GALERA_DSNS names the three nodes of a MariaDB Galera cluster,
+# comma-separated, for the Galera tests (no container: they skip without
+# it). galera-up starts one on loopback (as root) and prints the line, so
+# in a shell: export "$(make -s galera-up)"
 LOCAL_POSTGRES_DSN := postgres://postgres@127.0.0.1:5432/idemsql_test?sslmode=disable
 LOCAL_MYSQL_DSN    := root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true
 
@@ -31,6 +35,14 @@ test-local: ## Run test against local PostgreSQL and MariaDB, creating idemsql_t
 		mariadb -h 127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS idemsql_test'; \
 	fi
 	IDEMSQL_POSTGRES_DSN='$(LOCAL_POSTGRES_DSN)' IDEMSQL_MYSQL_DSN='$(LOCAL_MYSQL_DSN)' $(MAKE) test
+
+.PHONY: galera-up
+galera-up: ## Start a 3-node MariaDB Galera cluster on loopback (root); prints IDEMSQL_GALERA_DSNS=...
+	@bash .ci/galera start
+
+.PHONY: galera-down
+galera-down: ## Stop the Galera cluster of galera-up and remove its state
+	@bash .ci/galera stop
 
 .PHONY: lint
 lint: ## Check gofmt and run go vet in every module (library, integration, bench)

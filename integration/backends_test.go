@@ -25,17 +25,19 @@ import (
 // A backend is one database reached through one driver. Every test in the
 // conformance suite runs against each of them.
 type backend struct {
-	name string
+	name    string
+	dialect string // "postgres", "mysql", "sqlite"
 	// setup gives the test a migrated idempotency table and a business
 	// table of its own, both dropped when the test ends.
 	setup func(t *testing.T, opts ...idemsql.Option) *env
 }
 
 var backends = []backend{
-	{name: "postgres-pgx", setup: setupPgx},
-	{name: "postgres-stdlib", setup: setupPgStdlib},
-	{name: "mysql", setup: setupMySQL}, // MySQL 8 or MariaDB 10.6+, whichever the DSN names,
-	{name: "sqlite", setup: setupSQLite},
+	{name: "postgres-pgx", dialect: "postgres", setup: setupPgx},
+	{name: "postgres-stdlib", dialect: "postgres", setup: setupPgStdlib},
+	{name: "mysql", dialect: "mysql", setup: setupMySQL}, // MySQL 8 or MariaDB 10.6+, whichever the DSN names,
+	{name: "sqlite", dialect: "sqlite", setup: setupSQLite},
+	{name: "galera", dialect: "mysql", setup: setupGalera}, // node 1 of a MariaDB Galera cluster
 }
 
 // env is one test's view of a backend.
@@ -272,16 +274,26 @@ func setupPgStdlib(t *testing.T, opts ...idemsql.Option) *env {
 }
 
 func setupMySQL(t *testing.T, opts ...idemsql.Option) *env {
-	db, err := sql.Open("mysql", mysqlDSN(t))
+	return setupMySQLAt(t, mysqlDSN(t), opts...)
+}
+
+// setupMySQLAt is setupMySQL on the server that dsn names.
+func setupMySQLAt(t *testing.T, dsn string, opts ...idemsql.Option) *env {
+	e := &env{t: t, dialect: "mysql", db: openMySQL(t, dsn)}
+	prepare(t, e, mysql.New, mysqlBizDDL, opts...)
+	useSQL(e)
+	return e
+}
+
+// openMySQL opens a pool the test closes when it ends.
+func openMySQL(t *testing.T, dsn string) *sql.DB {
+	db, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
 	db.SetMaxOpenConns(48)
 	t.Cleanup(func() { db.Close() })
-	e := &env{t: t, dialect: "mysql", db: db}
-	prepare(t, e, mysql.New, mysqlBizDDL, opts...)
-	useSQL(e)
-	return e
+	return db
 }
 
 func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {

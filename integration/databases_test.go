@@ -21,6 +21,7 @@ import (
 const (
 	envPostgresDSN = "IDEMSQL_POSTGRES_DSN" // pgx URL, e.g. postgres://postgres@127.0.0.1:5432/idemsql_test?sslmode=disable
 	envMySQLDSN    = "IDEMSQL_MYSQL_DSN"    // go-sql-driver DSN, e.g. root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true
+	envGaleraDSNs  = "IDEMSQL_GALERA_DSNS"  // go-sql-driver DSNs of the three nodes of a MariaDB Galera cluster, comma-separated
 	envRequireDB   = "IDEMSQL_REQUIRE_DB"   // "1": a missing database fails the run instead of skipping it
 )
 
@@ -75,9 +76,16 @@ func mysqlDSN(t testing.TB) string {
 	t.Helper()
 	dsn := resolveDSN(t, &sharedMySQL, "MySQL/MariaDB", envMySQLDSN,
 		"root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true", startMariaDB)
+	return withParseTime(t, envMySQLDSN, dsn)
+}
+
+// withParseTime returns the go-sql-driver DSN with parseTime=true; env names
+// where it came from, for the error.
+func withParseTime(t testing.TB, env, dsn string) string {
+	t.Helper()
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		t.Fatalf("%s: %v", envMySQLDSN, err)
+		t.Fatalf("%s: %v", env, err)
 	}
 	cfg.ParseTime = true
 	return cfg.FormatDSN()
@@ -91,13 +99,9 @@ func resolveDSN(t testing.TB, db *sharedDB, name, env, example string, start fun
 		return dsn
 	}
 	if err := dockerAvailable(); err != nil {
-		msg := fmt.Sprintf("no %s for integration tests: set %s (e.g. %s=%q), "+
+		missingDB(t, env, fmt.Sprintf("no %s for integration tests: set %s (e.g. %s=%q), "+
 			"or run `make test-local` or `bash .ci/run` from the repository root, "+
-			"or start Docker so a container is used (Docker: %v)", name, env, env, example, err)
-		if os.Getenv(envRequireDB) == "1" {
-			t.Fatalf("%s is required (%s=1) but missing; %s", env, envRequireDB, msg)
-		}
-		t.Skip(msg)
+			"or start Docker so a container is used (Docker: %v)", name, env, env, example, err))
 	}
 	db.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), containerLimit)
@@ -108,6 +112,16 @@ func resolveDSN(t testing.TB, db *sharedDB, name, env, example string, start fun
 		t.Fatalf("start %s container: %v", name, db.err)
 	}
 	return db.dsn
+}
+
+// missingDB skips the test, or fails it when IDEMSQL_REQUIRE_DB=1, because
+// env names no database.
+func missingDB(t testing.TB, env, msg string) {
+	t.Helper()
+	if os.Getenv(envRequireDB) == "1" {
+		t.Fatalf("%s is required (%s=1) but missing; %s", env, envRequireDB, msg)
+	}
+	t.Skip(msg)
 }
 
 // dockerAvailable reports, once per run, whether a Docker daemon answers.

@@ -116,6 +116,8 @@ func newLeaseEnv(t *testing.T, b backend) *leaseEnv {
 		e.dsn = postgresDSN(t)
 	case "mysql":
 		e.dsn = mysqlDSN(t)
+	case "galera":
+		e.dsn = galeraDSNs(t)[0]
 	case "sqlite":
 		if err := e.db.QueryRow("SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&e.dsn); err != nil {
 			t.Fatalf("sqlite path: %v", err)
@@ -155,7 +157,7 @@ func openLeaseOps(backend, dsn, table string) (leaseOps, func(), error) {
 	switch backend {
 	case "postgres-stdlib":
 		driver, newStore = "pgx", pgStore
-	case "mysql":
+	case "mysql", "galera":
 		driver, newStore = "mysql", mysql.New
 	case "sqlite":
 		driver, newStore, dsn = "sqlite", sqlite.New, sqlite.DSN(dsn)
