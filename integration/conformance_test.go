@@ -106,8 +106,15 @@ func (e *env) mustGuarded(key string, amount int64, runs *atomic.Int64, opts ...
 	return res
 }
 
+// retryable is what a caller that runs its own transactions checks: the
+// library's class, or, for an error of the caller's own COMMIT, the
+// driver's error.
 func (e *env) retryable(err error) bool {
-	return errors.Is(err, idemsql.ErrRetryable) || e.store.Dialect().Classify(err) == idemsql.KindRetryable
+	switch e.store.Dialect().Classify(err) {
+	case idemsql.KindRetryable, idemsql.KindTxEnded:
+		return true
+	}
+	return errors.Is(err, idemsql.ErrRetryable)
 }
 
 // guardedWithRetry is what a caller does with ErrRetryable: run the whole

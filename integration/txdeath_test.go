@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +23,8 @@ func init() {
 	conformanceCases = append(conformanceCases,
 		conformanceCase{name: "DeadlockVictimInFn", only: "postgres", run: testDeadlockVictimInFn},
 		conformanceCase{name: "DeadlockVictimInFn", only: "mysql", run: testDeadlockVictimInFn},
+		conformanceCase{name: "DeadlockSwallowedThenFnFails", only: "postgres", run: testDeadlockSwallowedThenFnFails},
+		conformanceCase{name: "DeadlockSwallowedThenFnFails", only: "mysql", run: testDeadlockSwallowedThenFnFails},
 		conformanceCase{name: "DeadlockSwallowedByEmptyResultFn", only: "postgres", run: testDeadlockSwallowedByFn},
 		conformanceCase{name: "DeadlockSwallowedByEmptyResultFn", only: "mysql", run: testDeadlockSwallowedByFn},
 		conformanceCase{name: "ConnectionKilledInFn", only: "postgres", run: testConnectionKilledInFn},
@@ -266,7 +270,18 @@ func (e *env) afterDuplicate(key string, holderErr error, dup waitOutcome, runs 
 // fn's statement is the deadlock victim while a duplicate waits behind the
 // claim. InnoDB rolls the holder back and the duplicate claims the key and
 // commits; nothing the holder's Do sends afterwards may remove that row.
-func testDeadlockVictimInFn(t *testing.T, e *env) {
+func testDeadlockVictimInFn(t *testing.T, e *env) { deadlockWhileDuplicateWaits(t, e, false) }
+
+// fn loses the deadlock too, but drops that error and fails for a reason of
+// its own. Do cannot know that the transaction is gone and removes its
+// claim; on MySQL that statement runs in autocommit, after the duplicate's
+// commit. The claim token in its WHERE clause is what keeps it from
+// deleting the duplicate's row.
+func testDeadlockSwallowedThenFnFails(t *testing.T, e *env) { deadlockWhileDuplicateWaits(t, e, true) }
+
+var errValidation = errors.New("validation failed")
+
+func deadlockWhileDuplicateWaits(t *testing.T, e *env, swallow bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := e.newDeadlock()
@@ -288,17 +303,28 @@ func testDeadlockVictimInFn(t *testing.T, e *env) {
 		}
 		close(claimed)
 		e.waitUntilBlocked(ctx, <-dupID)
-		return invoice{}, d.lose(ctx, holder)
+		lost := d.lose(ctx, holder)
+		if swallow && lost != nil {
+			return invoice{}, errValidation
+		}
+		return invoice{}, lost
 	})
-	if k := e.store.Dialect().Classify(err); k != idemsql.KindRetryable && k != idemsql.KindTxEnded {
-		t.Errorf("the deadlock is not reachable in the error (%v): %v", k, err)
-	}
 	_ = holder.Rollback(ctx)
 	d.wait(t)
-	e.afterDuplicate(key, err, <-dup, &runs)
-	if e.dialect == "mysql" && ex.sent.Load() != 0 {
-		t.Errorf("Do sent %d statements after the deadlock ended the transaction", ex.sent.Load())
+	if swallow {
+		if !errors.Is(err, errValidation) {
+			t.Errorf("holder: err = %v, want fn's error", err)
+		}
+		err = idemsql.ErrRetryable // what afterDuplicate checks of the holder's error does not apply
+	} else {
+		if k := e.store.Dialect().Classify(err); k != idemsql.KindRetryable && k != idemsql.KindTxEnded {
+			t.Errorf("the deadlock is not reachable in the error (%v): %v", k, err)
+		}
+		if e.dialect == "mysql" && ex.sent.Load() != 0 {
+			t.Errorf("Do sent %d statements after the deadlock ended the transaction", ex.sent.Load())
+		}
 	}
+	e.afterDuplicate(key, err, <-dup, &runs)
 }
 
 // fn swallows the deadlock that ended its transaction and returns success
@@ -416,5 +442,185 @@ func testInterruptedStatementInFn(t *testing.T, e *env) {
 	again, err := e.run(context.Background(), sql.LevelDefault, key, e.insertBiz(key, 3, &runs))
 	if err != nil || !again.Replayed || again.Value != o.res.Value {
 		t.Fatalf("retry: %+v %v, want a replay of %+v", again, err, o.res.Value)
+	}
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "FaultsUnderLoad", run: testFaultsUnderLoad})
+}
+
+// Many clients call Run on a few hot keys while their transactions die
+// under them: fn provokes deadlocks with other clients, connections are
+// killed at random (PostgreSQL, MySQL), statements are interrupted by
+// deadlines (SQLite). The business table has no unique key, so a second
+// effect would show. Afterwards: at most one effect per key, every value a
+// caller got is that effect's, the stored result is too, and nothing is
+// left in progress.
+func testFaultsUnderLoad(t *testing.T, e *env) {
+	const (
+		clients = 12
+		rounds  = 40
+		perKey  = 4 // clients racing on each key of a round
+		acctIDs = 3
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	acct := "acct_" + uniqueSuffix(t)
+	if _, err := e.db.ExecContext(ctx, "CREATE TABLE "+acct+" (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = e.db.Exec("DROP TABLE " + acct) })
+	for i := 1; i <= acctIDs; i++ {
+		if _, err := e.db.ExecContext(ctx, e.q("INSERT INTO "+acct+" (id, n) VALUES (?, 0)"), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var mu sync.Mutex
+	live := map[int64]bool{} // connections of running fns, for the killer
+	got := map[string][]int64{}
+	var amount, kills, fnErrs atomic.Int64
+	errCount := map[string]int{}
+
+	fn := func(key string) func(context.Context, testTx) (invoice, error) {
+		return func(ctx context.Context, tx testTx) (invoice, error) {
+			a := amount.Add(1)
+			if e.dialect != "sqlite" {
+				q := "SELECT CONNECTION_ID()"
+				if e.dialect == "postgres" {
+					q = "SELECT pg_backend_pid()"
+				}
+				id, err := tx.QueryInt(ctx, q)
+				if err != nil {
+					fnErrs.Add(1)
+					return invoice{}, err
+				}
+				mu.Lock()
+				live[id] = true
+				mu.Unlock()
+				defer func() { mu.Lock(); delete(live, id); mu.Unlock() }()
+			}
+			sctx := ctx
+			if e.dialect == "sqlite" && rand.IntN(8) == 0 {
+				var c context.CancelFunc
+				sctx, c = context.WithTimeout(ctx, time.Duration(rand.IntN(300))*time.Microsecond)
+				defer c()
+			}
+			if err := tx.Exec(sctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, a); err != nil {
+				fnErrs.Add(1)
+				return invoice{}, err
+			}
+			if rand.IntN(2) == 0 {
+				// Two account rows in a random order: clients doing this at
+				// the same time deadlock.
+				x, y := 1+rand.IntN(acctIDs), 1+rand.IntN(acctIDs)
+				for _, id := range []int{x, y} {
+					if err := tx.Exec(ctx, e.q("UPDATE "+acct+" SET n = n + 1 WHERE id = ?"), id); err != nil {
+						fnErrs.Add(1)
+						return invoice{}, err
+					}
+					time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
+				}
+			}
+			time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
+			return invoice{Key: key, Amount: a}, nil
+		}
+	}
+
+	done := make(chan struct{})
+	var killer sync.WaitGroup
+	if e.dialect != "sqlite" {
+		killer.Add(1)
+		go func() {
+			defer killer.Done()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(time.Duration(2+rand.IntN(8)) * time.Millisecond):
+				}
+				mu.Lock()
+				var victim int64 = -1
+				for id := range live {
+					victim = id
+					break
+				}
+				mu.Unlock()
+				if victim >= 0 && e.kill(victim) == nil {
+					kills.Add(1)
+				}
+			}
+		}()
+	}
+
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				key := fmt.Sprintf("fault-%d-%d", i, c%(clients/perKey))
+				res, err := e.runTx(ctx, key, fn(key), idemsql.WithMaxAttempts(50), idemsql.WithBackoff(time.Millisecond, 20*time.Millisecond))
+				mu.Lock()
+				switch {
+				case err == nil:
+					got[key] = append(got[key], res.Value.Amount)
+				case errors.Is(err, idemsql.ErrRetryable):
+					errCount["retryable, attempts exhausted"]++
+				case errors.Is(err, idemsql.ErrCommitUnknown):
+					errCount["commit outcome unknown"]++
+				case e.dialect == "sqlite" && errors.Is(err, context.DeadlineExceeded):
+					errCount["fn's statement interrupted"]++
+				default:
+					t.Errorf("client %d, %s: %v", c, key, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	killer.Wait()
+	t.Logf("%d calls, %d executions of fn (%d failed on a statement), %d connections killed, errors returned: %v",
+		clients*rounds, amount.Load(), fnErrs.Load(), kills.Load(), errCount)
+
+	for k := range rounds * clients / perKey {
+		key := fmt.Sprintf("fault-%d-%d", k/(clients/perKey), k%(clients/perKey))
+		var effects []int64
+		rows, err := e.db.QueryContext(ctx, e.q("SELECT amount FROM "+e.biz+" WHERE idem_key = ?"), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var a int64
+			if err := rows.Scan(&a); err != nil {
+				t.Fatal(err)
+			}
+			effects = append(effects, a)
+		}
+		rows.Close()
+		switch {
+		case len(effects) > 1:
+			t.Errorf("%s: %d effects %v", key, len(effects), effects)
+			continue
+		case len(effects) == 0:
+			if len(got[key]) > 0 || e.idemRows(key) != 0 {
+				t.Errorf("%s: no effect, but %d callers got a value and %d rows exist", key, len(got[key]), e.idemRows(key))
+			}
+			continue
+		}
+		for _, v := range got[key] {
+			if v != effects[0] {
+				t.Errorf("%s: a caller got %d, the effect is %d", key, v, effects[0])
+			}
+		}
+		if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", key); st != idemsql.StatusCompleted {
+			t.Errorf("%s: status %s", key, st)
+		} else if stored := e.resultField(key, "amount"); stored != fmt.Sprint(effects[0]) {
+			t.Errorf("%s: stored amount %s, the effect %d", key, stored, effects[0])
+		}
+	}
+	if n := e.queryInt("SELECT COUNT(*) FROM " + e.table + " WHERE status = 'in_progress'"); n != 0 {
+		t.Errorf("%d rows left in progress", n)
 	}
 }
