@@ -56,7 +56,8 @@ type sqlPool struct {
 
 func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 	var ps *preparedSet
-	if sp, ok := p.store.dialect.(StatementPreparer); ok && sp.PrepareStatements() {
+	sp, ok := p.store.dialect.(StatementPreparer)
+	if ok && sp.PrepareStatements() {
 		// Prepared before BeginTx: preparing needs a connection of the pool,
 		// and the transaction may hold the only one.
 		ps = p.store.preparedFor(ctx, p.db)
@@ -66,7 +67,7 @@ func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 		return nil, err
 	}
 	if ps != nil {
-		return sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps}, tx: tx}, nil
+		return sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps, dia: sp}, tx: tx}, nil
 	}
 	return sqlPoolTx{Executor: sqlExecutor{tx}, tx: tx}, nil
 }

@@ -46,9 +46,12 @@ type env struct {
 	dialect string // "postgres", "mysql", "sqlite"
 	store   *idemsql.Store
 	db      *sql.DB // for setup and assertions, outside any tested transaction
-	table   string
-	biz     string
-	begin   func(ctx context.Context, iso sql.IsolationLevel) (testTx, error)
+	// deferredDB, on SQLite, opens DEFERRED transactions (db's are
+	// IMMEDIATE); elsewhere it is db.
+	deferredDB *sql.DB
+	table      string
+	biz        string
+	begin      func(ctx context.Context, iso sql.IsolationLevel) (testTx, error)
 	// beginOther begins a transaction for a second contender. It is begin,
 	// except on SQLite, where it is a DEFERRED transaction: an IMMEDIATE one
 	// would wait in BEGIN for the first contender and never reach the claim.
@@ -227,6 +230,9 @@ func (s sqlTestTx) Rollback(context.Context) error { return s.tx.Rollback() }
 
 // useSQL wires a database/sql backend.
 func useSQL(e *env) {
+	if e.deferredDB == nil {
+		e.deferredDB = e.db
+	}
 	e.begin = func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
 		tx, err := e.db.BeginTx(ctx, &sql.TxOptions{Isolation: iso})
 		if err != nil {
@@ -307,7 +313,7 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { deferred.Close(); db.Close() })
-	e := &env{t: t, dialect: "sqlite", db: db}
+	e := &env{t: t, dialect: "sqlite", db: db, deferredDB: deferred}
 	prepare(t, e, sqlite.New, sqliteBizDDL, opts...)
 	useSQL(e)
 	e.beginOther = func(ctx context.Context) (testTx, error) {

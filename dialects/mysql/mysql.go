@@ -121,3 +121,11 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 // and closes every statement (three round trips); a statement prepared once
 // per connection runs in one.
 func (dialect) PrepareStatements() bool { return true }
+
+// PrepareFailed: the server refused to prepare (1461: the server's
+// max_prepared_stmt_count is reached; 1615: the statement must be prepared
+// again), so nothing ran; the core then runs the statement unprepared.
+func (dialect) PrepareFailed(err error) bool {
+	var myErr *driver.MySQLError
+	return errors.As(err, &myErr) && (myErr.Number == 1461 || myErr.Number == 1615)
+}

@@ -132,3 +132,7 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 // PrepareStatements: SQLite parses a statement's text on every call unless
 // it is prepared, and the parse is a large part of a short transaction.
 func (dialect) PrepareStatements() bool { return true }
+
+// PrepareFailed: SQLite prepares again by itself when the schema changed;
+// nothing else fails to prepare a statement that prepared once.
+func (dialect) PrepareFailed(error) bool { return false }
