@@ -62,9 +62,11 @@ type Result[T any] struct {
 //     by key and a token of this claim alone, so that even a statement
 //     sent outside the transaction cannot touch the row of a duplicate that
 //     claimed the key meanwhile.
-//   - If ctx ends while fn runs, fn's error comes back as it is and nothing
-//     more is sent: the drivers close the connection (pgx, MySQL) or
-//     interrupt the statement (SQLite), which may end the transaction.
+//   - If ctx ends while fn runs, fn's error comes back as it is. A
+//     statement that ctx interrupted ended the transaction (pgx and MySQL
+//     close the connection; SQLite may roll the transaction back), and then
+//     nothing more is sent; on SQLite, whose driver reports that with the
+//     context's error alone, no statement is sent after any context error.
 //   - If fn panics, the claim is marked failed ([PanicClass]) and the panic
 //     goes on; roll back.
 //   - A key whose retention has passed is treated as absent: it is claimed
@@ -261,29 +263,25 @@ func callFn[T any](ctx context.Context, s *Store, ex Executor, key string, tok c
 // panicking call cannot hang on a dead connection.
 const panicWriteLimit = 5 * time.Second
 
-// fnFailed handles fn's error. A database error that ended the transaction
-// comes back matching [ErrRetryable], and nothing more is sent: on MySQL
-// and SQLite a statement sent now would run outside the transaction. So is
-// a context that ended: the drivers close the connection (pgx, MySQL) or
-// interrupt the statement, which may roll the transaction back (SQLite).
-// Otherwise the claim is removed, or, for a [Permanent] error under
-// [WithRecordedFailures], recorded.
+// fnFailed handles fn's error. A database error that ended the
+// transaction comes back matching [ErrRetryable], and nothing more is sent:
+// on MySQL and SQLite a statement sent now would run outside the
+// transaction. Otherwise the claim is removed, or, for a [Permanent] error
+// under [WithRecordedFailures], recorded. If ctx ended, fn's error comes
+// back as it is: the context is its class.
 func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
-	if ctx.Err() != nil || errors.Is(fnErr, context.Canceled) || errors.Is(fnErr, context.DeadlineExceeded) {
-		return outcomeFailed, fnErr
-	}
 	if errors.Is(fnErr, ErrRetryable) {
 		// fn asks for the transaction to run again, or passes on a nested
 		// call's lost transaction: it is rolled back either way.
 		return outcomeRetry, fnErr
 	}
 	if k := s.classify(fnErr); k.endsTx() {
-		if kindSentinel("fn", k) == ErrRetryable {
+		if ctx.Err() == nil && kindSentinel("fn", k) == ErrRetryable {
 			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: fnErr}
 		}
-		return failedOutcome(fnErr), fnErr
+		return outcomeFailed, fnErr
 	}
-	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures {
+	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil {
 		return s.recordFailure(ctx, ex, key, tok, savepoint, class, cfg, fnErr)
 	}
 	return outcomeFailed, s.release(ctx, ex, key, tok, fnErr)

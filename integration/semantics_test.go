@@ -250,14 +250,17 @@ func testFailFastConcurrent(t *testing.T, e *env) {
 			}
 			_, err = idemsql.Do(ctx, tx.Bind(), "ff-race", e.charge(tx, "ff-race", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
 			switch {
-			case errors.Is(err, idemsql.ErrInProgress), e.retryable(err):
+			case errors.Is(err, idemsql.ErrInProgress):
+				if errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrLockTimeout) {
+					errs <- fmt.Errorf("ErrInProgress matches another class too: %w", err)
+				}
 				inProgress.Add(1)
 				_ = tx.Rollback(ctx)
 			case err != nil:
 				_ = tx.Rollback(ctx)
 				errs <- err
 			default:
-				if err := tx.Commit(ctx); err != nil && !e.retryable(err) {
+				if err := tx.Commit(ctx); err != nil {
 					errs <- err
 					return
 				}

@@ -14,7 +14,6 @@
 package mysql
 
 import (
-	"context"
 	"errors"
 
 	driver "github.com/go-sql-driver/mysql"
@@ -84,9 +83,10 @@ WHERE idem_key = ? AND owner = ?`,
 func (dialect) Classify(err error) idemsql.ErrorKind {
 	var myErr *driver.MySQLError
 	if !errors.As(err, &myErr) {
-		if errors.Is(err, driver.ErrInvalidConn) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			// The driver closes the connection when a context ends under a
-			// statement.
+		// A context that ends under a statement makes the driver close the
+		// connection; later statements then fail with ErrInvalidConn. A
+		// context error alone may also come before anything was sent.
+		if errors.Is(err, driver.ErrInvalidConn) {
 			return idemsql.KindConnLost
 		}
 		return idemsql.KindOther

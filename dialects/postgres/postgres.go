@@ -151,8 +151,9 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 		// Nothing was sent: the connection was closed or busy before the
 		// statement left, so the transaction, if any, is as it was.
 		return idemsql.KindOther
-	case pgconn.Timeout(err), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case pgconn.Timeout(err):
 		// pgx closes the connection when a context ends under a statement.
+		// A bare context error did not come from a statement.
 		return idemsql.KindConnLost
 	}
 	return idemsql.KindOther
