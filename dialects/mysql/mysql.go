@@ -99,7 +99,8 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 		1206, // ER_LOCK_TABLE_FULL
 		1180, // ER_ERROR_DURING_COMMIT
 		3101, // ER_TRANSACTION_ROLLBACK_DURING_COMMIT (Group Replication)
-		1047: // ER_UNKNOWN_COM_ERROR: a Galera node that left the primary component
+		1047, // ER_UNKNOWN_COM_ERROR: a Galera node that left the primary component
+		9007, 8002, 8005: // TiDB: write conflict, or a transaction to retry
 		return idemsql.KindTxEnded
 	case 1205, // ER_LOCK_WAIT_TIMEOUT: only the statement, unless innodb_rollback_on_timeout
 		3572: // ER_LOCK_NOWAIT (MySQL 8)

@@ -131,7 +131,8 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 		case "25P02": // in_failed_sql_transaction
 			return idemsql.KindTxAborted
 		case "57P01", "57P02", "57P03", "57P05", // admin or crash shutdown, idle_session_timeout
-			"25P03": // idle_in_transaction_session_timeout: the server closes the connection
+			"25P03", // idle_in_transaction_session_timeout: the server closes the connection
+			"40003": // statement_completion_unknown (CockroachDB "result is ambiguous")
 			return idemsql.KindConnLost
 		}
 		if strings.HasPrefix(pgErr.Code, "08") { // connection_exception
