@@ -95,11 +95,11 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 	case 1062: // ER_DUP_ENTRY
 		return idemsql.KindDuplicateKey
 	case 1213, // ER_LOCK_DEADLOCK; Galera: brute-force abort, certification failure
-		1020, // ER_CHECKREAD (MariaDB innodb_snapshot_isolation)
-		1206, // ER_LOCK_TABLE_FULL
-		1180, // ER_ERROR_DURING_COMMIT
-		3101, // ER_TRANSACTION_ROLLBACK_DURING_COMMIT (Group Replication)
-		1047, // ER_UNKNOWN_COM_ERROR: a Galera node that left the primary component
+		1020,             // ER_CHECKREAD (MariaDB innodb_snapshot_isolation)
+		1206,             // ER_LOCK_TABLE_FULL
+		1180,             // ER_ERROR_DURING_COMMIT
+		3101,             // ER_TRANSACTION_ROLLBACK_DURING_COMMIT (Group Replication)
+		1047,             // ER_UNKNOWN_COM_ERROR: a Galera node that left the primary component
 		9007, 8002, 8005: // TiDB: write conflict, or a transaction to retry
 		return idemsql.KindTxEnded
 	case 1205, // ER_LOCK_WAIT_TIMEOUT: only the statement, unless innodb_rollback_on_timeout
