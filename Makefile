@@ -19,7 +19,7 @@ help: ## List the targets
 .PHONY: test
 test: ## Run unit tests and the integration suite
 	go test -count=1 $(TESTFLAGS) ./...
-	cd integration && go test -count=1 $(TESTFLAGS) ./...
+	cd integration && go test -count=1 $(TESTFLAGS)
 
 .PHONY: test-race
 test-race: ## Run test with the race detector
@@ -44,12 +44,14 @@ galera-up: ## Start a 3-node MariaDB Galera cluster on loopback (root); prints I
 galera-down: ## Stop the Galera cluster of galera-up and remove its state
 	@bash .ci/galera stop
 
+# staticcheck runs at a pinned version, fetched by the go command on first use.
+STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+MODULES     := . integration bench
+
 .PHONY: lint
-lint: ## Check gofmt and run go vet in every module (library, integration, bench)
+lint: ## Check gofmt, run go vet and staticcheck in every module (library, integration, bench)
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
-	go vet ./...
-	cd integration && go vet ./...
-	cd bench && go vet ./...
+	@for m in $(MODULES); do (cd $$m && echo "vet, staticcheck: $$m" && go vet ./... && $(STATICCHECK) ./...) || exit 1; done
 
 .PHONY: example
 example: ## Run the invoice example
@@ -66,6 +68,5 @@ bench-growth: ## Run the growth benchmark: 1M rows, purge under load (writes ben
 	cd bench && go run . -growth $(BENCHFLAGS)
 
 .PHONY: tidy
-tidy: ## Run go mod tidy in both modules
-	go mod tidy
-	cd integration && go mod tidy
+tidy: ## Run go mod tidy in every module
+	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done

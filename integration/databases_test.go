@@ -3,8 +3,10 @@ package integration
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +51,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	reportSkips()
 	for _, db := range []*sharedDB{&sharedPostgres, &sharedMySQL} {
 		if db.stop == nil {
 			continue
@@ -99,9 +102,8 @@ func resolveDSN(t testing.TB, db *sharedDB, name, env, example string, start fun
 		return dsn
 	}
 	if err := dockerAvailable(); err != nil {
-		missingDB(t, env, fmt.Sprintf("no %s for integration tests: set %s (e.g. %s=%q), "+
-			"or run `make test-local` or `bash .ci/run` from the repository root, "+
-			"or start Docker so a container is used (Docker: %v)", name, env, env, example, err))
+		missingDB(t, env, fmt.Sprintf("no %s: set %s (e.g. %s=%q), "+
+			"or start Docker so a container is used (%v)", name, env, env, example, err))
 	}
 	db.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), containerLimit)
@@ -121,7 +123,51 @@ func missingDB(t testing.TB, env, msg string) {
 	if os.Getenv(envRequireDB) == "1" {
 		t.Fatalf("%s is required (%s=1) but missing; %s", env, envRequireDB, msg)
 	}
+	skips.Lock()
+	if skips.byEnv == nil {
+		skips.byEnv = map[string]*skipped{}
+	}
+	s := skips.byEnv[env]
+	if s == nil {
+		s = &skipped{msg: msg}
+		skips.byEnv[env] = s
+	}
+	s.tests++
+	skips.Unlock()
 	t.Skip(msg)
+}
+
+type skipped struct {
+	msg   string
+	tests int
+}
+
+// skips are the databases the run had to do without.
+var skips struct {
+	sync.Mutex
+	byEnv map[string]*skipped
+}
+
+// reportSkips says, once, at the end of the run, which databases were
+// skipped and how to run them: with go test's default output a skipped test
+// is silent, and an "ok" would hide that most of the suite never ran.
+func reportSkips() {
+	skips.Lock()
+	defer skips.Unlock()
+	if len(skips.byEnv) == 0 {
+		fmt.Println("integration: every database ran")
+		return
+	}
+	envs := make([]string, 0, len(skips.byEnv))
+	for env := range skips.byEnv {
+		envs = append(envs, env)
+	}
+	sort.Strings(envs)
+	fmt.Println("integration: SKIPPED, the suite did not run on every database:")
+	for _, env := range envs {
+		fmt.Printf("  %d tests skipped: %s\n", skips.byEnv[env].tests, skips.byEnv[env].msg)
+	}
+	fmt.Println("integration: `make test-local` creates the databases on 127.0.0.1 and sets the DSNs; `bash .ci/run` runs everything as CI does")
 }
 
 // dockerAvailable reports, once per run, whether a Docker daemon answers.
@@ -129,6 +175,10 @@ func missingDB(t testing.TB, env, msg string) {
 // recovers, and it is bounded so a dead socket cannot stall the tests.
 func dockerAvailable() error {
 	dockerOnce.Do(func() {
+		if _, err := os.Stat("/var/run/docker.sock"); err != nil && os.Getenv("DOCKER_HOST") == "" {
+			dockerErr = errors.New("no Docker engine: /var/run/docker.sock is missing and DOCKER_HOST is unset")
+			return
+		}
 		defer func() {
 			if r := recover(); r != nil {
 				dockerErr = fmt.Errorf("%v", r)

@@ -186,7 +186,7 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "Result: %d invoice, %d charge; key %s is %s (attempt %d).\n", invoices, charges, key, status, attempt)
-	if invoices != 1 || charges != 1 || same != clicks || original.Replayed != true {
+	if invoices != 1 || charges != 1 || same != clicks || !original.Replayed {
 		return fmt.Errorf("guarantee broken: %d invoices, %d charges, %d/%d replays", invoices, charges, same, clicks)
 	}
 	fmt.Fprintln(out, "Exactly one invoice and one charge; every retry got the original invoice back.")
