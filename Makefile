@@ -8,7 +8,9 @@
 LOCAL_POSTGRES_DSN := postgres://postgres@127.0.0.1:5432/idemsql_test?sslmode=disable
 LOCAL_MYSQL_DSN    := root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true
 
-TESTFLAGS ?=
+# The race detector needs cgo: on where a C compiler is at hand.
+RACE      := $(shell [ "$$(go env CGO_ENABLED)" = 1 ] && command -v "$$(go env CC)" >/dev/null && echo -race)
+TESTFLAGS ?= $(RACE)
 
 .DEFAULT_GOAL := help
 
@@ -17,13 +19,10 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: ## Run unit tests and the integration suite
+test: ## Run unit tests and the integration suite (with -race where cgo works)
 	go test -count=1 $(TESTFLAGS) ./...
 	cd integration && go test -count=1 $(TESTFLAGS)
 
-.PHONY: test-race
-test-race: ## Run test with the race detector
-	$(MAKE) test TESTFLAGS=-race
 
 .PHONY: test-local
 test-local: ## Run test against local PostgreSQL and MariaDB, creating idemsql_test

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"sort"
 	"sync"
@@ -50,6 +52,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Tests kill connections on purpose; the driver would log each one.
+	_ = mysql.SetLogger(log.New(io.Discard, "", 0))
 	code := m.Run()
 	reportSkips()
 	for _, db := range []*sharedDB{&sharedPostgres, &sharedMySQL} {
