@@ -378,7 +378,7 @@ type stmtCache struct {
 // connection (SQLite) would wait forever.
 func newStmtCache(ctx context.Context, b *backend) (*stmtCache, error) {
 	c := &stmtCache{db: b.db, m: map[string]*sql.Stmt{}}
-	st := b.store.Dialect().Statements(b.store.Table())
+	st := b.store.Dialect().Statements(idemsql.Table{Name: b.store.Table()})
 	for _, q := range []string{st.Claim, st.Read, st.Reclaim, st.Complete, st.Release, b.q.business} {
 		s, err := b.db.PrepareContext(ctx, q)
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 type nopDialect struct{}
 
 func (nopDialect) Name() string { return "nop" }
-func (nopDialect) Statements(table string) idemsql.Statements {
+func (nopDialect) Statements(table idemsql.Table) idemsql.Statements {
 	return idemsql.Statements{Claim: "claim", Read: "read", Reclaim: "reclaim", Complete: "complete", Release: "release"}
 }
 func (nopDialect) Classify(error) idemsql.ErrorKind { return idemsql.KindOther }

@@ -62,7 +62,7 @@ const (
 // separate from [Dialect] so that a dialect without it still serves atomic
 // mode.
 type LeaseDialect interface {
-	LeaseStatements(table string) LeaseStatements
+	LeaseStatements(t Table) LeaseStatements
 }
 
 // LeaseStatements is the SQL of lease mode, with the dialect's placeholders

@@ -84,7 +84,7 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s has no lease mode", ErrInvalidOption, s.dialect.Name())
 	}
-	lr := &leaser{s: s, ls: ld.LeaseStatements(s.defaults.table), cfg: s.defaults}
+	lr := &leaser{s: s, ls: ld.LeaseStatements(s.table()), cfg: s.defaults}
 	if err := applyOptions(&lr.cfg, opts, inLease); err != nil {
 		return nil, err
 	}

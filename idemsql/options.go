@@ -50,6 +50,7 @@ func (o Option) allowed() scope {
 
 type settings struct {
 	table          string
+	schema         string
 	ttl            time.Duration
 	fingerprint    []byte
 	hasFingerprint bool
@@ -225,20 +226,42 @@ func WithBackoff(base, max time.Duration) Option {
 }
 
 // WithTable names the idempotency table (default [DefaultTable]). The name
-// must be a plain SQL identifier: a letter or underscore, then letters,
-// digits or underscores, at most 48 bytes, so that index names derived from it fit every database. It is quoted in every statement.
-// Store only.
+// must be a lowercase SQL identifier: a lowercase letter or underscore, then
+// lowercase letters, digits or underscores, at most 48 bytes, so that the
+// index names derived from it fit every database. Only lowercase names mean
+// the same table everywhere: the migration files name the table unquoted
+// (PostgreSQL folds an unquoted name to lowercase; SQLite, and MySQL on some
+// file systems, ignore case), while the statements quote it. Store only.
 func WithTable(name string) Option {
 	return Option{name: "WithTable", scope: inStore, apply: func(s *settings) error {
 		if !identifierRE.MatchString(name) {
-			return fmt.Errorf("%w: table name %q is not an identifier ([A-Za-z_][A-Za-z0-9_]{0,47})", ErrInvalidOption, name)
+			return fmt.Errorf("%w: table name %q is not a lowercase identifier ([a-z_][a-z0-9_]{0,47})", ErrInvalidOption, name)
 		}
 		s.table = name
 		return nil
 	}}
 }
 
-var identifierRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,47}$`)
+// WithSchema puts the idempotency table in a schema of its own: a
+// PostgreSQL schema, or a MySQL/MariaDB database (which MySQL calls a
+// schema). Every statement, the migrations and their version table then
+// name the table as schema.table. The schema must exist; the migrations do
+// not create it. The name follows [WithTable]'s rules. SQLite has no
+// schemas (an attached database is not shared by a pool's connections): a
+// SQLite store refuses the option. Without it, the table is found where the
+// connection looks first (PostgreSQL's search_path, the DSN's database).
+// Store only.
+func WithSchema(name string) Option {
+	return Option{name: "WithSchema", scope: inStore, apply: func(s *settings) error {
+		if !identifierRE.MatchString(name) {
+			return fmt.Errorf("%w: schema name %q is not a lowercase identifier ([a-z_][a-z0-9_]{0,47})", ErrInvalidOption, name)
+		}
+		s.schema = name
+		return nil
+	}}
+}
+
+var identifierRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
 // WithTTL sets how long a key is remembered after its claim: until then every
 // duplicate replays; after it the key runs again. On a store it is the

@@ -9,6 +9,7 @@ import (
 
 	"bytes"
 
+	"github.com/idemsql/idemsql/dialects/postgres"
 	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -20,18 +21,30 @@ func jsonUnmarshalNumber(b []byte, v any) error {
 }
 
 func TestStoreOptions(t *testing.T) {
-	good := []string{"idempotency_keys", "_x", "Keys2", strings.Repeat("t", 48)}
+	good := []string{"idempotency_keys", "_x", "keys2", strings.Repeat("t", 48)}
 	for _, name := range good {
 		s, err := sqlite.New(idemsql.WithTable(name))
 		if err != nil || s.Table() != name {
 			t.Errorf("WithTable(%q): %v", name, err)
 		}
 	}
-	bad := []string{"", "1abc", "a b", `a"b`, "a;DROP TABLE x", "schema.table", "ключ", strings.Repeat("t", 49)}
+	// Upper case is refused: the migrations name the table unquoted, and
+	// PostgreSQL would fold "IdemKeys" to idemkeys while the statements
+	// quote it.
+	bad := []string{"", "1abc", "a b", `a"b`, "a;DROP TABLE x", "schema.table", "ключ", strings.Repeat("t", 49), "IdemKeys", "Keys2"}
 	for _, name := range bad {
 		if _, err := sqlite.New(idemsql.WithTable(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("WithTable(%q): err = %v, want ErrInvalidOption", name, err)
 		}
+		if _, err := postgres.New(idemsql.WithSchema(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
+			t.Errorf("WithSchema(%q): err = %v, want ErrInvalidOption", name, err)
+		}
+	}
+	if s, err := postgres.New(idemsql.WithSchema("billing")); err != nil || s.Schema() != "billing" {
+		t.Errorf("WithSchema on PostgreSQL: %v", err)
+	}
+	if _, err := sqlite.New(idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("WithSchema on SQLite: err = %v, want ErrInvalidOption", err)
 	}
 	for name, opt := range map[string]idemsql.Option{
 		"zero option":         {},

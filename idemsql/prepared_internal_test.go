@@ -13,7 +13,7 @@ import (
 type preparingDialect struct{}
 
 func (preparingDialect) Name() string { return "test" }
-func (preparingDialect) Statements(string) Statements {
+func (preparingDialect) Statements(Table) Statements {
 	return Statements{Claim: "SELECT 1", Read: "SELECT 2"}
 }
 func (preparingDialect) Classify(error) ErrorKind { return KindOther }

@@ -20,11 +20,41 @@ import (
 type Dialect interface {
 	// Name identifies the dialect in errors and logs ("postgres", "mysql", "sqlite").
 	Name() string
-	// Statements returns the SQL for the named table. The name has already
-	// been checked to be a plain identifier; the dialect quotes it.
-	Statements(table string) Statements
+	// Statements returns the SQL for the table. Its names have already
+	// been checked to be lowercase identifiers; the dialect quotes them.
+	Statements(t Table) Statements
 	// Classify says what a driver error means. Unknown errors are KindOther.
 	Classify(err error) ErrorKind
+}
+
+// Table names the idempotency table: Name, in Schema when Schema is not
+// empty ([WithSchema]).
+type Table struct {
+	Schema, Name string
+}
+
+// String is the table's name as the migrations write it: schema.name, or
+// name.
+func (t Table) String() string {
+	if t.Schema == "" {
+		return t.Name
+	}
+	return t.Schema + "." + t.Name
+}
+
+// Quote quotes each part of the name with q and joins them with a dot:
+// Quote(`"`) gives "schema"."name".
+func (t Table) Quote(q string) string {
+	if t.Schema == "" {
+		return q + t.Name + q
+	}
+	return q + t.Schema + q + "." + q + t.Name + q
+}
+
+// SchemaSupport is implemented by dialects whose tables may live in a named
+// schema ([WithSchema]).
+type SchemaSupport interface {
+	SupportsSchemas() bool
 }
 
 // Statements is the SQL of each step, with the dialect's placeholders and
@@ -148,7 +178,12 @@ func NewStore(d Dialect, opts ...Option) (*Store, error) {
 	if err := applyOptions(&s.defaults, opts, inStore); err != nil {
 		return nil, err
 	}
-	s.stmts = d.Statements(s.defaults.table)
+	if s.defaults.schema != "" {
+		if ss, ok := d.(SchemaSupport); !ok || !ss.SupportsSchemas() {
+			return nil, fmt.Errorf("%w: WithSchema: dialect %s has no schemas", ErrInvalidOption, d.Name())
+		}
+	}
+	s.stmts = d.Statements(s.table())
 	s.owner = newOwner()
 	s.live = make(map[uint64]struct{})
 	return s, nil
@@ -206,6 +241,11 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 
 // Table returns the name of the store's table.
 func (s *Store) Table() string { return s.defaults.table }
+
+// Schema returns the schema of the store's table, or "" ([WithSchema]).
+func (s *Store) Schema() string { return s.defaults.schema }
+
+func (s *Store) table() Table { return Table{Schema: s.defaults.schema, Name: s.defaults.table} }
 
 // Tx is a store bound to one open transaction: the first argument of [Do].
 // It is a small value; make one per transaction.

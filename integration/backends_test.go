@@ -98,6 +98,10 @@ func prepare(t *testing.T, e *env, newStore func(...idemsql.Option) (*idemsql.St
 		t.Fatalf("new store: %v", err)
 	}
 	e.store = store
+	if store.Schema() != "" {
+		// The tests' own SQL names the table as the migrations do.
+		e.table = idemsql.Table{Schema: store.Schema(), Name: e.table}.String()
+	}
 	ctx := context.Background()
 	if err := migrations.Up(ctx, e.db, store); err != nil {
 		t.Fatalf("migrate: %v", err)

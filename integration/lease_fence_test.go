@@ -295,7 +295,7 @@ func testLeaseExpiredInProgress(t *testing.T, e *leaseEnv) {
 // UPDATE's own re-check is all that keeps two contenders from both winning.
 type leaseOnly struct{ idemsql.Dialect }
 
-func (d leaseOnly) LeaseStatements(table string) idemsql.LeaseStatements {
+func (d leaseOnly) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
 	ls := d.Dialect.(idemsql.LeaseDialect).LeaseStatements(table)
 	ls.LockStale = ""
 	return ls

@@ -92,7 +92,7 @@ func testReclaimLosesRace(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer btx.Rollback(ctx)
-	g := newGated(t, btx, e.store.Dialect().Statements(e.table).Reclaim)
+	g := newGated(t, btx, e.store.Dialect().Statements(idemsql.Table{Name: e.table}).Reclaim)
 	reached := g.reached
 	type outcome struct {
 		res idemsql.Result[invoice]

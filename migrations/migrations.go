@@ -7,14 +7,17 @@
 //	store, _ := postgres.New()
 //	err := migrations.Up(ctx, db, store)
 //
-// Or with the stock goose command-line tool, from a checkout:
+// Or with the stock goose command-line tool, from a checkout, naming the
+// same version table, so that both ways agree and neither mixes with the
+// application's own goose_db_version:
 //
-//	goose -dir migrations/postgres postgres "$DATABASE_URL" up
-//	goose -dir migrations/mysql mysql "$MYSQL_DSN" up
-//	goose -dir migrations/sqlite sqlite3 ./app.db up
+//	goose -table idempotency_keys_goose_version -dir migrations/postgres postgres "$DATABASE_URL" up
+//	goose -table idempotency_keys_goose_version -dir migrations/mysql mysql "$MYSQL_DSN" up
+//	goose -table idempotency_keys_goose_version -dir migrations/sqlite sqlite3 ./app.db up
 //
 // The files create the table named idempotency_keys. [Up] renders them for
-// the store's table when it has another name ([idemsql.WithTable]).
+// the store's table when it has another name ([idemsql.WithTable]) or lives
+// in a schema of its own ([idemsql.WithSchema]).
 package migrations
 
 import (
@@ -23,7 +26,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
-	"strings"
+	"regexp"
 	"testing/fstest" // a ready-made in-memory fs.FS; nothing of package testing is linked
 
 	"github.com/pressly/goose/v3"
@@ -50,14 +53,17 @@ var gooseDialects = map[string]goose.Dialect{
 	"sqlite":   goose.DialectSQLite3,
 }
 
-// Target is what the migrations need to know of a store: its dialect and
-// its table. *idemsql.Store and *postgres.Store satisfy it.
+// Target is what the migrations need to know of a store: its dialect, its
+// table and the table's schema ("" for none). *idemsql.Store and
+// *postgres.Store satisfy it.
 type Target interface {
 	Dialect() idemsql.Dialect
 	Table() string
+	Schema() string
 }
 
-// VersionTable is the goose version table [Up] keeps for a table.
+// VersionTable is the goose version table [Up] keeps for a table, in the
+// table's schema.
 func VersionTable(table string) string { return table + "_goose_version" }
 
 // Up applies every pending migration for the target's dialect and table, in
@@ -98,15 +104,17 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	if table := target.Table(); table != idemsql.DefaultTable {
-		// The table name was validated as a plain identifier by WithTable,
-		// so textual replacement cannot inject SQL.
+	table := idemsql.Table{Schema: target.Schema(), Name: target.Table()}
+	if table.Name != idemsql.DefaultTable || table.Schema != "" {
+		// The names were validated as lowercase identifiers by WithTable
+		// and WithSchema, so textual replacement cannot inject SQL.
 		if fsys, err = renamed(fsys, table); err != nil {
 			return nil, err
 		}
 	}
+	versions := idemsql.Table{Schema: table.Schema, Name: VersionTable(table.Name)}
 	opts := []goose.ProviderOption{
-		goose.WithTableName(VersionTable(target.Table())),
+		goose.WithTableName(versions.String()),
 		goose.WithDisableGlobalRegistry(true),
 	}
 	if gd == goose.DialectPostgres {
@@ -123,7 +131,14 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 	return p, nil
 }
 
-func renamed(fsys fs.FS, table string) (fs.FS, error) {
+// defaultNames matches the table's name in the migration files, and the
+// names derived from it (indexes, constraints: a suffix after "_").
+var defaultNames = regexp.MustCompile(`\b` + idemsql.DefaultTable + `(_[a-z0-9_]+)?\b`)
+
+// renamed renders the files for table: the table as schema.name, the names
+// derived from it with the new name (an index or constraint lives in its
+// table's schema).
+func renamed(fsys fs.FS, table idemsql.Table) (fs.FS, error) {
 	out := fstest.MapFS{}
 	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -133,7 +148,12 @@ func renamed(fsys fs.FS, table string) (fs.FS, error) {
 		if err != nil {
 			return err
 		}
-		out[path] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), idemsql.DefaultTable, table))}
+		out[path] = &fstest.MapFile{Data: defaultNames.ReplaceAllFunc(b, func(m []byte) []byte {
+			if suffix := m[len(idemsql.DefaultTable):]; len(suffix) > 0 {
+				return []byte(table.Name + string(suffix))
+			}
+			return []byte(table.String())
+		})}
 		return nil
 	})
 	return out, err

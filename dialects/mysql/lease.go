@@ -12,8 +12,8 @@ var _ idemsql.LeaseDialect = dialect{}
 // 10.6+ (SKIP LOCKED). A DELETE cannot skip locked rows, so Purge locks a
 // batch of rows with a SELECT and deletes them by key in the same
 // transaction.
-func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
-	t := "`" + table + "`"
+func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
+	t := table.Quote("`")
 	const (
 		now   = `UTC_TIMESTAMP(6)`
 		plus  = ` + INTERVAL ? MICROSECOND`

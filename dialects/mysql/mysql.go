@@ -41,8 +41,8 @@ func (dialect) Name() string { return "mysql" }
 // transaction back and the session goes on in autocommit, and a later
 // COMMIT succeeds, so a caller whose fn swallowed that error would see the
 // call succeed with nothing stored. The fenced Complete tells instead.
-func (dialect) Statements(table string) idemsql.Statements {
-	t := "`" + table + "`"
+func (dialect) Statements(table idemsql.Table) idemsql.Statements {
+	t := table.Quote("`")
 	const (
 		now     = "UTC_TIMESTAMP(6)"
 		plus    = " + INTERVAL ? MICROSECOND"
@@ -130,3 +130,6 @@ func (dialect) PrepareFailed(err error) bool {
 	var myErr *driver.MySQLError
 	return errors.As(err, &myErr) && (myErr.Number == 1461 || myErr.Number == 1615)
 }
+
+// SupportsSchemas: the table may live in another schema ([idemsql.WithSchema]).
+func (dialect) SupportsSchemas() bool { return true }

@@ -11,8 +11,8 @@ var _ idemsql.LeaseDialect = dialect{}
 // LeaseStatements is the SQL of lease mode. Every lease time is
 // clock_timestamp(): the caller's transaction is short here, but now() would
 // still be the start of a transaction that waited on a lock.
-func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
-	t := `"` + table + `"`
+func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
+	t := table.Quote(`"`)
 	const (
 		now   = `clock_timestamp()`
 		stale = `status = 'in_progress' AND lease_until <= clock_timestamp()`

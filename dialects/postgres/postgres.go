@@ -62,8 +62,8 @@ func (dialect) Name() string { return "postgres" }
 
 // The lease and expiry clock is clock_timestamp(), not now(): now() is the
 // start of the caller's transaction, which may be long past.
-func (dialect) Statements(table string) idemsql.Statements {
-	t := `"` + table + `"`
+func (dialect) Statements(table idemsql.Table) idemsql.Statements {
+	t := table.Quote(`"`)
 	const now = "clock_timestamp()"
 	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
 	// The claim's row as a first call leaves it: in progress until fn's
@@ -159,3 +159,6 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 	}
 	return idemsql.KindOther
 }
+
+// SupportsSchemas: the table may live in another schema ([idemsql.WithSchema]).
+func (dialect) SupportsSchemas() bool { return true }

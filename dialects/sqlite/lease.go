@@ -8,8 +8,8 @@ var _ idemsql.LeaseDialect = dialect{}
 // row locks: every step that moves a claim is a conditional UPDATE that
 // re-checks the attempt and the lease against SQLite's own clock, so of two
 // contenders only the first writer changes the row.
-func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
-	t := `"` + table + `"`
+func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
+	t := table.Quote(`"`)
 	const (
 		now   = nowMillis
 		plus  = ` + ? / 1000`

@@ -59,8 +59,8 @@ func (dialect) Name() string { return "sqlite" }
 // compare.
 const nowMillis = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
 
-func (dialect) Statements(table string) idemsql.Statements {
-	t := `"` + table + `"`
+func (dialect) Statements(table idemsql.Table) idemsql.Statements {
+	t := table.Quote(`"`)
 	const (
 		now     = nowMillis
 		plus    = ` + ? / 1000`
