@@ -44,6 +44,7 @@ var backends = []backend{
 type env struct {
 	t       *testing.T
 	dialect string // "postgres", "mysql", "sqlite"
+	backend string // the backend's name, in the conformance suite
 	store   *idemsql.Store
 	db      *sql.DB // for setup and assertions, outside any tested transaction
 	// deferredDB, on SQLite, opens DEFERRED transactions (db's are

@@ -23,7 +23,11 @@ func TestConformance(t *testing.T) {
 				if c.only != "" && c.only != b.dialect {
 					continue
 				}
-				t.Run(c.name, func(t *testing.T) { c.run(t, b.setup(t)) })
+				t.Run(c.name, func(t *testing.T) {
+					e := b.setup(t)
+					e.backend = b.name
+					c.run(t, e)
+				})
 			}
 		})
 	}

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/idemsql/idemsql/dialects/postgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -622,5 +626,84 @@ func testFaultsUnderLoad(t *testing.T, e *env) {
 	}
 	if n := e.queryInt("SELECT COUNT(*) FROM " + e.table + " WHERE status = 'in_progress'"); n != 0 {
 		t.Errorf("%d rows left in progress", n)
+	}
+}
+
+func init() {
+	conformanceCases = append(conformanceCases,
+		conformanceCase{name: "RunAfterIdleConnectionKilled", only: "postgres", run: testRunAfterIdleConnectionKilled},
+		conformanceCase{name: "RunAfterIdleConnectionKilled", only: "mysql", run: testRunAfterIdleConnectionKilled},
+	)
+}
+
+// The server closes a pooled connection while it is idle (a restart, an
+// idle timeout, an operator). Neither pgxpool nor pgx's stdlib notices
+// before the next BEGIN is sent on it, and that BEGIN fails although
+// nothing of the transaction was sent: Run retries it.
+func testRunAfterIdleConnectionKilled(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := e.onePoolRun(t)
+	var id int64
+	res, err := run(ctx, "idle-1", func(ctx context.Context, tx testTx) (invoice, error) {
+		id = e.connID(ctx, tx)
+		return invoice{Amount: 1}, nil
+	})
+	if err != nil || res.Replayed {
+		t.Fatalf("first: %+v %v", res, err)
+	}
+	if err := e.kill(id); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the server finish closing it
+	res, err = run(ctx, "idle-2", func(ctx context.Context, tx testTx) (invoice, error) {
+		if other := e.connID(ctx, tx); other == id {
+			return invoice{}, fmt.Errorf("ran on the killed connection %d", id)
+		}
+		return invoice{Amount: 2}, nil
+	})
+	if err != nil || res.Replayed || res.Value.Amount != 2 {
+		t.Fatalf("Run on a pool whose only connection was killed: %+v %v", res, err)
+	}
+}
+
+// onePoolRun is e.runTx over a pool of its own with a single connection, so
+// that the next transaction reuses the last one's connection.
+func (e *env) onePoolRun(t *testing.T) func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error)) (idemsql.Result[invoice], error) {
+	switch e.backend {
+	case "postgres-pgx":
+		cfg, err := pgxpool.ParseConfig(postgresDSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = 1
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		pg := &postgres.Store{Store: e.store}
+		return func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error)) (idemsql.Result[invoice], error) {
+			return idemsql.Run(ctx, pg.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+				return fn(ctx, pgxTestTx{tx: tx, store: pg})
+			})
+		}
+	}
+	driver, dsn := "mysql", mysqlDSN(t)
+	if e.dialect == "postgres" {
+		driver, dsn = "pgx", postgresDSN(t)
+	} else if e.backend == "galera" {
+		dsn = galeraDSNs(t)[0]
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error)) (idemsql.Result[invoice], error) {
+		return idemsql.Run(ctx, e.store.DB(db, nil), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
+			return fn(ctx, sqlTestTx{tx: tx, store: e.store})
+		})
 	}
 }
