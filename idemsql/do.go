@@ -103,7 +103,13 @@ func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Conte
 	if fn == nil {
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	res, _, err := do(ctx, tx.store, tx.exec, key, fn, &cfg)
+	s := tx.store
+	ctx, end := s.startCall(ctx, "Do", key)
+	start := time.Now()
+	res, _, err := do(ctx, s, tx.exec, key, fn, &cfg)
+	if end != nil {
+		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(start), Err: err})
+	}
 	return res, err
 }
 
@@ -185,15 +191,21 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 	tok := s.newClaim()
 	c, err := s.boundedClaim(ctx, ex, key, cfg, known, tok, start)
 	if err != nil {
+		if errors.Is(err, ErrInProgress) {
+			s.observe(ctx, EventInProgress, "atomic", key, 0, start, err)
+		}
 		return res, failedOutcome(err), err
 	}
 	if !c.claimed {
 		res, err = replay[T](s, key, c.row, cfg)
 		if err == nil || errors.Is(err, ErrDuplicate) {
+			s.observe(ctx, EventReplayed, "atomic", key, c.row.attempt, start, err)
 			return res, outcomeReplayed, err
 		}
+		s.observeRefusal(ctx, "atomic", key, c.row.attempt, start, err)
 		return res, outcomeFailed, err
 	}
+	s.observe(ctx, EventClaimed, "atomic", key, c.attempt, start, nil)
 
 	s.enter(tok)
 	defer s.leave(tok)
@@ -208,9 +220,13 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 	v, err := callFn(ctx, s, ex, key, tok, cfg, fn)
 	if err != nil {
 		o, err := s.fnFailed(ctx, ex, key, tok, savepoint, cfg, err)
+		if o == outcomeRecorded {
+			s.observe(ctx, EventFailureRecorded, "atomic", key, c.attempt, start, err)
+		}
 		return res, o, err
 	}
 	if known {
+		s.observe(ctx, EventCompleted, "atomic", key, c.attempt, start, nil)
 		res.Value = v
 		return res, outcomeExecuted, nil
 	}
@@ -226,6 +242,7 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 	if n != 1 {
 		return res, outcomeRetry, claimLost("complete", key)
 	}
+	s.observe(ctx, EventCompleted, "atomic", key, c.attempt, start, nil)
 	res.Value = v
 	return res, outcomeExecuted, nil
 }
@@ -320,6 +337,7 @@ func (r *storedRow) scanDest() []any {
 
 type claimOutcome struct {
 	claimed bool
+	attempt int64     // when claimed
 	row     storedRow // when not claimed
 }
 
@@ -381,7 +399,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 				append([]any{&claimed}, r.scanDest()...)...)
 			switch {
 			case err == nil && claimed:
-				return claimOutcome{claimed: true}, nil
+				return claimOutcome{claimed: true, attempt: 1}, nil
 			case err == nil:
 				found = true
 			case !errors.Is(err, sql.ErrNoRows):
@@ -398,7 +416,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 				n = 0
 			}
 			if n == 1 {
-				return claimOutcome{claimed: true}, nil
+				return claimOutcome{claimed: true, attempt: 1}, nil
 			}
 		}
 
@@ -422,7 +440,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 			return claimOutcome{}, s.dbError(ctx, "reclaim", key, err)
 		}
 		if n == 1 {
-			return claimOutcome{claimed: true}, nil
+			return claimOutcome{claimed: true, attempt: r.attempt + 1}, nil
 		}
 		// Another transaction re-claimed it first; read what it left.
 	}

@@ -68,6 +68,8 @@ type settings struct {
 	backoffMax  time.Duration
 
 	lease leaseSettings // lease mode (lease.go)
+
+	observer Observer // store only
 }
 
 func defaultSettings() settings {

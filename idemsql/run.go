@@ -121,11 +121,22 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 	if fn == nil {
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
+	ctx, end := s.startCall(ctx, "Run", key)
+	start := time.Now()
+	res, err := runRetrying(ctx, db, key, fn, &cfg, start)
+	if end != nil {
+		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(start), Err: err})
+	}
+	return res, err
+}
+
+func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings, start time.Time) (Result[T], error) {
 	for attempt := 1; ; attempt++ {
-		res, o, err := runOnce(ctx, db, key, fn, &cfg)
+		res, o, err := runOnce(ctx, db, key, fn, cfg)
 		if o != outcomeRetry || attempt >= cfg.maxAttempts || ctx.Err() != nil {
 			return res, err
 		}
+		db.store.observe(ctx, EventRetried, "atomic", key, 0, start, err)
 		if werr := sleep(ctx, backoff(attempt, cfg.backoffBase, cfg.backoffMax)); werr != nil {
 			return res, errors.Join(err, werr)
 		}

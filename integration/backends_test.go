@@ -153,7 +153,9 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 	t.Cleanup(func() { db.Close(); pool.Close() })
 	e := &env{t: t, dialect: "postgres", db: db}
 	prepare(t, e, pgStore, pgBizDDL, opts...)
-	pg := &postgres.Store{Store: e.store}
+	// The store is read at each call, so that a test may replace it
+	// (withStoreOptions).
+	pgs := func() *postgres.Store { return &postgres.Store{Store: e.store} }
 	e.begin = func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
 		txo := pgx.TxOptions{}
 		switch iso {
@@ -166,7 +168,7 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		if err != nil {
 			return nil, err
 		}
-		return pgxTestTx{tx: tx, store: pg}, nil
+		return pgxTestTx{tx: tx, store: pgs()}, nil
 	}
 	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
 	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
@@ -174,7 +176,7 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		if iso == sql.LevelSerializable {
 			txo.IsoLevel = pgx.Serializable
 		}
-		return idemsql.Run(ctx, pg.Pool(pool, txo), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+		return idemsql.Run(ctx, pgs().Pool(pool, txo), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
 			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
 				_, err := tx.Exec(ctx, q, args...)
 				return err
@@ -182,13 +184,13 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		}, opts...)
 	}
 	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
-		return idemsql.Run(ctx, pg.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
-			return fn(ctx, pgxTestTx{tx: tx, store: pg})
+		return idemsql.Run(ctx, pgs().Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+			return fn(ctx, pgxTestTx{tx: tx, store: pgs()})
 		}, opts...)
 	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
-		return idemsql.WrapRun(pg.Pool(pool, pgx.TxOptions{}), keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
+		return idemsql.WrapRun(pgs().Pool(pool, pgx.TxOptions{}), keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)
 			return insert(ctx, func(ctx context.Context, q string, args ...any) error {
 				_, err := tx.Exec(ctx, q, args...)
@@ -328,6 +330,29 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 		}
 		return sqlTestTx{tx: tx, store: e.store}, nil
 	}
+	return e
+}
+
+// withStoreOptions replaces the test's store by one on the same table with
+// more options; the env's transactions and Run use it from then on.
+func (e *env) withStoreOptions(opts ...idemsql.Option) *env {
+	e.t.Helper()
+	newStore := map[string]func(...idemsql.Option) (*idemsql.Store, error){
+		"postgres": pgStore, "mysql": mysql.New, "sqlite": sqlite.New,
+	}[e.dialect]
+	name := e.table
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		name = name[i+1:]
+	}
+	base := []idemsql.Option{idemsql.WithTable(name)}
+	if schema := e.store.Schema(); schema != "" {
+		base = append(base, idemsql.WithSchema(schema))
+	}
+	store, err := newStore(append(base, opts...)...)
+	if err != nil {
+		e.t.Fatalf("store: %v", err)
+	}
+	e.store = store
 	return e
 }
 

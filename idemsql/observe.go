@@ -1,0 +1,222 @@
+package idemsql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Observer sees what the library does, for logs and metrics: each step of
+// a call that matters to an operator is one [Event]. Give one to a store
+// with [WithObserver]; idemslog (log/slog) and the otel module
+// (OpenTelemetry) are ready-made ones. A store without an observer builds
+// no event and pays nothing.
+//
+// Observe is called synchronously, from the goroutine doing the step, often
+// while a transaction is open: keep it fast and never block in it. It must
+// be safe for concurrent use.
+type Observer interface {
+	Observe(ctx context.Context, e Event)
+}
+
+// CallTracer is implemented by observers that also want to wrap whole calls
+// ([Do], [Run], [RunExternal]), to make a span of each, say. StartCall is
+// called when the call starts, with the caller's context (whose span, if
+// any, is the parent); the context it returns is the one the call and fn
+// go on with; end is called once when the call returns, with its outcome.
+type CallTracer interface {
+	StartCall(ctx context.Context, c Call) (context.Context, func(CallEnd))
+}
+
+// Call describes one call for a [CallTracer].
+type Call struct {
+	Op      string // "Do", "Run", "RunExternal"
+	Key     string
+	Dialect string
+}
+
+// CallEnd is how a call ended.
+type CallEnd struct {
+	// Outcome is one of the Outcome constants.
+	Outcome  string
+	Duration time.Duration
+	Err      error
+}
+
+// Outcomes of a call, in [CallEnd] and as the outcome of metrics.
+const (
+	OutcomeExecuted        = "executed"         // fn ran and its result is stored
+	OutcomeReplayed        = "replayed"         // an earlier result was returned
+	OutcomeFailureRecorded = "failure_recorded" // fn's permanent failure was stored (or replayed)
+	OutcomeInProgress      = "in_progress"      // another holder has the key
+	OutcomeMismatch        = "fingerprint_mismatch"
+	OutcomeRetry           = "retry"     // the transaction was lost; retry it
+	OutcomeLeaseLost       = "lease_lost" // lease mode: another holder took the key
+	OutcomeFailed          = "failed"     // fn failed, or an error without a class of its own
+)
+
+// EventKind names an [Event].
+type EventKind int
+
+const (
+	// EventClaimed: the call claimed the key and fn is about to run.
+	// Attempt is the claim's attempt (more than 1 after a re-claim).
+	EventClaimed EventKind = iota + 1
+	// EventReplayed: the key had completed; its result was returned.
+	EventReplayed
+	// EventFingerprintMismatch: the key was used for another request.
+	EventFingerprintMismatch
+	// EventInProgress: another holder has the key (fail-fast, or a live
+	// lease).
+	EventInProgress
+	// EventTakenOver: lease mode: the call (or a sweeper) took over a claim
+	// whose lease ran out. Attempt is the new holder's.
+	EventTakenOver
+	// EventLeaseLost: lease mode: the holder's lease no longer holds the
+	// key; nothing it does is recorded.
+	EventLeaseLost
+	// EventCompleted: fn's result is stored (atomic mode: in the caller's
+	// transaction, which still has to commit).
+	EventCompleted
+	// EventFailureRecorded: fn's permanent failure is stored.
+	EventFailureRecorded
+	// EventRetried: [Run] (or a lease-mode step) lost its transaction and
+	// runs it again. Err is why.
+	EventRetried
+	// EventAbandoned: a claim was found, or resolved by [Sweep], with no
+	// outcome and nobody holding it.
+	EventAbandoned
+	// EventPurged: [Purge] deleted Count rows in one batch.
+	EventPurged
+)
+
+var eventNames = [...]string{
+	EventClaimed:             "claimed",
+	EventReplayed:            "replayed",
+	EventFingerprintMismatch: "fingerprint_mismatch",
+	EventInProgress:          "in_progress",
+	EventTakenOver:           "taken_over",
+	EventLeaseLost:           "lease_lost",
+	EventCompleted:           "completed",
+	EventFailureRecorded:     "failure_recorded",
+	EventRetried:             "retried",
+	EventAbandoned:           "abandoned",
+	EventPurged:              "purged",
+}
+
+func (k EventKind) String() string {
+	if k > 0 && int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is one step of a call.
+type Event struct {
+	Kind    EventKind
+	Mode    string // "atomic" or "lease"
+	Key     string // empty for a step about no one key (a purge batch)
+	Dialect string
+	// Attempt is the claim's attempt, where the step has one; else 0.
+	Attempt int64
+	// Duration is the time since the call started.
+	Duration time.Duration
+	// Count is the number of rows, for EventPurged.
+	Count int64
+	// Err is the error the step reports, where there is one.
+	Err error
+}
+
+// WithObserver gives the store an [Observer]; every call of the store
+// reports to it. Store only.
+func WithObserver(o Observer) Option {
+	return Option{name: "WithObserver", scope: inStore, apply: func(s *settings) error {
+		if o == nil {
+			return fmt.Errorf("%w: nil observer", ErrInvalidOption)
+		}
+		s.observer = o
+		return nil
+	}}
+}
+
+// observe reports an event of a call that started at start, if the store
+// has an observer.
+func (s *Store) observe(ctx context.Context, kind EventKind, mode, key string, attempt int64, start time.Time, err error) {
+	if s.defaults.observer == nil {
+		return
+	}
+	s.defaults.observer.Observe(ctx, Event{Kind: kind, Mode: mode, Key: key, Dialect: s.dialect.Name(),
+		Attempt: attempt, Duration: time.Since(start), Err: err})
+}
+
+// startCall begins a call for a [CallTracer]; finish ends it. Without one,
+// both cost a nil check.
+func (s *Store) startCall(ctx context.Context, op, key string) (context.Context, func(CallEnd)) {
+	t, ok := s.defaults.observer.(CallTracer)
+	if !ok {
+		return ctx, nil
+	}
+	return t.StartCall(ctx, Call{Op: op, Key: key, Dialect: s.dialect.Name()})
+}
+
+// outcomeOf names how a call ended, for a [CallTracer] and metrics.
+func outcomeOf(replayed bool, err error) string {
+	switch {
+	case err == nil && replayed:
+		return OutcomeReplayed
+	case err == nil:
+		return OutcomeExecuted
+	}
+	var e *Error
+	if ok := errors.As(err, &e); ok {
+		switch e.Kind {
+		case ErrInProgress:
+			return OutcomeInProgress
+		case ErrFingerprintMismatch:
+			return OutcomeMismatch
+		case ErrRetryable:
+			return OutcomeRetry
+		case ErrLeaseLost:
+			return OutcomeLeaseLost
+		}
+	}
+	switch {
+	case errors.Is(err, ErrDuplicate):
+		return OutcomeReplayed
+	case errors.Is(err, ErrFailureRecorded):
+		return OutcomeFailureRecorded
+	case errors.Is(err, ErrInProgress):
+		return OutcomeInProgress
+	case errors.Is(err, ErrFingerprintMismatch):
+		return OutcomeMismatch
+	case errors.Is(err, ErrLeaseLost):
+		return OutcomeLeaseLost
+	case errors.Is(err, ErrRetryable):
+		return OutcomeRetry
+	}
+	return OutcomeFailed
+}
+
+// observeRefusal reports why a duplicate got no result: a fingerprint
+// mismatch, a key in progress, an abandoned claim. A replayed failure is a
+// replay.
+func (s *Store) observeRefusal(ctx context.Context, mode, key string, attempt int64, start time.Time, err error) {
+	if s.defaults.observer == nil {
+		return
+	}
+	var kind EventKind
+	switch {
+	case errors.Is(err, ErrFingerprintMismatch):
+		kind = EventFingerprintMismatch
+	case errors.Is(err, ErrInProgress):
+		kind = EventInProgress
+	case errors.Is(err, ErrAbandoned):
+		kind = EventAbandoned
+	case errors.Is(err, ErrFailureRecorded):
+		kind = EventReplayed
+	default:
+		return
+	}
+	s.observe(ctx, kind, mode, key, attempt, start, err)
+}
