@@ -51,7 +51,7 @@ const (
 	OutcomeFailureRecorded = "failure_recorded" // fn's permanent failure was stored (or replayed)
 	OutcomeInProgress      = "in_progress"      // another holder has the key
 	OutcomeMismatch        = "fingerprint_mismatch"
-	OutcomeRetry           = "retry"     // the transaction was lost; retry it
+	OutcomeRetry           = "retry"      // the transaction was lost; retry it
 	OutcomeLeaseLost       = "lease_lost" // lease mode: another holder took the key
 	OutcomeFailed          = "failed"     // fn failed, or an error without a class of its own
 )
