@@ -21,6 +21,7 @@ help: ## List the targets
 .PHONY: test
 test: ## Run unit tests and the integration suite (with -race where cgo works)
 	go test -count=1 $(TESTFLAGS) ./...
+	cd otel && go test -count=1 $(TESTFLAGS) ./...
 	cd integration && go test -count=1 $(TESTFLAGS)
 
 
@@ -45,10 +46,10 @@ galera-down: ## Stop the Galera cluster of galera-up and remove its state
 
 # staticcheck runs at a pinned version, fetched by the go command on first use.
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
-MODULES     := . integration bench
+MODULES     := . integration bench otel
 
 .PHONY: lint
-lint: ## Check gofmt, run go vet and staticcheck in every module (library, integration, bench)
+lint: ## Check gofmt, run go vet and staticcheck in every module (library, integration, bench, otel)
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && echo "vet, staticcheck: $$m" && go vet ./... && $(STATICCHECK) ./...) || exit 1; done
 
