@@ -1,0 +1,273 @@
+package idemhttp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// New returns a middleware that runs each guarded request through
+// [idemsql.Run] on db, so that the handler's writes and the stored response
+// commit in one transaction: atomic mode. The handler gets the transaction
+// from the request's context with [Tx] or [MustTx] (X is *sql.Tx for a
+// database/sql binding, pgx.Tx for a pgx pool) and must do its writes in
+// it.
+//
+// The handler writes to a buffer; nothing reaches the client before the
+// transaction's outcome is known. Then:
+//
+//   - A status that Config.Store accepts (by default every status below
+//     500) is stored with the replayed headers and the body, and the
+//     transaction commits; the client gets the handler's response. Every
+//     later request with the key and the same fingerprint gets it again,
+//     marked with Config.ReplayedHeader, and the handler does not run.
+//   - Any other status rolls the transaction back and stores nothing; the
+//     client gets the handler's response, and a retry with the key runs the
+//     handler again.
+//   - If the handler panics, the transaction is rolled back, nothing is
+//     sent or stored, and the panic goes on (net/http recovers it and drops
+//     the connection).
+//   - When the database asks for a retry (a deadlock, a serialization
+//     failure), idemsql.Run runs the whole request again in a new
+//     transaction, handler included, with the same body.
+//   - A duplicate that arrives while the first request's transaction is
+//     open is answered 409 at once on PostgreSQL and MySQL/MariaDB. On
+//     SQLite, whose transactions wait for the single writer's lock as they
+//     begin, it waits for the first request to end and then gets its
+//     replay.
+//
+// See the package documentation for every answer of the middleware itself.
+// The configuration is checked here; an error wraps [idemsql.ErrInvalidOption].
+func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	if db == (idemsql.DB[X]{}) {
+		return nil, invalid("the idemsql.DB is the zero value: bind a store to a pool (Store.DB, postgres.Store.Pool)")
+	}
+	base := append([]idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast),
+		idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a, ok := s.admit(w, r, next)
+			if !ok {
+				return
+			}
+			defer putBuf(a.body)
+			var last *capture
+			res, err := idemsql.Run(r.Context(), db, a.key, func(ctx context.Context, tx X) (Response, error) {
+				ctx = context.WithValue(context.WithValue(ctx, txKey{}, tx), keyKey{}, a.key)
+				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
+			}, a.options(base)...)
+			s.finish(w, r, res, err, last)
+		})
+	}, nil
+}
+
+// NewExternal returns a middleware for handlers whose effect lives outside
+// the database (a payment API, an e-mail): lease mode, on
+// [idemsql.RunExternal]. The key's claim is committed before the handler
+// runs, with a lease that a heartbeat renews while it runs; the handler gets
+// no transaction but the lease, from [Lease], and passes its DownstreamKey
+// to the external system's own idempotency key; the response is recorded
+// after the handler returns.
+//
+//   - A stored status (Config.Store) is recorded and replayed as in [New].
+//   - Any other status ends the lease without an outcome: the client gets
+//     the handler's response, and a retry runs the handler again at once,
+//     with the same DownstreamKey.
+//   - A duplicate that arrives while the handler runs is answered 409 on
+//     every database, since the claim is committed first.
+//   - If the handler panics, nothing is recorded and the panic goes on; the
+//     key answers 409 until the lease runs out (idemsql.WithLease, default
+//     30s), then the next request takes it over and runs the handler again
+//     with the same DownstreamKey.
+//
+// Pick [New] when the handler's effect is a write in the same database: it
+// happens exactly once. Pick NewExternal when it is a call to another
+// system: the handler runs at most once at a time per key, and a crash
+// between the call and the record can repeat the call, which the
+// DownstreamKey lets the other system absorb.
+func NewExternal[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	if db == (idemsql.DB[X]{}) {
+		return nil, invalid("the idemsql.DB is the zero value: bind a store to a pool (Store.DB, postgres.Store.Pool)")
+	}
+	base := append([]idemsql.Option{idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a, ok := s.admit(w, r, next)
+			if !ok {
+				return
+			}
+			defer putBuf(a.body)
+			var last *capture
+			res, err := idemsql.RunExternal(r.Context(), db, a.key, func(ctx context.Context, l idemsql.LeaseInfo) (Response, error) {
+				ctx = context.WithValue(context.WithValue(ctx, leaseKey{}, l), keyKey{}, a.key)
+				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
+			}, a.options(base)...)
+			s.finish(w, r, res, err, last)
+		})
+	}, nil
+}
+
+// admitted is a guarded request that passed the middleware's checks.
+type admitted struct {
+	key  string
+	body *bytes.Buffer
+	fp   []byte
+}
+
+func (a *admitted) options(base []idemsql.Option) []idemsql.Option {
+	opts := make([]idemsql.Option, 0, len(base)+1)
+	return append(append(opts, idemsql.WithFingerprint(a.fp)), base...)
+}
+
+// admit checks a request. It returns false when the request was answered
+// (a problem) or handed to next unguarded.
+func (s *settings) admit(w http.ResponseWriter, r *http.Request, next http.Handler) (admitted, bool) {
+	var a admitted
+	if !s.guards(r.Method) {
+		next.ServeHTTP(w, r)
+		return a, false
+	}
+	clientKey, err := s.requestKey(r)
+	switch {
+	case err == errNoKey && s.optional:
+		next.ServeHTTP(w, r)
+		return a, false
+	case err == errNoKey:
+		s.sendProblem(w, problemMissingKey, "This operation requires an "+s.header+" header.")
+		return a, false
+	case err != nil:
+		s.sendProblem(w, problemInvalidKey, s.header+": "+err.Error()+".")
+		return a, false
+	}
+	var principal string
+	if s.principal != nil {
+		principal, err = s.principal(r)
+		if err != nil || principal == "" {
+			s.sendProblem(w, problemNoPrincipal, "")
+			return a, false
+		}
+	}
+	if r.ContentLength > s.maxBody {
+		s.sendProblem(w, problemBodyTooLarge, fmt.Sprintf("The limit is %d bytes.", s.maxBody))
+		return a, false
+	}
+	a.body = getBuf()
+	if r.Body != nil {
+		_, err := a.body.ReadFrom(http.MaxBytesReader(w, r.Body, s.maxBody))
+		if err != nil {
+			putBuf(a.body)
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				s.sendProblem(w, problemBodyTooLarge, fmt.Sprintf("The limit is %d bytes.", s.maxBody))
+			} else {
+				s.sendProblem(w, problemBodyUnreadable, "")
+			}
+			return a, false
+		}
+	}
+	a.fp = s.fingerprint(r, a.body.Bytes())
+	a.key = StoredKey(s.namespace, principal, clientKey, s.principal == nil)
+	return a, true
+}
+
+// unstored is fn's error for a status that is not stored: it rolls the
+// transaction back (atomic mode) or ends the lease (lease mode); the
+// handler's response is still sent.
+type unstored struct{ status int }
+
+func (e *unstored) Error() string {
+	return fmt.Sprintf("idemhttp: status %d is not stored", e.status)
+}
+
+// serve runs the handler into a fresh buffer: idemsql.Run may call it more
+// than once, for a retried transaction.
+func (s *settings) serve(ctx context.Context, outer http.Header, next http.Handler, r *http.Request, body []byte, last **capture) (Response, error) {
+	if *last != nil {
+		(*last).release()
+	}
+	c := newCapture(outer, s.maxResponse)
+	*last = c
+	req := r.WithContext(ctx)
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	next.ServeHTTP(c, req)
+	if c.overflow {
+		return Response{}, ErrResponseTooLarge
+	}
+	c.sniff()
+	status := c.finalStatus()
+	if !s.store(status) {
+		return Response{}, &unstored{status: status}
+	}
+	return c.stored(s.replayHeaders), nil
+}
+
+// finish answers the client once the transaction or the lease has its
+// outcome.
+func (s *settings) finish(w http.ResponseWriter, r *http.Request, res idemsql.Result[Response], err error, last *capture) {
+	if last != nil {
+		defer last.release()
+	}
+	if err != nil && res.Replayed && errors.Is(err, idemsql.ErrDuplicate) {
+		err = nil // idemsql.WithOnDuplicate(idemsql.OnDuplicateError) among the options: still a replay
+	}
+	var u *unstored
+	switch {
+	case err == nil && res.Replayed:
+		sendReplay(w, res.Value, s.replayedHeader)
+	case err == nil && last != nil:
+		sendCaptured(w, last)
+	case errors.As(err, &u) && last != nil:
+		sendCaptured(w, last)
+	default:
+		if err == nil {
+			err = errors.New("idemhttp: no response")
+		}
+		s.fail(w, r, err)
+	}
+}
+
+// fail answers an error of idemsql or of the middleware.
+func (s *settings) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p, detail := problemFor(err)
+	if p.status == problemInternal.status && r.Context().Err() != nil {
+		p, detail = problemRetry, "" // the client has gone; nobody reads this
+	} else if p.status >= 500 && s.onError != nil {
+		s.onError(r, err)
+	}
+	s.sendProblem(w, p, detail)
+}
+
+// problemFor maps an error to the middleware's answer.
+func problemFor(err error) (problem, string) {
+	var fe *idemsql.FailureError
+	switch {
+	case errors.Is(err, idemsql.ErrFingerprintMismatch):
+		return problemKeyReused, "This key was sent with another method, URI or body. Use a new key for a new request."
+	case errors.Is(err, idemsql.ErrInProgress), errors.Is(err, idemsql.ErrLockTimeout):
+		return problemInFlight, "Retry once it has finished: its response will be replayed."
+	case errors.Is(err, ErrResponseTooLarge), errors.Is(err, idemsql.ErrResultTooLarge):
+		return problemResponseTooLarge, ""
+	case errors.As(err, &fe):
+		return problemOutcomeUnknown, "Its outcome was recorded as " + fe.Class + "; the key answers so until it expires."
+	case errors.Is(err, idemsql.ErrAbandoned):
+		return problemOutcomeUnknown, "The key answers so until it is resolved or expires."
+	case errors.Is(err, idemsql.ErrRetryable), errors.Is(err, idemsql.ErrCommitUnknown),
+		errors.Is(err, idemsql.ErrLeaseLost), errors.Is(err, idemsql.ErrUnexpectedState),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return problemRetry, ""
+	}
+	return problemInternal, ""
+}
