@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -18,12 +19,34 @@ import (
 // IDEMSQL_POSTGRES_DSN names one, on PostgreSQL.
 func TestWalkthroughSQLite(t *testing.T) { walkthrough(t, "") }
 
+// The PostgreSQL run gets a schema of its own, dropped at the end, so that
+// the shared test database keeps no tables of the example's.
 func TestWalkthroughPostgres(t *testing.T) {
 	dsn := os.Getenv("IDEMSQL_POSTGRES_DSN")
 	if dsn == "" {
 		t.Skip("IDEMSQL_POSTGRES_DSN is not set")
 	}
-	walkthrough(t, dsn)
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	schema := "ordersapi_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	walkthrough(t, dsn+sep+"search_path="+schema)
 }
 
 type answer struct {
