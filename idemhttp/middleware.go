@@ -48,8 +48,8 @@ func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, 
 	if err != nil {
 		return nil, err
 	}
-	if db == (idemsql.DB[X]{}) {
-		return nil, invalid("the idemsql.DB is the zero value: bind a store to a pool (Store.DB, postgres.Store.Pool)")
+	if err := checkBound(db); err != nil {
+		return nil, err
 	}
 	base := append([]idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast),
 		idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
@@ -99,8 +99,8 @@ func NewExternal[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.H
 	if err != nil {
 		return nil, err
 	}
-	if db == (idemsql.DB[X]{}) {
-		return nil, invalid("the idemsql.DB is the zero value: bind a store to a pool (Store.DB, postgres.Store.Pool)")
+	if err := checkBound(db); err != nil {
+		return nil, err
 	}
 	base := append([]idemsql.Option{idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
 	return func(next http.Handler) http.Handler {
@@ -118,6 +118,16 @@ func NewExternal[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.H
 			s.finish(w, r, res, err, last)
 		})
 	}, nil
+}
+
+// checkBound reports a DB that is not bound to a store and a pool. The
+// empty key makes Run return before any SQL, whichever it checks first.
+func checkBound[X any](db idemsql.DB[X]) error {
+	_, err := idemsql.Run(context.Background(), db, "", func(context.Context, X) (struct{}, error) { return struct{}{}, nil })
+	if errors.Is(err, idemsql.ErrInvalidOption) {
+		return invalid("the idemsql.DB is not bound to a store and a pool (Store.DB, postgres.Store.Pool): %v", err)
+	}
+	return nil
 }
 
 // admitted is a guarded request that passed the middleware's checks.
