@@ -106,8 +106,8 @@ const (
 	maxNamespaceLen     = 32
 )
 
-// DefaultReplayHeaders are the headers stored and replayed by default.
-var DefaultReplayHeaders = []string{"Content-Type", "Content-Language", "Content-Location", "Location", "ETag", "Link"}
+// defaultReplayHeaders are the headers stored and replayed by default.
+var defaultReplayHeaders = []string{"Content-Type", "Content-Language", "Content-Location", "Location", "ETag", "Link"}
 
 // safeMethods pass through by default: RFC 9110 §9.2.1.
 var safeMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true, http.MethodTrace: true}
@@ -213,7 +213,7 @@ func (c *Config) settings() (*settings, error) {
 	}
 	hs := c.ReplayHeaders
 	if hs == nil {
-		hs = DefaultReplayHeaders
+		hs = defaultReplayHeaders
 	}
 	for _, h := range hs {
 		if !tokenRE.MatchString(h) {
