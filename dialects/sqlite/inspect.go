@@ -1,0 +1,43 @@
+package sqlite
+
+import "github.com/idemsql/idemsql/idemsql"
+
+var _ idemsql.InspectDialect = dialect{}
+
+// InspectStatements is the SQL of the read API. Times are stored in unix
+// milliseconds and leave as microseconds. List names its arguments by
+// number (?1 ... ?9), so that each is bound once and used where needed.
+func (dialect) InspectStatements(table idemsql.Table) idemsql.InspectStatements {
+	t := table.Quote(`"`)
+	const now = nowMillis
+	us := func(col string) string { return col + ` * 1000` }
+	lease := `CASE WHEN status <> 'in_progress' THEN 'none' WHEN lease_until IS NULL THEN 'abandoned'
+WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THEN 'live' ELSE 'stale' END`
+	columns := func(result string) string {
+		return `idem_key, status, attempt, owner, fingerprint, ` + result + `, error_class, error_message,
+` + lease + `, ` + us("lease_until") + `, ` + us("created_at") + `, ` + us("updated_at") + `, ` + us("completed_at") + `, ` + us("expires_at") + `, ` + us(now)
+	}
+	// As LeaseStatements' SweepNext and Purge select.
+	const (
+		sweepable = `status = 'in_progress' AND lease_until <= ` + now + ` AND (error_class IS NULL OR expires_at <= ` + now + `)`
+		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress'`
+	)
+	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }
+	return idemsql.InspectStatements{
+		Lookup: `SELECT ` + columns("result") + ` FROM ` + t + ` WHERE idem_key = ?`,
+		List: `SELECT ` + columns("NULL") + ` FROM ` + t + `
+WHERE (?1 = '' OR status = ?1)
+AND (?2 = '' OR ` + lease + ` = ?2)
+AND (?3 = 0 OR (` + sweepable + `))
+AND (?4 = 0 OR (` + purgeable + `))
+AND (?5 = 0 OR created_at <= ` + now + ` - ?5 / 1000)
+AND idem_key > ?6 AND idem_key >= ?7 AND idem_key < ?8
+ORDER BY idem_key LIMIT ?9`,
+		Stats: `SELECT COUNT(*), ` + count(`status = 'in_progress'`) + `, ` + count(`status = 'completed'`) + `, ` + count(`status = 'failed'`) + `,
+` + count(lease+` = 'live'`) + `, ` + count(lease+` = 'stale'`) + `, ` + count(lease+` = 'released'`) + `, ` + count(lease+` = 'abandoned'`) + `,
+` + count(`attempt > 1`) + `, ` + count(sweepable) + `, ` + count(purgeable) + `,
+(SELECT idem_key FROM ` + t + ` WHERE status = 'in_progress' ORDER BY created_at, idem_key LIMIT 1),
+(SELECT MIN(created_at) FROM ` + t + ` WHERE status = 'in_progress') * 1000, ` + us(now) + `
+FROM ` + t,
+	}
+}
