@@ -1,0 +1,58 @@
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// Status reads what Up and Down did, and creates nothing itself.
+func TestStatus(t *testing.T) {
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store, err := sqlite.New(idemsql.WithTable("idem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(applied bool) {
+		t.Helper()
+		st, err := Status(ctx, db, store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st) != 1 || st[0].Version != 1 || st[0].Source != "00001_create_idempotency_keys.sql" || st[0].Applied != applied {
+			t.Fatalf("Status = %+v, want version 1 applied=%v", st, applied)
+		}
+		if at := st[0].AppliedAt; applied && (at.IsZero() || time.Since(at) > time.Hour) || !applied && !at.IsZero() {
+			t.Fatalf("AppliedAt = %v", at)
+		}
+	}
+	tables := func() (n int) {
+		t.Helper()
+		if err := db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	want(false)
+	if n := tables(); n != 0 {
+		t.Fatalf("Status created %d tables", n)
+	}
+	if err := Up(ctx, db, store); err != nil {
+		t.Fatal(err)
+	}
+	want(true)
+	if err := Down(ctx, db, store); err != nil {
+		t.Fatal(err)
+	}
+	want(false)
+}
