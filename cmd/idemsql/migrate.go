@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/idemsql/idemsql/migrations"
+)
+
+const migrateUsage = `Usage: idemsql migrate up|down|status [flags]
+
+Applies idemsql's migrations (the package migrations, embedded in this
+binary) to the table, with a goose version table of its own,
+<table>_goose_version, in the table's schema: it never mixes with the
+application's goose_db_version.
+
+  up      create the table, or apply what is pending; safe to run again and
+          from many processes at once (on PostgreSQL under an advisory lock).
+          Creates a SQLite database file that does not exist.
+  down    drop the table and every key in it; needs --yes
+  status  list the migrations and whether each is applied; changes nothing
+
+Flags:
+  --yes             down: yes, drop the table
+  --json            status: print JSON
+  --dsn, --dialect, --table, --schema  the connection (see idemsql --help)
+`
+
+func init() {
+	commands = append(commands, &command{name: "migrate", usage: migrateUsage, run: runMigrate})
+}
+
+func runMigrate(c *cli, def connFlags, args []string) error {
+	var cf connFlags
+	fs := c.flags("migrate", &cf, def)
+	yes := fs.Bool("yes", false, "")
+	asJSON := fs.Bool("json", false, "")
+	args, err := c.parse(fs, &cf, migrateUsage, args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return &usageError{cmd: "migrate", msg: fmt.Sprintf("migrate takes one of up, down, status; got %q", args)}
+	}
+	action := args[0]
+	switch action {
+	case "up", "status":
+	case "down":
+		if !*yes {
+			return &usageError{cmd: "migrate", msg: "migrate down drops the table and every key in it: pass --yes"}
+		}
+	default:
+		return &usageError{cmd: "migrate", msg: fmt.Sprintf("unknown migrate action %q (want up, down or status)", action)}
+	}
+	db, err := c.connect(cf, action == "up")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	switch action {
+	case "up":
+		if err := migrations.Up(c.ctx, db.db, db.store); err != nil {
+			return err
+		}
+		st, err := migrations.Status(c.ctx, db.db, db.store)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%s is up to date in %s: version %d\n", db.table, db.shown, latest(st))
+	case "down":
+		if err := migrations.Down(c.ctx, db.db, db.store); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%s dropped from %s\n", db.table, db.shown)
+	case "status":
+		st, err := migrations.Status(c.ctx, db.db, db.store)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			type jsonStatus struct {
+				Version   int64      `json:"version"`
+				Source    string     `json:"source"`
+				Applied   bool       `json:"applied"`
+				AppliedAt *time.Time `json:"applied_at"`
+			}
+			out := []jsonStatus{}
+			for _, s := range st {
+				out = append(out, jsonStatus{Version: s.Version, Source: s.Source, Applied: s.Applied, AppliedAt: optTime(s.AppliedAt)})
+			}
+			enc := json.NewEncoder(c.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(map[string]any{"table": db.table, "migrations": out})
+		}
+		fmt.Fprintf(c.stdout, "table %s, version table %s_goose_version\n", db.table, db.table)
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tSTATE\tAPPLIED AT\tSOURCE")
+		for _, s := range st {
+			state := "pending"
+			if s.Applied {
+				state = "applied"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Version, state, fmtTime(s.AppliedAt), s.Source)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func latest(st []migrations.MigrationStatus) int64 {
+	var v int64
+	for _, s := range st {
+		if s.Applied && s.Version > v {
+			v = s.Version
+		}
+	}
+	return v
+}
