@@ -221,13 +221,35 @@ func (c *conn) explain(err error) error {
 	if err == nil {
 		return nil
 	}
-	switch missing(c.dialect, err) {
+	what := missing(c.dialect, err)
+	if what == "table" && c.store.Schema() != "" && !c.schemaExists() {
+		// PostgreSQL and MySQL report a table in a missing schema as a
+		// missing table.
+		what = "schema"
+	}
+	switch what {
 	case "table":
 		return fmt.Errorf("table %s does not exist in %s: run `idemsql migrate up` (with the same --table and --schema)", c.table, c.shown)
 	case "schema":
 		return fmt.Errorf("schema %s does not exist in %s: create it, then run `idemsql migrate up`", c.store.Schema(), c.shown)
 	}
 	return err
+}
+
+// schemaExists looks the store's schema up in the catalog; true when it
+// cannot tell.
+func (c *conn) schemaExists() bool {
+	q := `SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1`
+	if c.dialect == "mysql" {
+		q = `SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?`
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var n int64
+	if err := c.db.QueryRowContext(ctx, q, c.store.Schema()).Scan(&n); err != nil {
+		return true
+	}
+	return n > 0
 }
 
 // missing reads a driver error: "table" when the table does not exist,

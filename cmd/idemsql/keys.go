@@ -292,7 +292,7 @@ func runShow(c *cli, def connFlags, args []string) error {
 	line("status", r.Status)
 	line("attempt", fmt.Sprint(r.Attempt))
 	line("lease", leaseWords(r))
-	if !r.LeaseUntil.IsZero() {
+	if !r.LeaseUntil.IsZero() && r.Status == idemsql.StatusInProgress {
 		line("lease until", at(r.LeaseUntil))
 	}
 	line("owner", orDash(r.Owner))

@@ -3,7 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"text/tabwriter"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -70,29 +71,36 @@ func runStats(c *cli, def connFlags, args []string) error {
 			Abandoned: st.Abandoned, Retried: st.Retried, Sweepable: st.Sweepable, Purgeable: st.Purgeable,
 			OldestInProgress: st.OldestInProgress, OldestInProgressAt: optTime(st.OldestInProgressAt), ReadAt: st.ReadAt})
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	line := func(name string, n int64, note string) {
-		if note == "" {
-			fmt.Fprintf(tw, "%s\t%s\n", name, count(n))
-			return
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, count(n), note)
+	rows := []struct {
+		name string
+		n    int64
+		note string
+	}{
+		{"rows", st.Total, ""},
+		{"  in progress", st.InProgress, ""},
+		{"    live leases", st.LiveLeases, "a lease-mode holder is working"},
+		{"    stale leases", st.StaleLeases, "the holder's lease ran out without an outcome"},
+		{"    released", st.Released, "given up by the holder; the next call runs again"},
+		{"    abandoned", st.Abandoned, "atomic-mode claims committed without an outcome"},
+		{"  completed", st.Completed, ""},
+		{"  failed", st.Failed, ""},
+		{"re-claimed", st.Retried, "attempt > 1: taken over, or claimed anew after retention"},
+		{"sweepable", st.Sweepable, "`idemsql sweep` would resolve these now"},
+		{"purgeable", st.Purgeable, "past retention; `idemsql purge` would delete these now"},
 	}
-	fmt.Fprintf(tw, "table\t%s\t(%s, read at %s)\n", db.table, db.dialect, fmtTime(st.ReadAt))
-	line("rows", st.Total, "")
-	line("  in progress", st.InProgress, "")
-	line("    live leases", st.LiveLeases, "a lease-mode holder is working")
-	line("    stale leases", st.StaleLeases, "the holder's lease ran out without an outcome")
-	line("    released", st.Released, "given up by the holder; the next call runs again")
-	line("    abandoned", st.Abandoned, "atomic-mode claims committed without an outcome")
-	line("  completed", st.Completed, "")
-	line("  failed", st.Failed, "")
-	line("re-claimed", st.Retried, "attempt > 1: taken over, or claimed anew after retention")
-	line("sweepable", st.Sweepable, "`idemsql sweep` would resolve these now")
-	line("purgeable", st.Purgeable, "past retention; `idemsql purge` would delete these now")
+	width := 0
+	for _, r := range rows {
+		width = max(width, len(count(r.n)))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s (%s), read at %s\n", db.table, db.dialect, fmtTime(st.ReadAt))
+	for _, r := range rows {
+		b.WriteString(strings.TrimRight(fmt.Sprintf("%-18s %*s  %s", r.name, width, count(r.n), r.note), " ") + "\n")
+	}
 	if st.OldestInProgress != "" {
-		fmt.Fprintf(tw, "oldest in progress\t%s\tclaimed %s (%s)\n", showKey(st.OldestInProgress),
+		fmt.Fprintf(&b, "oldest in progress: %s, claimed %s (%s)\n", showKey(st.OldestInProgress),
 			fmtTime(st.OldestInProgressAt), fmtAge(st.OldestInProgressAt, st.ReadAt))
 	}
-	return tw.Flush()
+	_, err = io.WriteString(c.stdout, b.String())
+	return err
 }
