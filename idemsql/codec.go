@@ -41,7 +41,7 @@ func checkJSONLoss(v any, root string, replay bool) error {
 		return nil
 	}
 	w := lossWalker{replay: replay}
-	if le := w.walk(rv, jsonFactsOf(rv.Type())); le != nil {
+	if le := w.walk(rv, jsonFactsOf(rv.Type()), false); le != nil {
 		return le.withRoot(root)
 	}
 	return nil
@@ -87,6 +87,9 @@ type jsonFacts struct {
 	addrTrusted bool
 	// rawKeys: a map whose keys encoding/json writes as they are.
 	rawKeys bool
+	// str: a string that encoding/json writes as it is; checked in place
+	// by the struct, slice or array holding it.
+	str bool
 	// elem: facts of the element type (pointer, slice, array, map), filled
 	// on first use.
 	elem atomic.Pointer[jsonFacts]
@@ -147,6 +150,7 @@ func jsonFactsOf(t reflect.Type) *jsonFacts {
 	if !f.trusted && t.Kind() != reflect.Pointer {
 		f.addrTrusted = implementsMarshaler(reflect.PointerTo(t))
 	}
+	f.str = t.Kind() == reflect.String && !f.trusted && !f.addrTrusted
 	switch t.Kind() {
 	case reflect.Map:
 		f.rawKeys = t.Key().Kind() == reflect.String
@@ -201,7 +205,8 @@ func isPlainJSON(t reflect.Type, seen map[reflect.Type]bool) bool {
 // writes, as its typeFields does, or says why it loses information: an
 // unexported field, or two fields under one JSON name (encoding/json
 // writes the dominant one, or neither). Fields tagged json:"-" are the
-// caller's choice and are skipped.
+// caller's choice, and unexported fields that hold nothing (blank or of
+// zero size) lose nothing: both are skipped.
 func jsonStructPlan(t reflect.Type) ([]*jsonField, *structLoss) {
 	var (
 		fields []*jsonField
@@ -217,6 +222,10 @@ func jsonStructPlan(t reflect.Type) ([]*jsonField, *structLoss) {
 			sf := st.Field(i)
 			tag := sf.Tag.Get("json")
 			if tag == "-" {
+				continue
+			}
+			if !sf.IsExported() && (sf.Name == "_" || sf.Type.Size() == 0) {
+				// Holds nothing: padding, or a marker such as noCopy.
 				continue
 			}
 			ft := sf.Type
@@ -323,22 +332,25 @@ type lossWalker struct {
 
 const lossCycleDepth = 1000
 
-func (w *lossWalker) walk(v reflect.Value, f *jsonFacts) *lossError {
-	if f.plain || f.trusted || (f.addrTrusted && v.CanAddr()) {
+// walk checks v, whose type's facts are f. addr is whether encoding/json
+// can take v's address, which decides whether it calls a marshaling method
+// with a pointer receiver. (v.CanAddr may differ: map entries are read
+// into addressable values.)
+func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
+	if f.plain || f.trusted || (f.addrTrusted && addr) {
 		return nil
 	}
 	switch v.Kind() {
 	case reflect.String:
-		if s := v.String(); !utf8.ValidString(s) {
-			return &lossError{reason: fmt.Sprintf(
-				"string is not valid UTF-8 (byte %d), and encoding/json would write U+FFFD in its place", invalidUTF8At(s))}
+		if !utf8.ValidString(v.String()) {
+			return invalidUTF8("string", v.String())
 		}
 	case reflect.Interface:
 		if v.IsNil() {
 			return nil
 		}
 		e := v.Elem()
-		return w.walk(e, jsonFactsOf(e.Type()))
+		return w.walk(e, jsonFactsOf(e.Type()), false)
 	case reflect.Pointer:
 		if v.IsNil() {
 			return nil
@@ -346,11 +358,11 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts) *lossError {
 		if le := w.enter(v); le != nil {
 			return le
 		}
-		le := w.walk(v.Elem(), f.elemFacts())
+		le := w.walk(v.Elem(), f.elemFacts(), true)
 		w.leave(v)
 		return le
 	case reflect.Array:
-		return w.walkElems(v, f.elemFacts())
+		return w.walkElems(v, f.elemFacts(), addr)
 	case reflect.Slice:
 		if v.Len() == 0 {
 			return nil
@@ -358,7 +370,7 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts) *lossError {
 		if le := w.enter(v); le != nil {
 			return le
 		}
-		le := w.walkElems(v, f.elemFacts())
+		le := w.walkElems(v, f.elemFacts(), true)
 		w.leave(v)
 		return le
 	case reflect.Map:
@@ -381,7 +393,7 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts) *lossError {
 		}
 	fields:
 		for _, fd := range f.fields {
-			fv := v
+			fv, fieldAddr := v, addr
 			for i, x := range fd.index {
 				if fv.Kind() == reflect.Pointer {
 					if fv.IsNil() {
@@ -392,14 +404,21 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts) *lossError {
 							"%v embeds %v, a pointer to an unexported struct type, whose fields encoding/json writes but cannot set on a replay; export the type or embed it by value",
 							v.Type(), fv.Type())}
 					}
-					fv = fv.Elem()
+					fv, fieldAddr = fv.Elem(), true
 				}
 				fv = fv.Field(x)
 			}
 			if fd.plain || (fd.skipIfZero && fv.IsZero()) {
 				continue
 			}
-			if le := w.walk(fv, fd.factsOf()); le != nil {
+			ff := fd.factsOf()
+			if ff.str {
+				if !utf8.ValidString(fv.String()) {
+					return invalidUTF8("string", fv.String()).at("." + fd.sel)
+				}
+				continue
+			}
+			if le := w.walk(fv, ff, fieldAddr); le != nil {
 				return le.at("." + fd.sel)
 			}
 		}
@@ -407,9 +426,18 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts) *lossError {
 	return nil
 }
 
-func (w *lossWalker) walkElems(v reflect.Value, ef *jsonFacts) *lossError {
+func (w *lossWalker) walkElems(v reflect.Value, ef *jsonFacts, addr bool) *lossError {
 	for i := range v.Len() {
-		if le := w.walk(v.Index(i), ef); le != nil {
+		e := v.Index(i)
+		var le *lossError
+		if ef.str {
+			if !utf8.ValidString(e.String()) {
+				le = invalidUTF8("string", e.String())
+			}
+		} else {
+			le = w.walk(e, ef, addr)
+		}
+		if le != nil {
 			return le.at("[" + strconv.Itoa(i) + "]")
 		}
 	}
@@ -418,15 +446,22 @@ func (w *lossWalker) walkElems(v reflect.Value, ef *jsonFacts) *lossError {
 
 func (w *lossWalker) walkMap(v reflect.Value, f *jsonFacts) *lossError {
 	ef := f.elemFacts()
-	it := v.MapRange()
+	var it reflect.MapIter
+	it.Reset(v)
+	// Entries are read into k and e, which saves an allocation per entry.
+	k := reflect.New(v.Type().Key()).Elem()
+	var e reflect.Value
+	if !ef.plain {
+		e = reflect.New(v.Type().Elem()).Elem()
+	}
 	for it.Next() {
-		k := it.Key()
+		k.SetIterKey(&it)
 		if f.rawKeys && !utf8.ValidString(k.String()) {
-			return &lossError{segments: []string{mapKeySegment(k)}, reason: fmt.Sprintf(
-				"map key is not valid UTF-8 (byte %d), and encoding/json would write U+FFFD in its place", invalidUTF8At(k.String()))}
+			return invalidUTF8("map key", k.String()).at(mapKeySegment(k))
 		}
 		if !ef.plain {
-			if le := w.walk(it.Value(), ef); le != nil {
+			e.SetIterValue(&it)
+			if le := w.walk(e, ef, false); le != nil {
 				return le.at(mapKeySegment(k))
 			}
 		}
@@ -475,6 +510,11 @@ func mapKeySegment(k reflect.Value) string {
 		return "[" + strconv.Quote(k.String()) + "]"
 	}
 	return fmt.Sprintf("[%v]", k)
+}
+
+func invalidUTF8(what, s string) *lossError {
+	return &lossError{reason: fmt.Sprintf(
+		"%s is not valid UTF-8 (byte %d), and encoding/json would write U+FFFD in its place", what, invalidUTF8At(s))}
 }
 
 // invalidUTF8At is the offset of the first invalid byte in s.

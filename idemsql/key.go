@@ -99,13 +99,14 @@ func Fingerprint(request any) ([]byte, error) {
 // cycles); a string or map key that is not valid UTF-8, which
 // encoding/json writes with U+FFFD in place of the invalid bytes; a struct
 // with an unexported field, including one whose fields are all unexported
-// (it encodes as {}); two fields that encode under one JSON name, of which
+// (it encodes as {}), unless the field holds nothing (blank, or of zero
+// size); two fields that encode under one JSON name, of which
 // encoding/json writes at most one. A field tagged json:"-" is the caller's
 // choice to leave it out, exported or not, and is not refused. A value of a
 // type that implements [json.Marshaler] or [encoding.TextMarshaler] is
-// taken as that method encodes it, unchecked; note that a struct embedding
-// such a type implements it too, and then encodes as the embedded value
-// alone.
+// taken as that method encodes it, unchecked; note that a struct that
+// embeds such a type can get the method by promotion, and then encodes as
+// the embedded value alone.
 func Canonical(v any) ([]byte, error) {
 	return canonical(v, "value")
 }

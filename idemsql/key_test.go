@@ -180,6 +180,11 @@ type (
 		Cache  []int  `json:"-"`
 		note   string `json:"-"`
 	}
+	markers struct {
+		_      [0]func()
+		noCopy struct{}
+		Amount int64 `json:"amount"`
+	}
 	zeroable struct {
 		Amount int64 `json:"amount"`
 		P      priv  `json:",omitzero"`
@@ -207,18 +212,22 @@ func TestDeriveKeyRefusesLossyArgs(t *testing.T) {
 		args []any
 		want []string // in the message, in order
 	}{
-		"unexported field":             {[]any{priv{1}}, []string{"args[0].n", "idemsql_test.priv", "unexported"}},
-		"no exported fields":           {[]any{"x", priv2{}}, []string{"args[1].n", "idemsql_test.priv2"}},
-		"one unexported field":         {[]any{halfPriv{Amount: 1, note: "a"}}, []string{"args[0].note", "idemsql_test.halfPriv"}},
-		"through a pointer":            {[]any{&priv{1}}, []string{"args[0].n"}},
-		"in a slice":                   {[]any{[]priv{{1}}}, []string{"args[0][0].n"}},
-		"in an interface in a map":     {[]any{map[string]any{"p": priv{1}}}, []string{`args[0]["p"].n`}},
-		"in an embedded struct":        {[]any{withInner{Inner{X: 1, y: 2}}}, []string{"args[0].Inner.y", "idemsql_test.Inner"}},
-		"in an unexported embedded":    {[]any{withinner{inner{1}}}, []string{"args[0].inner.y", "idemsql_test.inner"}},
-		"embedded non-struct":          {[]any{withMyInt{1}}, []string{"args[0].myInt", "embedded field myInt"}},
-		"colliding fields":             {[]any{collides{}}, []string{"args[0]", "sideA.X and sideB.X", `"X"`}},
-		"shadowed field":               {[]any{shadows{}}, []string{"args[0]", "sideA.X and X", "idemsql_test.shadows"}},
-		"value of a pointer marshaler": {[]any{ptrMarshal{1}}, []string{"args[0].n", "idemsql_test.ptrMarshal"}},
+		"unexported field":          {[]any{priv{1}}, []string{"args[0].n", "idemsql_test.priv", "unexported"}},
+		"no exported fields":        {[]any{"x", priv2{}}, []string{"args[1].n", "idemsql_test.priv2"}},
+		"one unexported field":      {[]any{halfPriv{Amount: 1, note: "a"}}, []string{"args[0].note", "idemsql_test.halfPriv"}},
+		"through a pointer":         {[]any{&priv{1}}, []string{"args[0].n"}},
+		"in a slice":                {[]any{[]priv{{1}}}, []string{"args[0][0].n"}},
+		"in an interface in a map":  {[]any{map[string]any{"p": priv{1}}}, []string{`args[0]["p"].n`}},
+		"in an embedded struct":     {[]any{withInner{Inner{X: 1, y: 2}}}, []string{"args[0].Inner.y", "idemsql_test.Inner"}},
+		"in an unexported embedded": {[]any{withinner{inner{1}}}, []string{"args[0].inner.y", "idemsql_test.inner"}},
+		"embedded non-struct":       {[]any{withMyInt{1}}, []string{"args[0].myInt", "embedded field myInt"}},
+		"colliding fields":          {[]any{collides{}}, []string{"args[0]", "sideA.X and sideB.X", `"X"`}},
+		"shadowed field":            {[]any{shadows{}}, []string{"args[0]", "sideA.X and X", "idemsql_test.shadows"}},
+		// encoding/json calls a pointer receiver's MarshalJSON only on a
+		// value it can take the address of.
+		"value of a pointer marshaler": {[]any{ptrMarshal{1}}, []string{"args[0].n", "idemsql_test.ptrMarshal", "pass a pointer"}},
+		"pointer marshaler in a map":   {[]any{map[string]ptrMarshal{"a": {1}}}, []string{`args[0]["a"].n`}},
+		"pointer marshaler field":      {[]any{struct{ P ptrMarshal }{}}, []string{"args[0].P.n"}},
 		"non-zero omitzero field":      {[]any{zeroable{P: priv{1}}}, []string{"args[0].P.n"}},
 		"invalid UTF-8 string":         {[]any{"ok", "a\xffb"}, []string{"args[1]", "not valid UTF-8 (byte 1)"}},
 		"invalid UTF-8 in a field":     {[]any{payment{Currency: "E\xe2R"}}, []string{"args[0].Currency", "UTF-8"}},
@@ -249,16 +258,17 @@ func TestDeriveKeyRefusesLossyArgs(t *testing.T) {
 func TestDeriveKeyAcceptsLosslessArgs(t *testing.T) {
 	for name, args := range map[string][]any{
 		// A genuine U+FFFD is valid UTF-8, and so is the text \ufffd.
-		"replacement character": {"\uFFFD", map[string]string{"\uFFFD": "x"}},
-		"escape-like text":      {`\ufffd`, `a\\ufffd`, `\\\ufffd`},
-		"empty struct":          {struct{}{}},
-		"nil pointer":           {(*priv)(nil)},
-		"empty slice":           {[]priv{}},
-		"json:\"-\" fields":     {skipped{Amount: 1, Cache: []int{1}, note: "n"}},
-		"zero omitzero field":   {zeroable{Amount: 1}},
-		"json.Marshaler":        {time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)},
-		"pointer marshaler":     {&ptrMarshal{1}, []ptrMarshal{{2}}},
-		"bytes":                 {[]byte("\xff\xfe")},
+		"replacement character":    {"\uFFFD", map[string]string{"\uFFFD": "x"}},
+		"escape-like text":         {`\ufffd`, `a\\ufffd`, `\\\ufffd`},
+		"empty struct":             {struct{}{}},
+		"fields that hold nothing": {markers{Amount: 1}},
+		"nil pointer":              {(*priv)(nil)},
+		"empty slice":              {[]priv{}},
+		"json:\"-\" fields":        {skipped{Amount: 1, Cache: []int{1}, note: "n"}},
+		"zero omitzero field":      {zeroable{Amount: 1}},
+		"json.Marshaler":           {time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)},
+		"pointer marshaler":        {&ptrMarshal{1}, []ptrMarshal{{2}}, &struct{ P ptrMarshal }{}, map[string]*ptrMarshal{"a": {3}}},
+		"bytes":                    {[]byte("\xff\xfe")},
 	} {
 		if _, err := idemsql.DeriveKey("ns", args...); err != nil {
 			t.Errorf("%s: %v", name, err)
