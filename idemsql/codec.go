@@ -68,7 +68,7 @@ func (jsonCodec) Marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	// After json.Marshal, which has refused cycles and unsupported types.
-	if err := checkJSONLoss(v, "result", true); err != nil {
+	if err := checkJSONLoss(v, data, "result", true); err != nil {
 		return nil, err
 	}
 	return data, nil
@@ -142,16 +142,19 @@ func decodeAll(dec *json.Decoder, v any) error {
 	return nil
 }
 
-// checkJSONLoss reports where v's encoding by encoding/json would lose
+// checkJSONLoss reports where v's encoding by encoding/json, data, loses
 // information, naming the place from root ("args[0].Name"). replay adds
 // the checks that matter when the encoding is decoded back into v's type.
 // Call it after json.Marshal(v) succeeded, which rules out cycles.
-func checkJSONLoss(v any, root string, replay bool) error {
+func checkJSONLoss(v any, data []byte, root string, replay bool) error {
 	rv := reflect.ValueOf(v)
 	if !rv.IsValid() {
 		return nil
 	}
-	w := lossWalker{replay: replay}
+	// encoding/json writes invalid UTF-8 as the escape \ufffd, and U+FFFD
+	// itself as it is: without the escape's text in data, every string is
+	// valid. (With it, the walk checks them: the text may be a string's own.)
+	w := lossWalker{replay: replay, validUTF8: !bytes.Contains(data, []byte(`\ufffd`))}
 	if le := w.walk(rv, jsonFactsOf(rv.Type()), false); le != nil {
 		return le.withRoot(root)
 	}
@@ -190,6 +193,10 @@ type jsonFacts struct {
 	typ reflect.Type
 	// plain: no value of the type can lose information; nothing to walk.
 	plain bool
+	// stringsOnly: a value of the type can lose information only in a string
+	// or map key that is not valid UTF-8, which leaves a \ufffd escape in
+	// the encoding; without one, there is nothing to walk.
+	stringsOnly bool
 	// trusted: the type implements json.Marshaler or encoding.TextMarshaler,
 	// whose output is taken as it is.
 	trusted bool
@@ -257,7 +264,8 @@ func jsonFactsOf(t reflect.Type) *jsonFacts {
 		return f.(*jsonFacts)
 	}
 	f := &jsonFacts{typ: t, trusted: implementsMarshaler(t)}
-	f.plain = isPlainJSON(t, map[reflect.Type]bool{})
+	f.plain = isPlainJSON(t, false, map[reflect.Type]bool{})
+	f.stringsOnly = isPlainJSON(t, true, map[reflect.Type]bool{})
 	if !f.trusted && t.Kind() != reflect.Pointer {
 		f.addrTrusted = implementsMarshaler(reflect.PointerTo(t))
 	}
@@ -268,7 +276,7 @@ func jsonFactsOf(t reflect.Type) *jsonFacts {
 	case reflect.Struct:
 		f.fields, f.lossy = jsonStructPlan(t)
 		for _, fd := range f.fields {
-			fd.plain = isPlainJSON(fd.typ, map[reflect.Type]bool{})
+			fd.plain = isPlainJSON(fd.typ, false, map[reflect.Type]bool{})
 		}
 	}
 	actual, _ := jsonFactsCache.LoadOrStore(t, f)
@@ -279,11 +287,12 @@ func implementsMarshaler(t reflect.Type) bool {
 	return t.Implements(marshalerType) || t.Implements(textMarshalerType)
 }
 
-// isPlainJSON reports whether no value of t can lose information, going
-// through every type a value of t can hold. A type already seen counts as
-// plain: the answer for the first type asked is still exact, as the walk
-// stops at the first type that is not.
-func isPlainJSON(t reflect.Type, seen map[reflect.Type]bool) bool {
+// isPlainJSON reports whether no value of t can lose information, or with
+// allowStrings, none but in strings and map keys, going through every type a
+// value of t can hold. A type already seen counts as plain: the answer for
+// the first type asked is still exact, as the walk stops at the first type
+// that is not.
+func isPlainJSON(t reflect.Type, allowStrings bool, seen map[reflect.Type]bool) bool {
 	if seen[t] {
 		return true
 	}
@@ -292,19 +301,21 @@ func isPlainJSON(t reflect.Type, seen map[reflect.Type]bool) bool {
 		return true
 	}
 	switch t.Kind() {
-	case reflect.String, reflect.Interface:
+	case reflect.String:
+		return allowStrings
+	case reflect.Interface:
 		return false
 	case reflect.Pointer, reflect.Slice, reflect.Array:
-		return isPlainJSON(t.Elem(), seen)
+		return isPlainJSON(t.Elem(), allowStrings, seen)
 	case reflect.Map:
-		return t.Key().Kind() != reflect.String && isPlainJSON(t.Elem(), seen)
+		return (allowStrings || t.Key().Kind() != reflect.String) && isPlainJSON(t.Elem(), allowStrings, seen)
 	case reflect.Struct:
 		fields, lossy := jsonStructPlan(t)
 		if lossy != nil {
 			return false
 		}
 		for _, f := range fields {
-			if f.unsettable != 0 || !isPlainJSON(f.typ, seen) {
+			if f.unsettable != 0 || !isPlainJSON(f.typ, allowStrings, seen) {
 				return false
 			}
 		}
@@ -435,6 +446,8 @@ func tagOption(opts, name string) bool {
 // lossWalker goes through a value as encoding/json encodes it.
 type lossWalker struct {
 	replay bool
+	// validUTF8: every string in the value is known to be valid UTF-8.
+	validUTF8 bool
 	// depth and seen guard against cycles the way encoding/json does: a
 	// walk this deep starts remembering what it went through.
 	depth int
@@ -443,12 +456,17 @@ type lossWalker struct {
 
 const lossCycleDepth = 1000
 
+// skips reports whether a value with facts f needs no look.
+func (w *lossWalker) skips(f *jsonFacts) bool {
+	return f.plain || (f.stringsOnly && w.validUTF8)
+}
+
 // walk checks v, whose type's facts are f. addr is whether encoding/json
 // can take v's address, which decides whether it calls a marshaling method
 // with a pointer receiver. (v.CanAddr may differ: map entries are read
 // into addressable values.)
 func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
-	if f.plain || f.trusted || (f.addrTrusted && addr) {
+	if w.skips(f) || f.trusted || (f.addrTrusted && addr) {
 		return nil
 	}
 	switch v.Kind() {
@@ -523,6 +541,9 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 				continue
 			}
 			ff := fd.factsOf()
+			if w.skips(ff) {
+				continue
+			}
 			if ff.str {
 				if !utf8.ValidString(fv.String()) {
 					return invalidUTF8("string", fv.String()).at("." + fd.sel)
@@ -561,16 +582,17 @@ func (w *lossWalker) walkMap(v reflect.Value, f *jsonFacts) *lossError {
 	it.Reset(v)
 	// Entries are read into k and e, which saves an allocation per entry.
 	k := reflect.New(v.Type().Key()).Elem()
+	checkKeys, checkValues := f.rawKeys && !w.validUTF8, !w.skips(ef)
 	var e reflect.Value
-	if !ef.plain {
+	if checkValues {
 		e = reflect.New(v.Type().Elem()).Elem()
 	}
 	for it.Next() {
 		k.SetIterKey(&it)
-		if f.rawKeys && !utf8.ValidString(k.String()) {
+		if checkKeys && !utf8.ValidString(k.String()) {
 			return invalidUTF8("map key", k.String()).at(mapKeySegment(k))
 		}
-		if !ef.plain {
+		if checkValues {
 			e.SetIterValue(&it)
 			if le := w.walk(e, ef, false); le != nil {
 				return le.at(mapKeySegment(k))

@@ -117,7 +117,7 @@ func canonical(v any, root string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkJSONLoss(v, root, false); err != nil {
+	if err := checkJSONLoss(v, raw, root, false); err != nil {
 		return nil, err
 	}
 	// Decoding into interface values turns every object into a map, which

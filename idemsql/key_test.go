@@ -232,6 +232,8 @@ func TestDeriveKeyRefusesLossyArgs(t *testing.T) {
 		"invalid UTF-8 string":         {[]any{"ok", "a\xffb"}, []string{"args[1]", "not valid UTF-8 (byte 1)"}},
 		"invalid UTF-8 in a field":     {[]any{payment{Currency: "E\xe2R"}}, []string{"args[0].Currency", "UTF-8"}},
 		"invalid UTF-8 in a slice":     {[]any{payment{Tags: []string{"a", "\xc0"}}}, []string{"args[0].Tags[1]", "UTF-8"}},
+		"invalid beside escape text":   {[]any{[]string{`\ufffd`, "\xff"}}, []string{"args[0][1]", "UTF-8"}},
+		"escape text beside a field":   {[]any{`\ufffd`, "\uFFFD", priv{1}}, []string{"args[2].n"}},
 		"invalid UTF-8 map key":        {[]any{map[string]int{"\xff": 1}}, []string{`args[0]["\xff"]`, "map key"}},
 		"function":                     {[]any{func() {}}, []string{"func"}},
 		"NaN":                          {[]any{math.NaN()}, []string{"NaN"}},
