@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
@@ -321,4 +323,61 @@ func BenchmarkDeriveKey(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+type chain struct {
+	S    string `json:"s"`
+	Any  any    `json:"any,omitempty"`
+	Next *chain `json:"next,omitempty"`
+}
+
+// Values deeper than encoding/json's cycle detection starts are walked
+// to the end.
+func TestJSONMarshalDeepValues(t *testing.T) {
+	var head *chain
+	for i := range 3000 {
+		head = &chain{S: strconv.Itoa(i), Any: i, Next: head}
+	}
+	if _, err := idemsql.JSON.Marshal(head); err != nil {
+		t.Fatal(err)
+	}
+	last := head
+	for last.Next != nil {
+		last = last.Next
+	}
+	last.S = "\xff"
+	_, err := idemsql.JSON.Marshal(head)
+	if want := "result" + strings.Repeat(".Next", 2999) + ".S: string is not valid UTF-8"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("err = %.80v…; want %.20s…%s", err, want, want[len(want)-40:])
+	}
+}
+
+// A string, alone or as a map key and value, either replays exactly or is
+// refused, and refused exactly when it is not valid UTF-8.
+func FuzzJSONStringRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "a", "\uFFFD", `\ufffd`, `\\ufffd`, "\\\xff", "\xef\xbf", "é\xe9", `"\ufffd"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, v := range []any{s, map[string]string{s: s}, []any{benchResult{ID: s}}} {
+			data, err := idemsql.JSON.Marshal(v)
+			if (err == nil) != utf8.ValidString(s) {
+				t.Fatalf("Marshal(%#v) = %s, %v", v, data, err)
+			}
+			_, kerr := idemsql.DeriveKey("ns", v)
+			if (kerr == nil) != (err == nil) {
+				t.Fatalf("DeriveKey(%#v): %v, but Marshal: %v", v, kerr, err)
+			}
+			if err != nil {
+				continue
+			}
+			back := reflect.New(reflect.TypeOf(v))
+			if err := idemsql.JSON.Unmarshal(data, back.Interface()); err != nil {
+				t.Fatalf("Unmarshal(%s): %v", data, err)
+			}
+			if _, isSlice := v.([]any); !isSlice && !reflect.DeepEqual(back.Elem().Interface(), v) {
+				t.Fatalf("%#v replays as %#v", v, back.Elem().Interface())
+			}
+		}
+	})
 }
