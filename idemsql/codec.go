@@ -147,15 +147,11 @@ func decodeAll(dec *json.Decoder, v any) error {
 // the checks that matter when the encoding is decoded back into v's type.
 // Call it after json.Marshal(v) succeeded, which rules out cycles.
 func checkJSONLoss(v any, data []byte, root string, replay bool) error {
-	rv := reflect.ValueOf(v)
-	if !rv.IsValid() {
-		return nil
-	}
 	// encoding/json writes invalid UTF-8 as the escape \ufffd, and U+FFFD
 	// itself as it is: without the escape's text in data, every string is
 	// valid. (With it, the walk checks them: the text may be a string's own.)
 	w := lossWalker{replay: replay, validUTF8: !bytes.Contains(data, []byte(`\ufffd`))}
-	if le := w.walk(rv, jsonFactsOf(rv.Type()), false); le != nil {
+	if le := w.walkAny(v); le != nil {
 		return le.withRoot(root)
 	}
 	return nil
@@ -478,6 +474,9 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 		if v.IsNil() {
 			return nil
 		}
+		if v.CanInterface() {
+			return w.walkAny(v.Interface())
+		}
 		e := v.Elem()
 		return w.walk(e, jsonFactsOf(e.Type()), false)
 	case reflect.Pointer:
@@ -522,6 +521,14 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 		}
 	fields:
 		for _, fd := range f.fields {
+			// Most fields need no look: decide before reaching them.
+			if fd.plain && (fd.unsettable == 0 || !w.replay) {
+				continue
+			}
+			ff := fd.factsOf()
+			if w.skips(ff) && (fd.unsettable == 0 || !w.replay) {
+				continue
+			}
 			fv, fieldAddr := v, addr
 			for i, x := range fd.index {
 				if fv.Kind() == reflect.Pointer {
@@ -537,11 +544,7 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 				}
 				fv = fv.Field(x)
 			}
-			if fd.plain || (fd.skipIfZero && fv.IsZero()) {
-				continue
-			}
-			ff := fd.factsOf()
-			if w.skips(ff) {
+			if w.skips(ff) || (fd.skipIfZero && fv.IsZero()) {
 				continue
 			}
 			if ff.str {
@@ -556,6 +559,41 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 		}
 	}
 	return nil
+}
+
+// walkAny checks the value an interface holds, which encoding/json cannot
+// take the address of. The types that decoded JSON is made of are checked
+// without reflection.
+func (w *lossWalker) walkAny(v any) *lossError {
+	switch v := v.(type) {
+	case nil, bool, float64, int, int64, json.Number:
+		return nil
+	case string:
+		if w.validUTF8 || utf8.ValidString(v) {
+			return nil
+		}
+		return invalidUTF8("string", v)
+	case []any:
+		// json.Marshal has been through every element: no cycle.
+		for i, e := range v {
+			if le := w.walkAny(e); le != nil {
+				return le.at("[" + strconv.Itoa(i) + "]")
+			}
+		}
+		return nil
+	case map[string]any:
+		for k, e := range v {
+			if !w.validUTF8 && !utf8.ValidString(k) {
+				return invalidUTF8("map key", k).at("[" + strconv.Quote(k) + "]")
+			}
+			if le := w.walkAny(e); le != nil {
+				return le.at("[" + strconv.Quote(k) + "]")
+			}
+		}
+		return nil
+	}
+	rv := reflect.ValueOf(v)
+	return w.walk(rv, jsonFactsOf(rv.Type()), false)
 }
 
 func (w *lossWalker) walkElems(v reflect.Value, ef *jsonFacts, addr bool) *lossError {
@@ -581,21 +619,25 @@ func (w *lossWalker) walkMap(v reflect.Value, f *jsonFacts) *lossError {
 	var it reflect.MapIter
 	it.Reset(v)
 	// Entries are read into k and e, which saves an allocation per entry.
-	k := reflect.New(v.Type().Key()).Elem()
+	var k, e reflect.Value
 	checkKeys, checkValues := f.rawKeys && !w.validUTF8, !w.skips(ef)
-	var e reflect.Value
+	if checkKeys {
+		k = reflect.New(v.Type().Key()).Elem()
+	}
 	if checkValues {
 		e = reflect.New(v.Type().Elem()).Elem()
 	}
 	for it.Next() {
-		k.SetIterKey(&it)
-		if checkKeys && !utf8.ValidString(k.String()) {
-			return invalidUTF8("map key", k.String()).at(mapKeySegment(k))
+		if checkKeys {
+			k.SetIterKey(&it)
+			if !utf8.ValidString(k.String()) {
+				return invalidUTF8("map key", k.String()).at(mapKeySegment(k))
+			}
 		}
 		if checkValues {
 			e.SetIterValue(&it)
 			if le := w.walk(e, ef, false); le != nil {
-				return le.at(mapKeySegment(k))
+				return le.at(mapKeySegment(it.Key()))
 			}
 		}
 	}
