@@ -41,6 +41,9 @@ func ValidateKey(key string) error {
 // are encoded as a JSON array with encoding/json, then every object's keys
 // are sorted, numbers keep their exact text and no insignificant whitespace
 // is written. A struct and a map with the same fields give the same key.
+// Arguments that the canonical form cannot tell apart are refused, see
+// [Canonical]: two requests that differ must not share a key. A string or
+// []byte argument is encoded like any other.
 //
 // Prefer an explicit key that the client sends (an Idempotency-Key header, a
 // payment intent ID): a derived key makes two genuinely separate requests
@@ -56,7 +59,7 @@ func DeriveKey(namespace string, args ...any) (string, error) {
 	if args == nil {
 		args = []any{}
 	}
-	canon, err := Canonical(args)
+	canon, err := canonical(args, "args")
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
@@ -66,7 +69,8 @@ func DeriveKey(namespace string, args ...any) (string, error) {
 
 // Fingerprint returns the SHA-256 of a request as [WithFingerprint] stores it:
 // a []byte or string is hashed as given, any other value in its [Canonical]
-// form.
+// form. A value that Canonical refuses is an error wrapping
+// [ErrInvalidOption]: a changed request must not pass for the same one.
 func Fingerprint(request any) ([]byte, error) {
 	var sum [sha256.Size]byte
 	switch r := request.(type) {
@@ -75,7 +79,7 @@ func Fingerprint(request any) ([]byte, error) {
 	case string:
 		sum = sha256.Sum256([]byte(r))
 	default:
-		canon, err := Canonical(request)
+		canon, err := canonical(request, "request")
 		if err != nil {
 			return nil, fmt.Errorf("%w: fingerprint: %v", ErrInvalidOption, err)
 		}
@@ -87,9 +91,33 @@ func Fingerprint(request any) ([]byte, error) {
 // Canonical encodes v as canonical JSON: what encoding/json writes, with
 // object keys sorted at every depth, numbers exactly as encoding/json wrote
 // them, no HTML escaping and no insignificant whitespace.
+//
+// Canonical refuses a value whose encoding would lose information, since
+// two values with one encoding would share a key or a fingerprint. The
+// error names the place (args[0].Customer.id) and the Go type. Refused:
+// what encoding/json refuses (functions, channels, NaN and infinities,
+// cycles); a string or map key that is not valid UTF-8, which
+// encoding/json writes with U+FFFD in place of the invalid bytes; a struct
+// with an unexported field, including one whose fields are all unexported
+// (it encodes as {}), unless the field holds nothing (blank, or of zero
+// size); two fields that encode under one JSON name, of which
+// encoding/json writes at most one. A field tagged json:"-" is the caller's
+// choice to leave it out, exported or not, and is not refused. A value of a
+// type that implements [json.Marshaler] or [encoding.TextMarshaler] is
+// taken as that method encodes it, unchecked; note that a struct that
+// embeds such a type can get the method by promotion, and then encodes as
+// the embedded value alone.
 func Canonical(v any) ([]byte, error) {
+	return canonical(v, "value")
+}
+
+// canonical is Canonical with root naming v in errors.
+func canonical(v any, root string) ([]byte, error) {
 	raw, err := json.Marshal(v)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkJSONLoss(v, raw, root, false); err != nil {
 		return nil, err
 	}
 	// Decoding into interface values turns every object into a map, which

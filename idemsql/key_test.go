@@ -4,8 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -142,4 +145,167 @@ func FuzzCanonicalIsStable(f *testing.F) {
 			t.Fatalf("not a fixed point: %s then %s (%v)", once, twice, err)
 		}
 	})
+}
+
+// Types whose encoding by encoding/json loses information.
+type (
+	priv     struct{ n int }
+	halfPriv struct {
+		Amount int64 `json:"amount"`
+		note   string
+	}
+	Inner struct {
+		X int
+		y int
+	}
+	withInner struct{ Inner }
+	inner     struct{ y int }
+	withinner struct{ inner }
+	myInt     int
+	withMyInt struct{ myInt }
+	sideA     struct{ X int }
+	sideB     struct{ X int }
+	collides  struct {
+		sideA
+		sideB
+	}
+	shadows struct {
+		sideA
+		X int
+	}
+	priv2      struct{ n int }
+	ptrMarshal struct{ n int }
+	skipped    struct {
+		Amount int64  `json:"amount"`
+		Cache  []int  `json:"-"`
+		note   string `json:"-"`
+	}
+	markers struct {
+		_      [0]func()
+		noCopy struct{}
+		Amount int64 `json:"amount"`
+	}
+	zeroable struct {
+		Amount int64 `json:"amount"`
+		P      priv  `json:",omitzero"`
+	}
+	linked struct {
+		V    int
+		Next *linked
+	}
+)
+
+func (p *ptrMarshal) MarshalJSON() ([]byte, error) { return []byte(strconv.Itoa(p.n)), nil }
+
+func TestDeriveKeyRefusesLossyArgs(t *testing.T) {
+	// The defect: both used to derive one key, so the second request got
+	// the first one's result.
+	k1, err1 := idemsql.DeriveKey("ns", priv{1})
+	k2, err2 := idemsql.DeriveKey("ns", priv{2})
+	if err1 == nil || err2 == nil {
+		t.Fatalf("priv{1} and priv{2} gave keys %q and %q; want errors", k1, k2)
+	}
+
+	cycle := &linked{V: 1}
+	cycle.Next = cycle
+	for name, c := range map[string]struct {
+		args []any
+		want []string // in the message, in order
+	}{
+		"unexported field":          {[]any{priv{1}}, []string{"args[0].n", "idemsql_test.priv", "unexported"}},
+		"no exported fields":        {[]any{"x", priv2{}}, []string{"args[1].n", "idemsql_test.priv2"}},
+		"one unexported field":      {[]any{halfPriv{Amount: 1, note: "a"}}, []string{"args[0].note", "idemsql_test.halfPriv"}},
+		"through a pointer":         {[]any{&priv{1}}, []string{"args[0].n"}},
+		"in a slice":                {[]any{[]priv{{1}}}, []string{"args[0][0].n"}},
+		"in an interface in a map":  {[]any{map[string]any{"p": priv{1}}}, []string{`args[0]["p"].n`}},
+		"in an embedded struct":     {[]any{withInner{Inner{X: 1, y: 2}}}, []string{"args[0].Inner.y", "idemsql_test.Inner"}},
+		"in an unexported embedded": {[]any{withinner{inner{1}}}, []string{"args[0].inner.y", "idemsql_test.inner"}},
+		"embedded non-struct":       {[]any{withMyInt{1}}, []string{"args[0].myInt", "embedded field myInt"}},
+		"colliding fields":          {[]any{collides{}}, []string{"args[0]", "sideA.X and sideB.X", `"X"`}},
+		"shadowed field":            {[]any{shadows{}}, []string{"args[0]", "sideA.X and X", "idemsql_test.shadows"}},
+		// encoding/json calls a pointer receiver's MarshalJSON only on a
+		// value it can take the address of.
+		"value of a pointer marshaler": {[]any{ptrMarshal{1}}, []string{"args[0].n", "idemsql_test.ptrMarshal", "pass a pointer"}},
+		"pointer marshaler in a map":   {[]any{map[string]ptrMarshal{"a": {1}}}, []string{`args[0]["a"].n`}},
+		"pointer marshaler field":      {[]any{struct{ P ptrMarshal }{}}, []string{"args[0].P.n"}},
+		"non-zero omitzero field":      {[]any{zeroable{P: priv{1}}}, []string{"args[0].P.n"}},
+		"invalid UTF-8 string":         {[]any{"ok", "a\xffb"}, []string{"args[1]", "not valid UTF-8 (byte 1)"}},
+		"invalid UTF-8 in a field":     {[]any{payment{Currency: "E\xe2R"}}, []string{"args[0].Currency", "UTF-8"}},
+		"invalid UTF-8 in a slice":     {[]any{payment{Tags: []string{"a", "\xc0"}}}, []string{"args[0].Tags[1]", "UTF-8"}},
+		"invalid beside escape text":   {[]any{[]string{`\ufffd`, "\xff"}}, []string{"args[0][1]", "UTF-8"}},
+		"escape text beside a field":   {[]any{`\ufffd`, "\uFFFD", priv{1}}, []string{"args[2].n"}},
+		"invalid UTF-8 map key":        {[]any{map[string]int{"\xff": 1}}, []string{`args[0]["\xff"]`, "map key"}},
+		"function":                     {[]any{func() {}}, []string{"func"}},
+		"NaN":                          {[]any{math.NaN()}, []string{"NaN"}},
+		"infinity":                     {[]any{math.Inf(1)}, []string{"+Inf"}},
+		"cycle":                        {[]any{cycle}, []string{"cycle"}},
+	} {
+		key, err := idemsql.DeriveKey("ns", c.args...)
+		if !errors.Is(err, idemsql.ErrInvalidKey) {
+			t.Errorf("%s: DeriveKey = %q, %v; want ErrInvalidKey", name, key, err)
+			continue
+		}
+		msg := err.Error()
+		for _, w := range c.want {
+			i := strings.Index(msg, w)
+			if i < 0 {
+				t.Errorf("%s: %q does not say %q", name, msg, w)
+				break
+			}
+			msg = msg[i+len(w):]
+		}
+	}
+}
+
+func TestDeriveKeyAcceptsLosslessArgs(t *testing.T) {
+	for name, args := range map[string][]any{
+		// A genuine U+FFFD is valid UTF-8, and so is the text \ufffd.
+		"replacement character":    {"\uFFFD", map[string]string{"\uFFFD": "x"}},
+		"escape-like text":         {`\ufffd`, `a\\ufffd`, `\\\ufffd`},
+		"empty struct":             {struct{}{}},
+		"fields that hold nothing": {markers{Amount: 1}},
+		"nil pointer":              {(*priv)(nil)},
+		"empty slice":              {[]priv{}},
+		"json:\"-\" fields":        {skipped{Amount: 1, Cache: []int{1}, note: "n"}},
+		"zero omitzero field":      {zeroable{Amount: 1}},
+		"json.Marshaler":           {time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)},
+		"pointer marshaler":        {&ptrMarshal{1}, []ptrMarshal{{2}}, &struct{ P ptrMarshal }{}, map[string]*ptrMarshal{"a": {3}}},
+		"bytes":                    {[]byte("\xff\xfe")},
+	} {
+		if _, err := idemsql.DeriveKey("ns", args...); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	// Fields tagged json:"-" are the caller's choice to leave out.
+	a, _ := idemsql.DeriveKey("ns", skipped{Amount: 1, Cache: []int{1}, note: "n"})
+	b, _ := idemsql.DeriveKey("ns", skipped{Amount: 1})
+	if c, _ := idemsql.DeriveKey("ns", map[string]int{"amount": 1}); a != b || a != c {
+		t.Fatalf("json:\"-\" fields must not count: %s %s %s", a, b, c)
+	}
+}
+
+func TestFingerprintRefusesLossyRequests(t *testing.T) {
+	for name, req := range map[string]any{
+		"unexported field": halfPriv{Amount: 1, note: "a"},
+		"invalid UTF-8":    map[string]any{"customer": "\xff"},
+	} {
+		fp, err := idemsql.Fingerprint(req)
+		if !errors.Is(err, idemsql.ErrInvalidOption) || !strings.Contains(err.Error(), "request") {
+			t.Errorf("%s: Fingerprint = %x, %v; want ErrInvalidOption naming the request", name, fp, err)
+		}
+	}
+	// A string or []byte is hashed as given, whatever its bytes.
+	raw, err := idemsql.Fingerprint([]byte("\xff"))
+	str, err2 := idemsql.Fingerprint("\xff")
+	if want := sha256.Sum256([]byte("\xff")); err != nil || err2 != nil || string(raw) != string(want[:]) || string(str) != string(want[:]) {
+		t.Fatalf("bytes and strings must hash as given: %x %x %v %v", raw, str, err, err2)
+	}
+}
+
+func TestCanonicalNamesTheValue(t *testing.T) {
+	_, err := idemsql.Canonical(struct{ P *priv }{&priv{1}})
+	if err == nil || !strings.HasPrefix(err.Error(), "value.P.n: field n of idemsql_test.priv is unexported") {
+		t.Fatalf("err = %v", err)
+	}
 }
