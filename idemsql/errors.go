@@ -59,14 +59,17 @@ var (
 	// innodb_rollback_on_timeout=ON.
 	ErrLockTimeout = errors.New("idemsql: timed out waiting for the key's lock")
 
-	// ErrEncode: fn's result could not be encoded by the codec. Atomic mode:
+	// ErrEncode: fn's result could not be encoded by the codec, or the JSON
+	// codec found that a replay would not return it as it is (invalid
+	// UTF-8, unexported fields: see [JSON]). Atomic mode:
 	// fn's business writes are in the transaction: roll it back; the claim
 	// was removed. Lease mode: the effect happened, so the key is recorded
 	// as failed with class [UnencodableClass].
 	ErrEncode = errors.New("idemsql: cannot encode result")
 
 	// ErrDecode: a stored result could not be decoded into the requested type
-	// (the result type changed between deployments, or a different codec).
+	// (the result type changed between deployments, a stored field the type
+	// no longer has — see [LenientJSON] —, or a different codec).
 	ErrDecode = errors.New("idemsql: cannot decode stored result")
 
 	// ErrResultTooLarge: the encoded result is larger than
@@ -116,7 +119,8 @@ type Error struct {
 	// "reclaim", "savepoint", "complete", "record failure", "release",
 	// "commit". Lease mode: "begin", "read", "claim", "reclaim", "take over",
 	// "renew", "complete", "fail", "release", "sweep", "purge", and any of
-	// them + ": commit" when the commit of its transaction failed.
+	// them + ": commit" when the commit of its transaction failed. Read
+	// API: "lookup", "list", "stats".
 	Op string
 	// Key is the key concerned; empty for a step of Sweep or Purge that is
 	// about no one key.

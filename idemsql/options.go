@@ -176,9 +176,11 @@ func WithRecordedFailures(on bool) Option {
 	}}
 }
 
-// WithCodec replaces the JSON codec for results. The encoded result goes
-// into a JSON column, so the codec must produce JSON (a faster JSON
-// library, protojson); anything else fails with [ErrEncode]. Store or call.
+// WithCodec replaces the JSON codec for results: [LenientJSON] for result
+// types that lose fields on purpose between deployments, or a codec of your
+// own. The encoded result goes into a JSON column, so the codec must
+// produce JSON (a faster JSON library, protojson); anything else fails with
+// [ErrEncode]. Store or call.
 func WithCodec(c Codec) Option {
 	return Option{name: "WithCodec", apply: func(s *settings) error {
 		if c == nil {
