@@ -1,0 +1,50 @@
+package docsnippets
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+type InvoiceReq struct {
+	UserID int64 `json:"user_id"`
+	Amount int64 `json:"amount"`
+}
+
+type Invoice struct {
+	ID     int64 `json:"id"`
+	Amount int64 `json:"amount"`
+}
+
+func insertInvoice(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO invoices (user_id, amount) VALUES (?, ?)`, r.UserID, r.Amount)
+	if err != nil {
+		return Invoice{}, err
+	}
+	id, err := res.LastInsertId()
+	return Invoice{ID: id, Amount: r.Amount}, err
+}
+
+func wrapRun(ctx context.Context, store *idemsql.Store, db *sql.DB) (idemsql.Result[Invoice], error) {
+	// snippet: wraprun
+	// At start-up, once db is open.
+	createInvoice := idemsql.WrapRun(store.DB(db, nil), idemsql.ArgsKey[InvoiceReq]("create_invoice"),
+		func(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) {
+			return insertInvoice(ctx, tx, r)
+		}, idemsql.WithTTL(5*time.Minute))
+
+	// In a handler.
+	res, err := createInvoice(ctx, InvoiceReq{UserID: 7, Amount: 1999})
+	// end snippet
+	return res, err
+}
+
+func deriveKey() (string, error) {
+	// snippet: derivekey
+	key, err := idemsql.DeriveKey("create_invoice", 42, 1999)
+	// create_invoice:271eabe0f31d812d3db7b66479e281118c31a1bb9c0e4d62bee664f0801a4247
+	// end snippet
+	return key, err
+}

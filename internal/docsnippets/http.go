@@ -1,0 +1,53 @@
+package docsnippets
+
+import (
+	"encoding/json"
+	"fmt"
+	"log"
+	"net/http"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemhttp"
+)
+
+func httpGuide(pool *pgxpool.Pool, mux *http.ServeMux) {
+	// snippet: http-guide
+	store, err := postgres.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	guard, err := idemhttp.New(store.Pool(pool, pgx.TxOptions{}), idemhttp.Config{
+		Principal: func(r *http.Request) (string, error) { return accountID(r), nil },
+	})
+	if err != nil {
+		log.Fatal(err) // a bad Config, wrapping idemsql.ErrInvalidOption
+	}
+	mux.Handle("POST /orders", guard(http.HandlerFunc(createOrder)))
+	// end snippet
+}
+
+// snippet: http-handler
+func createOrder(w http.ResponseWriter, r *http.Request) {
+	tx := idemhttp.MustTx[pgx.Tx](r.Context()) // *sql.Tx with store.DB(db, nil)
+	var id int64
+	err := tx.QueryRow(r.Context(), `INSERT INTO orders (item) VALUES ($1) RETURNING id`, r.FormValue("item")).Scan(&id)
+	if err != nil {
+		http.Error(w, "could not create the order", http.StatusInternalServerError) // 5xx: rolled back, not stored
+		return
+	}
+	w.Header().Set("Location", fmt.Sprintf("/orders/%d", id))
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(map[string]int64{"id": id})
+}
+
+// end snippet
+
+func storedKey() string {
+	// snippet: http-storedkey
+	key := idemhttp.StoredKey("http", "acct_42", "8e03978e-40d5-43e8-bc93-6894a57f9324", false)
+	// end snippet
+	return key
+}

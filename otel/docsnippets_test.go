@@ -1,0 +1,23 @@
+package idemotel_test
+
+import (
+	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemsql"
+	idemotel "github.com/idemsql/idemsql/otel"
+)
+
+// The code docs/observability.md shows, compiled here because the library's
+// module cannot import this one; internal/docsnippets checks that the
+// document matches it.
+func observerOtel() (*postgres.Store, error) {
+	// snippet: observer-otel
+	obs, err := idemotel.New(idemotel.Config{}) // the global tracer and meter providers
+	if err != nil {
+		return nil, err
+	}
+	store, err := postgres.New(idemsql.WithObserver(obs))
+	// end snippet
+	return store, err
+}
+
+var _ = observerOtel
