@@ -55,8 +55,8 @@ func main() {
 	var paths, clients, gpaths string
 	flag.StringVar(&paths, "paths", strings.Join(allPaths, ","), "database paths to run: pgx, pgsql, mariadb, sqlite")
 	flag.StringVar(&clients, "clients", "1,8", "concurrency levels (clients = pool connections)")
-	flag.DurationVar(&cfg.cell, "cell", 2*time.Second, "measured time per cell (path × clients × variant), split into -rounds")
-	flag.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds per cell")
+	flag.DurationVar(&cfg.cell, "cell", 4*time.Second, "measured time per cell (path × clients × variant), split into -rounds")
+	flag.IntVar(&cfg.rounds, "rounds", 8, "interleaved rounds per cell")
 	flag.StringVar(&cfg.out, "out", "", "file for the table (default ../bench-results.txt, or ../bench-growth-results.txt with -growth)")
 	flag.BoolVar(&cfg.interpolate, "mysql-interpolate", true, "append interpolateParams=true to the MySQL DSN (for every variant alike)")
 	flag.BoolVar(&cfg.xp, "xp", false, "also run the xp-* experiments (hand-written sketches of alternatives, to measure before adopting them)")
