@@ -1,6 +1,7 @@
 package idemsql
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -252,4 +253,117 @@ func WithBatchSize(n int) Option {
 		s.lease.batch = n
 		return nil
 	}}
+}
+
+// LeaseInfo describes a claim held in lease mode: what fn sees in
+// [RunExternal] and a [SweepHandler] sees in [Stale]. It is data only; the
+// library records the outcome from fn's return values.
+type LeaseInfo struct {
+	Key string
+	// Attempt is 1 on the first claim and grows by one on every takeover and
+	// every new claim after the key's retention ran out.
+	Attempt int64
+	// Owner is what the owner column holds for this holder: the store's
+	// owner (host/pid/id) and a token unique to this claim. With Attempt it
+	// fences every write of the holder.
+	Owner string
+	// DownstreamKey is the key to hand to the external system's own
+	// idempotency mechanism (Stripe's Idempotency-Key header, an SMTP
+	// Message-ID). It is the same for every holder of one claim: across
+	// takeovers, and across retries after fn failed or the lease was
+	// released, so a repeated call is deduplicated by the downstream
+	// system. It changes only when the key is claimed anew after a recorded
+	// outcome (completed or failed) has passed its retention. Its form is
+	// Key + ":" + the claim's creation time in unix milliseconds (at most
+	// [MaxKeyLen]+21 bytes); hash it if the downstream system takes shorter
+	// keys.
+	DownstreamKey string
+}
+
+// Lease is a claim held in lease mode, as [ClaimLease] returns it; its
+// methods record the outcome. Every write through a Lease is fenced by its
+// attempt and its per-claim owner token: once the key was taken over,
+// resolved or recorded, they change nothing and return [ErrLeaseLost].
+type Lease struct {
+	LeaseInfo
+
+	lr    *leaser
+	since time.Time // local monotonic time before the lease was taken: the heartbeat's conservative deadline starts here
+}
+
+// Claim is the outcome of [ClaimLease].
+type Claim struct {
+	// Held is true when this call holds the key: do the effect, then record
+	// the outcome with Lease.Complete, Lease.Fail or Lease.Release.
+	Held  bool
+	Lease Lease
+	// Result is the stored, encoded result when the key completed earlier
+	// (Held false). Decode it with the codec it was stored with (JSON by
+	// default).
+	Result []byte
+}
+
+// RunExternal runs fn at most once at a time per key, for an effect outside
+// the database (a payment API, an e-mail), and records its result so that
+// every later call with the key replays it. Like [Run] it takes a pool, not
+// a transaction: the claim and the outcome are each committed in a short
+// transaction of their own, and fn runs outside any transaction.
+//
+// It claims the key (see [ClaimLease]) and commits the claim before fn runs:
+// an in_progress row with a lease from the database's clock. While fn runs,
+// a heartbeat renews the lease every third of it ([WithLease],
+// [WithHeartbeat]); if a renewal finds the key taken over, or none succeeds
+// for a whole lease, fn's context is cancelled with a cause matching
+// [ErrLeaseLost] (see [context.Cause]). When fn returns, its outcome is
+// recorded under the same fence, in another short transaction.
+//
+//   - A duplicate of a completed key replays: Result.Replayed, fn does not
+//     run. One of a key held by a live lease gets [ErrInProgress], or waits
+//     with [WithLeaseWait].
+//   - If the holder dies, its lease runs out and the next call takes the key
+//     over (attempt+1, same DownstreamKey) and runs fn; so does [Sweep].
+//     Two contenders never both win.
+//   - A holder that lost its lease (paused past it, cut off from the
+//     database) records nothing and gets an error matching [ErrLeaseLost],
+//     joined with fn's error if any.
+//   - If fn returns an error, RunExternal returns it and ends the lease
+//     without an outcome: the next call takes the key over at once and runs
+//     fn again, with the same DownstreamKey, so a downstream system that
+//     saw the first call (a time-out after the charge) deduplicates the
+//     second. With [WithRecordedFailures], an error made with [Permanent] is
+//     recorded instead and replayed to every duplicate.
+//   - If fn succeeded but its result cannot be encoded ([ErrEncode],
+//     [ErrResultTooLarge]), the effect happened: the key is recorded as
+//     failed with class [UnencodableClass] and the encoding error returned.
+//   - If fn panics, the heartbeat stops, nothing is recorded and the panic
+//     goes on; the lease runs out and the key is taken over later.
+//
+// What it cannot promise: the external effect may happen twice, when a
+// holder dies after the effect and before recording it, and a takeover
+// repeats it. Pass l.DownstreamKey to the external system's idempotency key
+// (Stripe's Idempotency-Key header): it is the same for every run of one
+// claim, so the external system absorbs the repeat.
+//
+// Options: those of [ClaimLease], and [WithHeartbeat], [WithOnDuplicate],
+// [WithRecordedFailures].
+func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Option) (Result[T], error) {
+	var res Result[T]
+	if err := ValidateKey(key); err != nil {
+		return res, err
+	}
+	if fn == nil {
+		return res, fmt.Errorf("%w: nil fn", ErrInvalidOption)
+	}
+	lr, err := newLeaser(db, opts)
+	if err != nil {
+		return res, err
+	}
+	held, l, row, err := lr.acquire(ctx, key)
+	if err != nil {
+		return res, err
+	}
+	if !held {
+		return replay[T](lr.s, key, row, &lr.cfg)
+	}
+	return runHeld(ctx, l, fn)
 }
