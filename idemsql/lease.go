@@ -73,9 +73,10 @@ type LeaseDialect interface {
 //
 // Every claim writes a per-claim owner token (unique to that claim, also
 // across takeovers), and every write of a holder (Renew, Complete, Fail,
-// End) is fenced by key, attempt, owner and status = 'in_progress', so a
-// holder whose lease was taken, ended or resolved changes nothing, even if
-// the key's attempt number were ever to repeat.
+// End) is fenced by key, attempt, owner, status = 'in_progress' and
+// error_class IS NULL (End's mark, so that ending a lease ends its fence),
+// so a holder whose lease was taken, ended or resolved changes nothing, even
+// if the key's attempt number were ever to repeat.
 //
 // Every statement that moves a claim from one holder to another re-checks,
 // in its own WHERE clause, that the row is still at the attempt the caller
@@ -133,8 +134,10 @@ type LeaseStatements struct {
 	Fail string
 	// End ends the holder's lease without an outcome: lease_until = now,
 	// error_class and error_message set (to [ReleasedClass] and why),
-	// expires_at at least now + ttl; status, attempt and created_at kept.
-	// Args: error_class, error_message, ttl, key, attempt, owner.
+	// expires_at at least now + ttl; status, attempt, owner and created_at
+	// kept. The mark in error_class ends the fence: no write of that holder
+	// matches the row any more. Args: error_class, error_message, ttl, key,
+	// attempt, owner.
 	End string
 	// Abandon marks a row whose lease has run out as failed with the given
 	// class and message, attempt+1, owner, expires_at at least now + ttl

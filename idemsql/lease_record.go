@@ -64,7 +64,9 @@ func (l Lease) Fail(ctx context.Context, class, message string) error {
 // did not happen or that may be repeated under the same downstream key. The
 // row stays in_progress, marked [ReleasedClass]: the next call with the key
 // takes it over at once, as attempt+1 with the same DownstreamKey. It
-// returns [ErrLeaseLost] when the lease no longer holds the key.
+// returns [ErrLeaseLost] when the lease no longer holds the key. A released
+// Lease holds nothing: its Renew, Complete, Fail and Release change nothing
+// and return [ErrLeaseLost].
 func (l Lease) Release(ctx context.Context) error {
 	if l.lr == nil {
 		return errUnboundLease

@@ -42,10 +42,13 @@ func TestLease(t *testing.T) {
 	}
 }
 
-var leaseCases = []struct {
+// leaseCase is one case of TestLease; files of their own add theirs in init.
+type leaseCase struct {
 	name string
 	run  func(t *testing.T, e *leaseEnv)
-}{
+}
+
+var leaseCases = []leaseCase{
 	{"RunsOnceAndReplays", testLeaseRunsOnceAndReplays},
 	{"KilledHolderTakenOverOnce", testLeaseKilledHolderTakenOver},
 	{"PausedHolderFenced", testLeasePausedHolderFenced},

@@ -22,8 +22,9 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 		// retention has run out.
 		sweepable = stale + ` AND (error_class IS NULL OR expires_at <= UTC_TIMESTAMP(6))`
 		purgeable = `expires_at < UTC_TIMESTAMP(6) AND status <> 'in_progress'`
-		// fence is the condition of every write of a holder.
-		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress'`
+		// fence is the condition of every write of a holder. A released
+		// claim's mark (error_class) ends its fence.
+		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress' AND error_class IS NULL`
 		keep  = `expires_at = GREATEST(expires_at, ` + now + plus + `)`
 		// DATETIME(6) in UTC, as unix milliseconds, without the session time
 		// zone that UNIX_TIMESTAMP() would apply.

@@ -24,9 +24,11 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	// us renders a microsecond parameter as an interval.
 	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
 	// fence is the condition of every write of a holder; p is the first of
-	// its three placeholders (key, attempt, owner).
+	// its three placeholders (key, attempt, owner). A released claim's mark
+	// (error_class) ends its fence.
 	fence := func(p int) string {
-		return `idem_key = $` + itoa(p) + ` AND attempt = $` + itoa(p+1) + ` AND owner = $` + itoa(p+2) + ` AND status = 'in_progress'`
+		return `idem_key = $` + itoa(p) + ` AND attempt = $` + itoa(p+1) + ` AND owner = $` + itoa(p+2) +
+			` AND status = 'in_progress' AND error_class IS NULL`
 	}
 	keep := func(p string) string { return `expires_at = GREATEST(expires_at, ` + now + ` + ` + us(p) + `)` }
 	gen := `floor(extract(epoch FROM created_at) * 1000)::bigint`

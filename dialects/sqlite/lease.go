@@ -18,8 +18,9 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 		// retention has run out.
 		sweepable = stale + ` AND (error_class IS NULL OR expires_at <= ` + nowMillis + `)`
 		purgeable = `expires_at < ` + nowMillis + ` AND status <> 'in_progress'`
-		// fence is the condition of every write of a holder.
-		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress'`
+		// fence is the condition of every write of a holder. A released
+		// claim's mark (error_class) ends its fence.
+		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress' AND error_class IS NULL`
 		keep  = `expires_at = max(expires_at, ` + now + plus + `)`
 	)
 	return idemsql.LeaseStatements{
