@@ -281,6 +281,24 @@ type LeaseInfo struct {
 	// [MaxKeyLen]+21 bytes); hash it if the downstream system takes shorter
 	// keys.
 	DownstreamKey string
+
+	clock *leaseClock
+}
+
+// Deadline is when the lease ends at the latest unless it is renewed, by
+// this process's monotonic clock: the moment before the statement that set
+// or last renewed the lease's end in the database was sent, plus the lease.
+// The database's own end of the lease is never earlier (its clock read the
+// time after that moment), so a call that fn cannot cancel and that would
+// run past Deadline may outlive the lease: another holder may take the key
+// over meanwhile. The heartbeat of [RunExternal] and [Sweep] moves it on
+// with every renewal, and so does [Lease.Renew]. The zero LeaseInfo's
+// Deadline is the zero Time.
+func (l LeaseInfo) Deadline() time.Time {
+	if l.clock == nil {
+		return time.Time{}
+	}
+	return l.clock.deadline()
 }
 
 // Lease is a claim held in lease mode, as [ClaimLease] returns it; its
@@ -290,8 +308,7 @@ type LeaseInfo struct {
 type Lease struct {
 	LeaseInfo
 
-	lr    *leaser
-	since time.Time // local monotonic time before the lease was taken: the heartbeat's conservative deadline starts here
+	lr *leaser
 }
 
 // Claim is the outcome of [ClaimLease].

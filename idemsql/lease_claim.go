@@ -119,9 +119,12 @@ func (lr *leaser) read(ctx context.Context, ex Executor, key string) (r leaseRow
 	return r, true, nil
 }
 
+// lease is the Lease of a claim whose lease_until was set by a statement
+// sent just after since.
 func (lr *leaser) lease(key string, attempt, generation int64, token string, since time.Time) Lease {
 	return Lease{LeaseInfo: LeaseInfo{Key: key, Attempt: attempt, Owner: token,
-		DownstreamKey: key + ":" + strconv.FormatInt(generation, 10)}, lr: lr, since: since}
+		DownstreamKey: key + ":" + strconv.FormatInt(generation, 10),
+		clock:         newLeaseClock(since, lr.cfg.lease.leaseDuration())}, lr: lr}
 }
 
 // maxLeaseContention bounds how often a call without [WithLeaseWait] retries
@@ -190,10 +193,10 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 }
 
 func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, err error) {
-	since := time.Now()
 	token := lr.newToken()
 	err = lr.inTx(ctx, "claim", key, func(ex Executor) error {
 		got = false
+		since := time.Now() // after BEGIN, which may wait for the database's lock
 		n, err := ex.Exec(ctx, lr.ls.Claim, key, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros())
 		if err != nil {
 			if lr.s.dialect.Classify(err) != KindDuplicateKey {
@@ -218,10 +221,10 @@ func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, 
 }
 
 func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (got bool, l Lease, err error) {
-	since := time.Now()
 	token := lr.newToken()
 	err = lr.inTx(ctx, "reclaim", key, func(ex Executor) error {
 		got = false
+		since := time.Now()
 		n, err := ex.Exec(ctx, lr.ls.Reclaim, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros(), key, attempt)
 		if err != nil {
 			return lr.s.dbError(ctx, "reclaim", key, err)
@@ -247,7 +250,7 @@ func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (go
 // where the dialect has SKIP LOCKED, only lets contenders give up at once
 // instead of queueing behind the winner.
 func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got bool, l Lease, err error) {
-	since := time.Now()
+	var since time.Time
 	token := lr.newToken()
 	err = lr.inTx(ctx, "take over", key, func(ex Executor) error {
 		got = false
@@ -262,6 +265,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 			}
 		}
 		us := lr.leaseMicros()
+		since = time.Now()
 		n, err := ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, r.attempt, r.owner.String)
 		if err != nil {
 			return lr.s.dbError(ctx, "take over", key, err)

@@ -9,16 +9,23 @@ import (
 
 var errUnboundLease = fmt.Errorf("%w: Lease was not made by ClaimLease", ErrInvalidOption)
 
-// Renew extends the lease to the database's clock + the lease duration. It
-// returns [ErrLeaseLost] when the lease no longer holds the key.
+// Renew extends the lease to the database's clock + the lease duration,
+// and moves [LeaseInfo.Deadline] on. It returns [ErrLeaseLost] when the
+// lease no longer holds the key.
 func (l Lease) Renew(ctx context.Context) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
 	us := l.lr.leaseMicros()
-	return l.finish(ctx, "renew", func(ex Executor) (int64, error) {
+	var at time.Time
+	err := l.finish(ctx, "renew", func(ex Executor) (int64, error) {
+		at = time.Now()
 		return ex.Exec(ctx, l.lr.ls.Renew, us, us, l.Key, l.Attempt, l.Owner)
 	})
+	if err == nil {
+		l.clock.renewed(at)
+	}
+	return err
 }
 
 // Complete records result (encoded with the codec) as the key's outcome,

@@ -125,7 +125,6 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 		var taken []swept
 		var keys []string
 		abandoned, done := 0, false
-		since := time.Now()
 		err := lr.inTx(ctx, "sweep", "", func(ex Executor) error {
 			taken, keys, abandoned, done = taken[:0], keys[:0], 0, false
 			for len(keys) < batch {
@@ -149,10 +148,12 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 				}
 				token := lr.newToken()
 				var changed int64
+				var since time.Time
 				if h == nil {
 					msg := fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", owner.String, attempt, token)
 					changed, err = ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), token, lr.ttlMicros(), key, attempt, owner.String)
 				} else {
+					since = time.Now()
 					changed, err = ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, attempt, owner.String)
 				}
 				if err != nil {
