@@ -333,9 +333,19 @@ type Claim struct {
 // an in_progress row with a lease from the database's clock. While fn runs,
 // a heartbeat renews the lease every third of it ([WithLease],
 // [WithHeartbeat]); if a renewal finds the key taken over, or none succeeds
-// for a whole lease, fn's context is cancelled with a cause matching
-// [ErrLeaseLost] (see [context.Cause]). When fn returns, its outcome is
-// recorded under the same fence, in another short transaction.
+// before the lease's end by the local clock ([LeaseInfo.Deadline]), fn's
+// context is cancelled with a cause matching [ErrLeaseLost] (see
+// [context.Cause]). ctx bounds the claim (and [WithLeaseWait]'s wait) and
+// cancels fn's context, but not the heartbeat: fn may still be acting on
+// the external system after ctx ended, and the lease holds until fn
+// returns.
+//
+// When fn returns, its outcome is recorded under the same fence, in another
+// short transaction, even if ctx ended: tried again after a broken
+// connection or a transaction the database refused, for as long as the
+// lease holds, as [Lease.Complete] says. The call returns what happened to
+// the record: once it went through, a heartbeat that could not renew no
+// longer matters.
 //
 //   - A duplicate of a completed key replays: Result.Replayed, fn does not
 //     run. One of a key held by a live lease gets [ErrInProgress], or waits
@@ -345,7 +355,10 @@ type Claim struct {
 //     Two contenders never both win.
 //   - A holder that lost its lease (paused past it, cut off from the
 //     database) records nothing and gets an error matching [ErrLeaseLost],
-//     joined with fn's error if any.
+//     joined with fn's error if any. So does one whose lease ran out by
+//     the local clock before the outcome could be written; one whose lease
+//     ran out before it could learn whether an interrupted COMMIT of the
+//     outcome went through gets [ErrCommitUnknown].
 //   - If fn returns an error, RunExternal returns it and ends the lease
 //     without an outcome: the next call takes the key over at once and runs
 //     fn again, with the same DownstreamKey, so a downstream system that

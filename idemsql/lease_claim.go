@@ -71,16 +71,20 @@ func (lr *leaser) newToken() string {
 }
 
 // inTx runs f in a short transaction of its own and commits it, again from
-// the start when the database asks for a retry. f returns errors already
-// wrapped by dbError.
+// the start when the database asks for a retry or BEGIN failed (nothing was
+// sent then: pgx's pools hand out connections the server has closed, and
+// their first statement fails), at most [WithMaxAttempts] times. f returns
+// errors already wrapped by dbError.
 func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) error) error {
 	for attempt := 1; ; attempt++ {
 		err := lr.txOnce(ctx, op, key, f)
-		if err == nil || !errors.Is(err, ErrRetryable) || attempt >= lr.cfg.maxAttempts {
+		var e *Error
+		again := errors.Is(err, ErrRetryable) || errors.As(err, &e) && e.Op == "begin"
+		if err == nil || !again || attempt >= lr.cfg.maxAttempts {
 			return err
 		}
 		if werr := sleep(ctx, backoff(attempt, lr.cfg.backoffBase, lr.cfg.backoffMax)); werr != nil {
-			return errors.Join(err, werr)
+			return withoutClass(err, werr)
 		}
 	}
 }

@@ -43,65 +43,59 @@ func (c *leaseClock) renewed(at time.Time) {
 
 // hold runs fn while a heartbeat renews the lease every heartbeat interval.
 // When a renewal finds the lease gone (definite), or no renewal succeeded
-// for a whole lease by the local monotonic clock (the database may be
+// before the lease's end by its local clock (the database may be
 // unreachable), fn's context is cancelled with the cause, an error that
-// matches [ErrLeaseLost]. The local deadline is l's clock: it ends before
-// the database's.
+// matches [ErrLeaseLost].
 //
-// The heartbeat stops when fn returns, when ctx ends, and when fn panics:
-// then the panic goes on up and the lease simply runs out, so that the key
-// is taken over later (fn may have done the effect before panicking).
+// The heartbeat lives as long as fn runs. ctx's end cancels fn's context,
+// but not the renewals: fn may still be acting on the external system, and
+// a lease left to run out would hand the key to a second holder meanwhile.
+// The heartbeat stops when fn returns, and when fn panics: then the panic
+// goes on up and the lease simply runs out, so that the key is taken over
+// later (fn may have done the effect before panicking).
 func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost error, definite bool) {
-	hctx, cancel := context.WithCancelCause(ctx)
+	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	dur, every := l.lr.cfg.lease.leaseDuration(), l.lr.cfg.lease.heartbeatEvery()
-	stop := make(chan struct{})
-	var hbLost error
-	var hbDefinite bool
-	var wg sync.WaitGroup
-	var once sync.Once
-	stopHeartbeat := func() { once.Do(func() { close(stop); wg.Wait() }) }
-	defer stopHeartbeat()
-	wg.Add(1)
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-hctx.Done():
-				return
-			case <-t.C:
-			}
-			left := time.Until(l.clock.deadline())
-			var err error
-			if left > 0 {
-				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), left)
-				err = l.Renew(rctx)
-				rcancel()
-				if err == nil {
-					continue
-				}
-				if errors.Is(err, ErrLeaseLost) {
-					hbLost, hbDefinite = err, true
-					cancel(err)
-					return
-				}
-			}
-			if !time.Now().Before(l.clock.deadline()) {
-				if err == nil {
-					err = errors.New("the heartbeat ran late")
-				}
-				hbLost = &Error{Op: "renew", Key: l.Key, Kind: ErrLeaseLost,
-					Err: fmt.Errorf("no renewal succeeded for a whole lease (%v): %w", dur, err)}
-				cancel(hbLost)
-				return
-			}
+		defer close(done)
+		lost, definite = l.heartbeat(context.WithoutCancel(ctx), stop)
+		if lost != nil {
+			cancel(lost)
 		}
 	}()
-	fn(hctx)
+	var once sync.Once
+	stopHeartbeat := func() { once.Do(func() { close(stop); <-done }) }
+	defer stopHeartbeat()
+	fn(fctx)
 	stopHeartbeat()
-	return hbLost, hbDefinite
+	return lost, definite
+}
+
+// heartbeat renews l every heartbeat interval until stop is closed, or
+// until the lease is lost: then it returns why, and whether that is
+// certain (the fence refused a renewal) or only feared (no renewal
+// succeeded before the lease's local deadline).
+func (l Lease) heartbeat(ctx context.Context, stop <-chan struct{}) (lost error, definite bool) {
+	t := time.NewTicker(l.lr.cfg.lease.heartbeatEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil, false
+		case <-t.C:
+		}
+		if !time.Now().Before(l.clock.deadline()) {
+			return &Error{Op: "renew", Key: l.Key, Kind: ErrLeaseLost,
+				Err: fmt.Errorf("the heartbeat ran late: the lease (%v) ran out by the local clock", l.lr.cfg.lease.leaseDuration())}, false
+		}
+		refused, err := l.renew(ctx, stop)
+		switch {
+		case err == nil:
+		case errors.Is(err, errStopped):
+			return nil, false
+		default:
+			return err, refused
+		}
+	}
 }

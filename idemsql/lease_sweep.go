@@ -216,15 +216,15 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 	var res Resolution
 	var herr error
 	l := sw.lease
-	lost, definite := l.hold(ctx, func(ctx context.Context) { res, herr = h(ctx, sw.stale) })
-	if definite {
+	if _, definite := l.hold(ctx, func(ctx context.Context) { res, herr = h(ctx, sw.stale) }); definite {
 		return func(s *SweepStats) { s.Lost++ }, nil
 	}
 	if herr != nil {
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, joinErrs(herr, lost))
+		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, herr)
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(l.lr.cfg.lease.leaseDuration(), 10*time.Second))
-	defer cancel()
+	// Recorded even if ctx ended meanwhile, with the tries of Complete, for
+	// as long as the sweeper's lease holds.
+	wctx := context.WithoutCancel(ctx)
 	switch res.kind {
 	case resolveCompleted:
 		err, count = l.Complete(wctx, res.result), func(s *SweepStats) { s.Completed++ }

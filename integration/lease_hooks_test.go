@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,15 +33,35 @@ type hooks struct {
 	// committed runs after a COMMIT and returns the error the library sees.
 	committed func(err error) error
 
-	mu    sync.Mutex
-	n     int64
-	conns map[int64]bool // server ids of the connections that began a transaction
+	// warm opens n connections in the pool, each through a transaction
+	// (so that connIDs knows them), and leaves them idle. hookedOps sets it.
+	warm func(ctx context.Context, n int) error
+
+	mu        sync.Mutex
+	n         int64
+	beginErrs int64          // BEGINs that failed in the driver
+	conns     map[int64]bool // server ids of the connections that began a transaction
+}
+
+func (h *hooks) beginFailed() {
+	h.mu.Lock()
+	h.beginErrs++
+	h.mu.Unlock()
+}
+
+// failedBegins is how many BEGINs failed in the driver so far.
+func (h *hooks) failedBegins() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.beginErrs
 }
 
 // hookConn is a connection of a hooked pool, for a hook's own queries.
 type hookConn interface {
 	// queryInt runs a query that returns one integer.
 	queryInt(ctx context.Context, query string, args ...any) (int64, error)
+	// serverID is the server's id of the connection (0 on SQLite).
+	serverID() int64
 }
 
 func (h *hooks) beforeBegin(ctx context.Context) error {
@@ -82,14 +103,72 @@ func (e *leaseEnv) hookedOps(t *testing.T, h *hooks) leaseOps {
 	t.Helper()
 	idQuery := map[string]string{"postgres": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}[e.dialect]
 	if e.backend == "postgres-pgx" {
-		pool, err := pgxpool.New(context.Background(), e.dsn)
+		cfg, err := pgxpool.ParseConfig(e.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = hookedPoolSize
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		return opsFor(idemsql.BindPool[pgx.Tx](e.store, &hookPgxPool{p: pool, h: h, idQuery: idQuery}))
+		p := &hookPgxPool{p: pool, h: h, idQuery: idQuery}
+		h.warm = func(ctx context.Context, n int) error {
+			return warm(n, func() (func(), error) {
+				tx, err := p.Begin(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return func() { _ = tx.Rollback(ctx) }, nil
+			})
+		}
+		return opsFor(idemsql.BindPool[pgx.Tx](e.store, p))
 	}
-	return opsFor(e.store.DB(e.openHooked(t, h, idQuery), nil))
+	db := e.openHooked(t, h, idQuery)
+	h.warm = func(ctx context.Context, n int) error {
+		return warm(n, func() (func(), error) {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			return func() { _ = tx.Rollback() }, nil
+		})
+	}
+	return opsFor(e.store.DB(db, nil))
+}
+
+// hookedPoolSize is the most connections a hooked pool opens.
+const hookedPoolSize = 24
+
+// warm holds n transactions open at once, then ends them all, twice: their
+// connections stay in the pool, idle, each used a moment ago (pgx's stdlib
+// pings a connection before reuse only when it was idle for a second).
+func warm(n int, begin func() (end func(), err error)) error {
+	if err := warmOnce(n, begin); err != nil {
+		return err
+	}
+	return warmOnce(n, begin)
+}
+
+func warmOnce(n int, begin func() (end func(), err error)) error {
+	ends := make([]func(), 0, n)
+	defer func() {
+		for _, end := range ends {
+			end()
+		}
+	}()
+	for tries := 0; len(ends) < n; tries++ {
+		end, err := begin()
+		if err != nil {
+			if tries < 4*n {
+				continue // a connection that died earlier; the pool lets it go
+			}
+			return err
+		}
+		ends = append(ends, end)
+	}
+	return nil
 }
 
 // openHooked opens a database/sql pool of the backend's driver, wrapped so
@@ -116,7 +195,8 @@ func (e *leaseEnv) openHooked(t *testing.T, h *hooks, idQuery string) *sql.DB {
 		}
 	}
 	db := sql.OpenDB(hookConnector{inner: conn, h: h, idQuery: idQuery})
-	db.SetMaxOpenConns(8)
+	db.SetMaxOpenConns(hookedPoolSize)
+	db.SetMaxIdleConns(hookedPoolSize)
 	t.Cleanup(func() { db.Close() })
 	return db
 }
@@ -155,6 +235,8 @@ type hookedConn struct {
 }
 
 var errNoQueryer = errors.New("the driver's connection cannot run queries")
+
+func (c *hookedConn) serverID() int64 { return c.id }
 
 func (c *hookedConn) queryInt(ctx context.Context, query string, args ...any) (int64, error) {
 	q, ok := c.Conn.(driver.QueryerContext)
@@ -198,6 +280,7 @@ func (c *hookedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 		tx, err = c.Conn.Begin() //nolint:staticcheck // drivers without BeginTx
 	}
 	if err != nil {
+		c.h.beginFailed()
 		return nil, err
 	}
 	if c.idQuery != "" {
@@ -299,22 +382,25 @@ func (p *hookPgxPool) begin(ctx context.Context, opts pgx.TxOptions) (idemsql.Po
 	}
 	tx, err := p.p.BeginTx(ctx, opts)
 	if err != nil {
+		p.h.beginFailed()
 		return nil, err
 	}
 	t := &hookPgxTx{tx: tx, h: p.h}
-	id, err := t.queryInt(ctx, p.idQuery)
-	if err != nil {
+	if t.id, err = t.queryInt(ctx, p.idQuery); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, err
 	}
-	p.h.noteConn(id)
+	p.h.noteConn(t.id)
 	return t, nil
 }
 
 type hookPgxTx struct {
 	tx pgx.Tx
 	h  *hooks
+	id int64
 }
+
+func (t *hookPgxTx) serverID() int64 { return t.id }
 
 func (t *hookPgxTx) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := t.tx.Exec(ctx, q, args...)
@@ -345,4 +431,26 @@ func (t *hookPgxTx) Commit(ctx context.Context) error {
 		err = t.h.committed(err)
 	}
 	return err
+}
+
+// killAll ends the server sessions of the ids and waits until the server
+// has let them go, so that the next statement on any of them fails.
+func (e *leaseEnv) killAll(t *testing.T, ids []int64) {
+	t.Helper()
+	for _, id := range ids {
+		_ = e.kill(id) // it may be gone already
+	}
+	q := "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?"
+	if e.dialect == "postgres" {
+		q = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1"
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ids {
+		for e.queryInt(q, id) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("session %d still there after it was killed", id)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
