@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -60,7 +61,9 @@ func ResolveAbandoned(message string) Resolution {
 func ResolveReleased() Resolution { return Resolution{kind: resolveReleased} }
 
 // SweepHandler decides what becomes of a stale claim. An error leaves the
-// claim as it is; its lease runs out again and a later sweep retries it.
+// claim as it is; its lease runs out again and a later sweep retries it. So
+// does a panic, which the sweeper recovers: it counts as Failed and comes
+// back, with its stack, in Sweep's error (and SweepEvery's report).
 type SweepHandler func(ctx context.Context, s Stale) (Resolution, error)
 
 // SweepStats counts what one [Sweep] did.
@@ -70,7 +73,7 @@ type SweepStats struct {
 	Abandoned int // marked failed with class AbandonedClass
 	Released  int // lease ended with ResolveReleased
 	Lost      int // taken from the sweeper before its resolution was recorded
-	Failed    int // the handler returned an error, or recording failed
+	Failed    int // the handler returned an error or panicked, or recording failed
 }
 
 // Sweep finds in_progress claims whose lease ran out (their holders died or
@@ -212,12 +215,27 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 }
 
 // resolve runs the handler for one stale claim and records its resolution.
+// A handler that panics is recovered: the claim counts as failed, the panic
+// comes back as an error with its stack, and nothing is recorded, so the
+// sweeper's lease runs out and the claim is stale again.
 func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepStats), err error) {
 	var res Resolution
 	var herr error
+	var panicked any
+	var stack []byte
 	l := sw.lease
-	if _, definite := l.hold(ctx, func(ctx context.Context) { res, herr = h(ctx, sw.stale) }); definite {
+	if _, definite := l.hold(ctx, func(ctx context.Context) {
+		defer func() {
+			if r := recover(); r != nil {
+				panicked, stack = r, debug.Stack()
+			}
+		}()
+		res, herr = h(ctx, sw.stale)
+	}); definite {
 		return func(s *SweepStats) { s.Lost++ }, nil
+	}
+	if stack != nil {
+		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: the handler panicked: %v\n%s", l.Key, panicked, stack)
 	}
 	if herr != nil {
 		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, herr)

@@ -81,7 +81,7 @@ type leaseOps struct {
 	do    func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error)
 	claim func(ctx context.Context, key string, opts ...idemsql.Option) (idemsql.Claim, error)
 	sweep func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error)
-	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, opts ...idemsql.Option) error
+	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error
 	purge func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error)
 }
 
@@ -96,8 +96,8 @@ func opsFor[X any](db idemsql.DB[X]) leaseOps {
 		sweep: func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error) {
 			return idemsql.Sweep(ctx, db, h, opts...)
 		},
-		every: func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, opts ...idemsql.Option) error {
-			return idemsql.SweepEvery(ctx, db, every, h, nil, opts...)
+		every: func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error {
+			return idemsql.SweepEvery(ctx, db, every, h, report, opts...)
 		},
 		purge: func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error) {
 			return idemsql.Purge(ctx, db, opts...)
@@ -687,7 +687,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 	go func() {
 		stopped <- e.ops.every(bctx, 20*time.Millisecond, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 			return idemsql.ResolveReleased(), nil
-		})
+		}, nil)
 	}()
 	e.staleClaim(t, "sweep-late")
 	deadline := time.Now().Add(5 * time.Second)
