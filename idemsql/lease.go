@@ -27,7 +27,9 @@ const (
 	// AbandonedClass is the error_class [Sweep] records for a stale claim it
 	// gives up on (no handler, or a handler that returns
 	// [ResolveAbandoned]). Duplicates of the key then get a
-	// [*FailureError] with this class.
+	// [*FailureError] with this class. It is not an outcome of fn: once its
+	// retention has run out, the next claim of the key keeps the abandoned
+	// claim's [LeaseInfo.DownstreamKey].
 	AbandonedClass = "abandoned"
 	// UnencodableClass is the error_class recorded when fn succeeded but its
 	// result could not be encoded ([ErrEncode], [ErrResultTooLarge]). The
@@ -120,7 +122,11 @@ type LeaseStatements struct {
 	TakeOver string
 	// Reclaim claims anew, with a lease, a completed or failed row whose
 	// retention (expires_at) has passed, as atomic mode does; never an
-	// in_progress row. Args: fingerprint, owner, lease, ttl, key, attempt.
+	// in_progress row. created_at is set to now (a new generation), except
+	// for a row failed with [AbandonedClass], which keeps it: the abandoned
+	// claim may hide an effect, and the next run must repeat it under the
+	// same downstream key. Args: fingerprint, owner, lease, ttl, key,
+	// attempt.
 	Reclaim string
 	// Renew extends the holder's lease (lease_until = now + lease, expires_at
 	// at least lease_until). Args: lease, lease, key, attempt, owner.
@@ -275,8 +281,12 @@ type LeaseInfo struct {
 	// Message-ID). It is the same for every holder of one claim: across
 	// takeovers, and across retries after fn failed or the lease was
 	// released, so a repeated call is deduplicated by the downstream
-	// system. It changes only when the key is claimed anew after a recorded
-	// outcome (completed or failed) has passed its retention. Its form is
+	// system. It changes only when the key is claimed anew after an outcome
+	// (completed, or failed by fn or with [UnencodableClass]) has passed its
+	// retention. A claim that [Sweep] abandoned ([AbandonedClass]) is not an
+	// outcome: it may hide an effect the dead holder performed, so the key's
+	// next claim, after the abandoned row's retention, keeps the downstream
+	// key and the downstream system can still absorb a repeat. Its form is
 	// Key + ":" + the claim's creation time in unix milliseconds (at most
 	// [MaxKeyLen]+21 bytes); hash it if the downstream system takes shorter
 	// keys.

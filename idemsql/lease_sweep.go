@@ -49,7 +49,8 @@ func ResolveCompleted(result any) Resolution {
 
 // ResolveAbandoned records the key as failed with class [AbandonedClass] and
 // the message: the handler compensated, or gave up. Duplicates get a
-// [*FailureError] until the key's retention runs out.
+// [*FailureError] until the key's retention runs out; the claim after that
+// keeps the DownstreamKey, as after any abandoned claim.
 func ResolveAbandoned(message string) Resolution {
 	return Resolution{kind: resolveAbandoned, message: message}
 }
@@ -86,7 +87,11 @@ type SweepStats struct {
 // of sweepers (and callers taking keys over) run side by side without
 // waiting on each other; on SQLite one writer at a time, each row moved by
 // an UPDATE that re-checks its lease. Without a handler (h nil), each row is
-// marked failed with class [AbandonedClass] at once. With one, each row is
+// marked failed with class [AbandonedClass] at once; the handler is not
+// required because an abandoned claim keeps its generation: once that
+// failure's retention has run out, the key's next claim runs with the dead
+// holder's DownstreamKey, so that the downstream system can absorb an
+// effect the dead holder may have performed. With one, each row is
 // taken over like a caller would (attempt+1, a new lease of [WithLease]),
 // the transaction commits, and h runs for it, concurrently for a batch,
 // with a heartbeat; its [Resolution] is recorded under the sweeper's fence.

@@ -44,8 +44,15 @@ FROM ` + t + ` WHERE idem_key = ?`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
 ` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale,
-		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
+		// A re-claimed row starts a new generation (a new downstream key),
+		// unless Sweep abandoned it: the abandoned claim may hide an effect,
+		// which the next run must repeat under the same downstream key.
+		// MySQL assigns from left to right and later expressions see the
+		// new values: created_at goes first, before status and error_class
+		// change. The placeholders keep their order: created_at takes none.
+		Reclaim: `UPDATE ` + t + ` SET created_at = CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END,
+status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
+attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
 WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
 		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `, ` + keep + `, updated_at = ` + now + `

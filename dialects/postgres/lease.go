@@ -32,6 +32,10 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	}
 	keep := func(p string) string { return `expires_at = GREATEST(expires_at, ` + now + ` + ` + us(p) + `)` }
 	gen := `floor(extract(epoch FROM created_at) * 1000)::bigint`
+	// A re-claimed row starts a new generation (a new downstream key),
+	// unless Sweep abandoned it: the abandoned claim may hide an effect,
+	// which the next run must repeat under the same downstream key.
+	newGeneration := `CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END`
 	return idemsql.LeaseStatements{
 		SkipLocked: true,
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
@@ -45,7 +49,7 @@ FROM ` + t + ` WHERE idem_key = $1`,
 ` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
 WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + stale,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + now + `, updated_at = ` + now + `,
+attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + newGeneration + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + ` + ` + us("$4") + `
 WHERE idem_key = $5 AND attempt = $6 AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
 		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + ` + ` + us("$1") + `, ` + keep("$2") + `, updated_at = ` + now + `

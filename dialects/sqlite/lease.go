@@ -33,8 +33,13 @@ FROM ` + t + ` WHERE idem_key = ?`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
 ` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + stale,
+		// A re-claimed row starts a new generation (a new downstream key),
+		// unless Sweep abandoned it: the abandoned claim may hide an effect,
+		// which the next run must repeat under the same downstream key.
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
-attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, created_at = ` + now + `, updated_at = ` + now + `,
+attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
+created_at = CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END,
+updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
 WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
 		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `, ` + keep + `, updated_at = ` + now + `
