@@ -3,7 +3,6 @@ package idemsql
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,10 +84,9 @@ func (l Lease) heartbeat(ctx context.Context, stop <-chan struct{}) (lost error,
 			return nil, false
 		case <-t.C:
 		}
-		if !time.Now().Before(l.clock.deadline()) {
-			return &Error{Op: "renew", Key: l.Key, Kind: ErrLeaseLost,
-				Err: fmt.Errorf("the heartbeat ran late: the lease (%v) ran out by the local clock", l.lr.cfg.lease.leaseDuration())}, false
-		}
+		// A tick that comes after the local deadline (a stalled process)
+		// still tries once: the fence refuses the renewal if another holder
+		// took the key, and lets it through if no one did.
 		refused, err := l.renew(ctx, stop)
 		switch {
 		case err == nil:

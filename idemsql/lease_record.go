@@ -128,9 +128,11 @@ type fencedWrite struct {
 	// and owner token, carries this write: asked when an earlier try's
 	// COMMIT was interrupted and a new try finds the fence closed.
 	ours func(r leaseRow) bool
-	// strict bounds every try by the lease's deadline, as a renewal needs;
-	// otherwise a try may run on for writeTryFloor past it, since a fenced
-	// write is correct whenever it lands.
+	// strict bounds the tries by the lease's deadline, as the heartbeat's
+	// renewals need (fn is to be cancelled when the lease ends): a try that
+	// starts near or past it may run for one heartbeat interval. Otherwise
+	// a try may run on for writeTryFloor past it, since a fenced write is
+	// correct whenever it lands.
 	strict bool
 }
 
@@ -170,10 +172,11 @@ func (l Lease) write(ctx context.Context, stop <-chan struct{}, w fencedWrite) (
 	uncertain := false
 	for try := 1; ; try++ {
 		deadline := l.clock.deadline()
-		tryEnd := deadline
-		if now := time.Now(); !w.strict || !deadline.After(now) {
-			tryEnd = later(deadline, now.Add(writeTryFloor))
+		floor := writeTryFloor
+		if w.strict {
+			floor = lr.cfg.lease.heartbeatEvery()
 		}
+		tryEnd := later(deadline, time.Now().Add(floor))
 		tctx, cancel := context.WithDeadline(ctx, tryEnd)
 		res, terr := l.try(tctx, w, uncertain)
 		cancel()

@@ -23,7 +23,7 @@ func init() {
 // fn runs to the end.
 func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
-	const lease = 400 * time.Millisecond
+	const lease = time.Second
 	h := &hooks{begin: func(_ context.Context, n int64) error {
 		if n == 2 { // the first transaction reads the key; the second claims it
 			time.Sleep(3 * lease / 2)
@@ -49,7 +49,7 @@ func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 // now, and later after the heartbeat renewed it.
 func testLeaseDeadline(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
-	const lease = 600 * time.Millisecond
+	const lease = time.Second
 	if d := (idemsql.LeaseInfo{}).Deadline(); !d.IsZero() {
 		t.Fatalf("zero LeaseInfo's deadline: %v", d)
 	}

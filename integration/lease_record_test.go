@@ -171,7 +171,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 		t.Skip("SQLite has no connections to kill")
 	}
 	ctx := context.Background()
-	const lease = time.Second
+	const lease = 1500 * time.Millisecond
 	h := &hooks{}
 	ops := e.hookedOps(t, h)
 	stop := make(chan struct{})
@@ -183,7 +183,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(lease / 4):
+			case <-time.After(lease / 2):
 				e.killAll(t, h.connIDs())
 			}
 		}
@@ -192,7 +192,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 		select {
 		case <-ctx.Done():
 			return receipt{}, context.Cause(ctx)
-		case <-time.After(3 * lease):
+		case <-time.After(2 * lease):
 		}
 		close(stop)
 		wg.Wait()
@@ -215,8 +215,8 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 // deadline, but the lease must not: until fn returns, every other caller is
 // told the key is in progress, and fn's outcome is recorded.
 func testLeaseCallerDeadline(t *testing.T, e *leaseEnv) {
-	const lease = 400 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), lease/2)
+	const lease = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), lease/4)
 	defer cancel()
 	started := make(chan struct{})
 	var ctxEnded atomic.Bool
@@ -226,7 +226,7 @@ func testLeaseCallerDeadline(t *testing.T, e *leaseEnv) {
 		var err error
 		res, err = e.ops.do(ctx, "deadline-short", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
 			close(started)
-			time.Sleep(4 * lease) // deaf to ctx
+			time.Sleep(5 * lease / 2) // deaf to ctx
 			ctxEnded.Store(ctx.Err() != nil)
 			return receipt{By: "slow", Attempt: l.Attempt}, nil
 		}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
