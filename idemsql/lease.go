@@ -2,6 +2,7 @@ package idemsql
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -94,6 +95,13 @@ type LeaseStatements struct {
 	// SkipLocked says the locking statements below skip rows that other
 	// transactions hold (PostgreSQL, MySQL 8, MariaDB 10.6+).
 	SkipLocked bool
+	// Isolation is the isolation level of the transactions of [Sweep] and
+	// [Purge], begun through an [IsolationPool] whatever level the pool was
+	// bound with; sql.LevelDefault leaves the pool's. Their locking scans
+	// must lock no more than the rows they return: under MySQL's REPEATABLE
+	// READ they would also take gap locks, and every claim of a new key
+	// whose index entry lands in a locked gap would wait for the batch.
+	Isolation sql.IsolationLevel
 
 	// Claim inserts a new in_progress row with attempt 1 and lease_until =
 	// now + lease. Args: key, fingerprint, owner, lease, ttl. Affects 1 row

@@ -18,6 +18,9 @@ type leaser struct {
 	ls    LeaseStatements
 	cfg   settings
 	begin func(context.Context) (leaseTx, error)
+	// beginHousekeeping begins the transactions of Sweep and Purge, at the
+	// dialect's isolation level where the pool can choose one.
+	beginHousekeeping func(context.Context) (leaseTx, error)
 }
 
 type leaseTx interface {
@@ -51,6 +54,17 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 		}
 		return tx, nil
 	}
+	lr.beginHousekeeping = lr.begin
+	if ip, ok := pool.(IsolationPool[X]); ok && lr.ls.Isolation != sql.LevelDefault {
+		level := lr.ls.Isolation
+		lr.beginHousekeeping = func(ctx context.Context) (leaseTx, error) {
+			tx, err := ip.BeginIsolation(ctx, level)
+			if err != nil {
+				return nil, err
+			}
+			return tx, nil
+		}
+	}
 	return lr, nil
 }
 
@@ -76,8 +90,18 @@ func (lr *leaser) newToken() string {
 // their first statement fails), at most [WithMaxAttempts] times. f returns
 // errors already wrapped by dbError.
 func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) error) error {
+	return lr.inTxWith(ctx, lr.begin, op, key, f)
+}
+
+// inHousekeepingTx is inTx for Sweep and Purge, whose transactions run at
+// the dialect's isolation level.
+func (lr *leaser) inHousekeepingTx(ctx context.Context, op string, f func(ex Executor) error) error {
+	return lr.inTxWith(ctx, lr.beginHousekeeping, op, "", f)
+}
+
+func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) error) error {
 	for attempt := 1; ; attempt++ {
-		err := lr.txOnce(ctx, op, key, f)
+		err := lr.txOnce(ctx, begin, op, key, f)
 		var e *Error
 		again := errors.Is(err, ErrRetryable) || errors.As(err, &e) && e.Op == "begin"
 		if err == nil || !again || attempt >= lr.cfg.maxAttempts {
@@ -89,8 +113,8 @@ func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) 
 	}
 }
 
-func (lr *leaser) txOnce(ctx context.Context, op, key string, f func(ex Executor) error) error {
-	tx, err := lr.begin(ctx)
+func (lr *leaser) txOnce(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) error) error {
+	tx, err := begin(ctx)
 	if err != nil {
 		return lr.s.dbError(ctx, "begin", key, err)
 	}

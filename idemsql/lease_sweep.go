@@ -82,7 +82,9 @@ type SweepStats struct {
 // ([ReleasedClass]: fn failed, a release) is left to callers, who take it
 // over, until its retention has run out; then Sweep resolves it too.
 //
-// Rows are taken in batches ([WithBatchSize]), each in a short transaction:
+// Rows are taken in batches ([WithBatchSize]), each in a short transaction
+// at the dialect's isolation level ([LeaseStatements].Isolation) where the
+// pool is an [IsolationPool], so that a batch locks only its rows:
 // on PostgreSQL and MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so any number
 // of sweepers (and callers taking keys over) run side by side without
 // waiting on each other; on SQLite one writer at a time, each row moved by
@@ -133,7 +135,7 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 		var taken []swept
 		var keys []string
 		abandoned, done := 0, false
-		err := lr.inTx(ctx, "sweep", "", func(ex Executor) error {
+		err := lr.inHousekeepingTx(ctx, "sweep", func(ex Executor) error {
 			taken, keys, abandoned, done = taken[:0], keys[:0], 0, false
 			for len(keys) < batch {
 				var key string

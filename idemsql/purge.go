@@ -27,7 +27,10 @@ type PurgeStats struct {
 //
 // On SQLite a batch holds the database's one write lock until it commits,
 // and writers wait for it: keep batches small there (the default, 100
-// rows, is a few milliseconds; thousands of rows are tens).
+// rows, is a few milliseconds; thousands of rows are tens). Elsewhere a
+// batch locks only the rows it deletes: its transaction runs at the
+// dialect's isolation level ([LeaseStatements].Isolation, READ COMMITTED on
+// MySQL/MariaDB and PostgreSQL) where the pool is an [IsolationPool].
 //
 // It needs a dialect with lease mode (all shipped ones), which holds its
 // SQL.
@@ -47,7 +50,7 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 			return stats, err
 		}
 		var n int64
-		err := lr.inTx(ctx, "purge", "", func(ex Executor) error {
+		err := lr.inHousekeepingTx(ctx, "purge", func(ex Executor) error {
 			var err error
 			n, err = lr.purgeBatch(ctx, ex, batch)
 			return err

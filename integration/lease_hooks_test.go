@@ -376,6 +376,16 @@ func (p *hookPgxPool) Begin(ctx context.Context) (idemsql.PoolTx[pgx.Tx], error)
 	return p.begin(ctx, pgx.TxOptions{})
 }
 
+// BeginIsolation lets lease mode's housekeeping choose its isolation level,
+// as the postgres dialect's own pools do.
+func (p *hookPgxPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (idemsql.PoolTx[pgx.Tx], error) {
+	opts := pgx.TxOptions{}
+	if level == sql.LevelReadCommitted {
+		opts.IsoLevel = pgx.ReadCommitted
+	}
+	return p.begin(ctx, opts)
+}
+
 func (p *hookPgxPool) begin(ctx context.Context, opts pgx.TxOptions) (idemsql.PoolTx[pgx.Tx], error) {
 	if err := p.h.beforeBegin(ctx); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"database/sql"
 	"strings"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -32,6 +33,15 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	)
 	return idemsql.LeaseStatements{
 		SkipLocked: true,
+		// Under REPEATABLE READ, the locking scans of Sweep and Purge would
+		// take gap locks and next-key locks on the rows they pass: every
+		// new atomic claim's entry lands in the lease index's locked gap,
+		// and every new row at the end of the expires_at index, so claims
+		// of unrelated new keys waited for a batch. READ COMMITTED locks
+		// only the rows a scan returns. (Like any InnoDB write under READ
+		// COMMITTED, it needs binlog_format ROW or MIXED, the defaults of
+		// MySQL 8 and MariaDB, when the binary log is on.)
+		Isolation: sql.LevelReadCommitted,
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
 VALUES (?, ?, 'in_progress', 1, ?, ` + now + plus + `, ` + now + `, ` + now + `, ` + now + plus + `)`,
 		// A plain read, first in its transaction: its snapshot is taken now

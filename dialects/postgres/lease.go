@@ -1,7 +1,12 @@
 package postgres
 
 import (
+	"context"
+	"database/sql"
+	"fmt"
 	"strconv"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -38,6 +43,11 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	newGeneration := `CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END`
 	return idemsql.LeaseStatements{
 		SkipLocked: true,
+		// The statements are written for READ COMMITTED, PostgreSQL's
+		// default. PostgreSQL takes no gap locks at any level, so this only
+		// keeps a pool bound with a stricter level from making Sweep and
+		// Purge meet serialization failures.
+		Isolation: sql.LevelReadCommitted,
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
 VALUES ($1, $2, 'in_progress', 1, $3, ` + now + ` + ` + us("$4") + `, ` + now + `, ` + now + `, ` + now + ` + ` + us("$5") + `)
 ON CONFLICT (idem_key) DO NOTHING`,
@@ -79,3 +89,27 @@ AND ` + purgeable,
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+var _ idemsql.IsolationPool[pgx.Tx] = pgxPool{}
+
+// BeginIsolation begins a transaction with the pool's options at the given
+// isolation level, for lease mode's housekeeping.
+func (p pgxPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (idemsql.PoolTx[pgx.Tx], error) {
+	opts := p.opts
+	switch level {
+	case sql.LevelDefault:
+	case sql.LevelReadUncommitted:
+		opts.IsoLevel = pgx.ReadUncommitted
+	case sql.LevelReadCommitted:
+		opts.IsoLevel = pgx.ReadCommitted
+	case sql.LevelRepeatableRead, sql.LevelSnapshot:
+		opts.IsoLevel = pgx.RepeatableRead
+	case sql.LevelSerializable:
+		opts.IsoLevel = pgx.Serializable
+	default:
+		return nil, fmt.Errorf("%w: isolation level %v", idemsql.ErrInvalidOption, level)
+	}
+	opts.AccessMode = pgx.ReadWrite
+	p.opts = opts
+	return p.Begin(ctx)
+}

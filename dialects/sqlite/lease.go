@@ -24,6 +24,9 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 		keep  = `expires_at = max(expires_at, ` + now + plus + `)`
 	)
 	return idemsql.LeaseStatements{
+		// Isolation stays the pool's: SQLite runs one writer at a time, so
+		// a batch of Sweep or Purge holds the only write lock whatever the
+		// level, and takes no other locks.
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
 VALUES (?, ?, 'in_progress', 1, ?, ` + now + plus + `, ` + now + `, ` + now + `, ` + now + plus + `)
 ON CONFLICT (idem_key) DO NOTHING`,
