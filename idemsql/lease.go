@@ -41,8 +41,9 @@ const (
 	// ended its lease on purpose (fn failed, [Lease.Release],
 	// [ResolveReleased]) instead of recording an outcome. The next call
 	// takes the key over at once, with the same downstream key. error_message
-	// says why. [Sweep] leaves such a row to callers until its retention has
-	// run out.
+	// says why, and lease_until holds the end of the claim's retention. A
+	// [Sweep] with a handler hands such a row to it at once; one without
+	// leaves it to callers until its retention has run out.
 	ReleasedClass = "released"
 )
 
@@ -71,8 +72,18 @@ type LeaseDialect interface {
 
 // LeaseStatements is the SQL of lease mode, with the dialect's placeholders
 // and arguments in the order given. Every time comes from the database's
-// clock; durations are passed in microseconds. A lease is live while
-// lease_until > now, and stale from lease_until <= now.
+// clock; durations are passed in microseconds.
+//
+// A claim's lease is live while lease_until > now and the claim carries no
+// mark in error_class. A holder that ends its lease without an outcome
+// (End) marks the claim [ReleasedClass] and moves lease_until to the end of
+// the claim's retention: callers may take a marked claim over at once, and
+// a [Sweep] without a handler, whose scan of the lease index is bounded by
+// lease_until <= now, reaches it only once its retention has run out. So
+// released claims never lie in the range that scan walks, on any database,
+// without an index of their own. A claim without a lease_until is not
+// lease mode's: an atomic-mode claim whose transaction committed without an
+// outcome ([ErrAbandoned]); callers never take it over, Sweep resolves it.
 //
 // Every claim writes a per-claim owner token (unique to that claim, also
 // across takeovers), and every write of a holder (Renew, Complete, Fail,
@@ -82,11 +93,11 @@ type LeaseDialect interface {
 // if the key's attempt number were ever to repeat.
 //
 // Every statement that moves a claim from one holder to another re-checks,
-// in its own WHERE clause, that the row is still at the attempt the caller
-// read and that its lease has run out. Locking reads with SKIP LOCKED only
-// keep contenders from queueing behind one another; correctness never
-// rests on them, so an engine that accepts SKIP LOCKED but takes no lock
-// still lets only one contender win.
+// in its own WHERE clause, that the row is still at the attempt and owner
+// the caller read and that its lease is not live. Locking reads with SKIP
+// LOCKED only keep contenders from queueing behind one another; correctness
+// never rests on them, so an engine that accepts SKIP LOCKED but takes no
+// lock still lets only one contender win.
 //
 // Lease mode never deletes an in_progress row: such a row may stand for an
 // effect that happened, and its downstream key must survive until a holder
@@ -109,25 +120,30 @@ type LeaseStatements struct {
 	// error.
 	Claim string
 	// Read returns status, fingerprint, result, attempt, owner, expired
-	// (expires_at has passed), leased (lease_until is set), live (lease_until
-	// is in the future), generation (created_at in unix milliseconds: it
-	// changes only when the row is claimed anew), error_class,
-	// error_message. It is always the first statement of its transaction and
-	// must see the latest commit. Args: key.
+	// (expires_at has passed), leased (lease_until is set), live (the lease
+	// is live: lease_until in the future and no mark), generation
+	// (created_at in unix milliseconds: it changes only when the row is
+	// claimed anew), error_class, error_message. It is always the first
+	// statement of its transaction and must see the latest commit. Args:
+	// key.
 	Read string
 	// LockStale, if not empty, locks the row if it is still the claim that
-	// was read (attempt and owner token) and its lease has run out, skipping
-	// it if another transaction holds it. Returns attempt.
+	// was read (attempt and owner token) and it has a lease that is not
+	// live, skipping it if another transaction holds it. Returns attempt.
 	// Args: key, attempt, owner.
 	LockStale string
-	// TakeOver hands a row whose lease has run out to a new holder:
-	// attempt+1, owner, lease_until = now + lease, expires_at at least
-	// lease_until, error_class and error_message cleared (a released row's
-	// mark). created_at is kept. Only if the row is still the claim that was
-	// read, in_progress at the attempt with the owner token (attempts alone
-	// repeat once a purged key is claimed anew), and its lease has run out.
-	// Args: new owner, lease, lease, key, attempt, old owner.
+	// TakeOver hands a claim whose lease is not live (ran out, or ended
+	// with a mark) to a new holder: attempt+1, owner, lease_until = now +
+	// lease, expires_at at least lease_until, error_class and error_message
+	// cleared. created_at is kept. Only if the row is still the claim that
+	// was read, in_progress at the attempt with the owner token (attempts
+	// alone repeat once a purged key is claimed anew), and it has a lease
+	// that is not live; never a claim without a lease_until. Args: new
+	// owner, lease, lease, key, attempt, old owner.
 	TakeOver string
+	// Adopt is TakeOver for a sweeper: it also takes a claim without a
+	// lease_until. Same args.
+	Adopt string
 	// Reclaim claims anew, with a lease, a completed or failed row whose
 	// retention (expires_at) has passed, as atomic mode does; never an
 	// in_progress row. created_at is set to now (a new generation), except
@@ -146,28 +162,42 @@ type LeaseStatements struct {
 	// Fail records a failure like Complete records a result.
 	// Args: error_class, error_message, ttl, key, attempt, owner.
 	Fail string
-	// End ends the holder's lease without an outcome: lease_until = now,
-	// error_class and error_message set (to [ReleasedClass] and why),
-	// expires_at at least now + ttl; status, attempt, owner and created_at
-	// kept. The mark in error_class ends the fence: no write of that holder
-	// matches the row any more. Args: error_class, error_message, ttl, key,
+	// End ends the holder's lease without an outcome: error_class and
+	// error_message set (to [ReleasedClass] and why), expires_at at least
+	// now + ttl, and lease_until = that expires_at; status, attempt, owner
+	// and created_at kept. The mark in error_class ends the fence (no write
+	// of that holder matches the row any more) and lets callers take the
+	// claim over at once. Args: error_class, error_message, ttl, key,
 	// attempt, owner.
 	End string
-	// Abandon marks a row whose lease has run out as failed with the given
-	// class and message, attempt+1, owner, expires_at at least now + ttl
-	// (the failure is kept for the TTL like any outcome: an abandoned claim
-	// may hide an effect that happened). Same conditions as TakeOver.
-	// Args: error_class, error_message, new owner, ttl, key, attempt, old
-	// owner.
+	// Abandon marks a claim whose lease is not live, or that has no
+	// lease_until, as failed with the given class and message, attempt+1,
+	// owner, expires_at at least now + ttl (the failure is kept for the TTL
+	// like any outcome: an abandoned claim may hide an effect that
+	// happened). Only if the row is still the claim that was read. Args:
+	// error_class, error_message, new owner, ttl, key, attempt, old owner.
 	Abandon string
-	// SweepNext returns one in_progress row whose lease has run out, oldest
-	// lease first, locked (skipping rows other transactions hold, where
-	// SkipLocked): idem_key, attempt, owner, fingerprint, generation. A row
-	// whose lease was ended on purpose ([ReleasedClass]) only once its
-	// expires_at has passed. No args. A row taken over or abandoned in the
-	// same transaction no longer matches, so repeating it walks the stale
-	// rows.
-	SweepNext string
+
+	// The sweep statements each return up to limit in_progress claims,
+	// locked (skipping rows other transactions hold, where SkipLocked), with
+	// the columns idem_key, attempt, owner, fingerprint, generation,
+	// error_class, error_message, leased. Each must be bounded by an index
+	// to the rows it returns and few others, however many claims are live
+	// or released. Args: limit. A row taken over or abandoned in the same
+	// transaction no longer matches any of them.
+	//
+	// SweepStale returns the claims a sweep without a handler resolves: a
+	// lease that ran out without a mark, oldest first, and a marked claim
+	// whose retention (expires_at) has passed.
+	SweepStale string
+	// SweepUnleased returns the claims that have no lease_until: committed
+	// atomic-mode claims without an outcome. A claim of a transaction still
+	// running is invisible to it, or locked and skipped.
+	SweepUnleased string
+	// SweepReleased returns the marked claims, oldest retention first, for
+	// a sweep with a handler.
+	SweepReleased string
+
 	// Purge, if not empty, deletes up to limit completed or failed rows whose
 	// expires_at has passed, oldest expires_at first, skipping rows other
 	// transactions hold. Never an in_progress row. Args: limit.
@@ -180,10 +210,21 @@ type LeaseStatements struct {
 	// rows of n of those keys, re-checking the same conditions. The keys of
 	// a batch are locked by one PurgeLock and deleted by PurgeKeys in chunks
 	// of at most 500 keys. Over a transaction that returns many rows
-	// (database/sql's) PurgeLock is run once per batch; over another it is
-	// run with limit 1 for each key. Args: limit; the n keys.
+	// (database/sql's, or an Executor with QueryEach: [RowsExecutor])
+	// PurgeLock is run once per batch, and so are the sweep statements;
+	// over another they are run with limit 1 for each row.
 	PurgeLock string
 	PurgeKeys func(n int) string
+}
+
+// RowsExecutor is an [Executor] that can also run a query returning many
+// rows, calling each for every row. [Sweep] and [Purge] lock a batch of
+// rows with one statement through it; over an Executor without it, and
+// that is not a database/sql transaction, they run the statement once per
+// row. The postgres dialect's pgx transactions have it.
+type RowsExecutor interface {
+	Executor
+	QueryEach(ctx context.Context, query string, each func(Row) error, args ...any) error
 }
 
 type leaseSettings struct {
@@ -367,7 +408,9 @@ type Claim struct {
 //
 //   - A duplicate of a completed key replays: Result.Replayed, fn does not
 //     run. One of a key held by a live lease gets [ErrInProgress], or waits
-//     with [WithLeaseWait].
+//     with [WithLeaseWait]. One of a key that holds a claim committed
+//     without a lease (atomic mode's, see [ErrAbandoned]) gets
+//     ErrAbandoned: fn does not run.
 //   - If the holder dies, its lease runs out and the next call takes the key
 //     over (attempt+1, same DownstreamKey) and runs fn; so does [Sweep].
 //     Two contenders never both win.

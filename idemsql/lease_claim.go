@@ -189,18 +189,26 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 			// the same downstream key.
 			got, l, err = lr.tryReclaim(ctx, key, r.attempt)
 		case !bytes.Equal(r.fingerprint, cfg.fingerprint):
-			return false, l, row, fmt.Errorf("%w: key %q", ErrFingerprintMismatch, key)
+			return false, l, row, &Error{Op: "claim", Key: key, Kind: ErrFingerprintMismatch}
 		case r.status != StatusInProgress:
 			return false, l, r.storedRow, nil
-		case r.leased && !r.live:
+		case !r.leased:
+			// A committed claim without a lease is not lease mode's: an
+			// atomic-mode claim whose transaction committed without an
+			// outcome. Its effects may have committed; Sweep resolves it.
+			return false, l, row, &Error{Op: "claim", Key: key, Kind: ErrAbandoned,
+				Err: fmt.Errorf("claimed at attempt %d by %s and committed without a lease or an outcome", r.attempt, r.owner.String)}
+		case !r.live:
 			got, l, err = lr.tryTakeOver(ctx, key, r)
-		default: // held: a live lease, or a claim without one
-			ipErr := fmt.Errorf("%w: key %q (attempt %d, owner %s)", ErrInProgress, key, r.attempt, r.owner.String)
+		default: // held by a live lease
+			ipErr := &Error{Op: "claim", Key: key, Kind: ErrInProgress,
+				Err: fmt.Errorf("held by a lease at attempt %d (owner %s)", r.attempt, r.owner.String)}
 			if cfg.lease.poll <= 0 {
 				return false, l, row, ipErr
 			}
 			if werr := sleep(ctx, cfg.lease.poll); werr != nil {
-				return false, l, row, errors.Join(ipErr, werr)
+				// The wait ended with ctx: its class is ctx's error.
+				return false, l, row, withoutClass(ipErr, werr)
 			}
 			continue
 		}
@@ -212,7 +220,8 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 		}
 		contended++
 		if contended >= maxLeaseContention && cfg.lease.poll <= 0 {
-			return false, l, row, fmt.Errorf("%w: key %q is being claimed by another caller", ErrInProgress, key)
+			return false, l, row, &Error{Op: "claim", Key: key, Kind: ErrInProgress,
+				Err: errors.New("the key is being claimed by another caller")}
 		}
 		if werr := sleep(ctx, backoff(min(contended, 4), 5*time.Millisecond, 50*time.Millisecond)); werr != nil {
 			return false, l, row, fmt.Errorf("idemsql: %q not claimed: %w", key, werr)
@@ -327,7 +336,10 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 //   - [ErrInProgress]: another holder's lease is live (unless
 //     [WithLeaseWait]). [ErrFingerprintMismatch]: another request used the
 //     key. A [*FailureError]: a failure recorded earlier (for a stale claim
-//     given up by [Sweep], Class is [AbandonedClass]).
+//     given up by [Sweep], Class is [AbandonedClass]). [ErrAbandoned]: the
+//     key holds a claim committed without a lease or an outcome (an
+//     atomic-mode claim whose transaction committed anyway), which is never
+//     taken over; [Sweep] resolves it.
 //
 // Options: [WithLease], [WithLeaseWait], [WithTTL], [WithFingerprint],
 // [WithCodec], [WithMaxResultSize], [WithMaxAttempts], [WithBackoff].

@@ -62,17 +62,19 @@ func (l Lease) Complete(ctx context.Context, result any) error {
 	if err != nil {
 		return err
 	}
-	return l.complete(ctx, encoded)
+	_, err = l.complete(ctx, encoded)
+	return err
 }
 
-func (l Lease) complete(ctx context.Context, encoded []byte) error {
+// complete, fail and end are Complete, Fail and Release; refused says that
+// the fence refused the write.
+func (l Lease) complete(ctx context.Context, encoded []byte) (refused bool, err error) {
 	ttl := l.lr.ttlMicros()
-	_, err := l.write(ctx, nil, fencedWrite{op: "complete",
+	return l.write(ctx, nil, fencedWrite{op: "complete",
 		stmt: func(ctx context.Context, ex Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.Complete, string(encoded), ttl, l.Key, l.Attempt, l.Owner)
 		},
 		ours: func(r leaseRow) bool { return r.status == StatusCompleted }})
-	return err
 }
 
 // Fail records a permanent failure (class for machines, message for people),
@@ -83,14 +85,18 @@ func (l Lease) Fail(ctx context.Context, class, message string) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
+	_, err := l.fail(ctx, class, message)
+	return err
+}
+
+func (l Lease) fail(ctx context.Context, class, message string) (refused bool, err error) {
 	class, message = truncateUTF8(class, maxErrorClass), truncateUTF8(message, maxErrorMessage)
 	ttl := l.lr.ttlMicros()
-	_, err := l.write(ctx, nil, fencedWrite{op: "fail",
+	return l.write(ctx, nil, fencedWrite{op: "fail",
 		stmt: func(ctx context.Context, ex Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.Fail, class, message, ttl, l.Key, l.Attempt, l.Owner)
 		},
 		ours: func(r leaseRow) bool { return r.status == StatusFailed && r.errorClass.String == class }})
-	return err
 }
 
 // Release ends the lease without recording an outcome, for an effect that
@@ -104,18 +110,18 @@ func (l Lease) Release(ctx context.Context) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
-	return l.end(ctx, "released by its holder")
+	_, err := l.end(ctx, "released by its holder")
+	return err
 }
 
-func (l Lease) end(ctx context.Context, why string) error {
+func (l Lease) end(ctx context.Context, why string) (refused bool, err error) {
 	ttl := l.lr.ttlMicros()
 	why = truncateUTF8(why, maxErrorMessage)
-	_, err := l.write(ctx, nil, fencedWrite{op: "release",
+	return l.write(ctx, nil, fencedWrite{op: "release",
 		stmt: func(ctx context.Context, ex Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.End, ReleasedClass, why, ttl, l.Key, l.Attempt, l.Owner)
 		},
 		ours: func(r leaseRow) bool { return r.status == StatusInProgress && r.errorClass.String == ReleasedClass }})
-	return err
 }
 
 // fencedWrite is one write of a holder.
@@ -341,7 +347,7 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 			}
 			return res, &FailureError{Key: l.Key, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
 		}
-		if err := l.end(wctx, "fn failed: "+fnErr.Error()); err != nil {
+		if _, err := l.end(wctx, "fn failed: "+fnErr.Error()); err != nil {
 			return res, joinErrs(fnErr, err)
 		}
 		if lost != nil {
@@ -358,7 +364,7 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 		}
 		return res, err
 	}
-	if err := l.complete(wctx, encoded); err != nil {
+	if _, err := l.complete(wctx, encoded); err != nil {
 		return res, err
 	}
 	res.Value = v

@@ -26,6 +26,8 @@ type hooks struct {
 	// begin runs before the n-th BEGIN of the pool (1, 2, ...); an error
 	// fails the BEGIN without sending it.
 	begin func(ctx context.Context, n int64) error
+	// began runs after a BEGIN, on the transaction's connection.
+	began func(ctx context.Context, c hookConn)
 	// commit runs before a COMMIT, on the transaction's connection; an
 	// error is returned in place of COMMIT, which is then not sent (the
 	// transaction is rolled back).
@@ -58,6 +60,8 @@ func (h *hooks) failedBegins() int64 {
 
 // hookConn is a connection of a hooked pool, for a hook's own queries.
 type hookConn interface {
+	// driverConn is the driver's own connection (nil for pgx).
+	driverConn() driver.Conn
 	// queryInt runs a query that returns one integer.
 	queryInt(ctx context.Context, query string, args ...any) (int64, error)
 	// serverID is the server's id of the connection (0 on SQLite).
@@ -236,7 +240,8 @@ type hookedConn struct {
 
 var errNoQueryer = errors.New("the driver's connection cannot run queries")
 
-func (c *hookedConn) serverID() int64 { return c.id }
+func (c *hookedConn) serverID() int64         { return c.id }
+func (c *hookedConn) driverConn() driver.Conn { return c.Conn }
 
 func (c *hookedConn) queryInt(ctx context.Context, query string, args ...any) (int64, error) {
 	q, ok := c.Conn.(driver.QueryerContext)
@@ -291,6 +296,9 @@ func (c *hookedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 			}
 		}
 		c.h.noteConn(c.id)
+	}
+	if c.h.began != nil {
+		c.h.began(ctx, c)
 	}
 	return hookedTx{Tx: tx, c: c}, nil
 }
@@ -401,6 +409,9 @@ func (p *hookPgxPool) begin(ctx context.Context, opts pgx.TxOptions) (idemsql.Po
 		return nil, err
 	}
 	p.h.noteConn(t.id)
+	if p.h.began != nil {
+		p.h.began(ctx, t)
+	}
 	return t, nil
 }
 
@@ -410,7 +421,8 @@ type hookPgxTx struct {
 	id int64
 }
 
-func (t *hookPgxTx) serverID() int64 { return t.id }
+func (t *hookPgxTx) serverID() int64         { return t.id }
+func (t *hookPgxTx) driverConn() driver.Conn { return nil }
 
 func (t *hookPgxTx) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := t.tx.Exec(ctx, q, args...)

@@ -15,16 +15,27 @@ var _ idemsql.LeaseDialect = dialect{}
 
 // LeaseStatements is the SQL of lease mode. Every lease time is
 // clock_timestamp(): the caller's transaction is short here, but now() would
-// still be the start of a transaction that waited on a lock.
+// still be the start of a transaction that waited on a lock. The sweep
+// scans are bounded by statement_timestamp() instead: it is stable within
+// the statement, so the planner can make it an index condition on
+// lease_until (clock_timestamp(), volatile, would only be a filter over the
+// whole index), and it is never later than clock_timestamp(), so a bounded
+// scan never returns a row the UPDATEs' own checks would refuse.
 func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	t := `"` + table + `"`
 	const (
-		now   = `clock_timestamp()`
-		stale = `status = 'in_progress' AND lease_until <= clock_timestamp()`
-		// A released row (error_class set) waits for callers until its
-		// retention has run out.
-		sweepable = stale + ` AND (error_class IS NULL OR expires_at <= clock_timestamp())`
+		now = `clock_timestamp()`
+		// notLive is a claim whose lease ran out or was ended (marked);
+		// never one without a lease_until.
+		notLive = `status = 'in_progress' AND lease_until IS NOT NULL AND (lease_until <= clock_timestamp() OR error_class IS NOT NULL)`
+		// unheld is what a sweeper may move: notLive, or no lease at all.
+		unheld    = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= clock_timestamp() OR error_class IS NOT NULL)`
 		purgeable = `expires_at < clock_timestamp() AND status <> 'in_progress'`
+		// A marked claim's lease_until is the end of its retention (End);
+		// the expires_at test keeps a claim released by an older version,
+		// whose lease_until is the moment of its release, with callers.
+		stale = `status = 'in_progress' AND lease_until <= statement_timestamp()
+AND (error_class IS NULL OR expires_at <= statement_timestamp())`
 	)
 	// us renders a microsecond parameter as an interval.
 	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
@@ -41,6 +52,10 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	// unless Sweep abandoned it: the abandoned claim may hide an effect,
 	// which the next run must repeat under the same downstream key.
 	newGeneration := `CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END`
+	sweep := func(where, order string) string {
+		return `SELECT idem_key, attempt, owner, fingerprint, ` + gen + `, error_class, error_message, lease_until IS NOT NULL
+FROM ` + t + ` WHERE ` + where + order + ` LIMIT $1 FOR UPDATE SKIP LOCKED`
+	}
 	return idemsql.LeaseStatements{
 		SkipLocked: true,
 		// The statements are written for READ COMMITTED, PostgreSQL's
@@ -52,12 +67,15 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 VALUES ($1, $2, 'in_progress', 1, $3, ` + now + ` + ` + us("$4") + `, ` + now + `, ` + now + `, ` + now + ` + ` + us("$5") + `)
 ON CONFLICT (idem_key) DO NOTHING`,
 		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
-lease_until IS NOT NULL AND lease_until > ` + now + `, ` + gen + `, error_class, error_message
+lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL, ` + gen + `, error_class, error_message
 FROM ` + t + ` WHERE idem_key = $1`,
-		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND owner = $3 AND ` + stale + ` FOR UPDATE SKIP LOCKED`,
+		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND owner = $3 AND ` + notLive + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
 ` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
-WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + stale,
+WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + notLive,
+		Adopt: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
+` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
+WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + unheld,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + newGeneration + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + ` + ` + us("$4") + `
@@ -70,14 +88,18 @@ WHERE ` + fence(3),
 		Fail: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2,
 ` + keep("$3") + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE ` + fence(4),
-		End: `UPDATE ` + t + ` SET lease_until = ` + now + `, error_class = $1, error_message = $2,
+		End: `UPDATE ` + t + ` SET lease_until = GREATEST(expires_at, ` + now + ` + ` + us("$3") + `), error_class = $1, error_message = $2,
 ` + keep("$3") + `, updated_at = ` + now + `
 WHERE ` + fence(4),
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, attempt = attempt + 1, owner = $3,
 ` + keep("$4") + `, updated_at = ` + now + `, completed_at = ` + now + `
-WHERE idem_key = $5 AND attempt = $6 AND owner = $7 AND ` + stale,
-		SweepNext: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + ` FROM ` + t + `
-WHERE ` + sweepable + ` ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED`,
+WHERE idem_key = $5 AND attempt = $6 AND owner = $7 AND ` + unheld,
+		// All three scan the partial index on lease_until of in_progress
+		// rows: from its start up to statement_timestamp(), its NULL
+		// entries, or its marked claims.
+		SweepStale:    sweep(stale, ` ORDER BY lease_until`),
+		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
+		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL`, ` ORDER BY lease_until`),
 		// statement_timestamp(), never later than clock_timestamp() and
 		// stable, bounds the scan of the expires_at index; the locked keys
 		// are then deleted through the primary key, not by a join that
@@ -112,4 +134,22 @@ func (p pgxPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (
 	opts.AccessMode = pgx.ReadWrite
 	p.opts = opts
 	return p.Begin(ctx)
+}
+
+var _ idemsql.RowsExecutor = pgxExecutor{}
+
+// QueryEach runs a query that returns many rows, calling each for every
+// row: Sweep and Purge lock a batch of rows with one statement.
+func (e pgxExecutor) QueryEach(ctx context.Context, query string, each func(idemsql.Row) error, args ...any) error {
+	rows, err := e.tx.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
