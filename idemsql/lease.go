@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -232,6 +233,7 @@ type leaseSettings struct {
 	heartbeat time.Duration // 0: duration / 3
 	poll      time.Duration // > 0: wait for a live holder, polling this often
 	batch     int           // 0: DefaultBatchSize
+	result    reflect.Type  // nil: any; else the keys' result type (WithResultType)
 }
 
 func (l leaseSettings) leaseDuration() time.Duration {
@@ -298,6 +300,40 @@ func WithLeaseWait(poll time.Duration) Option {
 		s.lease.poll = poll
 		return nil
 	}}
+}
+
+// WithResultType declares T as the type of the results of the keys a
+// lease-mode call handles, for the results stored without fn: a
+// [SweepHandler]'s [ResolveCompleted] and [Lease.Complete]. Every later call
+// with the key decodes the stored result into its own type; a result of
+// another type would make each of them fail with [ErrDecode]. With this
+// option such a result is refused before anything is stored: the handler's
+// claim counts as failed and its lease runs out (Sweep), or Complete
+// returns the error (Lease); either error matches [ErrEncode]. A T or a
+// non-nil *T is accepted. [RunExternal] stores fn's own T, and refuses the
+// option with another type ([ErrInvalidOption]).
+//
+//	idemsql.Sweep(ctx, db, reconcile, idemsql.WithResultType[Charge]())
+//
+// Lease-mode call only.
+func WithResultType[T any]() Option {
+	return Option{name: "WithResultType", scope: inLease, apply: func(s *settings) error {
+		s.lease.result = reflect.TypeFor[T]()
+		return nil
+	}}
+}
+
+// checkResult refuses a result that WithResultType says the key's readers
+// cannot decode.
+func (l leaseSettings) checkResult(key string, result any) error {
+	if l.result == nil {
+		return nil
+	}
+	t := reflect.TypeOf(result)
+	if t == l.result || t != nil && t.Kind() == reflect.Pointer && t.Elem() == l.result && !reflect.ValueOf(result).IsNil() {
+		return nil
+	}
+	return fmt.Errorf("%w: key %q: a result of type %v where its results are %v (WithResultType)", ErrEncode, key, t, l.result)
 }
 
 // WithBatchSize sets how many rows [Sweep] and [Purge] handle in one
@@ -451,6 +487,9 @@ func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ct
 	lr, err := newLeaser(db, opts)
 	if err != nil {
 		return res, err
+	}
+	if want := lr.cfg.lease.result; want != nil && want != reflect.TypeFor[T]() {
+		return res, fmt.Errorf("%w: WithResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
 	}
 	held, l, row, err := lr.acquire(ctx, key)
 	if err != nil {

@@ -342,7 +342,8 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 //     taken over; [Sweep] resolves it.
 //
 // Options: [WithLease], [WithLeaseWait], [WithTTL], [WithFingerprint],
-// [WithCodec], [WithMaxResultSize], [WithMaxAttempts], [WithBackoff].
+// [WithCodec], [WithMaxResultSize], [WithMaxAttempts], [WithBackoff],
+// [WithResultType].
 func ClaimLease[X any](ctx context.Context, db DB[X], key string, opts ...Option) (Claim, error) {
 	if err := ValidateKey(key); err != nil {
 		return Claim{}, err

@@ -44,7 +44,8 @@ func (l Lease) renew(ctx context.Context, stop <-chan struct{}) (refused bool, e
 // returns [ErrLeaseLost], and records nothing, when the lease no longer
 // holds the key (taken over, resolved, released, or an outcome already
 // recorded). A lease that ran out without a takeover still completes: the
-// holder is still the latest.
+// holder is still the latest. With [WithResultType], a result of another
+// type is refused ([ErrEncode]) and nothing is written.
 //
 // A broken connection or a transaction the database refused does not make
 // it give up: it tries again, with a growing wait, until the lease's
@@ -57,6 +58,9 @@ func (l Lease) renew(ctx context.Context, stop <-chan struct{}) (refused bool, e
 func (l Lease) Complete(ctx context.Context, result any) error {
 	if l.lr == nil {
 		return errUnboundLease
+	}
+	if err := l.lr.cfg.lease.checkResult(l.Key, result); err != nil {
+		return err
 	}
 	encoded, err := encode(result, &l.lr.cfg)
 	if err != nil {

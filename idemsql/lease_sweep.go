@@ -69,7 +69,9 @@ const (
 // ResolveCompleted records result as the key's outcome, as if the dead
 // holder had finished: the handler resumed the effect (calling the
 // downstream system again with the same DownstreamKey) or found that it had
-// happened.
+// happened. result must be of the type the key's callers decode into (fn's
+// result type in [RunExternal]); give Sweep [WithResultType] to have that
+// checked before anything is stored.
 func ResolveCompleted(result any) Resolution {
 	return Resolution{kind: resolveCompleted, result: result}
 }
@@ -416,7 +418,11 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 	var refused bool
 	switch res.kind {
 	case resolveCompleted:
-		encoded, eerr := encode(res.result, &l.lr.cfg)
+		eerr := l.lr.cfg.lease.checkResult(l.Key, res.result)
+		var encoded []byte
+		if eerr == nil {
+			encoded, eerr = encode(res.result, &l.lr.cfg)
+		}
 		if eerr != nil {
 			return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, eerr)
 		}

@@ -21,6 +21,7 @@ func init() {
 		leaseCase{"TakeOverWhileASweepBatchIsOpen", testTakeOverDuringSweepBatch},
 		leaseCase{"CommittedClaimWithoutLease", testLeaseCommittedWithoutLease},
 		leaseCase{"SweepHandlerResolvesReleasedClaims", testSweepHandlerResolvesReleased},
+		leaseCase{"ResultTypeChecked", testLeaseResultTypeChecked},
 	)
 }
 
@@ -369,6 +370,47 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	if res, err := e.ops.do(ctx, "charged-1", external("again", &calls)); err != nil || !res.Replayed || res.Value.By != "reconciled" {
 		t.Fatalf("the caller's late retry: %+v, %v; want the reconciled outcome", res, err)
 	}
+}
+
+// A sweep handler's result is stored for callers who decode it into their
+// own type; one of another type would make every duplicate fail with
+// ErrDecode. With WithResultType it is refused before anything is stored,
+// and so is one given to Lease.Complete.
+func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
+	ctx := context.Background()
+	const lease = 300 * time.Millisecond
+	e.staleClaim(t, "typed-1")
+	time.Sleep(60 * time.Millisecond)
+	st, err := e.ops.sweep(ctx, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
+		return idemsql.ResolveCompleted("charged"), nil // a string, where callers decode a receipt
+	}, idemsql.WithResultType[receipt](), idemsql.WithLease(lease))
+	if !errors.Is(err, idemsql.ErrEncode) || st.Failed != 1 || st.Completed != 0 {
+		t.Fatalf("sweep whose handler stores a string for receipts: %+v, %v; want it refused", st, err)
+	}
+	e.wantRow(t, "typed-1", idemsql.StatusInProgress, 2, "")
+	time.Sleep(2 * lease)
+	st, err = e.ops.sweep(ctx, func(_ context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
+		return idemsql.ResolveCompleted(&receipt{By: "sweeper", Attempt: s.Attempt}), nil
+	}, idemsql.WithResultType[receipt]())
+	if err != nil || st.Completed != 1 {
+		t.Fatalf("sweep whose handler stores a *receipt: %+v, %v", st, err)
+	}
+	var calls atomic.Int64
+	if res, err := e.ops.do(ctx, "typed-1", external("x", &calls)); err != nil || res.Value.By != "sweeper" {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+
+	c, err := e.ops.claim(ctx, "typed-2", idemsql.WithResultType[receipt]())
+	if err != nil || !c.Held {
+		t.Fatalf("claim: %+v, %v", c, err)
+	}
+	if err := c.Lease.Complete(ctx, map[string]string{"by": "a map"}); !errors.Is(err, idemsql.ErrEncode) {
+		t.Fatalf("Complete with a map for receipts: %v, want ErrEncode", err)
+	}
+	if err := c.Lease.Complete(ctx, receipt{By: "holder"}); err != nil {
+		t.Fatalf("Complete with a receipt: %v", err)
+	}
+	e.wantRow(t, "typed-2", idemsql.StatusCompleted, 1, "holder")
 }
 
 // sentinels are the classes an error of the library can have: each error
