@@ -49,6 +49,9 @@ func (c *leaseClock) renewed(at time.Time) {
 // The heartbeat lives as long as fn runs. ctx's end cancels fn's context,
 // but not the renewals: fn may still be acting on the external system, and
 // a lease left to run out would hand the key to a second holder meanwhile.
+// For the same reason it goes on trying after a feared loss: a renewal
+// that gets through restores the lease (the fence shows that no one took
+// the key meanwhile), one that the fence refuses makes the loss certain.
 // The heartbeat stops when fn returns, and when fn panics: then the panic
 // goes on up and the lease simply runs out, so that the key is taken over
 // later (fn may have done the effect before panicking).
@@ -58,10 +61,7 @@ func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost err
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		lost, definite = l.heartbeat(context.WithoutCancel(ctx), stop)
-		if lost != nil {
-			cancel(lost)
-		}
+		lost, definite = l.heartbeat(context.WithoutCancel(ctx), stop, cancel)
 	}()
 	var once sync.Once
 	stopHeartbeat := func() { once.Do(func() { close(stop); <-done }) }
@@ -71,29 +71,34 @@ func (l Lease) hold(ctx context.Context, fn func(ctx context.Context)) (lost err
 	return lost, definite
 }
 
-// heartbeat renews l every heartbeat interval until stop is closed, or
-// until the lease is lost: then it returns why, and whether that is
-// certain (the fence refused a renewal) or only feared (no renewal
-// succeeded before the lease's local deadline).
-func (l Lease) heartbeat(ctx context.Context, stop <-chan struct{}) (lost error, definite bool) {
+// heartbeat renews l every heartbeat interval until stop is closed. When a
+// renewal is refused by the fence it cancels fn with that error and
+// returns it as certain. When none gets through before the lease's local
+// deadline it cancels fn with that error and goes on trying; it returns the
+// first such error as feared, unless a later renewal is refused.
+func (l Lease) heartbeat(ctx context.Context, stop <-chan struct{}, cancel context.CancelCauseFunc) (lost error, definite bool) {
 	t := time.NewTicker(l.lr.cfg.lease.heartbeatEvery())
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
-			return nil, false
+			return lost, false
 		case <-t.C:
 		}
-		// A tick that comes after the local deadline (a stalled process)
-		// still tries once: the fence refuses the renewal if another holder
-		// took the key, and lets it through if no one did.
+		// A tick that comes after the local deadline (a stalled process, a
+		// feared loss) still tries once: the fence refuses the renewal if
+		// another holder took the key, and lets it through if no one did.
 		refused, err := l.renew(ctx, stop)
 		switch {
 		case err == nil:
 		case errors.Is(err, errStopped):
-			return nil, false
-		default:
-			return err, refused
+			return lost, false
+		case refused:
+			cancel(err)
+			return err, true
+		case lost == nil:
+			lost = err
+			cancel(err)
 		}
 	}
 }

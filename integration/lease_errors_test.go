@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 func init() {
 	leaseCases = append(leaseCases,
 		leaseCase{"UnrenewedLeaseReleasedIsFnsError", testLeaseUnrenewedThenReleased},
+		leaseCase{"HeartbeatRestoresLeaseAfterOutage", testLeaseRestoredAfterOutage},
 		leaseCase{"LeaseWaitEndedByContext", testLeaseWaitEndedByContext},
 		leaseCase{"RecordingGivesUpWithOneClass", testLeaseRecordingGivesUp},
 	)
@@ -61,6 +63,50 @@ func testLeaseUnrenewedThenReleased(t *testing.T, e *leaseEnv) {
 		t.Fatalf("fn's context cause: %v, want ErrLeaseLost with the failure inside", cause)
 	}
 	oneClass(t, cause)
+}
+
+// The database is out of reach for longer than the lease: the heartbeat
+// cancels fn. But fn cannot stop at once (a call in flight) and goes on
+// after the database is back. The heartbeat goes on trying while fn runs:
+// its renewal gets through (no one took the key meanwhile) and restores the
+// lease, so another caller is told the key is in progress until fn's
+// outcome is recorded.
+func testLeaseRestoredAfterOutage(t *testing.T, e *leaseEnv) {
+	ctx := context.Background()
+	var down atomic.Bool
+	ops := e.hookedOps(t, &hooks{begin: func(context.Context, int64) error {
+		if down.Load() {
+			return errUnreachable
+		}
+		return nil
+	}})
+	const lease = 400 * time.Millisecond
+	var calls atomic.Int64
+	res, err := ops.do(ctx, "outage-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+		down.Store(true)
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * lease):
+			down.Store(false)
+			return receipt{}, errors.New("fn was not cancelled")
+		}
+		down.Store(false)
+		time.Sleep(lease / 2) // the heartbeat's next tries get through
+		for range 6 {
+			if _, err := e.ops.do(context.Background(), "outage-1", external("second", &calls)); !errors.Is(err, idemsql.ErrInProgress) {
+				return receipt{}, fmt.Errorf("another caller while fn still runs after the outage: %v, want ErrInProgress", err)
+			}
+			time.Sleep(lease / 4)
+		}
+		return receipt{By: "fn"}, nil // deaf to ctx: the effect went through
+	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+	if err != nil || res.Value.By != "fn" {
+		t.Fatalf("call: %+v, %v", res, err)
+	}
+	if calls.Load() != 0 {
+		t.Fatalf("another caller ran %d times", calls.Load())
+	}
+	e.wantRow(t, "outage-1", idemsql.StatusCompleted, 1, "fn")
 }
 
 // A WithLeaseWait wait that ctx ends returns ctx's error, not also
