@@ -184,8 +184,8 @@ type LeaseStatements struct {
 	// the columns idem_key, attempt, owner, fingerprint, generation,
 	// error_class, error_message, leased. Each must be bounded by an index
 	// to the rows it returns and few others, however many claims are live
-	// or released. Args: limit. A row taken over or abandoned in the same
-	// transaction no longer matches any of them.
+	// or released. Args: limit, unless said otherwise. A row taken over or
+	// abandoned in the same transaction no longer matches any of them.
 	//
 	// SweepStale returns the claims a sweep without a handler resolves: a
 	// lease that ran out without a mark, oldest first, and a marked claim
@@ -196,7 +196,10 @@ type LeaseStatements struct {
 	// running is invisible to it, or locked and skipped.
 	SweepUnleased string
 	// SweepReleased returns the marked claims, oldest retention first, for
-	// a sweep with a handler.
+	// a sweep with a handler, except those whose error_message is the one
+	// given (a sweep handler's own release, which hands the claim back to
+	// callers: asking the handler again every pass would only repeat its
+	// answer). Args: that message, limit.
 	SweepReleased string
 
 	// Purge, if not empty, deletes up to limit completed or failed rows whose

@@ -285,9 +285,9 @@ func (lr *leaser) worthAnotherTry(ctx context.Context, err error) bool {
 // says what is known: the write is not in the database ([ErrLeaseLost]),
 // or whether it is cannot be told ([ErrCommitUnknown]).
 func (l Lease) ranOut(w fencedWrite, uncertain bool, last error) error {
-	cause := errors.Unwrap(last)
+	cause := last // the driver's error, without the class of the last try
 	var e *Error
-	if errors.As(last, &e) {
+	if errors.As(last, &e) && e.Err != nil {
 		cause = e.Err
 	}
 	if uncertain && w.ours != nil {

@@ -37,11 +37,11 @@ const (
 	// lost the database), and the lease ran out.
 	LeaseRanOut StaleReason = iota
 	// LeaseReleased: the holder ended its lease without an outcome (fn
-	// failed, [Lease.Release], [ResolveReleased]); [Stale].Message says
-	// why. A sweep with a handler resolves such claims at once, so that
-	// one whose caller never retries (a time-out after the charge) is
-	// reconciled; a sweep without one leaves them to callers until their
-	// retention runs out.
+	// failed, [Lease.Release]); [Stale].Message says why. A sweep with a
+	// handler resolves such claims at once, so that one whose caller never
+	// retries (a time-out after the charge) is reconciled; a sweep without
+	// one leaves them to callers until their retention runs out. Claims a
+	// handler released ([ResolveReleased]) come back only then.
 	LeaseReleased
 	// NoLease: a claim committed without a lease and without an outcome:
 	// an atomic-mode claim whose transaction committed although [Do]
@@ -87,9 +87,9 @@ func ResolveAbandoned(message string) Resolution {
 // ResolveReleased ends the claim's lease without an outcome, as
 // [Lease.Release] does: the next call with the key takes it over at once and
 // runs again, with the same DownstreamKey. The row stays, marked
-// [ReleasedClass]; a sweep without a handler leaves it alone until its
-// retention has run out, and one with a handler hands it over again (in a
-// later pass).
+// [ReleasedClass]; sweeps leave it to callers until its retention has run
+// out (a sweep with a handler does not hand it over again: it would only
+// get the same answer).
 func ResolveReleased() Resolution { return Resolution{kind: resolveReleased} }
 
 // SweepHandler decides what becomes of a stale claim. An error leaves the
@@ -195,9 +195,9 @@ type sweepBatch struct {
 func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error) {
 	var stats SweepStats
 	var errs []error
-	stmts := []string{lr.ls.SweepUnleased, lr.ls.SweepStale}
+	stmts := []sweepStmt{{q: lr.ls.SweepUnleased}, {q: lr.ls.SweepStale}}
 	if h != nil {
-		stmts = append(stmts, lr.ls.SweepReleased)
+		stmts = append(stmts, sweepStmt{q: lr.ls.SweepReleased, before: []any{handlerReleaseWhy}})
 	}
 	seen := map[string]bool{} // keys this pass resolved
 	contended := 0
@@ -254,7 +254,7 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 // in the pass are left alone: a handler released them again, and the next
 // pass looks at them. Nothing more is sent after an error: the transaction
 // is rolled back.
-func (lr *leaser) sweepBatch(ctx context.Context, ex Executor, h SweepHandler, stmts []string, seen map[string]bool, b *sweepBatch) error {
+func (lr *leaser) sweepBatch(ctx context.Context, ex Executor, h SweepHandler, stmts []sweepStmt, seen map[string]bool, b *sweepBatch) error {
 	limit := lr.cfg.lease.batchSize()
 	for _, stmt := range stmts {
 		for {
@@ -298,9 +298,20 @@ func (lr *leaser) sweepBatch(ctx context.Context, ex Executor, h SweepHandler, s
 	return nil
 }
 
+// sweepStmt is a sweep statement and the arguments it takes before limit.
+type sweepStmt struct {
+	q      string
+	before []any
+}
+
+// handlerReleaseWhy is the error_message of a claim a sweep handler
+// released ([ResolveReleased]); sweeps with a handler leave such a claim to
+// callers.
+const handlerReleaseWhy = "released by a sweep handler"
+
 // lockStale runs a sweep statement for up to limit rows, all at once where
 // the transaction returns many rows (many), else for one.
-func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt string, limit int) (rows []staleRow, many bool, err error) {
+func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt sweepStmt, limit int) (rows []staleRow, many bool, err error) {
 	scan := func(r Row) error {
 		var s staleRow
 		if err := r.Scan(&s.key, &s.attempt, &s.owner, &s.fingerprint, &s.generation, &s.errorClass, &s.errorMessage, &s.leased); err != nil {
@@ -309,9 +320,10 @@ func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt string, limit
 		rows = append(rows, s)
 		return nil
 	}
-	many, err = queryEach(ctx, ex, stmt, scan, limit)
+	args := func(limit int) []any { return append(append([]any{}, stmt.before...), limit) }
+	many, err = queryEach(ctx, ex, stmt.q, scan, args(limit)...)
 	if !many {
-		err = scan(ex.QueryRow(ctx, stmt, 1))
+		err = scan(ex.QueryRow(ctx, stmt.q, args(1)...))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, false, nil
 		}
@@ -432,7 +444,7 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 		refused, err = l.fail(wctx, AbandonedClass, res.message)
 		count = func(s *SweepStats) { s.Abandoned++ }
 	case resolveReleased:
-		refused, err = l.end(wctx, "released by a sweep handler")
+		refused, err = l.end(wctx, handlerReleaseWhy)
 		count = func(s *SweepStats) { s.Released++ }
 	default:
 		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("%w: sweep handler for %q returned the zero Resolution", ErrInvalidOption, l.Key)

@@ -23,7 +23,7 @@ func init() {
 // fn runs to the end.
 func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
-	const lease = time.Second
+	const lease = 600 * time.Millisecond
 	h := &hooks{begin: func(_ context.Context, n int64) error {
 		if n == 2 { // the first transaction reads the key; the second claims it
 			time.Sleep(3 * lease / 2)
@@ -35,7 +35,7 @@ func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 		select {
 		case <-ctx.Done():
 			return receipt{}, context.Cause(ctx)
-		case <-time.After(2 * lease):
+		case <-time.After(3 * lease / 2):
 		}
 		return receipt{By: "fn", Attempt: l.Attempt}, nil
 	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))

@@ -132,7 +132,7 @@ func testLeaseFnErrorRetry(t *testing.T, e *leaseEnv) {
 	// A released row nobody retried within its retention is left to Sweep
 	// (without a handler). The retention runs out in real time: a release
 	// keeps its end in lease_until too, which a hand-made expiry would miss.
-	const ttl = time.Second
+	const ttl = 500 * time.Millisecond
 	if _, err := e.ops.do(ctx, "retry-2", fail, idemsql.WithTTL(ttl), idemsql.WithLease(ttl/2)); err != timeout {
 		t.Fatal(err)
 	}

@@ -143,7 +143,7 @@ func (e *leaseEnv) hookedOps(t *testing.T, h *hooks) leaseOps {
 }
 
 // hookedPoolSize is the most connections a hooked pool opens.
-const hookedPoolSize = 24
+const hookedPoolSize = 16
 
 // warm holds n transactions open at once, then ends them all, twice: their
 // connections stay in the pool, idle, each used a moment ago (pgx's stdlib

@@ -30,7 +30,7 @@ type armed struct{ on atomic.Bool }
 func (a *armed) once() bool { return a.on.CompareAndSwap(true, false) }
 
 // Between fn's return and the recording, every connection of the pool is
-// killed from the server's side: twice as many as WithMaxAttempts, each
+// killed from the server's side: more of them than WithMaxAttempts, each
 // idle for less than the second after which pgx pings a connection before
 // handing it out. The recording meets them one after the other and must get
 // through, without fn running a second time. Both outcomes are tried: a
@@ -43,7 +43,7 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 	h := &hooks{}
 	ops := e.hookedOps(t, h)
 	var calls atomic.Int64
-	const idle = 2 * idemsql.DefaultMaxAttempts
+	const idle = idemsql.DefaultMaxAttempts + 2
 	res, err := ops.do(ctx, "killed-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
 		calls.Add(1)
 		if err := h.warm(ctx, idle); err != nil {
@@ -171,7 +171,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 		t.Skip("SQLite has no connections to kill")
 	}
 	ctx := context.Background()
-	const lease = 1500 * time.Millisecond
+	const lease = time.Second
 	h := &hooks{}
 	ops := e.hookedOps(t, h)
 	stop := make(chan struct{})
@@ -215,7 +215,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 // deadline, but the lease must not: until fn returns, every other caller is
 // told the key is in progress, and fn's outcome is recorded.
 func testLeaseCallerDeadline(t *testing.T, e *leaseEnv) {
-	const lease = time.Second
+	const lease = 600 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), lease/4)
 	defer cancel()
 	started := make(chan struct{})

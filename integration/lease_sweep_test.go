@@ -370,6 +370,31 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	if res, err := e.ops.do(ctx, "charged-1", external("again", &calls)); err != nil || !res.Replayed || res.Value.By != "reconciled" {
 		t.Fatalf("the caller's late retry: %+v, %v; want the reconciled outcome", res, err)
 	}
+
+	// A claim the handler itself released (never charged: let the next
+	// call run) is not handed to it again at every pass.
+	if _, err := e.ops.do(ctx, "never-charged", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+		return receipt{}, timeout
+	}); err != timeout {
+		t.Fatal(err)
+	}
+	asked := 0
+	release := func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
+		asked++
+		return idemsql.ResolveReleased(), nil
+	}
+	for range 3 {
+		if _, err := e.ops.sweep(ctx, release); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if asked != 1 {
+		t.Fatalf("the handler was asked %d times about a claim it released, want 1", asked)
+	}
+	e.wantReleased(t, "never-charged", 2)
+	if res, err := e.ops.do(ctx, "never-charged", external("retry", &calls)); err != nil || res.Value.Attempt != 3 {
+		t.Fatalf("the caller's retry after the handler released it: %+v, %v", res, err)
+	}
 }
 
 // A sweep handler's result is stored for callers who decode it into their

@@ -45,13 +45,16 @@ func (dialect) LeaseStatements(table string) idemsql.LeaseStatements {
 	// lease that runs out next, whose holder's renewal would wait for the
 	// batch. The plain read sees the latest commit (READ COMMITTED) and
 	// never a claim of a transaction still running.
-	sweep := func(where, order string) string {
+	// pick may hold a condition with placeholders, recheck may not.
+	sweepBy := func(pick, recheck, order string) string {
 		return `SELECT t.idem_key, t.attempt, t.owner, t.fingerprint, ` + strings.ReplaceAll(gen, "created_at", "t.created_at") + `,
 t.error_class, t.error_message, t.lease_until IS NOT NULL
-FROM (SELECT idem_key FROM ` + t + ` WHERE ` + where + order + ` LIMIT ?) c
+FROM (SELECT idem_key FROM ` + t + ` WHERE ` + pick + order + ` LIMIT ?) c
 JOIN ` + t + ` t FORCE INDEX (PRIMARY) ON t.idem_key = c.idem_key
-WHERE ` + qualify(where) + ` FOR UPDATE SKIP LOCKED`
+WHERE ` + qualify(recheck) + ` FOR UPDATE SKIP LOCKED`
 	}
+	sweep := func(where, order string) string { return sweepBy(where, where, order) }
+	const released = `status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL`
 	return idemsql.LeaseStatements{
 		SkipLocked: true,
 		// Under REPEATABLE READ, the locking scans of Sweep and Purge would
@@ -107,7 +110,7 @@ WHERE ` + fence,
 WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		SweepStale:    sweep(stale, ` ORDER BY lease_until`),
 		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
-		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL`, ` ORDER BY lease_until`),
+		SweepReleased: sweepBy(released+` AND NOT (error_message <=> ?)`, released, ` ORDER BY lease_until`),
 		// One read per batch walks the expires_at index once; a read per
 		// row would walk again, each time, past the rows this transaction
 		// already deleted, which stay in the index until it commits. As

@@ -99,7 +99,9 @@ WHERE idem_key = $5 AND attempt = $6 AND owner = $7 AND ` + unheld,
 		// entries, or its marked claims.
 		SweepStale:    sweep(stale, ` ORDER BY lease_until`),
 		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
-		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL`, ` ORDER BY lease_until`),
+		SweepReleased: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + `, error_class, error_message, lease_until IS NOT NULL
+FROM ` + t + ` WHERE status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL
+AND error_message IS DISTINCT FROM $1 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED`,
 		// statement_timestamp(), never later than clock_timestamp() and
 		// stable, bounds the scan of the expires_at index; the locked keys
 		// are then deleted through the primary key, not by a join that

@@ -78,7 +78,7 @@ WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		// rows: up to now, its NULL entries, or its marked claims.
 		SweepStale:    sweep(stale, ` ORDER BY lease_until`),
 		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
-		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL`, ` ORDER BY lease_until`),
+		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL AND error_message IS NOT ?`, ` ORDER BY lease_until`),
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
 WHERE ` + purgeable + ` ORDER BY expires_at LIMIT ?) AND ` + purgeable,
 	}
