@@ -33,21 +33,21 @@ type Stale struct {
 type StaleReason int
 
 const (
-	// LeaseRanOut: the holder stopped renewing its lease (it died, hung or
-	// lost the database), and the lease ran out.
-	LeaseRanOut StaleReason = iota
-	// LeaseReleased: the holder ended its lease without an outcome (fn
+	// StaleLeaseRanOut: the holder stopped renewing its lease (it died,
+	// hung or lost the database), and the lease ran out.
+	StaleLeaseRanOut StaleReason = iota
+	// StaleReleased: the holder ended its lease without an outcome (fn
 	// failed, [Lease.Release]); [Stale].Message says why. A sweep with a
 	// handler resolves such claims at once, so that one whose caller never
 	// retries (a time-out after the charge) is reconciled; a sweep without
 	// one leaves them to callers until their retention runs out. Claims a
 	// handler released ([ResolveReleased]) come back only then.
-	LeaseReleased
-	// NoLease: a claim committed without a lease and without an outcome:
-	// an atomic-mode claim whose transaction committed although [Do]
-	// failed, or that fn committed itself (DDL on MySQL). Callers get
+	StaleReleased
+	// StaleNoLease: a claim committed without a lease and without an
+	// outcome: an atomic-mode claim whose transaction committed although
+	// [Do] failed, or that fn committed itself (DDL on MySQL). Callers get
 	// [ErrAbandoned] for it; fn's effects may or may not have committed.
-	NoLease
+	StaleNoLease
 )
 
 // Resolution is what a [SweepHandler] decided for a stale claim.
@@ -177,11 +177,11 @@ type staleRow struct {
 func (r staleRow) reason() StaleReason {
 	switch {
 	case r.errorClass.Valid:
-		return LeaseReleased
+		return StaleReleased
 	case !r.leased:
-		return NoLease
+		return StaleNoLease
 	}
-	return LeaseRanOut
+	return StaleLeaseRanOut
 }
 
 // sweepBatch is what one batch's transaction did.
@@ -341,9 +341,9 @@ func (lr *leaser) sweepRow(ctx context.Context, ex Executor, h SweepHandler, r s
 	if h == nil {
 		var msg string
 		switch r.reason() {
-		case NoLease:
+		case StaleNoLease:
 			msg = fmt.Sprintf("the claim of %s at attempt %d was committed without a lease or an outcome; abandoned by %s", r.owner.String, r.attempt, token)
-		case LeaseReleased:
+		case StaleReleased:
 			msg = fmt.Sprintf("released by %s at attempt %d (%s) and not taken over within its retention; abandoned by %s", r.owner.String, r.attempt, r.errorMessage.String, token)
 		default:
 			msg = fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", r.owner.String, r.attempt, token)

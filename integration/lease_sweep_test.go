@@ -295,7 +295,7 @@ func testLeaseCommittedWithoutLease(t *testing.T, e *leaseEnv) {
 	if err != nil || st.Found != 1 || st.Completed != 1 {
 		t.Fatalf("sweep with a handler: %+v, %v", st, err)
 	}
-	if got.Reason != idemsql.NoLease || got.PreviousOwner != "atomic/2" || got.Attempt != 2 {
+	if got.Reason != idemsql.StaleNoLease || got.PreviousOwner != "atomic/2" || got.Attempt != 2 {
 		t.Fatalf("the handler got %+v, want a claim without a lease of atomic/2", got)
 	}
 	if res, err := e.ops.do(ctx, "unleased-2", external("x", &calls)); err != nil || !res.Replayed || res.Value.By != "sweeper" {
@@ -363,7 +363,7 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	if err != nil || st.Found != 1 || st.Completed != 1 {
 		t.Fatalf("sweep with a handler: %+v, %v; want the released claim resolved", st, err)
 	}
-	if got.Reason != idemsql.LeaseReleased || got.DownstreamKey != ds || !strings.Contains(got.Message, timeout.Error()) {
+	if got.Reason != idemsql.StaleReleased || got.DownstreamKey != ds || !strings.Contains(got.Message, timeout.Error()) {
 		t.Fatalf("the handler got %+v; want a released claim with downstream key %q and fn's error", got, ds)
 	}
 	var calls atomic.Int64
