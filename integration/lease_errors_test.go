@@ -35,12 +35,7 @@ var errUnreachable = errors.New("injected: the database is out of reach")
 func testLeaseUnrenewedThenReleased(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var down atomic.Bool
-	ops := e.hookedOps(t, &hooks{begin: func(context.Context, int64) error {
-		if down.Load() {
-			return errUnreachable
-		}
-		return nil
-	}})
+	ops := e.outageOps(t, &down)
 	const lease = 400 * time.Millisecond
 	var cause error
 	_, err := ops.do(ctx, "unrenewed-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
@@ -74,12 +69,7 @@ func testLeaseUnrenewedThenReleased(t *testing.T, e *leaseEnv) {
 func testLeaseRestoredAfterOutage(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var down atomic.Bool
-	ops := e.hookedOps(t, &hooks{begin: func(context.Context, int64) error {
-		if down.Load() {
-			return errUnreachable
-		}
-		return nil
-	}})
+	ops := e.outageOps(t, &down)
 	const lease = 400 * time.Millisecond
 	var calls atomic.Int64
 	res, err := ops.do(ctx, "outage-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,13 +180,7 @@ func warmOnce(n int, begin func() (end func(), err error)) error {
 // that its transactions run h.
 func (e *leaseEnv) openHooked(t *testing.T, h *hooks, idQuery string) *sql.DB {
 	t.Helper()
-	name, dsn := "pgx", e.dsn
-	switch e.dialect {
-	case "mysql":
-		name = "mysql"
-	case "sqlite":
-		name, dsn = "sqlite", sqlite.DSN(e.dsn)
-	}
+	name, dsn := e.sqlDriver()
 	probe, err := sql.Open(name, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +198,28 @@ func (e *leaseEnv) openHooked(t *testing.T, h *hooks, idQuery string) *sql.DB {
 	db.SetMaxIdleConns(hookedPoolSize)
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// sqlDriver is the database/sql driver name and DSN of the backend.
+func (e *leaseEnv) sqlDriver() (name, dsn string) {
+	switch e.dialect {
+	case "mysql":
+		return "mysql", e.dsn
+	case "sqlite":
+		return "sqlite", sqlite.DSN(e.dsn)
+	}
+	return "pgx", e.dsn
+}
+
+// outageOps is the lease-mode API on a pool whose BEGINs fail with
+// errUnreachable while down is set.
+func (e *leaseEnv) outageOps(t *testing.T, down *atomic.Bool) leaseOps {
+	return e.hookedOps(t, &hooks{begin: func(context.Context, int64) error {
+		if down.Load() {
+			return errUnreachable
+		}
+		return nil
+	}})
 }
 
 type dsnConnector struct {

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -143,14 +142,7 @@ func (e *leaseEnv) opsWithPoolSize(t *testing.T, n int) leaseOps {
 		t.Cleanup(pool.Close)
 		return opsFor((&postgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{}))
 	}
-	name, dsn := "pgx", e.dsn
-	switch e.dialect {
-	case "mysql":
-		name = "mysql"
-	case "sqlite":
-		name, dsn = "sqlite", sqlite.DSN(e.dsn)
-	}
-	db, err := sql.Open(name, dsn)
+	db, err := sql.Open(e.sqlDriver())
 	if err != nil {
 		t.Fatal(err)
 	}
