@@ -299,7 +299,8 @@ func (c *hookedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
 		tx, err = b.BeginTx(ctx, opts)
 	} else {
-		tx, err = c.Conn.Begin() //nolint:staticcheck // drivers without BeginTx
+		//lint:ignore SA1019 a driver without BeginTx has only Begin
+		tx, err = c.Conn.Begin()
 	}
 	if err != nil {
 		c.h.beginFailed()
