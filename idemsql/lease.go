@@ -485,12 +485,25 @@ func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ct
 	if want := lr.cfg.lease.result; want != nil && want != reflect.TypeFor[T]() {
 		return res, fmt.Errorf("%w: WithResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
 	}
+	ctx, end := lr.s.startCall(ctx, "RunExternal", key)
+	res, err = runExternal(ctx, lr, key, fn)
+	if end != nil {
+		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(lr.start), Err: err})
+	}
+	return res, err
+}
+
+func runExternal[T any](ctx context.Context, lr *leaser, key string, fn func(ctx context.Context, l LeaseInfo) (T, error)) (Result[T], error) {
 	held, l, row, err := lr.acquire(ctx, key)
 	if err != nil {
-		return res, err
+		return Result[T]{}, err
 	}
 	if !held {
-		return replay[T](lr.s, key, row, &lr.cfg)
+		res, err := replay[T](lr.s, key, row, &lr.cfg)
+		if err == nil || errors.Is(err, ErrDuplicate) || errors.Is(err, ErrFailureRecorded) {
+			lr.observe(ctx, EventReplayed, key, row.attempt, err)
+		}
+		return res, err
 	}
 	return runHeld(ctx, l, fn)
 }

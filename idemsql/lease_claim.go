@@ -18,6 +18,7 @@ type leaser struct {
 	ls    LeaseStatements
 	cfg   settings
 	begin func(context.Context) (leaseTx, error)
+	start time.Time // when the call began, for the observer's durations
 	// beginHousekeeping begins the transactions of Sweep and Purge, at the
 	// dialect's isolation level where the pool can choose one.
 	beginHousekeeping func(context.Context) (leaseTx, error)
@@ -38,7 +39,7 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s has no lease mode", ErrInvalidOption, s.dialect.Name())
 	}
-	lr := &leaser{s: s, ls: ld.LeaseStatements(s.table()), cfg: s.defaults}
+	lr := &leaser{s: s, ls: ld.LeaseStatements(s.table()), cfg: s.defaults, start: time.Now()}
 	if err := applyOptions(&lr.cfg, opts, inLease); err != nil {
 		return nil, err
 	}
@@ -182,28 +183,42 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 		switch {
 		case !found:
 			got, l, err = lr.tryClaim(ctx, key)
+			if got {
+				lr.observe(ctx, EventClaimed, key, l.Attempt, nil)
+			}
 		case r.expired && r.status != StatusInProgress:
 			// A recorded outcome past its retention: the key is free. An
 			// in_progress row never is, expired or not: it may stand for an
 			// effect that happened, and is taken over below instead, under
 			// the same downstream key.
 			got, l, err = lr.tryReclaim(ctx, key, r.attempt)
+			if got {
+				lr.observe(ctx, EventClaimed, key, l.Attempt, nil)
+			}
 		case !bytes.Equal(r.fingerprint, cfg.fingerprint):
-			return false, l, row, &Error{Op: "claim", Key: key, Kind: ErrFingerprintMismatch}
+			e := &Error{Op: "claim", Key: key, Kind: ErrFingerprintMismatch}
+			lr.observe(ctx, EventFingerprintMismatch, key, r.attempt, e)
+			return false, l, row, e
 		case r.status != StatusInProgress:
 			return false, l, r.storedRow, nil
 		case !r.leased:
 			// A committed claim without a lease is not lease mode's: an
 			// atomic-mode claim whose transaction committed without an
 			// outcome. Its effects may have committed; Sweep resolves it.
-			return false, l, row, &Error{Op: "claim", Key: key, Kind: ErrAbandoned,
+			e := &Error{Op: "claim", Key: key, Kind: ErrAbandoned,
 				Err: fmt.Errorf("claimed at attempt %d by %s and committed without a lease or an outcome", r.attempt, r.owner.String)}
+			lr.observe(ctx, EventAbandoned, key, r.attempt, e)
+			return false, l, row, e
 		case !r.live:
 			got, l, err = lr.tryTakeOver(ctx, key, r)
+			if got {
+				lr.observe(ctx, EventTakenOver, key, l.Attempt, nil)
+			}
 		default: // held by a live lease
 			ipErr := &Error{Op: "claim", Key: key, Kind: ErrInProgress,
 				Err: fmt.Errorf("held by a lease at attempt %d (owner %s)", r.attempt, r.owner.String)}
 			if cfg.lease.poll <= 0 {
+				lr.observe(ctx, EventInProgress, key, r.attempt, ipErr)
 				return false, l, row, ipErr
 			}
 			if werr := sleep(ctx, cfg.lease.poll); werr != nil {
@@ -370,3 +385,8 @@ type skipCodec struct{}
 
 func (skipCodec) Marshal(any) ([]byte, error) { return nil, nil }
 func (skipCodec) Unmarshal([]byte, any) error { return nil }
+
+// observe reports a lease-mode event of this call.
+func (lr *leaser) observe(ctx context.Context, kind EventKind, key string, attempt int64, err error) {
+	lr.s.observe(ctx, kind, "lease", key, attempt, lr.start, err)
+}

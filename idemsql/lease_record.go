@@ -194,7 +194,9 @@ func (l Lease) write(ctx context.Context, stop <-chan struct{}, w fencedWrite) (
 		case tryDone:
 			return false, nil
 		case tryRefused:
-			return true, lostError(w.op, l.Key, l.Attempt)
+			err := lostError(w.op, l.Key, l.Attempt)
+			lr.observe(ctx, EventLeaseLost, l.Key, l.Attempt, err)
+			return true, err
 		case tryUncertain:
 			uncertain = true
 		}
@@ -339,7 +341,7 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 	var v T
 	var fnErr error
 	lost, definite := l.hold(ctx, func(ctx context.Context) { v, fnErr = fn(ctx, l.LeaseInfo) })
-	if definite {
+	if definite { // the refused renewal reported the loss
 		return res, joinErrs(lost, fnErr)
 	}
 	wctx := context.WithoutCancel(ctx)
@@ -349,7 +351,9 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 			if err := l.Fail(wctx, class, msg); err != nil {
 				return res, joinErrs(fnErr, err)
 			}
-			return res, &FailureError{Key: l.Key, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
+			fe := &FailureError{Key: l.Key, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
+			l.lr.observe(ctx, EventFailureRecorded, l.Key, l.Attempt, fe)
+			return res, fe
 		}
 		if _, err := l.end(wctx, "fn failed: "+fnErr.Error()); err != nil {
 			return res, joinErrs(fnErr, err)
@@ -371,9 +375,11 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 	if _, err := l.complete(wctx, encoded); err != nil {
 		return res, err
 	}
+	l.lr.observe(ctx, EventCompleted, l.Key, l.Attempt, nil)
 	res.Value = v
 	return res, nil
 }
+
 
 // alsoFailed is the error of a write (recording) made after an earlier
 // error (first): the write's class, which says what became of the key, with

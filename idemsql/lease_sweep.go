@@ -217,6 +217,16 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 		for _, k := range b.keys {
 			seen[k] = true
 		}
+		if lr.s.defaults.observer != nil {
+			if h == nil {
+				for _, k := range b.keys {
+					lr.observe(ctx, EventAbandoned, k, 0, nil)
+				}
+			}
+			for _, sw := range b.taken {
+				lr.observe(ctx, EventTakenOver, sw.lease.Key, sw.lease.Attempt, nil)
+			}
+		}
 		stats.Found += len(b.keys)
 		stats.Abandoned += b.abandoned
 		if len(b.taken) > 0 {

@@ -60,6 +60,10 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 		}
 		stats.Batches++
 		stats.Deleted += n
+		if lr.s.defaults.observer != nil {
+			lr.s.defaults.observer.Observe(ctx, Event{Kind: EventPurged, Mode: "lease", Dialect: lr.s.dialect.Name(),
+				Duration: time.Since(lr.start), Count: n})
+		}
 		if n < batch || !lr.cfg.lease.goOn(Progress{Batches: stats.Batches, Rows: stats.Deleted}) {
 			return stats, nil
 		}
