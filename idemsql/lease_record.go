@@ -380,7 +380,6 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 	return res, nil
 }
 
-
 // alsoFailed is the error of a write (recording) made after an earlier
 // error (first): the write's class, which says what became of the key, with
 // first's message.
