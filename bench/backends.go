@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,16 +36,26 @@ var pathTitle = map[string]string{
 // variant, so its cost cancels out of every ratio.
 type txn interface {
 	Exec(ctx context.Context, q string, args ...any) (int64, error)
+	// InsertID runs an INSERT and returns the new row's id, the way each
+	// driver is used for it: RETURNING id on PostgreSQL, LastInsertId on
+	// MySQL and SQLite.
+	InsertID(ctx context.Context, q string, args ...any) (int64, error)
 	QueryRow(ctx context.Context, q string, args ...any) idemsql.Row
 	Commit(ctx context.Context) error
 	Rollback(ctx context.Context) error
+	// Idem binds the transaction for idemsql.Do the way the docs advise:
+	// through the pool's binding (DB.Tx), which runs the store's statements
+	// prepared on SQLite and MySQL.
 	Idem() idemsql.Tx
+	// IdemSQL binds it with Store.SQL (or Pgx on pgx): no prepared
+	// statements.
+	IdemSQL() idemsql.Tx
 }
 
 // queries is the SQL a hand-written guard and the business transaction use.
 type queries struct {
-	business     string // args: k, amount
-	handClaim    string // args: key; ON CONFLICT DO NOTHING, or a plain INSERT on MySQL
+	business     string // args: k, amount; RETURNING id on PostgreSQL
+	handClaim    string // args: key, fingerprint; ON CONFLICT DO NOTHING, or a plain INSERT on MySQL
 	handRead     string // args: key; returns status, result
 	handComplete string // args: result, key
 	purge        string // args: none; deletes one batch of expired rows of the idem table
@@ -61,7 +72,9 @@ type backend struct {
 	pool     *pgxpool.Pool // pgx path only
 	store    *idemsql.Store
 	pgStore  *postgres.Store
-	hand     *idemsql.Store // only its table is used, for migrations
+	sqlDB    idemsql.DB[*sql.Tx] // the store bound to db, for Run and DB.Tx
+	pgxDB    idemsql.DB[pgx.Tx]  // the store bound to pool (pgx path)
+	hand     *idemsql.Store      // only its table is used, for migrations
 	business string
 	q        queries
 	cleanup  func()
@@ -124,12 +137,18 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 				return nil, err
 			}
 			cfg.MaxConns = int32(o.maxConns)
+			cfg.ConnConfig.DialFunc = countingDial
 			if b.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 				return nil, err
 			}
 			b.db = stdlib.OpenDBFromPool(b.pool)
-		} else if b.db, err = sql.Open("pgx", postgresDSN()); err != nil {
-			return nil, err
+		} else {
+			cfg, err := pgx.ParseConfig(postgresDSN())
+			if err != nil {
+				return nil, err
+			}
+			cfg.DialFunc = countingDial
+			b.db = stdlib.OpenDB(*cfg)
 		}
 	case "mariadb":
 		b.dialect = "mysql"
@@ -139,9 +158,21 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 		if b.hand, err = idemmysql.New(handOpt); err != nil {
 			return nil, err
 		}
-		if b.db, err = sql.Open("mysql", mysqlDSN(o.interpolate)); err != nil {
+		mcfg, err := mysql.ParseDSN(mysqlDSN(o.interpolate))
+		if err != nil {
 			return nil, err
 		}
+		if mcfg.Net == "tcp" {
+			mysql.RegisterDialContext("counted", func(ctx context.Context, addr string) (net.Conn, error) {
+				return countingDial(ctx, "tcp", addr)
+			})
+			mcfg.Net = "counted"
+		}
+		conn, err := mysql.NewConnector(mcfg)
+		if err != nil {
+			return nil, err
+		}
+		b.db = sql.OpenDB(conn)
 	case "sqlite":
 		b.dialect = "sqlite"
 		if b.store, err = sqlite.New(idemOpt); err != nil {
@@ -172,6 +203,10 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 		b.close()
 		return nil, err
 	}
+	b.sqlDB = b.store.DB(b.db, nil)
+	if b.pool != nil {
+		b.pgxDB = b.pgStore.Pool(b.pool, pgx.TxOptions{})
+	}
 	b.q = sqlFor(b.dialect, b.business, b.hand.Table(), b.store.Table(), o.batch)
 	if err := b.createTables(ctx); err != nil {
 		b.close()
@@ -184,8 +219,8 @@ func sqlFor(dialect, business, hand, idem string, batch int) queries {
 	switch dialect {
 	case "postgres":
 		return queries{
-			business:     `INSERT INTO ` + business + ` (k, amount) VALUES ($1, $2)`,
-			handClaim:    `INSERT INTO ` + hand + ` (idem_key, status, created_at, updated_at, expires_at) VALUES ($1, 'in_progress', now(), now(), now() + interval '24 hours') ON CONFLICT (idem_key) DO NOTHING`,
+			business:     `INSERT INTO ` + business + ` (k, amount) VALUES ($1, $2) RETURNING id`,
+			handClaim:    `INSERT INTO ` + hand + ` (idem_key, fingerprint, status, created_at, updated_at, expires_at) VALUES ($1, $2, 'in_progress', now(), now(), now() + interval '24 hours') ON CONFLICT (idem_key) DO NOTHING`,
 			handRead:     `SELECT status, result FROM ` + hand + ` WHERE idem_key = $1`,
 			handComplete: `UPDATE ` + hand + ` SET status = 'completed', result = $1, updated_at = now(), completed_at = now() WHERE idem_key = $2`,
 			purge: fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s WHERE expires_at < clock_timestamp() LIMIT %d))`,
@@ -196,7 +231,7 @@ func sqlFor(dialect, business, hand, idem string, batch int) queries {
 		const now = `UTC_TIMESTAMP(6)`
 		return queries{
 			business:     "INSERT INTO `" + business + "` (k, amount) VALUES (?, ?)",
-			handClaim:    "INSERT INTO `" + hand + "` (idem_key, status, created_at, updated_at, expires_at) VALUES (?, 'in_progress', " + now + ", " + now + ", " + now + " + INTERVAL 24 HOUR)",
+			handClaim:    "INSERT INTO `" + hand + "` (idem_key, fingerprint, status, created_at, updated_at, expires_at) VALUES (?, ?, 'in_progress', " + now + ", " + now + ", " + now + " + INTERVAL 24 HOUR)",
 			handRead:     "SELECT status, result FROM `" + hand + "` WHERE idem_key = ? LOCK IN SHARE MODE",
 			handComplete: "UPDATE `" + hand + "` SET status = 'completed', result = ?, updated_at = " + now + ", completed_at = " + now + " WHERE idem_key = ?",
 			purge:        fmt.Sprintf("DELETE FROM `%s` WHERE expires_at < %s LIMIT %d", idem, now, batch),
@@ -206,7 +241,7 @@ func sqlFor(dialect, business, hand, idem string, batch int) queries {
 		const now = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
 		return queries{
 			business:     `INSERT INTO ` + business + ` (k, amount) VALUES (?, ?)`,
-			handClaim:    `INSERT INTO ` + hand + ` (idem_key, status, created_at, updated_at, expires_at) VALUES (?, 'in_progress', ` + now + `, ` + now + `, ` + now + ` + 86400000) ON CONFLICT (idem_key) DO NOTHING`,
+			handClaim:    `INSERT INTO ` + hand + ` (idem_key, fingerprint, status, created_at, updated_at, expires_at) VALUES (?, ?, 'in_progress', ` + now + `, ` + now + `, ` + now + ` + 86400000) ON CONFLICT (idem_key) DO NOTHING`,
 			handRead:     `SELECT status, result FROM ` + hand + ` WHERE idem_key = ?`,
 			handComplete: `UPDATE ` + hand + ` SET status = 'completed', result = ?, updated_at = ` + now + `, completed_at = ` + now + ` WHERE idem_key = ?`,
 			purge: fmt.Sprintf(`DELETE FROM %s WHERE idem_key IN (SELECT idem_key FROM %s WHERE expires_at < %s LIMIT %d)`,
@@ -276,13 +311,13 @@ func (b *backend) begin(ctx context.Context) (txn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &pgxTxn{tx: tx, s: b.pgStore}, nil
+		return &pgxTxn{tx: tx, b: b}, nil
 	}
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &sqlTxn{tx: tx, s: b.store}, nil
+	return &sqlTxn{tx: tx, b: b, returning: b.dialect == "postgres"}, nil
 }
 
 // retryable says whether a failed transaction should run again from BEGIN.
@@ -299,23 +334,30 @@ func duplicate(err error) bool {
 
 type pgxTxn struct {
 	tx pgx.Tx
-	s  *postgres.Store
+	b  *backend
 }
 
 func (t *pgxTxn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := t.tx.Exec(ctx, q, args...)
 	return tag.RowsAffected(), err
 }
+func (t *pgxTxn) InsertID(ctx context.Context, q string, args ...any) (int64, error) {
+	var id int64
+	err := t.tx.QueryRow(ctx, q, args...).Scan(&id)
+	return id, err
+}
 func (t *pgxTxn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
 	return t.tx.QueryRow(ctx, q, args...)
 }
 func (t *pgxTxn) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
 func (t *pgxTxn) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
-func (t *pgxTxn) Idem() idemsql.Tx                   { return t.s.Pgx(t.tx) }
+func (t *pgxTxn) Idem() idemsql.Tx                   { return t.b.pgxDB.Tx(t.tx) }
+func (t *pgxTxn) IdemSQL() idemsql.Tx                { return t.b.pgStore.Pgx(t.tx) }
 
 type sqlTxn struct {
-	tx *sql.Tx
-	s  *idemsql.Store
+	tx        *sql.Tx
+	b         *backend
+	returning bool // PostgreSQL: the id comes from RETURNING
 }
 
 func (t *sqlTxn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
@@ -325,9 +367,22 @@ func (t *sqlTxn) Exec(ctx context.Context, q string, args ...any) (int64, error)
 	}
 	return res.RowsAffected()
 }
+func (t *sqlTxn) InsertID(ctx context.Context, q string, args ...any) (int64, error) {
+	if t.returning {
+		var id int64
+		err := t.tx.QueryRowContext(ctx, q, args...).Scan(&id)
+		return id, err
+	}
+	res, err := t.tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
 func (t *sqlTxn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 func (t *sqlTxn) Commit(context.Context) error   { return t.tx.Commit() }
 func (t *sqlTxn) Rollback(context.Context) error { return t.tx.Rollback() }
-func (t *sqlTxn) Idem() idemsql.Tx               { return t.s.SQL(t.tx) }
+func (t *sqlTxn) Idem() idemsql.Tx               { return t.b.sqlDB.Tx(t.tx) }
+func (t *sqlTxn) IdemSQL() idemsql.Tx            { return t.b.store.SQL(t.tx) }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"path/filepath"
@@ -124,10 +125,13 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			_, err = tx.ExecContext(ctx, q.handClaim, k)
+			fp := sha256.Sum256(request(k))
+			_, err = tx.ExecContext(ctx, q.handClaim, k, fp[:])
 			if err == nil {
 				c := charge{Ref: k, Amount: 4200}
-				if _, err = tx.ExecContext(ctx, q.business, k, c.Amount); err == nil {
+				var res sql.Result
+				if res, err = tx.ExecContext(ctx, q.business, k, c.Amount); err == nil {
+					c.ID, _ = res.LastInsertId()
 					enc, _ := json.Marshal(c)
 					_, err = tx.ExecContext(ctx, q.handComplete, string(enc), k)
 				}
@@ -146,9 +150,12 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 			}
 			_, err = idemsql.Do(ctx, store.SQL(tx), k, func(ctx context.Context) (charge, error) {
 				c := charge{Ref: k, Amount: 4200}
-				_, err := tx.ExecContext(ctx, q.business, k, c.Amount)
+				res, err := tx.ExecContext(ctx, q.business, k, c.Amount)
+				if err == nil {
+					c.ID, _ = res.LastInsertId()
+				}
 				return c, err
-			})
+			}, idemsql.WithFingerprint(request(k)))
 			mustCommit(tx, err)
 		}
 	})
@@ -159,7 +166,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 		}
 		_, err = idemsql.Do(ctx, store.SQL(tx), "replayed", func(ctx context.Context) (charge, error) {
 			return charge{Ref: "replayed", Amount: 4200}, nil
-		})
+		}, idemsql.WithFingerprint(request("replayed")))
 		mustCommit(tx, err)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -170,8 +177,61 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 			_, err = idemsql.Do(ctx, store.SQL(tx), "replayed", func(ctx context.Context) (charge, error) {
 				b.Fatal("replay ran fn")
 				return charge{}, nil
-			})
+			}, idemsql.WithFingerprint(request("replayed")))
 			mustCommit(tx, err)
 		}
 	})
+}
+
+// BenchmarkSQLiteParse measures what SQLite spends preparing each
+// statement of a guarded call (prepare and finalize, nothing run): the
+// cost that every unprepared statement pays again on every call.
+//
+//	cd bench && go test -run '^$' -bench SQLiteParse
+func BenchmarkSQLiteParse(b *testing.B) {
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(b.TempDir(), "parse.db")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	store, err := sqlite.New(idemsql.WithTable("idem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	hand, err := sqlite.New(idemsql.WithTable("hand"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, s := range []*idemsql.Store{store, hand} {
+		if err := migrations.Up(ctx, db, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE business (id INTEGER PRIMARY KEY, k TEXT NOT NULL, amount INTEGER NOT NULL, created_at INTEGER NOT NULL DEFAULT (unixepoch()))`); err != nil {
+		b.Fatal(err)
+	}
+	q := sqlFor("sqlite", "business", "hand", "idem", 1000)
+	st := store.Dialect().Statements(idemsql.Table{Name: "idem"})
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	for _, s := range []struct{ name, q string }{
+		{"business", q.business}, {"hand-claim", q.handClaim}, {"hand-read", q.handRead}, {"hand-complete", q.handComplete},
+		{"claim", st.Claim}, {"claim-completed", st.ClaimCompleted}, {"read", st.Read}, {"complete", st.Complete},
+		{"begin", "BEGIN IMMEDIATE"}, {"commit", "COMMIT"},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			for b.Loop() {
+				stmt, err := conn.PrepareContext(ctx, s.q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				stmt.Close()
+			}
+		})
+	}
 }

@@ -6,8 +6,11 @@
 //	cd bench && go run . -growth    # or: make bench-growth
 //
 // Variants run interleaved: every cell is split into rounds, and each round
-// runs every variant once, so drift on a shared machine hits all alike. The
-// table goes to stdout and to -out.
+// runs every variant once, so drift on a shared machine hits all alike.
+// Beside ops/s and latency, each row says where an op's time went (see
+// costs.go): client CPU, database server CPU, writes to the socket (round
+// trips) and bytes each way. The table, the targets and a markdown summary
+// (pasted into docs/performance.md) go to stdout and to -out.
 package main
 
 import (
@@ -51,12 +54,12 @@ func main() {
 	var cfg config
 	var paths, clients, gpaths string
 	flag.StringVar(&paths, "paths", strings.Join(allPaths, ","), "database paths to run: pgx, pgsql, mariadb, sqlite")
-	flag.StringVar(&clients, "clients", "1,16", "concurrency levels (clients = pool connections)")
-	flag.DurationVar(&cfg.cell, "cell", 2*time.Second, "measured time per cell (path × clients × variant), split into -rounds")
-	flag.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds per cell")
+	flag.StringVar(&clients, "clients", "1,8", "concurrency levels (clients = pool connections)")
+	flag.DurationVar(&cfg.cell, "cell", 4*time.Second, "measured time per cell (path × clients × variant), split into -rounds")
+	flag.IntVar(&cfg.rounds, "rounds", 8, "interleaved rounds per cell")
 	flag.StringVar(&cfg.out, "out", "", "file for the table (default ../bench-results.txt, or ../bench-growth-results.txt with -growth)")
 	flag.BoolVar(&cfg.interpolate, "mysql-interpolate", true, "append interpolateParams=true to the MySQL DSN (for every variant alike)")
-	flag.BoolVar(&cfg.xp, "xp", true, "also run the xp-* experiments (hand-written sketches of optimisations)")
+	flag.BoolVar(&cfg.xp, "xp", false, "also run the xp-* experiments (hand-written sketches of alternatives, to measure before adopting them)")
 	flag.StringVar(&cfg.only, "variants", "", "comma-separated variant names to run (default all)")
 	flag.BoolVar(&cfg.growth, "growth", false, "run the growth benchmark instead: latency with -rows existing rows, and a purge under load")
 	flag.IntVar(&cfg.growthRows, "rows", 1_000_000, "growth: existing (expired) rows")
@@ -120,6 +123,17 @@ type sample struct {
 	elapsed          time.Duration
 	lat              []time.Duration
 	retries, replays int64
+	cost             costs // where the time went, summed over the rounds (costs.go)
+}
+
+// perOp is what one op cost on average.
+func (s *sample) perOp() (client, server time.Duration, writes, sent, recv float64) {
+	if s.ops == 0 {
+		return
+	}
+	n := s.ops
+	return s.cost.client / time.Duration(n), s.cost.server / time.Duration(n),
+		float64(s.cost.writes) / float64(n), float64(s.cost.sent) / float64(n), float64(s.cost.recv) / float64(n)
 }
 
 func (s *sample) opsPerSec() float64 {
@@ -226,6 +240,7 @@ func runSideBySide(ctx context.Context, cfg config) error {
 	writeHeader(&sb, cfg, versions, started)
 	writeTable(&sb, results)
 	writeTargets(&sb, results)
+	writeMarkdown(&sb, results)
 	fmt.Print(sb.String())
 	return os.WriteFile(cfg.out, []byte(sb.String()), 0o644)
 }
@@ -276,11 +291,14 @@ func benchPath(ctx context.Context, cfg config, b *backend, runID string) ([]res
 			}
 		}
 		fmt.Fprintf(os.Stderr, "%-8s %2d clients: %d variants × %d rounds × %v\n", pathTitle[b.path], clients, len(vs), cfg.rounds, cfg.cell/time.Duration(cfg.rounds))
+		comm := serverComm(b.dialect)
 		for r := 0; r < cfg.rounds; r++ {
 			for i, v := range vs {
+				before := snapshot(comm)
 				if err := drive(ctx, ops[i], &seqs[i], clients, cfg.cell/time.Duration(cfg.rounds), samples[i]); err != nil {
 					return out, fmt.Errorf("%s: %w", v.name, err)
 				}
+				samples[i].cost = samples[i].cost.add(snapshot(comm).sub(before))
 			}
 		}
 		for i, v := range vs {
@@ -304,7 +322,15 @@ func writeHeader(w io.Writer, cfg config, versions map[string]string, started ti
 	}
 	fmt.Fprintf(w, "each cell: %v in %d interleaved rounds; pool size = clients, except sqlite: %s\n", cfg.cell, cfg.rounds, sqlitePool)
 	fmt.Fprintf(w, "mysql DSN with interpolateParams=%v (every variant alike); sqlite via sqlite.DSN: WAL, synchronous FULL, _txlock=immediate\n", cfg.interpolate)
-	fmt.Fprintf(w, "×bare: ops/s over bare's; ×hand: ops/s over the hand-written guard doing the same kind of call (first, replay, storm)\n\n")
+	fmt.Fprintf(w, "×bare: ops/s over bare's; ×hand: ops/s over the hand-written guard doing the same kind of call (first, replay, storm)\n")
+	fmt.Fprintf(w, "per op: cli µs = this process's CPU, db µs = the database server's CPU, wr = socket writes (round trips), B out/in = bytes sent/received\n")
+	fmt.Fprintf(w, "variants:\n")
+	for _, v := range variants {
+		if slices.ContainsFunc(cfg.paths, func(p string) bool { return cfg.selected(v, p) }) {
+			fmt.Fprintf(w, "  %-17s %s\n", v.name, v.desc)
+		}
+	}
+	fmt.Fprintln(w)
 }
 
 func cpuModel() string {
@@ -343,7 +369,8 @@ func ratio(a, b *sample) string {
 }
 
 func writeTable(w io.Writer, results []result) {
-	fmt.Fprintf(w, "%-8s %3s  %-13s %9s %8s %8s %6s %6s  %s\n", "path", "cl", "variant", "ops/s", "p50 ms", "p99 ms", "×bare", "×hand", "notes")
+	fmt.Fprintf(w, "%-8s %3s  %-16s %9s %8s %8s %6s %6s %7s %7s %5s %6s %6s  %s\n", "path", "cl", "variant", "ops/s", "p50 ms", "p99 ms", "×bare", "×hand",
+		"cli µs", "db µs", "wr", "B out", "B in", "notes")
 	prev := ""
 	for _, r := range results {
 		group := r.path + "/" + strconv.Itoa(r.clients)
@@ -360,8 +387,10 @@ func writeTable(w io.Writer, results []result) {
 		if strings.HasSuffix(r.name, "-storm") && r.s.ops > 0 {
 			notes = append(notes, fmt.Sprintf("%.0f%% replayed", 100*float64(r.s.replays)/float64(r.s.ops)))
 		}
-		fmt.Fprintf(w, "%-8s %3d  %-13s %9.0f %8s %8s %6s %6s  %s\n", pathTitle[r.path], r.clients, r.name,
-			r.s.opsPerSec(), ms(r.s.pct(0.50)), ms(r.s.pct(0.99)), ratio(r.s, bare), ratio(r.s, peer), strings.Join(notes, ", "))
+		cli, srv, wr, sent, recv := r.s.perOp()
+		fmt.Fprintf(w, "%-8s %3d  %-16s %9.0f %8s %8s %6s %6s %7.0f %7.0f %5.1f %6.0f %6.0f  %s\n", pathTitle[r.path], r.clients, r.name,
+			r.s.opsPerSec(), ms(r.s.pct(0.50)), ms(r.s.pct(0.99)), ratio(r.s, bare), ratio(r.s, peer),
+			float64(cli)/1e3, float64(srv)/1e3, wr, sent, recv, strings.Join(notes, ", "))
 	}
 	fmt.Fprintln(w)
 }
@@ -378,14 +407,14 @@ func writeTargets(w io.Writer, results []result) {
 			seen = append(seen, k)
 		}
 	}
-	fmt.Fprintln(w, "targets: idem-first ≥ 0.95× hand-first; idem-replay ≥ 1× bare")
+	fmt.Fprintln(w, "targets: idem-first ≥ 0.95× hand-first; idem-replay ≥ 0.95× hand-replay")
 	for _, k := range seen {
 		line := fmt.Sprintf("  %-8s %3d clients:", pathTitle[k.path], k.clients)
 		if f, h := find(results, k.path, k.clients, "idem-first"), find(results, k.path, k.clients, "hand-first"); f != nil && h != nil {
 			line += fmt.Sprintf("  first %s× hand %s", ratio(f, h), verdict(f.opsPerSec()/h.opsPerSec() >= 0.95))
 		}
-		if r, b := find(results, k.path, k.clients, "idem-replay"), find(results, k.path, k.clients, "bare"); r != nil && b != nil {
-			line += fmt.Sprintf("  replay %s× bare %s", ratio(r, b), verdict(r.opsPerSec()/b.opsPerSec() >= 1))
+		if r, h := find(results, k.path, k.clients, "idem-replay"), find(results, k.path, k.clients, "hand-replay"); r != nil && h != nil {
+			line += fmt.Sprintf("  replay %s× hand %s", ratio(r, h), verdict(r.opsPerSec()/h.opsPerSec() >= 0.95))
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -396,4 +425,36 @@ func verdict(ok bool) string {
 		return "(met)"
 	}
 	return "(MISSED)"
+}
+
+// writeMarkdown writes the summary table of docs/performance.md: the
+// ratios of one run, per path and concurrency.
+func writeMarkdown(w io.Writer, results []result) {
+	type key struct {
+		path    string
+		clients int
+	}
+	var seen []key
+	for _, r := range results {
+		k := key{r.path, r.clients}
+		if !slices.Contains(seen, k) {
+			seen = append(seen, k)
+		}
+	}
+	fmt.Fprintln(w, "\nmarkdown summary (ratios of ops/s; Do binds the caller's transaction with DB.Tx, Store.SQL in the sqltx columns):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| path | clients | bare ops/s | hand-written guard ×bare | `Do` first ×hand | `Do` replay ×hand replay | `Store.SQL` first ×hand | `Store.SQL` replay ×hand replay | `struct{}` first ×hand | `Run` first ×hand |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, k := range seen {
+		get := func(name string) *sample { return find(results, k.path, k.clients, name) }
+		bare := get("bare")
+		bareOps := "-"
+		if bare != nil {
+			bareOps = strconv.FormatFloat(bare.opsPerSec(), 'f', 0, 64)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", pathTitle[k.path], k.clients, bareOps,
+			ratio(get("hand-first"), bare), ratio(get("idem-first"), get("hand-first")), ratio(get("idem-replay"), get("hand-replay")),
+			ratio(get("idem-sqltx-first"), get("hand-first")), ratio(get("idem-sqltx-replay"), get("hand-replay")),
+			ratio(get("idem-first-void"), get("hand-first")), ratio(get("run-first"), get("hand-first")))
+	}
 }

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +17,7 @@ import (
 
 // charge is what the guarded function returns and what every guard stores.
 type charge struct {
+	ID     int64  `json:"id"`
 	Ref    string `json:"ref"`
 	Amount int64  `json:"amount"`
 }
@@ -53,6 +54,12 @@ func key(prefix, runID string, seq uint64) string {
 	return prefix + ":" + runID + ":" + strconv.FormatUint(mix(seq), 16)
 }
 
+// request is the body of the request that a key stands for: what a guard
+// fingerprints. The same key always has the same body, so replays match.
+func request(k string) []byte {
+	return []byte(`{"order":"` + k + `","amount":4200}`)
+}
+
 // inTx runs fn in a transaction and commits, running it all again when the
 // database asks for a retry (deadlock, serialization failure, busy).
 func (b *backend) inTx(ctx context.Context, fn func(t txn) error) error {
@@ -81,17 +88,21 @@ func (b *backend) inTx(ctx context.Context, fn func(t txn) error) error {
 	}
 }
 
-// business is the guarded effect: one INSERT.
+// businessInsert is the guarded effect: one INSERT that returns the new
+// row's id.
 func (b *backend) businessInsert(ctx context.Context, t txn, k string) (charge, error) {
 	c := charge{Ref: k, Amount: 4200}
-	_, err := t.Exec(ctx, b.q.business, k, c.Amount)
+	id, err := t.InsertID(ctx, b.q.business, k, c.Amount)
+	c.ID = id
 	return c, err
 }
 
-// handGuard is the hand-written claim-first guard: claim; if new, run the
-// effect and store the result; if taken, read and decode the stored result.
-func (b *backend) handGuard(ctx context.Context, t txn, k string) (charge, bool, error) {
-	n, err := t.Exec(ctx, b.q.handClaim, k)
+// handGuard is the hand-written claim-first guard: claim, storing the
+// request's SHA-256; if new, run the effect and store the result; if taken,
+// read the status and the stored result and decode it.
+func (b *backend) handGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
+	fp := sha256.Sum256(req)
+	n, err := t.Exec(ctx, b.q.handClaim, k, fp[:])
 	if err != nil {
 		if !duplicate(err) {
 			return charge{}, false, err
@@ -123,29 +134,42 @@ func (b *backend) handGuard(ctx context.Context, t txn, k string) (charge, bool,
 	return c, false, err
 }
 
-func (b *backend) idemGuard(ctx context.Context, t txn, k string) (charge, bool, error) {
-	res, err := idemsql.Do(ctx, t.Idem(), k, func(ctx context.Context) (charge, error) {
+// idemGuard is the path most users take: idemsql.Do in a transaction they
+// began themselves, with the request body as the fingerprint.
+func (b *backend) idemGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
+	return b.idemDo(ctx, t, t.Idem(), k, req)
+}
+
+// idemSQLGuard is idemGuard with the transaction bound by Store.SQL, which
+// prepares nothing.
+func (b *backend) idemSQLGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
+	return b.idemDo(ctx, t, t.IdemSQL(), k, req)
+}
+
+func (b *backend) idemDo(ctx context.Context, t txn, tx idemsql.Tx, k string, req []byte) (charge, bool, error) {
+	res, err := idemsql.Do(ctx, tx, k, func(ctx context.Context) (charge, error) {
 		return b.businessInsert(ctx, t, k)
-	})
+	}, idemsql.WithFingerprint(req))
 	return res.Value, res.Replayed, err
 }
 
 // idemVoidGuard is idemGuard for an effect with nothing to return: fn
 // returns struct{}, so the row is stored completed with the claim and no
-// result UPDATE runs.
-func (b *backend) idemVoidGuard(ctx context.Context, t txn, k string) (charge, bool, error) {
+// result UPDATE runs (not on MySQL).
+func (b *backend) idemVoidGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
 	res, err := idemsql.Do(ctx, t.Idem(), k, func(ctx context.Context) (struct{}, error) {
 		_, err := b.businessInsert(ctx, t, k)
 		return struct{}{}, err
-	})
+	}, idemsql.WithFingerprint(req))
 	return charge{}, res.Replayed, err
 }
 
-type guardFunc func(b *backend, ctx context.Context, t txn, k string) (charge, bool, error)
+type guardFunc func(b *backend, ctx context.Context, t txn, k string, req []byte) (charge, bool, error)
 
 var (
 	handG guardFunc = (*backend).handGuard
 	idemG guardFunc = (*backend).idemGuard
+	sqlG  guardFunc = (*backend).idemSQLGuard
 	voidG guardFunc = (*backend).idemVoidGuard
 )
 
@@ -153,8 +177,9 @@ func firstOp(prefix string, g guardFunc) func(context.Context, *backend, string)
 	return func(_ context.Context, b *backend, runID string) (op, error) {
 		return func(ctx context.Context, seq uint64) error {
 			k := key(prefix, runID, seq)
+			req := request(k)
 			return b.inTx(ctx, func(t txn) error {
-				_, replayed, err := g(b, ctx, t, k)
+				_, replayed, err := g(b, ctx, t, k, req)
 				if err == nil && replayed {
 					err = fmt.Errorf("%s: fresh key %q replayed", prefix, k)
 				}
@@ -173,14 +198,15 @@ func replayOp(prefix string, g guardFunc) func(context.Context, *backend, string
 		for i := range keys {
 			keys[i] = key(prefix, runID, uint64(i))
 			k := keys[i]
-			if err := b.inTx(ctx, func(t txn) error { _, _, err := g(b, ctx, t, k); return err }); err != nil {
+			if err := b.inTx(ctx, func(t txn) error { _, _, err := g(b, ctx, t, k, request(k)); return err }); err != nil {
 				return nil, err
 			}
 		}
 		return func(ctx context.Context, seq uint64) error {
 			k := keys[seq%replayKeys]
+			req := request(k)
 			return b.inTx(ctx, func(t txn) error {
-				_, replayed, err := g(b, ctx, t, k)
+				_, replayed, err := g(b, ctx, t, k, req)
 				if err == nil && !replayed {
 					err = fmt.Errorf("%s: completed key %q ran again", prefix, k)
 				}
@@ -202,8 +228,9 @@ func stormOp(prefix string, g guardFunc) func(context.Context, *backend, string)
 	return func(_ context.Context, b *backend, runID string) (op, error) {
 		return func(ctx context.Context, seq uint64) error {
 			k := prefix + ":" + runID + ":" + strconv.FormatUint(seq/stormCalls, 10) + ":" + strconv.FormatUint(seq%stormKeys, 10)
+			req := request(k)
 			return b.inTx(ctx, func(t txn) error {
-				_, replayed, err := g(b, ctx, t, k)
+				_, replayed, err := g(b, ctx, t, k, req)
 				if replayed {
 					stats.replays.Add(1)
 				}
@@ -231,8 +258,9 @@ func bareOp(_ context.Context, b *backend, runID string) (op, error) {
 func xpNoUpdate(_ context.Context, b *backend, runID string) (op, error) {
 	return func(ctx context.Context, seq uint64) error {
 		k := key("xpn", runID, seq)
+		fp := sha256.Sum256(request(k))
 		return b.inTx(ctx, func(t txn) error {
-			if _, err := t.Exec(ctx, b.q.handClaim, k); err != nil {
+			if _, err := t.Exec(ctx, b.q.handClaim, k, fp[:]); err != nil {
 				return err
 			}
 			_, err := b.businessInsert(ctx, t, k)
@@ -248,7 +276,7 @@ func xpReadFirst(ctx context.Context, b *backend, runID string) (op, error) {
 	for i := range keys {
 		keys[i] = key("xpr", runID, uint64(i))
 		k := keys[i]
-		if err := b.inTx(ctx, func(t txn) error { _, _, err := b.handGuard(ctx, t, k); return err }); err != nil {
+		if err := b.inTx(ctx, func(t txn) error { _, _, err := b.handGuard(ctx, t, k, request(k)); return err }); err != nil {
 			return nil, err
 		}
 	}
@@ -283,7 +311,8 @@ func xpPipelined(_ context.Context, b *backend, runID string) (op, error) {
 		}
 		batch := &pgx.Batch{}
 		batch.Queue("BEGIN")
-		batch.Queue(b.q.handClaim, k)
+		fp := sha256.Sum256(request(k))
+		batch.Queue(b.q.handClaim, k, fp[:])
 		br := conn.SendBatch(ctx, batch)
 		_, err = br.Exec()
 		var tag int64
@@ -304,7 +333,7 @@ func xpPipelined(_ context.Context, b *backend, runID string) (op, error) {
 			return fail(errors.New("pipelined: fresh key taken"))
 		}
 		c := charge{Ref: k, Amount: 4200}
-		if _, err := conn.Exec(ctx, b.q.business, k, c.Amount); err != nil {
+		if err := conn.QueryRow(ctx, b.q.business, k, c.Amount).Scan(&c.ID); err != nil {
 			return fail(err)
 		}
 		enc, _ := json.Marshal(c)
@@ -318,21 +347,23 @@ func xpPipelined(_ context.Context, b *backend, runID string) (op, error) {
 	}, nil
 }
 
+// The idem-* variants call Do in a transaction the caller began, with the
+// request body as the fingerprint ([]byte): the path most users take.
 var variants = []variant{
-	{name: "bare", peer: "hand-first", desc: "BEGIN; INSERT business; COMMIT", make: bareOp},
-	{name: "hand-first", peer: "hand-first", desc: "hand-written guard, new key: claim; business; UPDATE result", make: firstOp("hf", handG)},
-	{name: "idem-first", peer: "hand-first", desc: "idemsql.Do, new key", make: firstOp("if", idemG)},
-	{name: "idem-first-void", peer: "hand-first", desc: "idemsql.Do, new key, fn returns struct{}: no result UPDATE", make: firstOp("iv", voidG)},
-	{name: "hand-replay", peer: "hand-replay", desc: "hand-written guard, completed key: claim (conflict); SELECT", make: replayOp("hr", handG)},
-	{name: "idem-replay", peer: "hand-replay", desc: "idemsql.Do, completed key", make: replayOp("ir", idemG)},
+	{name: "bare", peer: "hand-first", desc: "BEGIN; INSERT business RETURNING id (LastInsertId on MySQL, SQLite); COMMIT", make: bareOp},
+	{name: "hand-first", peer: "hand-first", desc: "hand-written guard, new key: claim with fingerprint; business; UPDATE result", make: firstOp("hf", handG)},
+	{name: "idem-first", peer: "hand-first", desc: "idemsql.Do in the caller's transaction bound by DB.Tx, []byte fingerprint, new key", make: firstOp("if", idemG)},
+	{name: "idem-sqltx-first", peer: "hand-first", desc: "idem-first with the transaction bound by Store.SQL: no prepared statements", make: firstOp("is", sqlG), paths: sqlPaths},
+	{name: "idem-first-void", peer: "hand-first", desc: "idemsql.Do, new key, fn returns struct{}: no result UPDATE (except MySQL)", make: firstOp("iv", voidG)},
+	{name: "run-first", peer: "hand-first", desc: "idemsql.Run (the library begins and commits), []byte fingerprint, new key", make: runFirst},
+	{name: "hand-replay", peer: "hand-replay", desc: "hand-written guard, completed key: claim (conflict); SELECT status, result", make: replayOp("hr", handG)},
+	{name: "idem-replay", peer: "hand-replay", desc: "idemsql.Do in the caller's transaction bound by DB.Tx, []byte fingerprint, completed key", make: replayOp("ir", idemG)},
+	{name: "idem-sqltx-replay", peer: "hand-replay", desc: "idem-replay with the transaction bound by Store.SQL: no prepared statements", make: replayOp("iq", sqlG), paths: sqlPaths},
 	{name: "hand-storm", peer: "hand-storm", desc: "hand-written guard, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("hs", handG)},
-	{name: "idem-storm", peer: "hand-storm", desc: "idemsql.Do, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("is", idemG)},
+	{name: "idem-storm", peer: "hand-storm", desc: "idemsql.Do, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("ix", idemG)},
 	{name: "xp-noupdate", peer: "hand-first", desc: "experiment: hand guard without the result UPDATE", make: xpNoUpdate},
 	{name: "xp-readfirst", peer: "hand-replay", desc: "experiment: replay by one SELECT, no claim INSERT", make: xpReadFirst},
 	{name: "xp-pipelined", peer: "hand-first", desc: "experiment (pgx): BEGIN+claim batch; business; UPDATE+COMMIT batch", make: xpPipelined, paths: []string{"pgx"}},
-	{name: "run-first", peer: "hand-first", desc: "idemsql.Run (the library begins and commits), new key", make: runFirst},
-	{name: "xp-prep-first", peer: "hand-first", desc: "experiment: idemsql.Do through an Executor that reuses prepared statements, new key", make: preparedFirst, paths: sqlPaths},
-	{name: "xp-prep-replay", peer: "hand-replay", desc: "experiment: idemsql.Do through an Executor that reuses prepared statements, completed key", make: preparedReplay, paths: sqlPaths},
 }
 
 var sqlPaths = []string{"pgsql", "mariadb", "sqlite"}
@@ -342,118 +373,21 @@ var sqlPaths = []string{"pgsql", "mariadb", "sqlite"}
 func runFirst(_ context.Context, b *backend, runID string) (op, error) {
 	return func(ctx context.Context, seq uint64) error {
 		k := key("rf", runID, seq)
+		fp := idemsql.WithFingerprint(request(k))
 		var err error
 		var res idemsql.Result[charge]
 		if b.pool != nil {
-			res, err = idemsql.Run(ctx, b.pgStore.Pool(b.pool, pgx.TxOptions{}), k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
-				c := charge{Ref: k, Amount: 4200}
-				_, err := tx.Exec(ctx, b.q.business, k, c.Amount)
-				return c, err
-			})
+			res, err = idemsql.Run(ctx, b.pgxDB, k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
+				return b.businessInsert(ctx, &pgxTxn{tx: tx, b: b}, k)
+			}, fp)
 		} else {
-			res, err = idemsql.Run(ctx, b.store.DB(b.db, nil), k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
-				c := charge{Ref: k, Amount: 4200}
-				_, err := tx.ExecContext(ctx, b.q.business, k, c.Amount)
-				return c, err
-			})
+			res, err = idemsql.Run(ctx, b.sqlDB, k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
+				return b.businessInsert(ctx, &sqlTxn{tx: tx, b: b, returning: b.dialect == "postgres"}, k)
+			}, fp)
 		}
 		if err == nil && res.Replayed {
 			err = fmt.Errorf("run-first: fresh key %q replayed", k)
 		}
 		return err
 	}, nil
-}
-
-// stmtCache prepares each statement once on the *sql.DB; Tx.StmtContext
-// then reuses the statement already prepared on the transaction's
-// connection instead of parsing the SQL again.
-type stmtCache struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
-}
-
-// newStmtCache prepares the store's statements and the business INSERT up
-// front: preparing on the *sql.DB while a transaction holds the only
-// connection (SQLite) would wait forever.
-func newStmtCache(ctx context.Context, b *backend) (*stmtCache, error) {
-	c := &stmtCache{db: b.db, m: map[string]*sql.Stmt{}}
-	st := b.store.Dialect().Statements(idemsql.Table{Name: b.store.Table()})
-	for _, q := range []string{st.Claim, st.Read, st.Reclaim, st.Complete, st.Release, b.q.business} {
-		s, err := b.db.PrepareContext(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		c.m[q] = s
-	}
-	return c, nil
-}
-
-func (c *stmtCache) get(tx *sql.Tx, ctx context.Context, q string) (*sql.Stmt, error) {
-	c.mu.Lock()
-	st, ok := c.m[q]
-	c.mu.Unlock()
-	if ok {
-		return tx.StmtContext(ctx, st), nil
-	}
-	return tx.PrepareContext(ctx, q)
-}
-
-// preparedExec is an idemsql.Executor over a *sql.Tx with cached statements.
-type preparedExec struct {
-	tx *sql.Tx
-	c  *stmtCache
-}
-
-func (e preparedExec) Exec(ctx context.Context, q string, args ...any) (int64, error) {
-	st, err := e.c.get(e.tx, ctx, q)
-	if err != nil {
-		return 0, err
-	}
-	res, err := st.ExecContext(ctx, args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
-}
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
-
-func (e preparedExec) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
-	st, err := e.c.get(e.tx, ctx, q)
-	if err != nil {
-		return errRow{err}
-	}
-	return st.QueryRowContext(ctx, args...)
-}
-
-func preparedGuard(c *stmtCache) guardFunc {
-	return func(b *backend, ctx context.Context, t txn, k string) (charge, bool, error) {
-		tx := t.(*sqlTxn).tx
-		ex := preparedExec{tx: tx, c: c}
-		res, err := idemsql.Do(ctx, b.store.Bind(ex), k, func(ctx context.Context) (charge, error) {
-			c := charge{Ref: k, Amount: 4200}
-			_, err := ex.Exec(ctx, b.q.business, k, c.Amount)
-			return c, err
-		})
-		return res.Value, res.Replayed, err
-	}
-}
-
-func preparedFirst(ctx context.Context, b *backend, runID string) (op, error) {
-	c, err := newStmtCache(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	return firstOp("pf", preparedGuard(c))(ctx, b, runID)
-}
-
-func preparedReplay(ctx context.Context, b *backend, runID string) (op, error) {
-	c, err := newStmtCache(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	return replayOp("pr", preparedGuard(c))(ctx, b, runID)
 }

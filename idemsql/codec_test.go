@@ -153,7 +153,8 @@ type (
 	hidden    struct{ X int }
 	embedsPtr struct{ *hidden }
 	leftOut   struct {
-		ID    string `json:"id"`
+		ID string `json:"id"`
+		//lint:ignore U1000 the field exists to be left out of the JSON on purpose
 		token string `json:"-"`
 		Cache any    `json:"-"`
 	}

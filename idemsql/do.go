@@ -83,6 +83,12 @@ type Result[T any] struct {
 //     fewer; not on MySQL), so a nested call replays the empty result
 //     instead; its fn does not run either.
 //
+// Bind tx with [Store.SQL], the postgres dialect's Pgx, or, where the store
+// is also bound to the transaction's pool, [DB.Tx]: on SQLite and MySQL
+// that one runs the store's statements prepared once per connection, which
+// is what makes Do as cheap as a hand-written guard there
+// (docs/performance.md).
+//
 // fn receives ctx. Errors that reach the database come back as [*Error]
 // with exactly one class: [ErrRetryable] (roll back and run the whole
 // transaction again), [ErrLockTimeout], [ErrInProgress], ... [Run] does

@@ -14,16 +14,29 @@
 // database this is exactly once, with no lease, no clock and nothing left
 // behind by a crash.
 //
-//	store, _ := postgres.New()                 // once, at start-up
-//	tx, _ := pool.Begin(ctx)                    // the caller's transaction
+//	store, err := postgres.New() // once, at start-up
+//	...
+//	tx, err := pool.Begin(ctx) // the caller's transaction
+//	if err != nil {
+//		return err
+//	}
 //	defer tx.Rollback(ctx)
 //	res, err := idemsql.Do(ctx, store.Pgx(tx), "charge:"+orderID,
 //		func(ctx context.Context) (Charge, error) {
 //			return insertCharge(ctx, tx, orderID) // business writes in tx
 //		})
-//	if err != nil { return err }
-//	if err := tx.Commit(ctx); err != nil { return err }
+//	if err != nil {
+//		return err // ErrRetryable: run the transaction again
+//	}
+//	if err := tx.Commit(ctx); err != nil {
+//		return err
+//	}
 //	// res.Value is the charge; res.Replayed tells a duplicate apart.
+//
+// Every write after the claim is matched by a token of that claim alone,
+// and nothing is sent after an error that ended the transaction, so a
+// deadlock, a Galera abort or a broken connection under fn cannot make the
+// library touch a row a duplicate claimed meanwhile.
 //
 // # Lease mode
 //
@@ -53,18 +66,32 @@
 // # Dialects
 //
 // The packages under dialects/ bind a store to each database:
-// dialects/postgres (pgx.Tx with Store.Pgx, *sql.Tx through pgx's stdlib
-// with Store.SQL), dialects/mysql (MySQL 8, MariaDB 10.6+) and
-// dialects/sqlite (modernc.org/sqlite). The table comes from the goose
-// migrations in package migrations.
+// dialects/postgres (pgx.Tx with Store.Pgx, *sql.Tx through pgx's stdlib),
+// dialects/mysql (MySQL 8, MariaDB 10.6+) and dialects/sqlite
+// (modernc.org/sqlite). On database/sql, bind a transaction with
+// Store.DB(db, nil).Tx(tx), which runs prepared statements on SQLite and
+// MySQL, or with Store.SQL(tx). The table comes from the goose migrations
+// in package migrations ([WithTable], [WithSchema]).
+//
+// # Watching and reading
+//
+// [WithObserver] reports each step (claims, replays, takeovers, lost
+// leases, ...) to an [Observer]: package idemslog logs them with log/slog,
+// the otel module makes spans and metrics. [Lookup], [List] and [Stats]
+// read the table without SQL of the caller's own; cmd/idemsql puts them,
+// the migrations, [Purge] and [Sweep] on the command line. Package idemhttp
+// is Idempotency-Key middleware for net/http on top of [Run] and
+// [RunExternal].
 //
 // # Errors
 //
 // Expected outcomes are values: a replay is [Result.Replayed]. Failures are
 // errors that match sentinels with [errors.Is]: [ErrInvalidKey],
 // [ErrInvalidOption], [ErrFingerprintMismatch], [ErrInProgress],
-// [ErrReentrant], [ErrDuplicate], [ErrFailureRecorded], [ErrRetryable],
-// [ErrLockTimeout], [ErrEncode], [ErrResultTooLarge], [ErrDecode],
-// [ErrUnexpectedState], [ErrLeaseLost]. Errors from the database come as
-// [*Error], with the driver's error reachable through [errors.As].
+// [ErrReentrant], [ErrAbandoned], [ErrDuplicate], [ErrFailureRecorded],
+// [ErrRetryable], [ErrCommitUnknown], [ErrLockTimeout], [ErrEncode],
+// [ErrResultTooLarge], [ErrDecode], [ErrUnexpectedState], [ErrLeaseLost].
+// Each error the library builds has exactly one of them. Errors from the
+// database come as [*Error], with the driver's error (and fn's) reachable
+// through [errors.As].
 package idemsql

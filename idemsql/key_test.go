@@ -173,7 +173,9 @@ type (
 		sideA
 		X int
 	}
-	priv2      struct{ n int }
+	//lint:ignore U1000 the field exists to be hidden from encoding/json
+	priv2 struct{ n int }
+	//lint:ignore U1000 the field exists to be hidden from encoding/json
 	ptrMarshal struct{ n int }
 	skipped    struct {
 		Amount int64  `json:"amount"`
@@ -181,7 +183,8 @@ type (
 		note   string `json:"-"`
 	}
 	markers struct {
-		_      [0]func()
+		_ [0]func()
+		//lint:ignore U1000 a zero-size marker, as sync's noCopy is
 		noCopy struct{}
 		Amount int64 `json:"amount"`
 	}

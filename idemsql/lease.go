@@ -1,8 +1,11 @@
 package idemsql
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -26,7 +29,9 @@ const (
 	// AbandonedClass is the error_class [Sweep] records for a stale claim it
 	// gives up on (no handler, or a handler that returns
 	// [ResolveAbandoned]). Duplicates of the key then get a
-	// [*FailureError] with this class.
+	// [*FailureError] with this class. It is not an outcome of fn: once its
+	// retention has run out, the next claim of the key keeps the abandoned
+	// claim's [LeaseInfo.DownstreamKey].
 	AbandonedClass = "abandoned"
 	// UnencodableClass is the error_class recorded when fn succeeded but its
 	// result could not be encoded ([ErrEncode], [ErrResultTooLarge]). The
@@ -37,8 +42,9 @@ const (
 	// ended its lease on purpose (fn failed, [Lease.Release],
 	// [ResolveReleased]) instead of recording an outcome. The next call
 	// takes the key over at once, with the same downstream key. error_message
-	// says why. [Sweep] leaves such a row to callers until its retention has
-	// run out.
+	// says why, and lease_until holds the end of the claim's retention. A
+	// [Sweep] with a handler hands such a row to it at once; one without
+	// leaves it to callers until its retention has run out.
 	ReleasedClass = "released"
 )
 
@@ -67,21 +73,32 @@ type LeaseDialect interface {
 
 // LeaseStatements is the SQL of lease mode, with the dialect's placeholders
 // and arguments in the order given. Every time comes from the database's
-// clock; durations are passed in microseconds. A lease is live while
-// lease_until > now, and stale from lease_until <= now.
+// clock; durations are passed in microseconds.
+//
+// A claim's lease is live while lease_until > now and the claim carries no
+// mark in error_class. A holder that ends its lease without an outcome
+// (End) marks the claim [ReleasedClass] and moves lease_until to the end of
+// the claim's retention: callers may take a marked claim over at once, and
+// a [Sweep] without a handler, whose scan of the lease index is bounded by
+// lease_until <= now, reaches it only once its retention has run out. So
+// released claims never lie in the range that scan walks, on any database,
+// without an index of their own. A claim without a lease_until is not
+// lease mode's: an atomic-mode claim whose transaction committed without an
+// outcome ([ErrAbandoned]); callers never take it over, Sweep resolves it.
 //
 // Every claim writes a per-claim owner token (unique to that claim, also
 // across takeovers), and every write of a holder (Renew, Complete, Fail,
-// End) is fenced by key, attempt, owner and status = 'in_progress', so a
-// holder whose lease was taken, ended or resolved changes nothing, even if
-// the key's attempt number were ever to repeat.
+// End) is fenced by key, attempt, owner, status = 'in_progress' and
+// error_class IS NULL (End's mark, so that ending a lease ends its fence),
+// so a holder whose lease was taken, ended or resolved changes nothing, even
+// if the key's attempt number were ever to repeat.
 //
 // Every statement that moves a claim from one holder to another re-checks,
-// in its own WHERE clause, that the row is still at the attempt the caller
-// read and that its lease has run out. Locking reads with SKIP LOCKED only
-// keep contenders from queueing behind one another; correctness never
-// rests on them, so an engine that accepts SKIP LOCKED but takes no lock
-// still lets only one contender win.
+// in its own WHERE clause, that the row is still at the attempt and owner
+// the caller read and that its lease is not live. Locking reads with SKIP
+// LOCKED only keep contenders from queueing behind one another; correctness
+// never rests on them, so an engine that accepts SKIP LOCKED but takes no
+// lock still lets only one contender win.
 //
 // Lease mode never deletes an in_progress row: such a row may stand for an
 // effect that happened, and its downstream key must survive until a holder
@@ -90,6 +107,13 @@ type LeaseStatements struct {
 	// SkipLocked says the locking statements below skip rows that other
 	// transactions hold (PostgreSQL, MySQL 8, MariaDB 10.6+).
 	SkipLocked bool
+	// Isolation is the isolation level of the transactions of [Sweep] and
+	// [Purge], begun through an [IsolationPool] whatever level the pool was
+	// bound with; sql.LevelDefault leaves the pool's. Their locking scans
+	// must lock no more than the rows they return: under MySQL's REPEATABLE
+	// READ they would also take gap locks, and every claim of a new key
+	// whose index entry lands in a locked gap would wait for the batch.
+	Isolation sql.IsolationLevel
 
 	// Claim inserts a new in_progress row with attempt 1 and lease_until =
 	// now + lease. Args: key, fingerprint, owner, lease, ttl. Affects 1 row
@@ -97,28 +121,37 @@ type LeaseStatements struct {
 	// error.
 	Claim string
 	// Read returns status, fingerprint, result, attempt, owner, expired
-	// (expires_at has passed), leased (lease_until is set), live (lease_until
-	// is in the future), generation (created_at in unix milliseconds: it
-	// changes only when the row is claimed anew), error_class,
-	// error_message. It is always the first statement of its transaction and
-	// must see the latest commit. Args: key.
+	// (expires_at has passed), leased (lease_until is set), live (the lease
+	// is live: lease_until in the future and no mark), generation
+	// (created_at in unix milliseconds: it changes only when the row is
+	// claimed anew), error_class, error_message. It is always the first
+	// statement of its transaction and must see the latest commit. Args:
+	// key.
 	Read string
 	// LockStale, if not empty, locks the row if it is still the claim that
-	// was read (attempt and owner token) and its lease has run out, skipping
-	// it if another transaction holds it. Returns attempt.
+	// was read (attempt and owner token) and it has a lease that is not
+	// live, skipping it if another transaction holds it. Returns attempt.
 	// Args: key, attempt, owner.
 	LockStale string
-	// TakeOver hands a row whose lease has run out to a new holder:
-	// attempt+1, owner, lease_until = now + lease, expires_at at least
-	// lease_until, error_class and error_message cleared (a released row's
-	// mark). created_at is kept. Only if the row is still the claim that was
-	// read, in_progress at the attempt with the owner token (attempts alone
-	// repeat once a purged key is claimed anew), and its lease has run out.
-	// Args: new owner, lease, lease, key, attempt, old owner.
+	// TakeOver hands a claim whose lease is not live (ran out, or ended
+	// with a mark) to a new holder: attempt+1, owner, lease_until = now +
+	// lease, expires_at at least lease_until, error_class and error_message
+	// cleared. created_at is kept. Only if the row is still the claim that
+	// was read, in_progress at the attempt with the owner token (attempts
+	// alone repeat once a purged key is claimed anew), and it has a lease
+	// that is not live; never a claim without a lease_until. Args: new
+	// owner, lease, lease, key, attempt, old owner.
 	TakeOver string
+	// Adopt is TakeOver for a sweeper: it also takes a claim without a
+	// lease_until. Same args.
+	Adopt string
 	// Reclaim claims anew, with a lease, a completed or failed row whose
 	// retention (expires_at) has passed, as atomic mode does; never an
-	// in_progress row. Args: fingerprint, owner, lease, ttl, key, attempt.
+	// in_progress row. created_at is set to now (a new generation), except
+	// for a row failed with [AbandonedClass], which keeps it: the abandoned
+	// claim may hide an effect, and the next run must repeat it under the
+	// same downstream key. Args: fingerprint, owner, lease, ttl, key,
+	// attempt.
 	Reclaim string
 	// Renew extends the holder's lease (lease_until = now + lease, expires_at
 	// at least lease_until). Args: lease, lease, key, attempt, owner.
@@ -130,26 +163,45 @@ type LeaseStatements struct {
 	// Fail records a failure like Complete records a result.
 	// Args: error_class, error_message, ttl, key, attempt, owner.
 	Fail string
-	// End ends the holder's lease without an outcome: lease_until = now,
-	// error_class and error_message set (to [ReleasedClass] and why),
-	// expires_at at least now + ttl; status, attempt and created_at kept.
-	// Args: error_class, error_message, ttl, key, attempt, owner.
+	// End ends the holder's lease without an outcome: error_class and
+	// error_message set (to [ReleasedClass] and why), expires_at at least
+	// now + ttl, and lease_until = that expires_at; status, attempt, owner
+	// and created_at kept. The mark in error_class ends the fence (no write
+	// of that holder matches the row any more) and lets callers take the
+	// claim over at once. Args: error_class, error_message, ttl, key,
+	// attempt, owner.
 	End string
-	// Abandon marks a row whose lease has run out as failed with the given
-	// class and message, attempt+1, owner, expires_at at least now + ttl
-	// (the failure is kept for the TTL like any outcome: an abandoned claim
-	// may hide an effect that happened). Same conditions as TakeOver.
-	// Args: error_class, error_message, new owner, ttl, key, attempt, old
-	// owner.
+	// Abandon marks a claim whose lease is not live, or that has no
+	// lease_until, as failed with the given class and message, attempt+1,
+	// owner, expires_at at least now + ttl (the failure is kept for the TTL
+	// like any outcome: an abandoned claim may hide an effect that
+	// happened). Only if the row is still the claim that was read. Args:
+	// error_class, error_message, new owner, ttl, key, attempt, old owner.
 	Abandon string
-	// SweepNext returns one in_progress row whose lease has run out, oldest
-	// lease first, locked (skipping rows other transactions hold, where
-	// SkipLocked): idem_key, attempt, owner, fingerprint, generation. A row
-	// whose lease was ended on purpose ([ReleasedClass]) only once its
-	// expires_at has passed. No args. A row taken over or abandoned in the
-	// same transaction no longer matches, so repeating it walks the stale
-	// rows.
-	SweepNext string
+
+	// The sweep statements each return up to limit in_progress claims,
+	// locked (skipping rows other transactions hold, where SkipLocked), with
+	// the columns idem_key, attempt, owner, fingerprint, generation,
+	// error_class, error_message, leased. Each must be bounded by an index
+	// to the rows it returns and few others, however many claims are live
+	// or released. Args: limit, unless said otherwise. A row taken over or
+	// abandoned in the same transaction no longer matches any of them.
+	//
+	// SweepStale returns the claims a sweep without a handler resolves: a
+	// lease that ran out without a mark, oldest first, and a marked claim
+	// whose retention (expires_at) has passed.
+	SweepStale string
+	// SweepUnleased returns the claims that have no lease_until: committed
+	// atomic-mode claims without an outcome. A claim of a transaction still
+	// running is invisible to it, or locked and skipped.
+	SweepUnleased string
+	// SweepReleased returns the marked claims, oldest retention first, for
+	// a sweep with a handler, except those whose error_message is the one
+	// given (a sweep handler's own release, which hands the claim back to
+	// callers: asking the handler again every pass would only repeat its
+	// answer). Args: that message, limit.
+	SweepReleased string
+
 	// Purge, if not empty, deletes up to limit completed or failed rows whose
 	// expires_at has passed, oldest expires_at first, skipping rows other
 	// transactions hold. Never an in_progress row. Args: limit.
@@ -162,8 +214,9 @@ type LeaseStatements struct {
 	// rows of n of those keys, re-checking the same conditions. The keys of
 	// a batch are locked by one PurgeLock and deleted by PurgeKeys in chunks
 	// of at most 500 keys. Over a transaction that returns many rows
-	// (database/sql's) PurgeLock is run once per batch; over another it is
-	// run with limit 1 for each key. Args: limit; the n keys.
+	// (database/sql's, or an Executor that is a [RowsQuerier])
+	// PurgeLock is run once per batch, and so are the sweep statements;
+	// over another they are run with limit 1 for each row.
 	PurgeLock string
 	PurgeKeys func(n int) string
 }
@@ -173,6 +226,8 @@ type leaseSettings struct {
 	heartbeat time.Duration // 0: duration / 3
 	poll      time.Duration // > 0: wait for a live holder, polling this often
 	batch     int           // 0: DefaultBatchSize
+	result    reflect.Type  // nil: any; else the keys' result type (WithResultType)
+	progress  func(Progress) bool
 }
 
 func (l leaseSettings) leaseDuration() time.Duration {
@@ -241,6 +296,40 @@ func WithLeaseWait(poll time.Duration) Option {
 	}}
 }
 
+// WithResultType declares T as the type of the results of the keys a
+// lease-mode call handles, for the results stored without fn: a
+// [SweepHandler]'s [ResolveCompleted] and [Lease.Complete]. Every later call
+// with the key decodes the stored result into its own type; a result of
+// another type would make each of them fail with [ErrDecode]. With this
+// option such a result is refused before anything is stored: the handler's
+// claim counts as failed and its lease runs out (Sweep), or Complete
+// returns the error (Lease); either error matches [ErrEncode]. A T or a
+// non-nil *T is accepted. [RunExternal] stores fn's own T, and refuses the
+// option with another type ([ErrInvalidOption]).
+//
+//	idemsql.Sweep(ctx, db, reconcile, idemsql.WithResultType[Charge]())
+//
+// Lease-mode call only.
+func WithResultType[T any]() Option {
+	return Option{name: "WithResultType", scope: inLease, apply: func(s *settings) error {
+		s.lease.result = reflect.TypeFor[T]()
+		return nil
+	}}
+}
+
+// checkResult refuses a result that WithResultType says the key's readers
+// cannot decode.
+func (l leaseSettings) checkResult(key string, result any) error {
+	if l.result == nil {
+		return nil
+	}
+	t := reflect.TypeOf(result)
+	if t == l.result || t != nil && t.Kind() == reflect.Pointer && t.Elem() == l.result && !reflect.ValueOf(result).IsNil() {
+		return nil
+	}
+	return fmt.Errorf("%w: key %q: a result of type %v where its results are %v (WithResultType)", ErrEncode, key, t, l.result)
+}
+
 // WithBatchSize sets how many rows [Sweep] and [Purge] handle in one
 // transaction (default [DefaultBatchSize]); each batch's locks are held only
 // for that transaction. Store or lease-mode call; between 1 and 10000.
@@ -252,4 +341,199 @@ func WithBatchSize(n int) Option {
 		s.lease.batch = n
 		return nil
 	}}
+}
+
+// LeaseInfo describes a claim held in lease mode: what fn sees in
+// [RunExternal] and a [SweepHandler] sees in [Stale]. It is data only; the
+// library records the outcome from fn's return values.
+type LeaseInfo struct {
+	Key string
+	// Attempt is 1 on the first claim and grows by one on every takeover and
+	// every new claim after the key's retention ran out.
+	Attempt int64
+	// Owner is what the owner column holds for this holder: the store's
+	// owner (host/pid/id) and a token unique to this claim. With Attempt it
+	// fences every write of the holder.
+	Owner string
+	// DownstreamKey is the key to hand to the external system's own
+	// idempotency mechanism (Stripe's Idempotency-Key header, an SMTP
+	// Message-ID). It is the same for every holder of one claim: across
+	// takeovers, and across retries after fn failed or the lease was
+	// released, so a repeated call is deduplicated by the downstream
+	// system. It changes only when the key is claimed anew after an outcome
+	// (completed, or failed by fn or with [UnencodableClass]) has passed its
+	// retention. A claim that [Sweep] abandoned ([AbandonedClass]) is not an
+	// outcome: it may hide an effect the dead holder performed, so the key's
+	// next claim, after the abandoned row's retention, keeps the downstream
+	// key and the downstream system can still absorb a repeat. Its form is
+	// Key + ":" + the claim's creation time in unix milliseconds (at most
+	// [MaxKeyLen]+21 bytes); hash it if the downstream system takes shorter
+	// keys.
+	DownstreamKey string
+
+	clock *leaseClock
+}
+
+// Deadline is when the lease ends at the latest unless it is renewed, by
+// this process's monotonic clock: the moment before the statement that set
+// or last renewed the lease's end in the database was sent, plus the lease.
+// The database's own end of the lease is never earlier (its clock read the
+// time after that moment), so a call that fn cannot cancel and that would
+// run past Deadline may outlive the lease: another holder may take the key
+// over meanwhile. The heartbeat of [RunExternal] and [Sweep] moves it on
+// with every renewal, and so does [Lease.Renew]. The zero LeaseInfo's
+// Deadline is the zero Time.
+func (l LeaseInfo) Deadline() time.Time {
+	if l.clock == nil {
+		return time.Time{}
+	}
+	return l.clock.deadline()
+}
+
+// Lease is a claim held in lease mode, as [ClaimLease] returns it; its
+// methods record the outcome. Every write through a Lease is fenced by its
+// attempt and its per-claim owner token: once the key was taken over,
+// resolved or recorded, they change nothing and return [ErrLeaseLost].
+type Lease struct {
+	LeaseInfo
+
+	lr *leaser
+}
+
+// Claim is the outcome of [ClaimLease].
+type Claim struct {
+	// Held is true when this call holds the key: do the effect, then record
+	// the outcome with Lease.Complete, Lease.Fail or Lease.Release.
+	Held  bool
+	Lease Lease
+	// Result is the stored, encoded result when the key completed earlier
+	// (Held false). Decode it with the codec it was stored with (JSON by
+	// default).
+	Result []byte
+}
+
+// RunExternal runs fn at most once at a time per key, for an effect outside
+// the database (a payment API, an e-mail), and records its result so that
+// every later call with the key replays it. Like [Run] it takes a pool, not
+// a transaction: the claim and the outcome are each committed in a short
+// transaction of their own, and fn runs outside any transaction.
+//
+// It claims the key (see [ClaimLease]) and commits the claim before fn runs:
+// an in_progress row with a lease from the database's clock. While fn runs,
+// a heartbeat renews the lease every third of it ([WithLease],
+// [WithHeartbeat]); if a renewal finds the key taken over, or none succeeds
+// before the lease's end by the local clock ([LeaseInfo.Deadline]), fn's
+// context is cancelled with a cause matching [ErrLeaseLost] (see
+// [context.Cause]). ctx bounds the claim (and [WithLeaseWait]'s wait) and
+// cancels fn's context, but not the heartbeat: fn may still be acting on
+// the external system after ctx ended, and the lease holds until fn
+// returns.
+//
+// When fn returns, its outcome is recorded under the same fence, in another
+// short transaction, even if ctx ended: tried again after a broken
+// connection or a transaction the database refused, for as long as the
+// lease holds, as [Lease.Complete] says. The call returns what happened to
+// the record: once it went through, a heartbeat that could not renew no
+// longer matters.
+//
+//   - A duplicate of a completed key replays: Result.Replayed, fn does not
+//     run. One of a key held by a live lease gets [ErrInProgress], or waits
+//     with [WithLeaseWait]. One of a key that holds a claim committed
+//     without a lease (atomic mode's, see [ErrAbandoned]) gets
+//     ErrAbandoned: fn does not run.
+//   - If the holder dies, its lease runs out and the next call takes the key
+//     over (attempt+1, same DownstreamKey) and runs fn; so does [Sweep].
+//     Two contenders never both win.
+//   - A holder that lost its lease (paused past it, cut off from the
+//     database) records nothing and gets an error matching [ErrLeaseLost],
+//     joined with fn's error if any. So does one whose lease ran out by
+//     the local clock before the outcome could be written; one whose lease
+//     ran out before it could learn whether an interrupted COMMIT of the
+//     outcome went through gets [ErrCommitUnknown].
+//   - If fn returns an error, RunExternal returns it and ends the lease
+//     without an outcome: the next call takes the key over at once and runs
+//     fn again, with the same DownstreamKey, so a downstream system that
+//     saw the first call (a time-out after the charge) deduplicates the
+//     second. With [WithRecordedFailures], an error made with [Permanent] is
+//     recorded instead and replayed to every duplicate.
+//   - If fn succeeded but its result cannot be encoded ([ErrEncode],
+//     [ErrResultTooLarge]), the effect happened: the key is recorded as
+//     failed with class [UnencodableClass] and the encoding error returned.
+//   - If fn panics, the heartbeat stops, nothing is recorded and the panic
+//     goes on; the lease runs out and the key is taken over later.
+//
+// What it cannot promise: the external effect may happen twice, when a
+// holder dies after the effect and before recording it, and a takeover
+// repeats it. Pass l.DownstreamKey to the external system's idempotency key
+// (Stripe's Idempotency-Key header): it is the same for every run of one
+// claim, so the external system absorbs the repeat.
+//
+// Options: those of [ClaimLease], and [WithHeartbeat], [WithOnDuplicate],
+// [WithRecordedFailures].
+func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Option) (Result[T], error) {
+	var res Result[T]
+	if err := ValidateKey(key); err != nil {
+		return res, err
+	}
+	if fn == nil {
+		return res, fmt.Errorf("%w: nil fn", ErrInvalidOption)
+	}
+	lr, err := newLeaser(db, opts)
+	if err != nil {
+		return res, err
+	}
+	if want := lr.cfg.lease.result; want != nil && want != reflect.TypeFor[T]() {
+		return res, fmt.Errorf("%w: WithResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
+	}
+	ctx, end := lr.s.startCall(ctx, "RunExternal", key)
+	res, err = runExternal(ctx, lr, key, fn)
+	if end != nil {
+		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(lr.start), Err: err})
+	}
+	return res, err
+}
+
+func runExternal[T any](ctx context.Context, lr *leaser, key string, fn func(ctx context.Context, l LeaseInfo) (T, error)) (Result[T], error) {
+	held, l, row, err := lr.acquire(ctx, key)
+	if err != nil {
+		return Result[T]{}, err
+	}
+	if !held {
+		res, err := replay[T](lr.s, key, row, &lr.cfg)
+		if err == nil || errors.Is(err, ErrDuplicate) || errors.Is(err, ErrFailureRecorded) {
+			lr.observe(ctx, EventReplayed, key, row.attempt, err)
+		}
+		return res, err
+	}
+	return runHeld(ctx, l, fn)
+}
+
+// Progress is what [WithProgress] reports after each batch of [Sweep] or
+// [Purge]: the totals of the pass so far.
+type Progress struct {
+	Batches int   // batches committed
+	Rows    int64 // Purge: rows deleted; Sweep: claims found
+}
+
+// WithProgress calls f after each batch that [Sweep] or [Purge] committed,
+// with the pass's totals so far; when f returns false, the pass ends there,
+// before the next batch, with a nil error. Each batch is a transaction of
+// its own, so stopping between two leaves nothing half done: for progress
+// lines and interruptible maintenance (the idemsql command's purge and
+// sweep stop this way on Ctrl-C). f runs on the pass's goroutine. Lease-mode
+// housekeeping only.
+func WithProgress(f func(Progress) bool) Option {
+	return Option{name: "WithProgress", scope: inLease, apply: func(s *settings) error {
+		if f == nil {
+			return fmt.Errorf("%w: nil progress func", ErrInvalidOption)
+		}
+		s.lease.progress = f
+		return nil
+	}}
+}
+
+// goOn reports a batch to the WithProgress func, if any, and whether to go
+// on.
+func (l leaseSettings) goOn(p Progress) bool {
+	return l.progress == nil || l.progress(p)
 }

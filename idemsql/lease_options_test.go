@@ -63,3 +63,30 @@ func TestErrorWithoutKey(t *testing.T) {
 		t.Errorf("Error() = %q", got)
 	}
 }
+
+// WithResultType is a lease-mode option, and RunExternal refuses one whose
+// type is not its fn's, before any SQL: the pool below is never connected.
+func TestWithResultType(t *testing.T) {
+	s, err := sqlite.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sqlite.New(idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("a store with WithResultType: %v, want ErrInvalidOption", err)
+	}
+	db, err := sql.Open("sqlite", "file:unused?mode=memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	g := s.DB(db, nil)
+	ctx := context.Background()
+	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
+	if _, err := idemsql.RunExternal(ctx, g, "k", fn, idemsql.WithResultType[string]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("RunExternal returning int with WithResultType[string]: %v, want ErrInvalidOption", err)
+	}
+	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
+	if _, err := idemsql.Run(ctx, g, "k", run, idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("Run with WithResultType: %v, want ErrInvalidOption", err)
+	}
+}

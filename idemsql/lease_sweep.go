@@ -5,22 +5,50 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 )
 
-// Stale is a claim whose holder's lease ran out, handed to a [SweepHandler].
+// Stale is a claim that no holder has, handed to a [SweepHandler]: its
+// holder's lease ran out, or it released it, or it never had one (Reason).
 // The sweeper has already taken it over: LeaseInfo is the sweeper's own
-// (attempt one higher than the dead holder's, same DownstreamKey), renewed
-// by a heartbeat while the handler runs. The handler decides; the sweeper
-// records its [Resolution] under that lease.
+// (attempt one higher than the previous holder's, same DownstreamKey),
+// renewed by a heartbeat while the handler runs. The handler decides; the
+// sweeper records its [Resolution] under that lease.
 type Stale struct {
 	LeaseInfo
-	// PreviousOwner is the owner column of the holder whose lease ran out.
+	// PreviousOwner is the owner column of the previous holder.
 	PreviousOwner string
 	// Fingerprint is the request fingerprint the key was claimed with.
 	Fingerprint []byte
+	// Reason is why the claim had no holder.
+	Reason StaleReason
+	// Message is the previous holder's reason for a released claim (for
+	// fn's error, "fn failed: " and the error's text); empty otherwise.
+	Message string
 }
+
+// StaleReason says why a claim handed to a [SweepHandler] had no holder.
+type StaleReason int
+
+const (
+	// StaleLeaseRanOut: the holder stopped renewing its lease (it died,
+	// hung or lost the database), and the lease ran out.
+	StaleLeaseRanOut StaleReason = iota
+	// StaleReleased: the holder ended its lease without an outcome (fn
+	// failed, [Lease.Release]); [Stale].Message says why. A sweep with a
+	// handler resolves such claims at once, so that one whose caller never
+	// retries (a time-out after the charge) is reconciled; a sweep without
+	// one leaves them to callers until their retention runs out. Claims a
+	// handler released ([ResolveReleased]) come back only then.
+	StaleReleased
+	// StaleNoLease: a claim committed without a lease and without an
+	// outcome: an atomic-mode claim whose transaction committed although
+	// [Do] failed, or that fn committed itself (DDL on MySQL). Callers get
+	// [ErrAbandoned] for it; fn's effects may or may not have committed.
+	StaleNoLease
+)
 
 // Resolution is what a [SweepHandler] decided for a stale claim.
 type Resolution struct {
@@ -41,14 +69,17 @@ const (
 // ResolveCompleted records result as the key's outcome, as if the dead
 // holder had finished: the handler resumed the effect (calling the
 // downstream system again with the same DownstreamKey) or found that it had
-// happened.
+// happened. result must be of the type the key's callers decode into (fn's
+// result type in [RunExternal]); give Sweep [WithResultType] to have that
+// checked before anything is stored.
 func ResolveCompleted(result any) Resolution {
 	return Resolution{kind: resolveCompleted, result: result}
 }
 
 // ResolveAbandoned records the key as failed with class [AbandonedClass] and
 // the message: the handler compensated, or gave up. Duplicates get a
-// [*FailureError] until the key's retention runs out.
+// [*FailureError] until the key's retention runs out; the claim after that
+// keeps the DownstreamKey, as after any abandoned claim.
 func ResolveAbandoned(message string) Resolution {
 	return Resolution{kind: resolveAbandoned, message: message}
 }
@@ -56,43 +87,64 @@ func ResolveAbandoned(message string) Resolution {
 // ResolveReleased ends the claim's lease without an outcome, as
 // [Lease.Release] does: the next call with the key takes it over at once and
 // runs again, with the same DownstreamKey. The row stays, marked
-// [ReleasedClass]; sweeps leave it alone until its retention has run out.
+// [ReleasedClass]; sweeps leave it to callers until its retention has run
+// out (a sweep with a handler does not hand it over again: it would only
+// get the same answer).
 func ResolveReleased() Resolution { return Resolution{kind: resolveReleased} }
 
 // SweepHandler decides what becomes of a stale claim. An error leaves the
-// claim as it is; its lease runs out again and a later sweep retries it.
+// claim as it is; its lease runs out again and a later sweep retries it. So
+// does a panic, which the sweeper recovers: it counts as Failed and comes
+// back, with its stack, in Sweep's error (and SweepEvery's report).
 type SweepHandler func(ctx context.Context, s Stale) (Resolution, error)
 
 // SweepStats counts what one [Sweep] did.
 type SweepStats struct {
+	Batches   int // transactions that took claims, committed
 	Found     int // stale claims taken over (with a handler) or abandoned (without)
 	Completed int // resolved with ResolveCompleted
 	Abandoned int // marked failed with class AbandonedClass
 	Released  int // lease ended with ResolveReleased
 	Lost      int // taken from the sweeper before its resolution was recorded
-	Failed    int // the handler returned an error, or recording failed
+	Failed    int // the handler returned an error or panicked, or recording failed
 }
 
-// Sweep finds in_progress claims whose lease ran out (their holders died or
-// hung) and resolves each one once. A claim whose lease was ended on purpose
-// ([ReleasedClass]: fn failed, a release) is left to callers, who take it
-// over, until its retention has run out; then Sweep resolves it too.
+// Sweep finds in_progress claims that no holder has and resolves each one
+// once: claims whose lease ran out (their holders died or hung), and claims
+// committed without a lease (atomic-mode claims whose transaction committed
+// without an outcome, see [ErrAbandoned]). A claim whose lease was ended on
+// purpose ([ReleasedClass]: fn failed, a release) is resolved at once by a
+// sweep with a handler; a sweep without one leaves it to callers, who take
+// it over, until its retention has run out, and then resolves it too.
 //
-// Rows are taken in batches ([WithBatchSize]), each in a short transaction:
-// on PostgreSQL and MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so any number
-// of sweepers (and callers taking keys over) run side by side without
-// waiting on each other; on SQLite one writer at a time, each row moved by
-// an UPDATE that re-checks its lease. Without a handler (h nil), each row is
-// marked failed with class [AbandonedClass] at once. With one, each row is
-// taken over like a caller would (attempt+1, a new lease of [WithLease]),
-// the transaction commits, and h runs for it, concurrently for a batch,
-// with a heartbeat; its [Resolution] is recorded under the sweeper's fence.
+// Rows are taken in batches ([WithBatchSize]), each in a short transaction
+// at the dialect's isolation level ([LeaseStatements].Isolation) where the
+// pool is an [IsolationPool], so that a batch locks only its rows. A batch
+// locks its rows with one statement per kind of claim, through an index
+// scan bounded by the database's clock: live and released leases outside
+// the range are never walked. On PostgreSQL and MySQL/MariaDB with FOR
+// UPDATE SKIP LOCKED, so any number of sweepers (and callers taking keys
+// over) run side by side without waiting on each other, and a claim of a
+// transaction still running is never touched (invisible, or locked and
+// skipped); on SQLite one writer at a time. Each row is then moved by an
+// UPDATE that re-checks it.
 //
-// Sweep returns after one pass: when no stale row is left, or the next one
-// is a row this pass already resolved. A row that a concurrent writer
-// changed between the sweeper's read and its update ends that batch only.
-// The error joins the handlers' errors and any database error.
-// [SweepEvery] runs it in a loop.
+// Without a handler (h nil), each row is marked failed with class
+// [AbandonedClass] at once; the handler is not required because an
+// abandoned claim keeps its generation: once that failure's retention has
+// run out, the key's next claim runs with the previous holder's
+// DownstreamKey, so that the downstream system can absorb an effect it may
+// have performed. With a handler, each row is taken over like a caller
+// would (attempt+1, a new lease of [WithLease]), the transaction commits,
+// and h runs for it ([Stale] says why it had no holder), concurrently for a
+// batch, with a heartbeat; its [Resolution] is recorded under the
+// sweeper's fence, with the tries of [Lease.Complete].
+//
+// Sweep returns after one pass: when no such row is left, or the next ones
+// are rows this pass already resolved. A row that a concurrent writer
+// changed between the sweeper's read and its update is skipped. The error
+// joins the handlers' errors and any database error. [SweepEvery] runs it
+// in a loop.
 func Sweep[X any](ctx context.Context, db DB[X], h SweepHandler, opts ...Option) (SweepStats, error) {
 	lr, err := newLeaser(db, opts)
 	if err != nil {
@@ -101,7 +153,7 @@ func Sweep[X any](ctx context.Context, db DB[X], h SweepHandler, opts ...Option)
 	return lr.sweep(ctx, h)
 }
 
-// maxSweepContention bounds how many batches in a row may end on a row a
+// maxSweepContention bounds how many batches in a row may find only rows a
 // concurrent writer changed, with nothing swept, before a pass gives up.
 const maxSweepContention = 10
 
@@ -111,78 +163,76 @@ type swept struct {
 	stale Stale
 }
 
+// staleRow is a row as the sweep statements return it.
+type staleRow struct {
+	key          string
+	attempt      int64
+	owner        sql.NullString
+	fingerprint  []byte
+	generation   int64
+	errorClass   sql.NullString
+	errorMessage sql.NullString
+	leased       bool
+}
+
+func (r staleRow) reason() StaleReason {
+	switch {
+	case r.errorClass.Valid:
+		return StaleReleased
+	case !r.leased:
+		return StaleNoLease
+	}
+	return StaleLeaseRanOut
+}
+
+// sweepBatch is what one batch's transaction did.
+type sweepBatch struct {
+	keys      []string // rows moved: abandoned, or taken over for the handler
+	taken     []swept  // rows taken over for the handler
+	abandoned int
+	more      bool // rows may be left: the pass goes on
+}
+
 func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error) {
 	var stats SweepStats
 	var errs []error
-	batch := lr.cfg.lease.batchSize()
-	us := lr.leaseMicros()
+	stmts := []sweepStmt{{q: lr.ls.SweepUnleased}, {q: lr.ls.SweepStale}}
+	if h != nil {
+		stmts = append(stmts, sweepStmt{q: lr.ls.SweepReleased, before: []any{HandlerReleasedMessage}})
+	}
 	seen := map[string]bool{} // keys this pass resolved
 	contended := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return stats, errors.Join(append(errs, err)...)
 		}
-		var taken []swept
-		var keys []string
-		abandoned, done := 0, false
-		since := time.Now()
-		err := lr.inTx(ctx, "sweep", "", func(ex Executor) error {
-			taken, keys, abandoned, done = taken[:0], keys[:0], 0, false
-			for len(keys) < batch {
-				var key string
-				var attempt, gen int64
-				var owner sql.NullString
-				var fp []byte
-				err := ex.QueryRow(ctx, lr.ls.SweepNext).Scan(&key, &attempt, &owner, &fp, &gen)
-				if errors.Is(err, sql.ErrNoRows) {
-					done = true
-					return nil
-				}
-				if err != nil {
-					return lr.s.dbError(ctx, "sweep", key, err)
-				}
-				if seen[key] {
-					// Resolved earlier in this pass and stale again (a
-					// handler released it): the next pass looks again.
-					done = true
-					return nil
-				}
-				token := lr.newToken()
-				var changed int64
-				if h == nil {
-					msg := fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", owner.String, attempt, token)
-					changed, err = ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), token, lr.ttlMicros(), key, attempt, owner.String)
-				} else {
-					changed, err = ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, attempt, owner.String)
-				}
-				if err != nil {
-					return lr.s.dbError(ctx, "sweep", key, err)
-				}
-				if changed != 1 {
-					return nil // a concurrent writer got it: this batch ends, the pass goes on
-				}
-				keys = append(keys, key)
-				if h == nil {
-					abandoned++
-				} else {
-					l := lr.lease(key, attempt+1, gen, token, since)
-					taken = append(taken, swept{lease: l, stale: Stale{LeaseInfo: l.LeaseInfo, PreviousOwner: owner.String, Fingerprint: fp}})
-				}
-			}
-			return nil
+		var b sweepBatch
+		err := lr.inHousekeepingTx(ctx, "sweep", func(ex Executor) error {
+			b = sweepBatch{}
+			return lr.sweepBatch(ctx, ex, h, stmts, seen, &b)
 		})
 		if err != nil {
 			return stats, errors.Join(append(errs, err)...)
 		}
-		for _, k := range keys {
+		for _, k := range b.keys {
 			seen[k] = true
 		}
-		stats.Found += len(keys)
-		stats.Abandoned += abandoned
-		if len(taken) > 0 {
+		if lr.s.defaults.observer != nil {
+			if h == nil {
+				for _, k := range b.keys {
+					lr.observe(ctx, EventAbandoned, k, 0, nil)
+				}
+			}
+			for _, sw := range b.taken {
+				lr.observe(ctx, EventTakenOver, sw.lease.Key, sw.lease.Attempt, nil)
+			}
+		}
+		stats.Found += len(b.keys)
+		stats.Abandoned += b.abandoned
+		if len(b.taken) > 0 {
 			var mu sync.Mutex
 			var wg sync.WaitGroup
-			for _, sw := range taken {
+			for _, sw := range b.taken {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -197,10 +247,11 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 			}
 			wg.Wait()
 		}
-		if done {
+		stats.Batches++
+		if !b.more || !lr.cfg.lease.goOn(Progress{Batches: stats.Batches, Rows: int64(stats.Found)}) {
 			return stats, errors.Join(errs...)
 		}
-		if len(keys) == 0 {
+		if len(b.keys) == 0 {
 			if contended++; contended >= maxSweepContention {
 				return stats, errors.Join(errs...)
 			}
@@ -210,32 +261,210 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 	}
 }
 
+// sweepBatch locks up to a batch of rows with the statements, in order, and
+// abandons them (no handler) or takes them over (for h). Rows seen earlier
+// in the pass are left alone: a handler released them again, and the next
+// pass looks at them. Nothing more is sent after an error: the transaction
+// is rolled back.
+func (lr *leaser) sweepBatch(ctx context.Context, ex Executor, h SweepHandler, stmts []sweepStmt, seen map[string]bool, b *sweepBatch) error {
+	limit := lr.cfg.lease.batchSize()
+	for _, stmt := range stmts {
+		for {
+			want := limit - len(b.keys)
+			if want <= 0 {
+				b.more = true
+				return nil
+			}
+			rows, many, err := lr.lockStale(ctx, ex, stmt, want)
+			if err != nil {
+				return err
+			}
+			moved, changed := 0, 0
+			for _, r := range rows {
+				if seen[r.key] {
+					continue
+				}
+				ok, err := lr.sweepRow(ctx, ex, h, r, b)
+				if err != nil {
+					return err
+				}
+				if ok {
+					moved++
+				} else {
+					changed++
+				}
+			}
+			// A page shorter than asked does not mean that no row is left:
+			// the dialect may pick candidates before it locks them, and
+			// skip those another sweeper locked meanwhile. So the pass
+			// goes on while batches move rows, and after rows a concurrent
+			// writer changed.
+			if moved > 0 || changed > 0 {
+				b.more = true
+			}
+			if many || moved == 0 {
+				break // one statement per batch; or nothing left to move
+			}
+		}
+	}
+	return nil
+}
+
+// sweepStmt is a sweep statement and the arguments it takes before limit.
+type sweepStmt struct {
+	q      string
+	before []any
+}
+
+// HandlerReleasedMessage is the error_message of a claim a sweep handler
+// released ([ResolveReleased]); sweeps with a handler leave such a claim to
+// callers instead of handing it to a handler again.
+const HandlerReleasedMessage = "released by a sweep handler"
+
+// lockStale runs a sweep statement for up to limit rows, all at once where
+// the transaction returns many rows (many), else for one.
+func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt sweepStmt, limit int) (rows []staleRow, many bool, err error) {
+	scan := func(r Row) error {
+		var s staleRow
+		if err := r.Scan(&s.key, &s.attempt, &s.owner, &s.fingerprint, &s.generation, &s.errorClass, &s.errorMessage, &s.leased); err != nil {
+			return err
+		}
+		rows = append(rows, s)
+		return nil
+	}
+	args := func(limit int) []any { return append(append([]any{}, stmt.before...), limit) }
+	many, err = queryEach(ctx, ex, stmt.q, scan, args(limit)...)
+	if !many {
+		err = scan(ex.QueryRow(ctx, stmt.q, args(1)...))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, false, nil
+		}
+	}
+	if err != nil {
+		return nil, many, lr.s.dbError(ctx, "sweep", "", err)
+	}
+	return rows, many, nil
+}
+
+// sweepRow abandons r (h nil) or takes it over for h. ok is false when a
+// concurrent writer changed the row since it was read.
+func (lr *leaser) sweepRow(ctx context.Context, ex Executor, h SweepHandler, r staleRow, b *sweepBatch) (ok bool, err error) {
+	token := lr.newToken()
+	if h == nil {
+		var msg string
+		switch r.reason() {
+		case StaleNoLease:
+			msg = fmt.Sprintf("the claim of %s at attempt %d was committed without a lease or an outcome; abandoned by %s", r.owner.String, r.attempt, token)
+		case StaleReleased:
+			msg = fmt.Sprintf("released by %s at attempt %d (%s) and not taken over within its retention; abandoned by %s", r.owner.String, r.attempt, r.errorMessage.String, token)
+		default:
+			msg = fmt.Sprintf("the lease of %s at attempt %d ran out; abandoned by %s", r.owner.String, r.attempt, token)
+		}
+		n, err := ex.Exec(ctx, lr.ls.Abandon, AbandonedClass, truncateUTF8(msg, maxErrorMessage), token, lr.ttlMicros(), r.key, r.attempt, r.owner.String)
+		if err != nil {
+			return false, lr.s.dbError(ctx, "sweep", r.key, err)
+		}
+		if n != 1 {
+			return false, nil
+		}
+		b.keys = append(b.keys, r.key)
+		b.abandoned++
+		return true, nil
+	}
+	us := lr.leaseMicros()
+	since := time.Now()
+	n, err := ex.Exec(ctx, lr.ls.Adopt, token, us, us, r.key, r.attempt, r.owner.String)
+	if err != nil {
+		return false, lr.s.dbError(ctx, "sweep", r.key, err)
+	}
+	if n != 1 {
+		return false, nil
+	}
+	l := lr.lease(r.key, r.attempt+1, r.generation, token, since)
+	b.keys = append(b.keys, r.key)
+	b.taken = append(b.taken, swept{lease: l, stale: Stale{LeaseInfo: l.LeaseInfo, PreviousOwner: r.owner.String,
+		Fingerprint: r.fingerprint, Reason: r.reason(), Message: r.errorMessage.String}})
+	return true, nil
+}
+
+// queryEach runs a query that returns many rows, calling each for every
+// row, where ex can (a [RowsQuerier], or a database/sql transaction); ok
+// is false where it cannot, and then nothing ran.
+func queryEach(ctx context.Context, ex Executor, query string, each func(Row) error, args ...any) (ok bool, err error) {
+	var rows Rows
+	switch x := ex.(type) {
+	case RowsQuerier:
+		rows, err = x.Query(ctx, query, args...)
+	case interface{ Tx() *sql.Tx }:
+		rows, err = x.Tx().QueryContext(ctx, query, args...)
+	default:
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return true, err
+		}
+	}
+	return true, rows.Err()
+}
+
 // resolve runs the handler for one stale claim and records its resolution.
+// A handler that panics is recovered: the claim counts as failed, the panic
+// comes back as an error with its stack, and nothing is recorded, so the
+// sweeper's lease runs out and the claim is stale again.
 func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepStats), err error) {
 	var res Resolution
 	var herr error
+	var panicked any
+	var stack []byte
 	l := sw.lease
-	lost, definite := l.hold(ctx, func(ctx context.Context) { res, herr = h(ctx, sw.stale) })
-	if definite {
+	if _, definite := l.hold(ctx, func(ctx context.Context) {
+		defer func() {
+			if r := recover(); r != nil {
+				panicked, stack = r, debug.Stack()
+			}
+		}()
+		res, herr = h(ctx, sw.stale)
+	}); definite {
 		return func(s *SweepStats) { s.Lost++ }, nil
 	}
-	if herr != nil {
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, joinErrs(herr, lost))
+	if stack != nil {
+		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: the handler panicked: %v\n%s", l.Key, panicked, stack)
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(l.lr.cfg.lease.leaseDuration(), 10*time.Second))
-	defer cancel()
+	if herr != nil {
+		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, herr)
+	}
+	// Recorded even if ctx ended meanwhile, with the tries of Complete, for
+	// as long as the sweeper's lease holds.
+	wctx := context.WithoutCancel(ctx)
+	var refused bool
 	switch res.kind {
 	case resolveCompleted:
-		err, count = l.Complete(wctx, res.result), func(s *SweepStats) { s.Completed++ }
+		eerr := l.lr.cfg.lease.checkResult(l.Key, res.result)
+		var encoded []byte
+		if eerr == nil {
+			encoded, eerr = encode(res.result, &l.lr.cfg)
+		}
+		if eerr != nil {
+			return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, eerr)
+		}
+		refused, err = l.complete(wctx, encoded)
+		count = func(s *SweepStats) { s.Completed++ }
 	case resolveAbandoned:
-		err, count = l.Fail(wctx, AbandonedClass, res.message), func(s *SweepStats) { s.Abandoned++ }
+		refused, err = l.fail(wctx, AbandonedClass, res.message)
+		count = func(s *SweepStats) { s.Abandoned++ }
 	case resolveReleased:
-		err, count = l.end(wctx, "released by a sweep handler"), func(s *SweepStats) { s.Released++ }
+		refused, err = l.end(wctx, HandlerReleasedMessage)
+		count = func(s *SweepStats) { s.Released++ }
 	default:
 		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("%w: sweep handler for %q returned the zero Resolution", ErrInvalidOption, l.Key)
 	}
 	switch {
-	case errors.Is(err, ErrLeaseLost):
+	case refused:
 		return func(s *SweepStats) { s.Lost++ }, nil
 	case err != nil:
 		return func(s *SweepStats) { s.Failed++ }, err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // StatementPreparer is implemented by dialects whose driver gains from
@@ -23,36 +24,116 @@ type StatementPreparer interface {
 
 // preparedSet holds the store's statements prepared on one *sql.DB.
 type preparedSet struct {
-	once  sync.Once
-	db    *sql.DB
-	stmts map[string]*sql.Stmt
+	once    sync.Once
+	db      *sql.DB
+	stmts   map[string]*sql.Stmt // written once, inside once; read once ready
+	ready   atomic.Bool          // stmts is complete
+	started atomic.Bool          // preparing has begun, perhaps in the background
 }
 
-// preparedFor returns the statements prepared on db, preparing them on the
-// first call. A statement that fails to prepare, here or later on another
-// connection of the pool, runs unprepared: preparing is an optimisation,
-// never a new way to fail. Binding a new *sql.DB lets go the statements of
-// pools that were closed meanwhile.
-func (s *Store) preparedFor(ctx context.Context, db *sql.DB) *preparedSet {
+// preparedSet returns the set of db, which may not be prepared yet. Binding
+// a new *sql.DB lets go the statements of pools that were closed meanwhile.
+func (s *Store) preparedSet(db *sql.DB) *preparedSet {
+	if v, ok := s.prepared.Load(db); ok {
+		return v.(*preparedSet)
+	}
 	v, loaded := s.prepared.LoadOrStore(db, &preparedSet{db: db})
-	ps := v.(*preparedSet)
 	if !loaded {
 		s.forgetClosedPools()
 	}
-	ps.once.Do(func() {
-		ps.stmts = make(map[string]*sql.Stmt)
-		st := s.stmts
-		for _, q := range []string{st.Claim, st.ClaimCompleted, st.ClaimOrRead, st.ClaimOrReadCompleted,
-			st.Read, st.Reclaim, st.ReclaimCompleted, st.Complete, st.Fail, st.Release} {
-			if q == "" || ps.stmts[q] != nil {
-				continue
-			}
-			if stmt, err := db.PrepareContext(context.WithoutCancel(ctx), q); err == nil {
-				ps.stmts[q] = stmt
-			}
-		}
-	})
+	return v.(*preparedSet)
+}
+
+// preparedFor returns the statements prepared on db, preparing them on the
+// first call; it needs a free connection of db then. A statement that fails
+// to prepare, here or later on another connection of the pool, runs
+// unprepared: preparing is an optimisation, never a new way to fail.
+func (s *Store) preparedFor(ctx context.Context, db *sql.DB) *preparedSet {
+	ps := s.preparedSet(db)
+	ps.started.Store(true)
+	ps.once.Do(func() { s.prepare(context.WithoutCancel(ctx), ps) })
 	return ps
+}
+
+// preparedSoon returns the statements prepared on db if they are ready, and
+// nil otherwise, after starting to prepare them in the background: the
+// caller may hold the pool's only connection in a transaction, and
+// preparing needs a connection of the pool. The background call waits for
+// one like any other caller of the pool, and gives up when db is closed.
+func (s *Store) preparedSoon(db *sql.DB) *preparedSet {
+	ps := s.preparedSet(db)
+	if ps.ready.Load() {
+		return ps
+	}
+	if ps.started.CompareAndSwap(false, true) {
+		go ps.once.Do(func() { s.prepare(context.Background(), ps) })
+	}
+	return nil
+}
+
+func (s *Store) prepare(ctx context.Context, ps *preparedSet) {
+	stmts := make(map[string]*sql.Stmt)
+	st := s.stmts
+	for _, q := range []string{st.Claim, st.ClaimCompleted, st.ClaimOrRead, st.ClaimOrReadCompleted,
+		st.Read, st.Reclaim, st.ReclaimCompleted, st.Complete, st.Fail, st.Release} {
+		if q == "" || stmts[q] != nil {
+			continue
+		}
+		if stmt, err := ps.db.PrepareContext(ctx, q); err == nil {
+			stmts[q] = stmt
+		}
+	}
+	ps.stmts = stmts
+	ps.ready.Store(true)
+}
+
+// TxBinder is implemented by a [Pool] that can bind a transaction the
+// caller began on its database, for [Do]: see [DB.Tx]. BindTx returns nil
+// for a nil transaction.
+type TxBinder[X any] interface {
+	BindTx(tx X) Executor
+}
+
+// Tx binds the store to tx, a transaction that the caller began on db's
+// pool, for [Do]. It is [Store.SQL] (or the postgres dialect's Pgx) with
+// what the pool binding knows: on dialects that prepare statements (SQLite,
+// MySQL), Do then runs the store's statements prepared once per connection,
+// as [Run] does, instead of sending every statement's text again (SQLite
+// parses it again on every call; go-sql-driver/mysql without
+// interpolateParams prepares and closes it). The first binding of a pool
+// starts preparing them in the background, since tx may hold the pool's
+// only connection; calls until they are ready run unprepared.
+//
+// tx must belong to the pool db was bound to: a transaction of another
+// *sql.DB fails at Do's first statement, and nothing runs. A pool that
+// cannot bind transactions (a [Pool] that does not implement [TxBinder])
+// gives an unbound Tx, which Do refuses with [ErrInvalidOption].
+func (d DB[X]) Tx(tx X) Tx {
+	b, ok := d.pool.(TxBinder[X])
+	if d.store == nil || !ok {
+		return Tx{store: d.store}
+	}
+	ex := b.BindTx(tx)
+	if ex == nil {
+		return Tx{store: d.store}
+	}
+	return Tx{store: d.store, exec: ex}
+}
+
+var _ TxBinder[*sql.Tx] = sqlPool{}
+
+// BindTx binds a transaction of the pool, through its prepared statements
+// once they are ready.
+func (p sqlPool) BindTx(tx *sql.Tx) Executor {
+	if tx == nil {
+		return nil
+	}
+	if sp, ok := p.store.dialect.(StatementPreparer); ok && sp.PrepareStatements() {
+		if ps := p.store.preparedSoon(p.db); ps != nil {
+			return preparedExecutor{tx: tx, ps: ps, dia: sp}
+		}
+	}
+	return sqlExecutor{tx}
 }
 
 // forgetClosedPools drops the statements of every *sql.DB that was closed.

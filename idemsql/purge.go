@@ -27,7 +27,10 @@ type PurgeStats struct {
 //
 // On SQLite a batch holds the database's one write lock until it commits,
 // and writers wait for it: keep batches small there (the default, 100
-// rows, is a few milliseconds; thousands of rows are tens).
+// rows, is a few milliseconds; thousands of rows are tens). Elsewhere a
+// batch locks only the rows it deletes: its transaction runs at the
+// dialect's isolation level ([LeaseStatements].Isolation, READ COMMITTED on
+// MySQL/MariaDB and PostgreSQL) where the pool is an [IsolationPool].
 //
 // It needs a dialect with lease mode (all shipped ones), which holds its
 // SQL.
@@ -47,7 +50,7 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 			return stats, err
 		}
 		var n int64
-		err := lr.inTx(ctx, "purge", "", func(ex Executor) error {
+		err := lr.inHousekeepingTx(ctx, "purge", func(ex Executor) error {
 			var err error
 			n, err = lr.purgeBatch(ctx, ex, batch)
 			return err
@@ -57,7 +60,11 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 		}
 		stats.Batches++
 		stats.Deleted += n
-		if n < batch {
+		if lr.s.defaults.observer != nil {
+			lr.s.defaults.observer.Observe(ctx, Event{Kind: EventPurged, Mode: "lease", Dialect: lr.s.dialect.Name(),
+				Duration: time.Since(lr.start), Count: n})
+		}
+		if n < batch || !lr.cfg.lease.goOn(Progress{Batches: stats.Batches, Rows: stats.Deleted}) {
 			return stats, nil
 		}
 	}
@@ -103,33 +110,25 @@ func (lr *leaser) purgeBatch(ctx context.Context, ex Executor, batch int64) (int
 // lockPurgeable runs PurgeLock for up to limit keys: all of them at once
 // where the transaction returns many rows, else one.
 func (lr *leaser) lockPurgeable(ctx context.Context, ex Executor, limit int64) (keys []any, asked int64, err error) {
-	if q, ok := ex.(interface{ Tx() *sql.Tx }); ok {
-		rows, err := q.Tx().QueryContext(ctx, lr.ls.PurgeLock, limit)
-		if err != nil {
-			return nil, limit, lr.s.dbError(ctx, "purge", "", err)
+	scan := func(r Row) error {
+		var key string
+		if err := r.Scan(&key); err != nil {
+			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var key string
-			if err := rows.Scan(&key); err != nil {
-				return nil, limit, lr.s.dbError(ctx, "purge", "", err)
-			}
-			keys = append(keys, key)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, limit, lr.s.dbError(ctx, "purge", "", err)
-		}
-		return keys, limit, nil
+		keys = append(keys, key)
+		return nil
 	}
-	var key string
-	err = ex.QueryRow(ctx, lr.ls.PurgeLock, 1).Scan(&key)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, 1, nil
+	many, err := queryEach(ctx, ex, lr.ls.PurgeLock, scan, limit)
+	if !many {
+		limit = 1
+		if err = scan(ex.QueryRow(ctx, lr.ls.PurgeLock, 1)); errors.Is(err, sql.ErrNoRows) {
+			return nil, 1, nil
+		}
 	}
 	if err != nil {
-		return nil, 1, lr.s.dbError(ctx, "purge", "", err)
+		return nil, limit, lr.s.dbError(ctx, "purge", "", err)
 	}
-	return []any{key}, 1, nil
+	return keys, limit, nil
 }
 
 // PurgeEvery runs [Purge] at once and then every interval until ctx ends,

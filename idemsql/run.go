@@ -16,6 +16,19 @@ type Pool[X any] interface {
 	Begin(ctx context.Context) (PoolTx[X], error)
 }
 
+// IsolationPool is a [Pool] that can also begin a transaction at an
+// isolation level the library chooses. Lease mode's housekeeping ([Sweep],
+// [Purge]) begins its short transactions through it at the level its
+// dialect asks for ([LeaseStatements].Isolation: READ COMMITTED on
+// MySQL/MariaDB, whose locking scans take gap locks under REPEATABLE READ),
+// whatever level the pool was bound with. A Pool without it begins them
+// with its own options. The pools of [Store.DB] and of the postgres
+// dialect have it.
+type IsolationPool[X any] interface {
+	Pool[X]
+	BeginIsolation(ctx context.Context, level sql.IsolationLevel) (PoolTx[X], error)
+}
+
 // PoolTx is one transaction begun by a [Pool].
 type PoolTx[X any] interface {
 	Executor
@@ -70,6 +83,14 @@ func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 		return sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps, dia: sp}, tx: tx}, nil
 	}
 	return sqlPoolTx{Executor: sqlExecutor{tx}, tx: tx}, nil
+}
+
+var _ IsolationPool[*sql.Tx] = sqlPool{}
+
+// BeginIsolation is Begin at the given isolation level, read-write.
+func (p sqlPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (PoolTx[*sql.Tx], error) {
+	p.opts = &sql.TxOptions{Isolation: level}
+	return p.Begin(ctx)
 }
 
 // sqlPoolTx is a database/sql transaction begun by Run.

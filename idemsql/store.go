@@ -258,7 +258,11 @@ type Tx struct {
 func (s *Store) Bind(e Executor) Tx { return Tx{store: s, exec: e} }
 
 // SQL binds the store to a database/sql transaction (pgx's stdlib,
-// go-sql-driver/mysql, modernc.org/sqlite).
+// go-sql-driver/mysql, modernc.org/sqlite). It sends every statement's
+// text: SQLite parses it again on each call, and go-sql-driver/mysql
+// without interpolateParams prepares and closes it. Where the store is
+// also bound to the transaction's pool, s.DB(db, nil).Tx(tx) runs the
+// statements prepared once per connection instead ([DB.Tx]).
 func (s *Store) SQL(tx *sql.Tx) Tx {
 	if tx == nil {
 		return Tx{store: s}

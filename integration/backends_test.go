@@ -221,9 +221,29 @@ func (p pgxTestTx) Rollback(ctx context.Context) error { return p.tx.Rollback(ct
 type sqlTestTx struct {
 	tx    *sql.Tx
 	store *idemsql.Store
+	// pool, when set, is the *sql.DB that began tx: Bind then binds through
+	// the pool (DB.Tx, prepared statements on SQLite and MySQL) instead of
+	// Store.SQL.
+	pool *sql.DB
 }
 
-func (s sqlTestTx) Bind() idemsql.Tx { return s.store.SQL(s.tx) }
+func (s sqlTestTx) Bind() idemsql.Tx {
+	if s.pool != nil {
+		return s.store.DB(s.pool, nil).Tx(s.tx)
+	}
+	return s.store.SQL(s.tx)
+}
+
+// sqlBindings alternates the transactions that useSQL begins between the
+// two database/sql bindings, so that every test runs through both.
+var sqlBindings atomic.Uint64
+
+func poolBinding(db *sql.DB) *sql.DB {
+	if sqlBindings.Add(1)%2 == 0 {
+		return db
+	}
+	return nil
+}
 func (s sqlTestTx) Exec(ctx context.Context, q string, args ...any) error {
 	_, err := s.tx.ExecContext(ctx, q, args...)
 	return err
@@ -245,7 +265,7 @@ func useSQL(e *env) {
 		if err != nil {
 			return nil, err
 		}
-		return sqlTestTx{tx: tx, store: e.store}, nil
+		return sqlTestTx{tx: tx, store: e.store, pool: poolBinding(e.db)}, nil
 	}
 	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
 	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
@@ -328,7 +348,7 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 		if err != nil {
 			return nil, err
 		}
-		return sqlTestTx{tx: tx, store: e.store}, nil
+		return sqlTestTx{tx: tx, store: e.store, pool: poolBinding(deferred)}, nil
 	}
 	return e
 }

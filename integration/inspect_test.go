@@ -270,7 +270,9 @@ func checkLookup(t *testing.T, e *env, ops inspectOps, fx inspectFixture) {
 		if r.DownstreamKey != c.lease.DownstreamKey {
 			t.Fatalf("%s: downstream key %q, the holder's is %q", c.key, r.DownstreamKey, c.lease.DownstreamKey)
 		}
-		if live := r.LeaseUntil.After(r.ReadAt); live != (c.state == idemsql.LeaseLive) {
+		// A released claim's lease_until is the end of its retention: only
+		// live and stale leases say anything by it.
+		if live := r.LeaseUntil.After(r.ReadAt); c.state != idemsql.LeaseReleased && live != (c.state == idemsql.LeaseLive) {
 			t.Fatalf("%s: lease until %v, read at %v", c.key, r.LeaseUntil, r.ReadAt)
 		}
 	}
@@ -372,7 +374,7 @@ func checkList(t *testing.T, ops inspectOps) {
 		{idemsql.ListFilter{Lease: idemsql.LeaseLive}, []string{"pay:live"}},
 		{idemsql.ListFilter{Lease: idemsql.LeaseAbandoned}, []string{"atomic:abandoned"}},
 		{idemsql.ListFilter{Lease: idemsql.LeaseNone, Prefix: "acct:"}, []string{"acct:done", "acct:failed"}},
-		{idemsql.ListFilter{Sweepable: true}, []string{"pay:stale"}},
+		{idemsql.ListFilter{Sweepable: true}, []string{"atomic:abandoned", "pay:stale"}},
 		{idemsql.ListFilter{Purgeable: true}, []string{"old:expired"}},
 		{idemsql.ListFilter{OlderThan: time.Hour}, []string{"atomic:abandoned"}},
 		{idemsql.ListFilter{Prefix: "pay:"}, []string{"pay:done", "pay:live", "pay:released", "pay:stale"}},
@@ -401,7 +403,7 @@ func checkStats(t *testing.T, ops inspectOps) {
 		t.Fatal(err)
 	}
 	want := idemsql.TableStats{Total: 9, InProgress: 4, Completed: 4, Failed: 1,
-		LiveLeases: 1, StaleLeases: 1, Released: 1, Abandoned: 1, Retried: 1, Sweepable: 1, Purgeable: 1,
+		LiveLeases: 1, StaleLeases: 1, Released: 1, Abandoned: 1, Retried: 1, Sweepable: 2, Purgeable: 1,
 		OldestInProgress: "atomic:abandoned"}
 	got := st
 	got.OldestInProgressAt, got.ReadAt = time.Time{}, time.Time{}

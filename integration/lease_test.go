@@ -42,10 +42,13 @@ func TestLease(t *testing.T) {
 	}
 }
 
-var leaseCases = []struct {
+// leaseCase is one case of TestLease; files of their own add theirs in init.
+type leaseCase struct {
 	name string
 	run  func(t *testing.T, e *leaseEnv)
-}{
+}
+
+var leaseCases = []leaseCase{
 	{"RunsOnceAndReplays", testLeaseRunsOnceAndReplays},
 	{"KilledHolderTakenOverOnce", testLeaseKilledHolderTakenOver},
 	{"PausedHolderFenced", testLeasePausedHolderFenced},
@@ -78,7 +81,7 @@ type leaseOps struct {
 	do    func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error)
 	claim func(ctx context.Context, key string, opts ...idemsql.Option) (idemsql.Claim, error)
 	sweep func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error)
-	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, opts ...idemsql.Option) error
+	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error
 	purge func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error)
 }
 
@@ -93,8 +96,8 @@ func opsFor[X any](db idemsql.DB[X]) leaseOps {
 		sweep: func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error) {
 			return idemsql.Sweep(ctx, db, h, opts...)
 		},
-		every: func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, opts ...idemsql.Option) error {
-			return idemsql.SweepEvery(ctx, db, every, h, nil, opts...)
+		every: func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error {
+			return idemsql.SweepEvery(ctx, db, every, h, report, opts...)
 		},
 		purge: func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error) {
 			return idemsql.Purge(ctx, db, opts...)
@@ -684,7 +687,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 	go func() {
 		stopped <- e.ops.every(bctx, 20*time.Millisecond, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 			return idemsql.ResolveReleased(), nil
-		})
+		}, nil)
 	}()
 	e.staleClaim(t, "sweep-late")
 	deadline := time.Now().Add(5 * time.Second)

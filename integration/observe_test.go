@@ -138,3 +138,90 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 	}
 	rec.want(t, e, "in progress", "in_progress", "Do obs-4 in_progress")
 }
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "ObserverLeaseMode", run: testObserverLeaseMode})
+}
+
+// Each event of lease mode fires once: a claim and its completion, a
+// replay, a mismatch, a key in progress, a takeover after a lease really
+// ran out, the old holder's lost lease, a purge.
+func testObserverLeaseMode(t *testing.T, e *env) {
+	rec := &recorder{}
+	e = e.withStoreOptions(idemsql.WithObserver(rec))
+	ctx := context.Background()
+	db := e.store.DB(e.db, nil)
+	var calls atomic.Int64
+	fn := func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+		calls.Add(1)
+		return receipt{By: "x"}, nil
+	}
+	want := func(what, wantKinds string, wantCalls ...string) []idemsql.Event {
+		t.Helper()
+		events, got := rec.take()
+		if k := kinds(events); k != wantKinds {
+			t.Errorf("%s: events %q, want %q", what, k, wantKinds)
+		}
+		for _, ev := range events {
+			if ev.Dialect != e.dialect || ev.Mode != "lease" {
+				t.Errorf("%s: event %+v", what, ev)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(wantCalls) {
+			t.Errorf("%s: calls %q, want %q", what, got, wantCalls)
+		}
+		return events
+	}
+
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-1", fn); err != nil {
+		t.Fatal(err)
+	}
+	want("first call", "claimed completed", "RunExternal lobs-1 executed")
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-1", fn); err != nil {
+		t.Fatal(err)
+	}
+	want("duplicate", "replayed", "RunExternal lobs-1 replayed")
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-1", fn, idemsql.WithFingerprint("other")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+		t.Fatal(err)
+	}
+	want("mismatch", "fingerprint_mismatch", "RunExternal lobs-1 fingerprint_mismatch")
+
+	holder, err := idemsql.ClaimLease(ctx, db, "lobs-2", idemsql.WithLease(time.Hour))
+	if err != nil || !holder.Held {
+		t.Fatalf("claim: %+v %v", holder, err)
+	}
+	rec.take()
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-2", fn); !errors.Is(err, idemsql.ErrInProgress) {
+		t.Fatal(err)
+	}
+	want("in progress", "in_progress", "RunExternal lobs-2 in_progress")
+
+	// A lease that really runs out: nobody renews it.
+	old, err := idemsql.ClaimLease(ctx, db, "lobs-3", idemsql.WithLease(100*time.Millisecond))
+	if err != nil || !old.Held {
+		t.Fatalf("claim: %+v %v", old, err)
+	}
+	rec.take()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-3", fn); err != nil {
+		t.Fatal(err)
+	}
+	if ev := want("takeover", "taken_over completed", "RunExternal lobs-3 executed"); len(ev) > 0 && ev[0].Attempt != 2 {
+		t.Errorf("taken over at attempt %d, want 2", ev[0].Attempt)
+	}
+	if err := old.Lease.Complete(ctx, receipt{By: "old"}); !errors.Is(err, idemsql.ErrLeaseLost) {
+		t.Fatalf("the old holder's completion: %v", err)
+	}
+	if ev := want("lost lease", "lease_lost"); len(ev) > 0 && ev[0].Attempt != 1 {
+		t.Errorf("lease lost at attempt %d, want 1", ev[0].Attempt)
+	}
+
+	e.expire("lobs-1")
+	st, err := idemsql.Purge(ctx, db)
+	if err != nil || st.Deleted != 1 {
+		t.Fatalf("purge: %+v %v", st, err)
+	}
+	if ev := want("purge", "purged"); len(ev) > 0 && ev[0].Count != 1 {
+		t.Errorf("purged %d, want 1", ev[0].Count)
+	}
+}

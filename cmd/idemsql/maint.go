@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -36,18 +32,20 @@ Flags:
 
 const sweepUsage = `Usage: idemsql sweep [flags]
 
-Resolves in-progress lease-mode claims whose lease ran out without an
-outcome (their holder died or hung), through idemsql.Sweep, in batches,
-each its own short transaction, skipping rows other sweepers or callers
-hold. A claim released by its holder is left to callers until its
-retention has run out.
+Resolves in-progress claims that no holder has, through idemsql.Sweep, in
+batches, each its own short transaction, skipping rows other sweepers or
+callers hold: lease-mode claims whose lease ran out without an outcome
+(their holder died or hung), and claims committed without a lease (an
+atomic-mode transaction that committed without an outcome).
 
-By default each stale claim is recorded as failed, with class "abandoned":
-calls with the key then get that failure until the key's retention runs
-out. With --release each is released instead: the next call with the key
-runs again, with the same downstream key. Which is right depends on the
-effect: release when running it again is safe (the downstream system
-deduplicates by the downstream key), abandon when a person must look.
+By default each is recorded as failed, with class "abandoned": calls with
+the key then get that failure until the key's retention runs out. With
+--release each is released instead, and so are the claims their holders
+released (once): the next call with the key runs again, with the same
+downstream key. Which is right depends on the effect: release when running
+it again is safe (the downstream system deduplicates by the downstream
+key), abandon when a person must look. Without --release a claim released
+by its holder is left to callers until its retention has run out.
 
 Ctrl-C stops after the batch in flight (exit code 130).
 
@@ -63,9 +61,6 @@ func init() {
 		&command{name: "purge", usage: purgeUsage, run: runPurge},
 		&command{name: "sweep", usage: sweepUsage, run: runSweep})
 }
-
-// errStopped ends a batch job at the next batch after an interrupt.
-var errStopped = errors.New("stopped by an interrupt")
 
 func runPurge(c *cli, def connFlags, args []string) error {
 	var cf connFlags
@@ -97,12 +92,11 @@ func runPurge(c *cli, def connFlags, args []string) error {
 			plural(st.Purgeable, "row"), count(st.Total), db.table)
 		return nil
 	}
-	p := newStopPool(c, db.db, "purge", "")
-	defer p.done()
-	st, err := idemsql.Purge(c.hard, idemsql.BindPool[*sql.Tx](db.store, p), opt)
+	p := newProgress(c, "purge", "deleted")
+	st, err := idemsql.Purge(c.hard, db.store.DB(db.db, nil), opt, idemsql.WithProgress(p.report))
 	p.done()
 	switch {
-	case errors.Is(err, errStopped) || err != nil && c.ctx.Err() != nil:
+	case c.ctx.Err() != nil:
 		fmt.Fprintf(c.stdout, "interrupted: deleted %s in %s; run purge again to go on\n", plural(st.Deleted, "row"), plural(int64(st.Batches), "batch"))
 		return &exitError{code: exitInterrupted, err: errReported}
 	case err != nil:
@@ -140,7 +134,7 @@ func runSweep(c *cli, def connFlags, args []string) error {
 		how = "release (the next call runs again)"
 	}
 	if *dry {
-		return sweepDryRun(c, db, how)
+		return sweepDryRun(c, db, how, *release)
 	}
 	var h idemsql.SweepHandler
 	if *release {
@@ -148,19 +142,13 @@ func runSweep(c *cli, def connFlags, args []string) error {
 			return idemsql.ResolveReleased(), nil
 		}
 	}
-	ld, ok := db.store.Dialect().(idemsql.LeaseDialect)
-	if !ok {
-		return fmt.Errorf("dialect %s has no lease mode", db.dialect)
-	}
-	sweepNext := ld.LeaseStatements(idemsql.Table{Schema: db.store.Schema(), Name: db.store.Table()}).SweepNext
-	p := newStopPool(c, db.db, "sweep", sweepNext)
-	defer p.done()
-	st, err := idemsql.Sweep(c.hard, idemsql.BindPool[*sql.Tx](db.store, p), h, opt)
+	p := newProgress(c, "sweep", "swept")
+	st, err := idemsql.Sweep(c.hard, db.store.DB(db.db, nil), h, opt, idemsql.WithProgress(p.report))
 	p.done()
 	summary := fmt.Sprintf("%s: %s abandoned, %s released, %s lost to another holder, %s failed",
 		plural(int64(st.Found), "stale claim"), count(int64(st.Abandoned)), count(int64(st.Released)), count(int64(st.Lost)), count(int64(st.Failed)))
 	switch {
-	case errors.Is(err, errStopped) || err != nil && c.ctx.Err() != nil:
+	case c.ctx.Err() != nil:
 		fmt.Fprintf(c.stdout, "interrupted: swept %s; run sweep again to go on\n", summary)
 		return &exitError{code: exitInterrupted, err: errReported}
 	case err != nil:
@@ -178,29 +166,41 @@ func batchOption(cmd string, n int) (idemsql.Option, error) {
 	return idemsql.WithBatchSize(n), nil
 }
 
-// sweepDryRun lists the claims a sweep would resolve now.
-func sweepDryRun(c *cli, db *conn, how string) error {
+// sweepDryRun lists the claims a sweep would resolve now: those without a
+// holder, and, with a handler (--release), the claims their holders
+// released too.
+func sweepDryRun(c *cli, db *conn, how string, release bool) error {
 	pool := db.store.DB(db.db, nil)
-	f := idemsql.ListFilter{Sweepable: true, Limit: 1000}
+	filters := []idemsql.ListFilter{{Sweepable: true, Limit: 1000}}
+	if release {
+		filters = append(filters, idemsql.ListFilter{Lease: idemsql.LeaseReleased, Limit: 1000})
+	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	n := 0
-	for {
-		page, err := idemsql.List(c.ctx, pool, f)
-		if err != nil {
-			return db.explain(err)
-		}
-		for _, r := range page.Records {
-			if n == 0 {
-				fmt.Fprintln(tw, "KEY\tATTEMPT\tLEASE\tLEASE RAN OUT\tCLAIMED\tOWNER")
+	seen := map[string]bool{}
+	for _, f := range filters {
+		for {
+			page, err := idemsql.List(c.ctx, pool, f)
+			if err != nil {
+				return db.explain(err)
 			}
-			n++
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", showKey(r.Key), r.Attempt, r.Lease,
-				fmtAge(r.LeaseUntil, r.ReadAt), fmtAge(r.CreatedAt, r.ReadAt), orDash(r.Owner))
+			for _, r := range page.Records {
+				if seen[r.Key] || r.Lease == idemsql.LeaseReleased && r.ErrorMessage == idemsql.HandlerReleasedMessage {
+					continue
+				}
+				seen[r.Key] = true
+				if n == 0 {
+					fmt.Fprintln(tw, "KEY\tATTEMPT\tLEASE\tLEASE RAN OUT\tCLAIMED\tOWNER")
+				}
+				n++
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", showKey(r.Key), r.Attempt, r.Lease,
+					fmtAge(r.LeaseUntil, r.ReadAt), fmtAge(r.CreatedAt, r.ReadAt), orDash(r.Owner))
+			}
+			if page.Next == "" {
+				break
+			}
+			f.After = page.Next
 		}
-		if page.Next == "" {
-			break
-		}
-		f.After = page.Next
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -209,145 +209,58 @@ func sweepDryRun(c *cli, db *conn, how string) error {
 	return nil
 }
 
-// stopPool is the pool Purge and Sweep run on here. It lets them stop
-// between batches after an interrupt: a batch that has begun runs to its
-// commit, the next one fails at its first statement with errStopped. And
-// it counts what the committed batches changed, for the progress line.
-//
-// A purge batch is every transaction of a purge. A sweep batch is a
-// transaction that begins with the dialect's SweepNext (the handler's
-// writes between batches are transactions too, and must go through).
-type stopPool struct {
-	c         *cli
-	db        *sql.DB
-	job       string
-	sweepNext string // "" for purge
-
-	rows, batches atomic.Int64
-	start         time.Time
-	stopProgress  chan struct{}
-	once          sync.Once
-	wg            sync.WaitGroup
+// progress reports a long purge or sweep on stderr, and stops it between
+// batches after an interrupt (idemsql.WithProgress): a batch that has begun
+// runs to its commit; a second interrupt cancels c.hard and aborts it.
+type progress struct {
+	c           *cli
+	job, verb   string
+	start, last time.Time
+	tty         bool
+	printed     bool
+	stopping    bool
 }
 
 // progressEvery is how often a long run reports on stderr.
 const progressEvery = 2 * time.Second
 
-func newStopPool(c *cli, db *sql.DB, job, sweepNext string) *stopPool {
-	p := &stopPool{c: c, db: db, job: job, sweepNext: sweepNext, start: time.Now(), stopProgress: make(chan struct{})}
-	tty := isTerminal(c.stderr)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		t := time.NewTicker(progressEvery)
-		defer t.Stop()
-		printed := false
-		stopping := false
-		for {
-			select {
-			case <-p.stopProgress:
-				if printed && tty {
-					fmt.Fprintln(c.stderr)
-				}
-				return
-			case <-c.ctx.Done():
-				if !stopping {
-					stopping = true
-					if printed && tty {
-						fmt.Fprintln(c.stderr)
-					}
-					fmt.Fprintf(c.stderr, "%s: interrupted; stopping after the batch in flight (Ctrl-C again to abort it)\n", job)
-					printed = false
-				}
-				continue
-			case <-t.C:
-			}
-			line := p.progress()
-			if tty {
-				fmt.Fprintf(c.stderr, "\r%s\033[K", line)
-			} else {
-				fmt.Fprintln(c.stderr, line)
-			}
-			printed = true
+func newProgress(c *cli, job, verb string) *progress {
+	now := time.Now()
+	return &progress{c: c, job: job, verb: verb, start: now, last: now, tty: isTerminal(c.stderr)}
+}
+
+func (p *progress) report(pr idemsql.Progress) bool {
+	if p.c.ctx.Err() != nil {
+		if !p.stopping {
+			p.stopping = true
+			p.endLine()
+			fmt.Fprintf(p.c.stderr, "%s: interrupted; stopping after the batch in flight (Ctrl-C again to abort it)\n", p.job)
 		}
-	}()
-	return p
-}
-
-func (p *stopPool) progress() string {
-	secs := time.Since(p.start).Seconds()
-	verb := "deleted"
-	if p.job == "sweep" {
-		verb = "swept"
+		return false
 	}
-	return fmt.Sprintf("%s: %s %s in %s (%.0f rows/s)", p.job, plural(p.rows.Load(), "row"), verb, plural(p.batches.Load(), "batch"), float64(p.rows.Load())/secs)
-}
-
-// done stops the progress line.
-func (p *stopPool) done() {
-	p.once.Do(func() { close(p.stopProgress); p.wg.Wait() })
-}
-
-func (p *stopPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
-	if p.sweepNext == "" && p.c.ctx.Err() != nil {
-		return nil, errStopped
-	}
-	tx, err := p.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	return &stopTx{p: p, tx: tx, batch: p.sweepNext == ""}, nil
-}
-
-type stopTx struct {
-	p       *stopPool
-	tx      *sql.Tx
-	started bool
-	batch   bool
-	rows    int64
-}
-
-func (t *stopTx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	t.started = true
-	res, err := t.tx.ExecContext(ctx, query, args...)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	t.rows += n
-	return n, err
-}
-
-func (t *stopTx) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
-	if !t.started && t.p.sweepNext != "" && query == t.p.sweepNext {
-		t.batch = true
-		if t.p.c.ctx.Err() != nil {
-			t.started = true
-			return errRow{errStopped}
+	if time.Since(p.last) >= progressEvery {
+		p.last = time.Now()
+		line := fmt.Sprintf("%s: %s %s in %s (%.0f rows/s)", p.job, plural(pr.Rows, "row"), p.verb,
+			plural(int64(pr.Batches), "batch"), float64(pr.Rows)/time.Since(p.start).Seconds())
+		if p.tty {
+			fmt.Fprintf(p.c.stderr, "\r%s\033[K", line)
+		} else {
+			fmt.Fprintln(p.c.stderr, line)
 		}
+		p.printed = true
 	}
-	t.started = true
-	return t.tx.QueryRowContext(ctx, query, args...)
+	return true
 }
 
-func (t *stopTx) Tx() *sql.Tx { return t.tx }
-
-func (t *stopTx) Commit(context.Context) error {
-	if err := t.tx.Commit(); err != nil {
-		return err
+func (p *progress) endLine() {
+	if p.printed && p.tty {
+		fmt.Fprintln(p.c.stderr)
 	}
-	if t.batch {
-		t.p.rows.Add(t.rows)
-		t.p.batches.Add(1)
-	}
-	return nil
+	p.printed = false
 }
 
-func (t *stopTx) Rollback(context.Context) error { return t.tx.Rollback() }
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
+// done ends the progress line.
+func (p *progress) done() { p.endLine() }
 
 // isTerminal reports whether w is a terminal, where the progress line
 // rewrites itself.

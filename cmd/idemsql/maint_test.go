@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -42,30 +41,21 @@ func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store) {
 }
 
 // An interrupt during a sweep lets the batch in flight finish, the
-// handler's writes included, and stops the next batch at its first
-// statement.
+// handler's writes included, and stops before the next batch.
 func TestSweepStopsBetweenBatches(t *testing.T) {
 	db, store := staleClaims(t, 6)
 	soft, stop := context.WithCancel(context.Background())
 	defer stop()
 	red := &redactor{}
 	c := &cli{stdout: io.Discard, stderr: redacting{io.Discard, red}, red: red, ctx: soft, hard: context.Background()}
-	sweepNext := sqlite.Dialect.(idemsql.LeaseDialect).LeaseStatements(idemsql.Table{Name: store.Table()}).SweepNext
-	p := newStopPool(c, db, "sweep", sweepNext)
-	defer p.done()
+	p := newProgress(c, "sweep", "swept")
 	h := func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 		stop() // Ctrl-C while the first batch's handlers run
 		return idemsql.ResolveReleased(), nil
 	}
-	st, err := idemsql.Sweep(context.Background(), idemsql.BindPool[*sql.Tx](store, p), h, idemsql.WithBatchSize(2))
-	if !errors.Is(err, errStopped) {
-		t.Fatalf("Sweep: %+v, %v; want it stopped", st, err)
-	}
-	if st.Found != 2 || st.Released != 2 || st.Failed != 0 {
-		t.Fatalf("Sweep: %+v; want the first batch of 2 released", st)
-	}
-	if p.batches.Load() != 1 || p.rows.Load() != 2 {
-		t.Fatalf("counted %d batches, %d rows", p.batches.Load(), p.rows.Load())
+	st, err := idemsql.Sweep(context.Background(), store.DB(db, nil), h, idemsql.WithBatchSize(2), idemsql.WithProgress(p.report))
+	if err != nil || st.Found != 2 || st.Released != 2 || st.Failed != 0 || st.Batches != 1 {
+		t.Fatalf("Sweep: %+v, %v; want the first batch of 2 released, then a stop", st, err)
 	}
 	s, err := idemsql.Stats(context.Background(), store.DB(db, nil))
 	if err != nil || s.Released != 2 || s.StaleLeases != 4 {
@@ -73,7 +63,7 @@ func TestSweepStopsBetweenBatches(t *testing.T) {
 	}
 }
 
-// An interrupt before a purge's next batch stops it before it begins.
+// An interrupt during a purge stops it before its next batch.
 func TestPurgeStopsBetweenBatches(t *testing.T) {
 	db, store := staleClaims(t, 0)
 	for i := range 5 {
@@ -87,26 +77,13 @@ func TestPurgeStopsBetweenBatches(t *testing.T) {
 	soft, stop := context.WithCancel(context.Background())
 	red := &redactor{}
 	c := &cli{stdout: io.Discard, stderr: redacting{io.Discard, red}, red: red, ctx: soft, hard: context.Background()}
-	p := newStopPool(c, db, "purge", "")
-	defer p.done()
-	n := 0
-	pool := countingPool{stopPool: p, begun: func() {
-		if n++; n == 2 {
-			stop() // after the first batch began
-		}
-	}}
-	st, err := idemsql.Purge(context.Background(), idemsql.BindPool[*sql.Tx](store, pool), idemsql.WithBatchSize(1))
-	if !errors.Is(err, errStopped) || st.Deleted != 1 || st.Batches != 1 || p.rows.Load() != 1 {
-		t.Fatalf("Purge: %+v %v, counted %d rows", st, err, p.rows.Load())
+	p := newProgress(c, "purge", "deleted")
+	report := func(pr idemsql.Progress) bool {
+		stop() // Ctrl-C while the first batch ran
+		return p.report(pr)
 	}
-}
-
-type countingPool struct {
-	*stopPool
-	begun func()
-}
-
-func (p countingPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
-	p.begun()
-	return p.stopPool.Begin(ctx)
+	st, err := idemsql.Purge(context.Background(), store.DB(db, nil), idemsql.WithBatchSize(1), idemsql.WithProgress(report))
+	if err != nil || st.Deleted != 1 || st.Batches != 1 {
+		t.Fatalf("Purge: %+v %v; want one batch, then a stop", st, err)
+	}
 }

@@ -26,7 +26,10 @@ WHEN t.error_class = 'released' THEN 'released' WHEN t.lease_until > ` + now + `
 	}
 	// As LeaseStatements' SweepNext and PurgeLock select.
 	sweepable := func(now string) string {
-		return `t.status = 'in_progress' AND t.lease_until <= ` + now + ` AND (t.error_class IS NULL OR t.expires_at <= ` + now + `)`
+		// What Sweep without a handler resolves: a claim committed without
+		// a lease, or one whose lease ran out (a released claim once its
+		// retention has run out too).
+		return `t.status = 'in_progress' AND (t.lease_until IS NULL OR t.lease_until <= ` + now + ` AND (t.error_class IS NULL OR t.expires_at <= ` + now + `))`
 	}
 	purgeable := func(now string) string { return `t.expires_at < ` + now + ` AND t.status <> 'in_progress'` }
 	const now = `UTC_TIMESTAMP(6)`

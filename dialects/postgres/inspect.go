@@ -27,7 +27,10 @@ WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THE
 	}
 	// As LeaseStatements' SweepNext and Purge select.
 	const (
-		sweepable = `status = 'in_progress' AND lease_until <= ` + now + ` AND (error_class IS NULL OR expires_at <= ` + now + `)`
+		// What Sweep without a handler resolves: a claim committed
+		// without a lease, or one whose lease ran out (a released claim
+		// once its retention has run out too).
+		sweepable = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= ` + now + ` AND (error_class IS NULL OR expires_at <= ` + now + `))`
 		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress'`
 	)
 	count := func(cond string) string { return `count(*) FILTER (WHERE ` + cond + `)` }

@@ -48,3 +48,21 @@ func deriveKey() (string, error) {
 	// end snippet
 	return key, err
 }
+
+func bindTx(ctx context.Context, store *idemsql.Store, db *sql.DB, key string, body []byte, fn func(context.Context) (Invoice, error)) error {
+	// snippet: bind-tx
+	idb := store.DB(db, nil) // once, at start-up; Run uses it too
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := idemsql.Do(ctx, idb.Tx(tx), key, fn, idemsql.WithFingerprint(body))
+	// end snippet
+	if err != nil {
+		return err
+	}
+	_ = res
+	return tx.Commit()
+}

@@ -39,8 +39,8 @@ type Service struct {
 }
 
 type SQLService struct {
-	db    *sql.DB
-	store *idemsql.Store
+	db  *sql.DB
+	idb idemsql.DB[*sql.Tx]
 }
 
 func accountID(r *http.Request) string { return r.Header.Get("X-Account") }
@@ -102,6 +102,8 @@ func (s *Service) ChargeOrder(ctx context.Context, key string, orderID, amount i
 // snippet: databasesql
 // ChargeOrder is the same on database/sql: MySQL/MariaDB here; SQLite
 // alike; PostgreSQL through pgx's stdlib with $1, $2 and RETURNING id.
+// s.idb is store.DB(s.db, nil), bound once at start-up: its Tx runs the
+// store's statements prepared (store.SQL(tx) works too, unprepared).
 func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amount int64) (Charge, bool, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -109,7 +111,7 @@ func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amoun
 	}
 	defer tx.Rollback()
 
-	res, err := idemsql.Do(ctx, s.store.SQL(tx), key, func(ctx context.Context) (Charge, error) {
+	res, err := idemsql.Do(ctx, s.idb.Tx(tx), key, func(ctx context.Context) (Charge, error) {
 		r, err := tx.ExecContext(ctx, `INSERT INTO charges (order_id, amount) VALUES (?, ?)`, orderID, amount)
 		if err != nil {
 			return Charge{}, err

@@ -1,0 +1,64 @@
+package docsnippets
+
+import (
+	"context"
+	"database/sql"
+	"log"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+// provider is a payment provider's client: it charges under an
+// idempotency key of the caller's, and looks a charge up by that key.
+type provider interface {
+	Charge(ctx context.Context, amount int64, idempotencyKey string) (Charge, error)
+	LookUp(ctx context.Context, idempotencyKey string) (c Charge, found bool, err error)
+}
+
+func leaseRunExternal(ctx context.Context, store *idemsql.Store, sqlDB *sql.DB, psp provider, orderID string, amount int64) (idemsql.Result[Charge], error) {
+	// snippet: lease-runexternal
+	db := store.DB(sqlDB, nil) // or pgStore.Pool(pgxPool, pgx.TxOptions{})
+
+	res, err := idemsql.RunExternal(ctx, db, "charge:"+orderID,
+		func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
+			// The provider's own guard (Stripe's Idempotency-Key): the same key
+			// across retries and takeovers.
+			c, err := psp.Charge(ctx, amount, l.DownstreamKey)
+			if err != nil {
+				return Charge{}, err // a time-out may hide a charge: the retry reuses the key
+			}
+			return c, nil
+		}, idemsql.WithLease(30*time.Second))
+	// end snippet
+	return res, err
+}
+
+func leaseSweep(ctx context.Context, db idemsql.DB[*sql.Tx], psp provider) (idemsql.SweepStats, idemsql.PurgeStats, error) {
+	// snippet: lease-sweep
+	// Claims no holder has (lease run out, released by fn's error, committed
+	// without a lease), in batches with SKIP LOCKED: safe with several sweepers.
+	// The handler resumes or compensates under a lease of its own (s.Reason
+	// says why the claim had no holder); a nil handler marks each one failed
+	// ("abandoned"), except released claims, left to callers until their
+	// retention has run out.
+	stats, err := idemsql.Sweep(ctx, db, func(ctx context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
+		c, found, err := psp.LookUp(ctx, s.DownstreamKey)
+		switch {
+		case err != nil:
+			return idemsql.Resolution{}, err // try again in a later sweep
+		case !found:
+			return idemsql.ResolveReleased(), nil // never charged: the next call runs again, same downstream key
+		}
+		return idemsql.ResolveCompleted(c), nil
+	}, idemsql.WithBatchSize(100), idemsql.WithResultType[Charge]())
+	if err != nil {
+		log.Printf("sweep: %v (%+v)", err, stats) // the batches before the error stand
+	}
+
+	// Completed and failed rows past their retention, in bounded batches;
+	// never an in_progress row (Sweep resolves those). Serves atomic mode too.
+	purged, err := idemsql.Purge(ctx, db)
+	// end snippet
+	return stats, purged, err
+}
