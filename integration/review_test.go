@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -399,5 +400,42 @@ func TestPreparedStatementFallback(t *testing.T) {
 	}
 	if res, err := idemsql.Run(ctx, bound, "prep-2", insert); err != nil || !res.Replayed || runs.Load() != 2 {
 		t.Fatalf("replay: %+v %v runs=%d", res, err, runs.Load())
+	}
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "StoredResultIsExact", run: testStoredResultIsExact})
+}
+
+// A replay returns the stored result byte for byte: key order, an integer
+// beyond 2^53, a fraction. MySQL 8's binary JSON column would re-serialise
+// it; the migrations store text there (MariaDB's JSON already is).
+func testStoredResultIsExact(t *testing.T, e *env) {
+	ctx := context.Background()
+	const want = `{"b":1,"a":18446744073709551615,"f":0.1,"s":"é\u2028"}`
+	run := func() (idemsql.Result[json.RawMessage], error) {
+		tx, err := e.begin(ctx, sql.LevelDefault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		res, err := idemsql.Do(ctx, tx.Bind(), "exact-1", func(ctx context.Context) (json.RawMessage, error) {
+			return json.RawMessage(want), nil
+		}, idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+		if cerr := tx.Commit(ctx); cerr != nil {
+			t.Fatal(cerr)
+		}
+		return res, err
+	}
+	if _, err := run(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := run()
+	var dup *idemsql.DuplicateError
+	if !errors.As(err, &dup) {
+		t.Fatalf("err = %v, want a DuplicateError", err)
+	}
+	if string(dup.Result) != want || string(res.Value) != want {
+		t.Fatalf("stored %s, replayed %s; want %s", dup.Result, res.Value, want)
 	}
 }
