@@ -220,8 +220,14 @@ func TestLeaseChild(t *testing.T) {
 			time.Sleep(time.Hour)
 		case "pause": // until the parent says go; deliberately deaf to ctx
 			_, _ = stdin.ReadString('\n')
-		case "slow": // several leases long, heartbeat only
-			time.Sleep(4 * time.Duration(ms) * time.Millisecond)
+		case "slow": // until the parent says go, for several leases, kept by the heartbeat alone
+			said := make(chan struct{})
+			go func() { _, _ = stdin.ReadString('\n'); close(said) }()
+			select {
+			case <-said:
+			case <-ctx.Done(): // the heartbeat lost the lease: a failure of the test
+				return receipt{}, context.Cause(ctx)
+			}
 		}
 		return receipt{By: "child", Attempt: l.Attempt, Downstream: l.DownstreamKey}, nil
 	}, idemsql.WithLease(time.Duration(ms)*time.Millisecond))
@@ -488,48 +494,41 @@ func testLeasePausedHolderFenced(t *testing.T, e *leaseEnv) {
 func testLeaseHeartbeatKeepsSlowHolder(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	const lease = time.Second
-	c := e.startChild(t, "slow", "slow-1", lease) // fn runs 4 leases
+	const probes = 15 // a fifth of a lease apart: three leases at least, however slow each probe is
+	c := e.startChild(t, "slow", "slow-1", lease)
 	c.expect(t, childHeldLine+"attempt=1 ", 15*time.Second)
 
+	// The holder's fn runs until it is told to stop; meanwhile contenders
+	// probe the key and a sweeper looks for stale claims, for longer than
+	// several leases. Only the heartbeat keeps the key the holder's.
 	var calls atomic.Int64
-	probes := 0
-	deadline := time.After(20 * lease)
-	for {
+	for range probes {
 		select {
 		case line, ok := <-c.lines:
-			if !ok {
-				t.Fatal("child exited without a result")
-			}
-			if rest, found := strings.CutPrefix(line, childDoneLine); found {
-				if rest != "ok by=child replayed=false" {
-					t.Fatalf("slow holder: %q", rest)
-				}
-				if probes < 10 {
-					t.Fatalf("only %d probes while the holder ran", probes)
-				}
-				res, err := e.ops.do(ctx, "slow-1", external("parent", &calls))
-				if err != nil || !res.Replayed || res.Value.By != "child" || res.Value.Attempt != 1 {
-					t.Fatalf("after the slow holder: %+v, %v", res, err)
-				}
-				if calls.Load() != 0 {
-					t.Fatal("a contender ran while the holder was alive")
-				}
-				e.wantRow(t, "slow-1", idemsql.StatusCompleted, 1, "child")
-				return
-			}
+			t.Fatalf("the holder stopped early: %q (open: %v)", line, ok)
 		case <-time.After(lease / 5):
-			probes++
-			if _, err := e.ops.do(ctx, "slow-1", external("parent", &calls), idemsql.WithLease(lease)); err != nil && !errors.Is(err, idemsql.ErrInProgress) {
-				t.Fatalf("probe: %v", err)
-			}
-			st, err := e.ops.sweep(ctx, nil)
-			if err != nil || st.Found != 0 {
-				t.Fatalf("sweep during a live lease: %+v, %v", st, err)
-			}
-		case <-deadline:
-			t.Fatal("slow holder did not finish")
+		}
+		if _, err := e.ops.do(ctx, "slow-1", external("parent", &calls), idemsql.WithLease(lease)); !errors.Is(err, idemsql.ErrInProgress) {
+			t.Fatalf("probe: %v, want ErrInProgress", err)
+		}
+		if st, err := e.ops.sweep(ctx, nil); err != nil || st.Found != 0 {
+			t.Fatalf("sweep during a live lease: %+v, %v", st, err)
 		}
 	}
+	if _, err := io.WriteString(c.stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	if rest := c.expect(t, childDoneLine, 20*lease); rest != "ok by=child replayed=false" {
+		t.Fatalf("slow holder: %q", rest)
+	}
+	res, err := e.ops.do(ctx, "slow-1", external("parent", &calls))
+	if err != nil || !res.Replayed || res.Value.By != "child" || res.Value.Attempt != 1 {
+		t.Fatalf("after the slow holder: %+v, %v", res, err)
+	}
+	if calls.Load() != 0 {
+		t.Fatal("a contender ran while the holder was alive")
+	}
+	e.wantRow(t, "slow-1", idemsql.StatusCompleted, 1, "child")
 }
 
 // staleClaim leaves a claim whose lease has run out, as a dead holder would.
