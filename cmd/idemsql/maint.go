@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -62,28 +63,37 @@ func init() {
 		&command{name: "sweep", usage: sweepUsage, run: runSweep})
 }
 
-func runPurge(c *cli, def connFlags, args []string) error {
+// batchJob parses the flags purge and sweep share (and those extra adds),
+// and connects.
+func (c *cli) batchJob(cmd, usage string, def connFlags, args []string, extra func(*flag.FlagSet)) (db *conn, opt idemsql.Option, dry bool, err error) {
 	var cf connFlags
-	fs := c.flags("purge", &cf, def)
+	fs := c.flags(cmd, &cf, def)
 	batch := fs.Int("batch", idemsql.DefaultBatchSize, "")
-	dry := fs.Bool("dry-run", false, "")
-	args, err := c.parse(fs, &cf, purgeUsage, args)
+	dryRun := fs.Bool("dry-run", false, "")
+	if extra != nil {
+		extra(fs)
+	}
+	args, err = c.parse(fs, &cf, usage, args)
 	if err != nil {
-		return err
+		return nil, opt, false, err
 	}
 	if err := wantArgs(fs, args); err != nil {
-		return err
+		return nil, opt, false, err
 	}
-	opt, err := batchOption("purge", *batch)
-	if err != nil {
-		return err
+	if opt, err = batchOption(cmd, *batch); err != nil {
+		return nil, opt, false, err
 	}
-	db, err := c.connect(cf, false)
+	db, err = c.connect(cf, false)
+	return db, opt, *dryRun, err
+}
+
+func runPurge(c *cli, def connFlags, args []string) error {
+	db, opt, dry, err := c.batchJob("purge", purgeUsage, def, args, nil)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if *dry {
+	if dry {
 		st, err := idemsql.Stats(c.ctx, db.store.DB(db.db, nil))
 		if err != nil {
 			return db.explain(err)
@@ -108,23 +118,10 @@ func runPurge(c *cli, def connFlags, args []string) error {
 }
 
 func runSweep(c *cli, def connFlags, args []string) error {
-	var cf connFlags
-	fs := c.flags("sweep", &cf, def)
-	batch := fs.Int("batch", idemsql.DefaultBatchSize, "")
-	dry := fs.Bool("dry-run", false, "")
-	release := fs.Bool("release", false, "")
-	args, err := c.parse(fs, &cf, sweepUsage, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(fs, args); err != nil {
-		return err
-	}
-	opt, err := batchOption("sweep", *batch)
-	if err != nil {
-		return err
-	}
-	db, err := c.connect(cf, false)
+	var release *bool
+	db, opt, dry, err := c.batchJob("sweep", sweepUsage, def, args, func(fs *flag.FlagSet) {
+		release = fs.Bool("release", false, "")
+	})
 	if err != nil {
 		return err
 	}
@@ -133,7 +130,7 @@ func runSweep(c *cli, def connFlags, args []string) error {
 	if *release {
 		how = "release (the next call runs again)"
 	}
-	if *dry {
+	if dry {
 		return sweepDryRun(c, db, how, *release)
 	}
 	var h idemsql.SweepHandler
