@@ -193,7 +193,10 @@ const (
 	KindStatementTimeout
 	// KindTxAborted: the transaction can no longer run statements
 	// (PostgreSQL 25P02, a transaction already committed or rolled back)
-	// and will roll back whatever the caller does.
+	// and will roll back whatever the caller does. Met after fn ran (storing
+	// the result, committing), it means fn went on past an error that
+	// aborted the transaction: retryable, like the claim that MySQL loses
+	// the same way.
 	KindTxAborted
 )
 
@@ -261,9 +264,20 @@ func kindSentinel(op string, k ErrorKind) error {
 		if claimOps[op] {
 			return ErrLockTimeout // waiting behind the key's holder
 		}
+	case KindTxAborted:
+		// Before fn, an aborted transaction is the caller's: an error of
+		// theirs came first, and running again would meet it again. After
+		// fn, it is an error fn swallowed (a deadlock, say): nothing
+		// commits, and the call may run again.
+		if afterFnOps[op] {
+			return ErrRetryable
+		}
 	}
 	return nil
 }
+
+// afterFnOps are the steps that run after fn returned.
+var afterFnOps = map[string]bool{"complete": true, "record failure": true, "commit": true}
 
 // claimOps are the steps that may wait for another holder of the key.
 var claimOps = map[string]bool{"claim": true, "read": true, "reclaim": true}

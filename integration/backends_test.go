@@ -62,6 +62,9 @@ type env struct {
 	// runTx calls idemsql.Run with the backend's own pool, handing fn the
 	// transaction as a testTx.
 	runTx func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error)
+	// runVoid is runTx for an fn with no result (struct{}), which takes the
+	// path that stores the result with the claim.
+	runVoid func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error)
 	// wrapRun wraps the business insert with idemsql.WrapRun on the
 	// backend's own pool.
 	wrapRun func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error)
@@ -188,6 +191,11 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 			return fn(ctx, pgxTestTx{tx: tx, store: pgs()})
 		}, opts...)
 	}
+	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error) {
+		return idemsql.Run(ctx, pgs().Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (struct{}, error) {
+			return struct{}{}, fn(ctx, pgxTestTx{tx: tx, store: pgs()})
+		}, opts...)
+	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
 		return idemsql.WrapRun(pgs().Pool(pool, pgx.TxOptions{}), keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
@@ -279,6 +287,11 @@ func useSQL(e *env) {
 	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
 		return idemsql.Run(ctx, e.store.DB(e.db, nil), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
 			return fn(ctx, sqlTestTx{tx: tx, store: e.store})
+		}, opts...)
+	}
+	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error) {
+		return idemsql.Run(ctx, e.store.DB(e.db, nil), key, func(ctx context.Context, tx *sql.Tx) (struct{}, error) {
+			return struct{}{}, fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {

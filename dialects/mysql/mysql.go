@@ -15,6 +15,7 @@ package mysql
 
 import (
 	"errors"
+	"strings"
 
 	driver "github.com/go-sql-driver/mysql"
 
@@ -109,6 +110,12 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 		3024, // ER_QUERY_TIMEOUT (MySQL max_execution_time)
 		1317: // ER_QUERY_INTERRUPTED (KILL QUERY)
 		return idemsql.KindStatementTimeout
+	case 1305: // ER_SP_DOES_NOT_EXIST
+		// "SAVEPOINT ... does not exist" for a savepoint the core set in
+		// this transaction: the transaction that held it is gone.
+		if strings.HasPrefix(myErr.Message, "SAVEPOINT") {
+			return idemsql.KindTxEnded
+		}
 	case 1927, // ER_CONNECTION_KILLED (MariaDB)
 		1053,       // ER_SERVER_SHUTDOWN
 		4031,       // ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strings"
 
 	driver "modernc.org/sqlite"
 
@@ -97,6 +98,7 @@ WHERE idem_key = ? AND owner = ?`,
 const (
 	sqliteNoMem     = 7
 	sqliteInterrupt = 9
+	sqliteError     = 1
 	sqliteIOErr     = 10
 	sqliteCorrupt   = 11
 	sqliteFull      = 13
@@ -125,6 +127,13 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 		return idemsql.KindRetryable
 	case sqliteInterrupt, sqliteFull, sqliteIOErr, sqliteNoMem, sqliteCorrupt:
 		return idemsql.KindTxEnded
+	case sqliteError:
+		// After one of the errors above rolled the transaction back: a
+		// COMMIT finds no transaction, a rollback to the savepoint the core
+		// set in it finds no savepoint. What fn wrote went with them.
+		if msg := e.Error(); strings.Contains(msg, "no transaction is active") || strings.Contains(msg, "no such savepoint") {
+			return idemsql.KindTxEnded
+		}
 	}
 	return idemsql.KindOther
 }

@@ -1,0 +1,159 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "SwallowedTxDeathRunsAgain", run: testSwallowedTxDeath})
+}
+
+// fn's first run makes the database end or abort its transaction (a
+// deadlock on PostgreSQL and MySQL, an interrupted write on SQLite), drops
+// the error and returns success. The claim and the business write died with
+// the transaction, so Run must not report that run as done: it must run fn
+// again in a new transaction and end with one effect. Each database shows
+// the death differently once fn has returned: PostgreSQL refuses the result
+// write (25P02), or, when the result was stored with the claim (struct{}),
+// turns the COMMIT into a rollback; on MySQL the fenced result write finds
+// no claim; on SQLite it finds none either, and a COMMIT finds no
+// transaction.
+func testSwallowedTxDeath(t *testing.T, e *env) {
+	for _, void := range []bool{false, true} {
+		name := "Result"
+		if void {
+			name = "EmptyResult"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			key := "swallow-" + name
+			var d *deadlock
+			if e.dialect != "sqlite" {
+				d = e.newDeadlock()
+			}
+			var runs atomic.Int64
+			body := func(ctx context.Context, tx testTx) (int64, error) {
+				run := runs.Add(1)
+				if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, run); err != nil {
+					return 0, err
+				}
+				if run == 1 {
+					if err := killTx(ctx, e, d, tx); err == nil {
+						t.Error("the transaction did not die")
+					}
+					// The defect under test: the error is dropped.
+				}
+				return run, nil
+			}
+			var err error
+			if void {
+				_, err = e.runVoid(ctx, key, func(ctx context.Context, tx testTx) error {
+					_, err := body(ctx, tx)
+					return err
+				})
+			} else {
+				var res idemsql.Result[invoice]
+				res, err = e.runTx(ctx, key, func(ctx context.Context, tx testTx) (invoice, error) {
+					run, err := body(ctx, tx)
+					return invoice{Key: key, Amount: run}, err
+				})
+				if err == nil && (res.Replayed || res.Value.Amount != 2) {
+					t.Errorf("Run returned %+v, want the second run's result", res)
+				}
+			}
+			if d != nil {
+				d.wait(t)
+			}
+			if err != nil {
+				t.Fatalf("Run: %v (fn ran %d times)", err, runs.Load())
+			}
+			if n := runs.Load(); n != 2 {
+				t.Errorf("fn ran %d times, want 2", n)
+			}
+			if n := e.bizRows(key); n != 1 {
+				t.Errorf("%d business rows, want 1", n)
+			}
+			if n := e.idemRows(key); n != 1 {
+				t.Errorf("%d idempotency rows, want 1", n)
+			}
+		})
+	}
+}
+
+// killTx makes the database end tx's transaction (MySQL, SQLite) or abort
+// it (PostgreSQL) and returns the error that says so.
+func killTx(ctx context.Context, e *env, d *deadlock, tx testTx) error {
+	if e.dialect != "sqlite" {
+		return d.lose(ctx, tx)
+	}
+	// An interrupted write rolls SQLite's whole transaction back.
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	err := tx.Exec(sctx, "INSERT INTO "+e.biz+" (idem_key, amount) "+
+		"SELECT 'filler', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)")
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("not the interrupt: %w", err)
+	}
+	return err
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "SwallowedTxDeathThenPermanentFailure", run: testSwallowedTxDeathThenPermanent})
+}
+
+// fn's first run loses its transaction as above, drops that error and
+// fails for a reason of its own, to be recorded (WithRecordedFailures). On
+// MySQL and SQLite the transaction is gone, savepoint included: the record
+// cannot be written, and Run must run fn again rather than report an
+// unexpected state. PostgreSQL's savepoint survives the abort: rolling back
+// to it undoes fn's writes and the failure is recorded, fn's own answer.
+func testSwallowedTxDeathThenPermanent(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const key = "swallow-permanent"
+	var d *deadlock
+	if e.dialect != "sqlite" {
+		d = e.newDeadlock()
+	}
+	var runs atomic.Int64
+	res, err := e.runTx(ctx, key, func(ctx context.Context, tx testTx) (invoice, error) {
+		run := runs.Add(1)
+		if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, run); err != nil {
+			return invoice{}, err
+		}
+		if run == 1 {
+			if err := killTx(ctx, e, d, tx); err == nil {
+				t.Error("the transaction did not die")
+			}
+			return invoice{}, idemsql.Permanent("declined", errValidation)
+		}
+		return invoice{Key: key, Amount: run}, nil
+	}, idemsql.WithRecordedFailures(true))
+	if d != nil {
+		d.wait(t)
+	}
+	if e.dialect == "postgres" {
+		var fe *idemsql.FailureError
+		if !errors.As(err, &fe) || fe.Class != "declined" {
+			t.Fatalf("Run: %+v, %v; want the recorded failure", res, err)
+		}
+		if n := e.bizRows(key); n != 0 {
+			t.Errorf("%d business rows, want 0: the savepoint undoes fn's writes", n)
+		}
+		return
+	}
+	if err != nil || res.Value.Amount != 2 {
+		t.Fatalf("Run: %+v, %v (fn ran %d times); want the second run's result", res, err, runs.Load())
+	}
+	if n := e.bizRows(key); n != 1 {
+		t.Errorf("%d business rows, want 1", n)
+	}
+}
