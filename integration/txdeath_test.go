@@ -29,6 +29,8 @@ func init() {
 		conformanceCase{name: "DeadlockVictimInFn", only: "mysql", run: testDeadlockVictimInFn},
 		conformanceCase{name: "DeadlockSwallowedThenFnFails", only: "postgres", run: testDeadlockSwallowedThenFnFails},
 		conformanceCase{name: "DeadlockSwallowedThenFnFails", only: "mysql", run: testDeadlockSwallowedThenFnFails},
+		conformanceCase{name: "DeadlockSwallowedFnReturnsValue", only: "postgres", run: testDeadlockSwallowedFnReturnsValue},
+		conformanceCase{name: "DeadlockSwallowedFnReturnsValue", only: "mysql", run: testDeadlockSwallowedFnReturnsValue},
 		conformanceCase{name: "DeadlockSwallowedByEmptyResultFn", only: "postgres", run: testDeadlockSwallowedByFn},
 		conformanceCase{name: "DeadlockSwallowedByEmptyResultFn", only: "mysql", run: testDeadlockSwallowedByFn},
 		conformanceCase{name: "ConnectionKilledInFn", only: "postgres", run: testConnectionKilledInFn},
@@ -274,18 +276,40 @@ func (e *env) afterDuplicate(key string, holderErr error, dup waitOutcome, runs 
 // fn's statement is the deadlock victim while a duplicate waits behind the
 // claim. InnoDB rolls the holder back and the duplicate claims the key and
 // commits; nothing the holder's Do sends afterwards may remove that row.
-func testDeadlockVictimInFn(t *testing.T, e *env) { deadlockWhileDuplicateWaits(t, e, false) }
+func testDeadlockVictimInFn(t *testing.T, e *env) {
+	deadlockWhileDuplicateWaits(t, e, fnReturnsDeadlock)
+}
 
 // fn loses the deadlock too, but drops that error and fails for a reason of
 // its own. Do cannot know that the transaction is gone and removes its
 // claim; on MySQL that statement runs in autocommit, after the duplicate's
 // commit. The claim token in its WHERE clause is what keeps it from
 // deleting the duplicate's row.
-func testDeadlockSwallowedThenFnFails(t *testing.T, e *env) { deadlockWhileDuplicateWaits(t, e, true) }
+func testDeadlockSwallowedThenFnFails(t *testing.T, e *env) {
+	deadlockWhileDuplicateWaits(t, e, fnSwallowsThenFails)
+}
+
+// fn loses the deadlock, drops the error and returns a result. Storing it
+// runs, on MySQL, in autocommit after the duplicate's commit, at the same
+// attempt number as the duplicate's claim: the claim token is what keeps
+// it from overwriting the duplicate's result with one whose effect never
+// committed. On PostgreSQL the transaction is aborted and the write refused.
+func testDeadlockSwallowedFnReturnsValue(t *testing.T, e *env) {
+	deadlockWhileDuplicateWaits(t, e, fnSwallowsThenSucceeds)
+}
 
 var errValidation = errors.New("validation failed")
 
-func deadlockWhileDuplicateWaits(t *testing.T, e *env, swallow bool) {
+// What fn does once its statement lost the deadlock.
+type afterDeadlock int
+
+const (
+	fnReturnsDeadlock      afterDeadlock = iota // returns the driver's error
+	fnSwallowsThenFails                         // drops it, returns an error of its own
+	fnSwallowsThenSucceeds                      // drops it, returns a result
+)
+
+func deadlockWhileDuplicateWaits(t *testing.T, e *env, then afterDeadlock) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d := e.newDeadlock()
@@ -308,19 +332,28 @@ func deadlockWhileDuplicateWaits(t *testing.T, e *env, swallow bool) {
 		close(claimed)
 		e.waitUntilBlocked(ctx, <-dupID)
 		lost := d.lose(ctx, holder)
-		if swallow && lost != nil {
+		switch {
+		case lost == nil:
+			return invoice{}, errors.New("no deadlock happened")
+		case then == fnSwallowsThenFails:
 			return invoice{}, errValidation
+		case then == fnSwallowsThenSucceeds:
+			return invoice{Key: key, Amount: 1}, nil
 		}
 		return invoice{}, lost
 	})
 	_ = holder.Rollback(ctx)
 	d.wait(t)
-	if swallow {
+	switch then {
+	case fnSwallowsThenSucceeds:
+		// afterDuplicate wants ErrRetryable, and a retry replaying the
+		// duplicate's result, not this one.
+	case fnSwallowsThenFails:
 		if !errors.Is(err, errValidation) {
 			t.Errorf("holder: err = %v, want fn's error", err)
 		}
 		err = idemsql.ErrRetryable // what afterDuplicate checks of the holder's error does not apply
-	} else {
+	default:
 		if k := e.store.Dialect().Classify(err); k != idemsql.KindRetryable && k != idemsql.KindTxEnded {
 			t.Errorf("the deadlock is not reachable in the error (%v): %v", k, err)
 		}
