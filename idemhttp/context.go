@@ -2,6 +2,7 @@ package idemhttp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -49,3 +50,50 @@ func Key(ctx context.Context) (string, bool) {
 	k, ok := ctx.Value(keyKey{}).(string)
 	return k, ok
 }
+
+type abortKey struct{}
+
+// abortSlot holds what the handler passed to Abort during one run.
+type abortSlot struct{ err error }
+
+// errAborted stands for Abort(ctx, nil).
+var errAborted = errors.New("idemhttp: the handler aborted the request")
+
+// Abort tells [New]'s middleware that the request's transaction must not
+// commit, typically because one of the handler's statements failed: the
+// handler calls it with the error and returns. The transaction is rolled
+// back and nothing is stored. When err says the database wants the
+// transaction run again (a deadlock, a serialization failure, a Galera
+// certification failure, SQLite busy: what [idemsql.Run] retries), the
+// whole request runs again in a new transaction, handler included. Else
+// the client gets the handler's response if it wrote an error status
+// (400 or more), or a 500 problem, and a retry with the key runs the
+// handler again.
+//
+// A handler that goes on after a failed statement instead, and answers a
+// status that is stored, meets the failure when the response is stored or
+// committed: on PostgreSQL a failed statement aborts the transaction, so the
+// client gets 500 and nothing commits.
+//
+// Abort panics outside New's middleware (a wiring mistake, as for [MustTx]);
+// [NewExternal]'s handlers have no transaction, and answer a status that is
+// not stored instead.
+func Abort(ctx context.Context, err error) {
+	slot, ok := ctx.Value(abortKey{}).(*abortSlot)
+	if !ok {
+		panic("idemhttp: Abort outside idemhttp.New's middleware")
+	}
+	if err == nil {
+		err = errAborted
+	}
+	if slot.err == nil {
+		slot.err = err
+	}
+}
+
+// abortedError is fn's error after Abort: it wraps the handler's error, so
+// that Run sees the driver's error and retries what it retries.
+type abortedError struct{ err error }
+
+func (e *abortedError) Error() string { return "idemhttp: aborted by the handler: " + e.err.Error() }
+func (e *abortedError) Unwrap() error { return e.err }

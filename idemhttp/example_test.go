@@ -47,7 +47,8 @@ func Example() {
 		tx := idemhttp.MustTx[*sql.Tx](r.Context())
 		var id int64
 		if err := tx.QueryRowContext(r.Context(), `INSERT INTO orders (item) VALUES ('book') RETURNING id`).Scan(&id); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError) // a 5xx: rolled back, not stored
+			idemhttp.Abort(r.Context(), err) // rolled back, not stored; run again if the database asks
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

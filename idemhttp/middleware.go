@@ -32,9 +32,13 @@ import (
 //   - If the handler panics, the transaction is rolled back, nothing is
 //     sent or stored, and the panic goes on (net/http recovers it and drops
 //     the connection).
+//   - A handler whose statement failed passes the error to [Abort] and
+//     returns: the transaction is rolled back and nothing is stored.
 //   - When the database asks for a retry (a deadlock, a serialization
-//     failure), idemsql.Run runs the whole request again in a new
-//     transaction, handler included, with the same body.
+//     failure) at BEGIN, at the key's claim, when the response is stored or
+//     at COMMIT, or in the error the handler passed to [Abort],
+//     idemsql.Run runs the whole request again in a new transaction,
+//     handler included, with the same body.
 //   - A duplicate that arrives while the first request's transaction is
 //     open is answered 409 at once on PostgreSQL and MySQL/MariaDB. On
 //     SQLite, whose transactions wait for the single writer's lock as they
@@ -62,8 +66,14 @@ func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, 
 			defer putBuf(a.body)
 			var last *capture
 			res, err := idemsql.Run(r.Context(), db, a.key, func(ctx context.Context, tx X) (Response, error) {
+				abort := &abortSlot{}
 				ctx = context.WithValue(context.WithValue(ctx, txKey{}, tx), keyKey{}, a.key)
-				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
+				ctx = context.WithValue(ctx, abortKey{}, abort)
+				resp, err := s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
+				if abort.err != nil {
+					return Response{}, &abortedError{err: abort.err}
+				}
+				return resp, err
 			}, a.options(base)...)
 			s.finish(w, r, res, err, last)
 		})
@@ -234,6 +244,7 @@ func (s *settings) finish(w http.ResponseWriter, r *http.Request, res idemsql.Re
 		err = nil // idemsql.WithOnDuplicate(idemsql.OnDuplicateError) among the options: still a replay
 	}
 	var u *unstored
+	var ab *abortedError
 	switch {
 	case err == nil && res.Replayed:
 		sendReplay(w, res.Value, s.replayedHeader)
@@ -241,6 +252,8 @@ func (s *settings) finish(w http.ResponseWriter, r *http.Request, res idemsql.Re
 		sendCaptured(w, last)
 	case errors.As(err, &u) && last != nil:
 		sendCaptured(w, last)
+	case errors.As(err, &ab) && last != nil && last.finalStatus() >= 400:
+		sendCaptured(w, last) // the handler's own answer to its failure
 	default:
 		if err == nil {
 			err = errors.New("idemhttp: no response")

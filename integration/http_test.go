@@ -64,6 +64,8 @@ type httpEnv struct {
 	exec func(ctx context.Context, query string, args ...any) error
 	// inUse counts the pool's connections in use.
 	inUse func() int
+	// tx is the request's transaction as a testTx.
+	tx func(ctx context.Context) testTx
 }
 
 // newHTTPEnv sets b up with a pool of at most conns connections for the
@@ -92,6 +94,9 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 			return err
 		}
 		h.inUse = func() int { return int(pool.Stat().AcquiredConns()) }
+		h.tx = func(ctx context.Context) testTx {
+			return pgxTestTx{tx: idemhttp.MustTx[pgx.Tx](ctx), store: &postgres.Store{Store: e.store}}
+		}
 		return h
 	}
 	e.db.SetMaxOpenConns(conns)
@@ -105,6 +110,7 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 		return err
 	}
 	h.inUse = func() int { return e.db.Stats().InUse }
+	h.tx = func(ctx context.Context) testTx { return sqlTestTx{tx: idemhttp.MustTx[*sql.Tx](ctx), store: e.store} }
 	return h
 }
 

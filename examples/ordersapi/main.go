@@ -209,7 +209,8 @@ func (a *api) createOrder(w http.ResponseWriter, r *http.Request) {
 	err := tx.QueryRowContext(r.Context(), a.rebind(`INSERT INTO orders (account, item, amount_cents) VALUES (?, ?, ?) RETURNING id`),
 		account(r.Context()), o.Item, o.Amount).Scan(&o.ID)
 	if err != nil {
-		http.Error(w, "could not create the order", http.StatusInternalServerError) // a 5xx: rolled back, not stored
+		idemhttp.Abort(r.Context(), err) // rolled back, not stored; run again if the database asks
+		http.Error(w, "could not create the order", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Location", "/orders/"+strconv.FormatInt(o.ID, 10))

@@ -1,6 +1,7 @@
 package docsnippets
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -35,7 +36,8 @@ func createOrder(w http.ResponseWriter, r *http.Request) {
 	var id int64
 	err := tx.QueryRow(r.Context(), `INSERT INTO orders (item) VALUES ($1) RETURNING id`, r.FormValue("item")).Scan(&id)
 	if err != nil {
-		http.Error(w, "could not create the order", http.StatusInternalServerError) // 5xx: rolled back, not stored
+		idemhttp.Abort(r.Context(), err) // rolled back, not stored; run again if the database asks
+		http.Error(w, "could not create the order", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Location", fmt.Sprintf("/orders/%d", id))
@@ -44,6 +46,17 @@ func createOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 // end snippet
+
+func abortOnFailure(w http.ResponseWriter, r *http.Request, sku string) {
+	// snippet: abort
+	tx := idemhttp.MustTx[*sql.Tx](r.Context())
+	if _, err := tx.ExecContext(r.Context(), "UPDATE stock SET n = n - 1 WHERE sku = $1", sku); err != nil {
+		idemhttp.Abort(r.Context(), err)
+		http.Error(w, "could not reserve the item", http.StatusConflict)
+		return
+	}
+	// end snippet
+}
 
 func storedKey() string {
 	// snippet: http-storedkey

@@ -150,7 +150,8 @@ func httpMiddleware(store *idemsql.Store, db *sql.DB, mux *http.ServeMux) error 
 	mux.Handle("POST /orders", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tx := idemhttp.MustTx[*sql.Tx](r.Context()) // pgx.Tx with a pgx pool
 		if _, err := tx.ExecContext(r.Context(), `INSERT INTO orders (item) VALUES (?)`, r.FormValue("item")); err != nil {
-			http.Error(w, "could not create the order", http.StatusInternalServerError) // 5xx: rolled back, not stored
+			idemhttp.Abort(r.Context(), err) // rolled back, not stored; run again if the database asks
+			http.Error(w, "could not create the order", http.StatusInternalServerError)
 			return
 		}
 		w.WriteHeader(http.StatusCreated)

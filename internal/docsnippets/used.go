@@ -2,4 +2,4 @@ package docsnippets
 
 // The snippets are functions nothing calls: they only have to compile.
 var _ = []any{intro, migrate, run, httpMiddleware, runExternal, observerSlog, lookup,
-	wrapRun, deriveKey, httpGuide, storedKey, leaseRunExternal, leaseSweep, bindTx}
+	wrapRun, deriveKey, httpGuide, storedKey, leaseRunExternal, leaseSweep, bindTx, abortOnFailure}
