@@ -19,7 +19,11 @@ type PurgeStats struct {
 // short transaction. It serves both modes. It never deletes an in_progress
 // row, expired or not: in lease mode such a row may stand for an effect
 // that happened, and [Sweep] resolves it; in atomic mode a committed row is
-// never in_progress. Nor does it delete a row another transaction holds
+// never in_progress. Nor does it delete a claim Sweep abandoned
+// ([AbandonedClass]): the row carries the downstream key of an effect that
+// may have happened, which the key's next claim must use again; delete such
+// a row by hand once the downstream system's own retention of keys has
+// passed (docs/audit.md lists them). Nor does it delete a row another transaction holds
 // (PostgreSQL, MySQL/MariaDB: SKIP LOCKED; an atomic-mode call re-claiming
 // an expired key holds its row). Expired rows are treated as absent by
 // every call anyway; Purge only keeps the table small. It returns after one

@@ -73,6 +73,10 @@ func TestAuditRecipes(t *testing.T) {
 			makeInspectFixture(t, e)
 			var runs atomic.Int64
 			e.mustGuarded("charge:order-1", 1999, &runs)
+			// A lease claim a sweep abandoned a day ago, past its retention.
+			e.exec(t, "INSERT INTO "+e.table+" (idem_key, status, error_class, error_message, attempt, owner, created_at, updated_at, completed_at, expires_at) "+
+				"VALUES (?, 'failed', 'abandoned', 'lease ran out', 1, 'gone', "+e.secondsAgo(86400)+", "+e.secondsAgo(86000)+", "+e.secondsAgo(86000)+", "+e.secondsAgo(60)+")",
+				"pay:abandoned")
 			ran := 0
 			for _, q := range qs {
 				if q.dialect != b.dialect {

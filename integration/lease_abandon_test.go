@@ -16,9 +16,9 @@ func init() {
 // A stale claim that Sweep abandons (no handler) may hide an effect the dead
 // holder performed. When the abandoned outcome's retention runs out and the
 // key is claimed again, fn runs with the dead holder's downstream key, so
-// that the downstream system can still absorb the repeat. So after a
-// handler's ResolveAbandoned. A completed outcome that expired is a new
-// operation: a new downstream key.
+// that the downstream system can still absorb the repeat; Purge keeps the
+// abandoned row for that reason. So after a handler's ResolveAbandoned. A
+// completed outcome that expired is a new operation: a new downstream key.
 func testLeaseAbandonedKeepsGeneration(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var calls atomic.Int64
@@ -37,6 +37,11 @@ func testLeaseAbandonedKeepsGeneration(t *testing.T, e *leaseEnv) {
 			t.Fatalf("%s: sweep: %+v, %v", c.key, st, err)
 		}
 		e.expire(c.key)
+		// Purge keeps the abandoned row past its retention: deleting it
+		// would lose the downstream key.
+		if st, err := e.ops.purge(ctx); err != nil || st.Deleted != 0 {
+			t.Fatalf("%s: purge: %+v, %v; want the abandoned row kept", c.key, st, err)
+		}
 		time.Sleep(5 * time.Millisecond) // a new claim time would show in the downstream key
 		res, err := e.ops.do(ctx, c.key, external("again", &calls))
 		if err != nil || res.Replayed || res.Value.Attempt != 3 {
@@ -53,6 +58,9 @@ func testLeaseAbandonedKeepsGeneration(t *testing.T, e *leaseEnv) {
 		t.Fatal(err)
 	}
 	e.expire("abandon-gen-3")
+	if st, err := e.ops.purge(ctx); err != nil || st.Deleted != 1 {
+		t.Fatalf("purge: %+v, %v; want the expired completed row deleted", st, err)
+	}
 	time.Sleep(5 * time.Millisecond)
 	again, err := e.ops.do(ctx, "abandon-gen-3", external("again", &calls))
 	if err != nil || again.Value.Downstream == first.Value.Downstream {

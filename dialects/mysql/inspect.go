@@ -31,7 +31,9 @@ WHEN t.error_class = 'released' THEN 'released' WHEN t.lease_until > ` + now + `
 		// retention has run out too).
 		return `t.status = 'in_progress' AND (t.lease_until IS NULL OR t.lease_until <= ` + now + ` AND (t.error_class IS NULL OR t.expires_at <= ` + now + `))`
 	}
-	purgeable := func(now string) string { return `t.expires_at < ` + now + ` AND t.status <> 'in_progress'` }
+	purgeable := func(now string) string {
+		return `t.expires_at < ` + now + ` AND t.status <> 'in_progress' AND (t.error_class IS NULL OR t.error_class <> '` + idemsql.AbandonedClass + `')`
+	}
 	const now = `UTC_TIMESTAMP(6)`
 	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }
 	return idemsql.InspectStatements{

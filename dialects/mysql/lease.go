@@ -27,8 +27,10 @@ func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
 		// A marked claim's lease_until is the end of its retention (End);
 		// the expires_at test keeps a claim released by an older version,
 		// whose lease_until is the moment of its release, with callers.
-		stale     = `status = 'in_progress' AND lease_until <= UTC_TIMESTAMP(6) AND (error_class IS NULL OR expires_at <= UTC_TIMESTAMP(6))`
-		purgeable = `expires_at < UTC_TIMESTAMP(6) AND status <> 'in_progress'`
+		stale = `status = 'in_progress' AND lease_until <= UTC_TIMESTAMP(6) AND (error_class IS NULL OR expires_at <= UTC_TIMESTAMP(6))`
+		// An abandoned claim is kept: it holds the downstream key of an
+		// effect that may have happened (idemsql.AbandonedClass).
+		purgeable = `expires_at < UTC_TIMESTAMP(6) AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
 		// fence is the condition of every write of a holder. A released
 		// claim's mark (error_class) ends its fence.
 		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress' AND error_class IS NULL`

@@ -29,8 +29,10 @@ func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
 		// never one without a lease_until.
 		notLive = `status = 'in_progress' AND lease_until IS NOT NULL AND (lease_until <= clock_timestamp() OR error_class IS NOT NULL)`
 		// unheld is what a sweeper may move: notLive, or no lease at all.
-		unheld    = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= clock_timestamp() OR error_class IS NOT NULL)`
-		purgeable = `expires_at < clock_timestamp() AND status <> 'in_progress'`
+		unheld = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= clock_timestamp() OR error_class IS NOT NULL)`
+		// An abandoned claim is kept: it holds the downstream key of an
+		// effect that may have happened (idemsql.AbandonedClass).
+		purgeable = `expires_at < clock_timestamp() AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
 		// A marked claim's lease_until is the end of its retention (End);
 		// the expires_at test keeps a claim released by an older version,
 		// whose lease_until is the moment of its release, with callers.

@@ -23,7 +23,7 @@ WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THE
 		// without a lease, or one whose lease ran out (a released claim
 		// once its retention has run out too).
 		sweepable = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= ` + now + ` AND (error_class IS NULL OR expires_at <= ` + now + `))`
-		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress'`
+		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
 	)
 	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }
 	return idemsql.InspectStatements{

@@ -22,8 +22,10 @@ func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
 		// A marked claim's lease_until is the end of its retention (End);
 		// the expires_at test keeps a claim released by an older version,
 		// whose lease_until is the moment of its release, with callers.
-		stale     = `status = 'in_progress' AND lease_until <= ` + nowMillis + ` AND (error_class IS NULL OR expires_at <= ` + nowMillis + `)`
-		purgeable = `expires_at < ` + nowMillis + ` AND status <> 'in_progress'`
+		stale = `status = 'in_progress' AND lease_until <= ` + nowMillis + ` AND (error_class IS NULL OR expires_at <= ` + nowMillis + `)`
+		// An abandoned claim is kept: it holds the downstream key of an
+		// effect that may have happened (idemsql.AbandonedClass).
+		purgeable = `expires_at < ` + nowMillis + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
 		// fence is the condition of every write of a holder. A released
 		// claim's mark (error_class) ends its fence.
 		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress' AND error_class IS NULL`
