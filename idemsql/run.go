@@ -117,7 +117,8 @@ func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
 // at most [WithMaxAttempts] times, and never past ctx. A retried
 // transaction replays if another one won the key meanwhile, so fn's
 // committed effects never happen twice. When the attempts run out, the
-// last error is returned, matching [ErrRetryable]. A connection lost during
+// last error is returned, matching [ErrRetryable]; when ctx ends between
+// attempts, the error matches ctx's error alone. A connection lost during
 // COMMIT leaves the outcome unknown: Run returns [ErrCommitUnknown] rather
 // than guess; calling again with the same key replays or runs.
 //
@@ -159,7 +160,10 @@ func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(co
 		}
 		db.store.observe(ctx, EventRetried, "atomic", key, 0, start, err)
 		if werr := sleep(ctx, backoff(attempt, cfg.backoffBase, cfg.backoffMax)); werr != nil {
-			return res, errors.Join(err, werr)
+			// The context ended before the next attempt: its error is the
+			// one class. The last attempt's error would be a second
+			// (ErrRetryable), so it is kept in the message only.
+			return res, fmt.Errorf("idemsql: %q: %w while waiting to run again after: %v", key, werr, err)
 		}
 	}
 }

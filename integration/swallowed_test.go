@@ -157,3 +157,28 @@ func testSwallowedTxDeathThenPermanent(t *testing.T, e *env) {
 		t.Errorf("%d business rows, want 1", n)
 	}
 }
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "RunContextEndsBetweenAttempts", run: testRunContextEndsBetweenAttempts})
+}
+
+// Run keeps retrying a transaction the database (here fn) asks to run
+// again, until the context ends: in a wait between attempts, or in the
+// next BEGIN. Either way the error's one class is the context's; the last
+// attempt's error, inside, must not make it also ErrRetryable.
+func testRunContextEndsBetweenAttempts(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	var runs atomic.Int64
+	_, err := e.run(ctx, 0, "ctx-backoff", func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
+		runs.Add(1)
+		return invoice{}, fmt.Errorf("conflict, run again: %w", idemsql.ErrRetryable)
+	}, idemsql.WithMaxAttempts(1000), idemsql.WithBackoff(time.Second, time.Second))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v after %d runs, want the context's deadline", err, runs.Load())
+	}
+	oneClass(t, err)
+	if n := e.idemRows("ctx-backoff"); n != 0 {
+		t.Fatalf("%d rows left", n)
+	}
+}
