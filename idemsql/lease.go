@@ -182,9 +182,13 @@ type LeaseStatements struct {
 	// The sweep statements each return up to limit in_progress claims,
 	// locked (skipping rows other transactions hold, where SkipLocked), with
 	// the columns idem_key, attempt, owner, fingerprint, generation,
-	// error_class, error_message, leased. Each must be bounded by an index
-	// to the rows it returns and few others, however many claims are live
-	// or released. Args: limit, unless said otherwise. A row taken over or
+	// error_class, error_message, leased. SweepStale and SweepUnleased must
+	// be bounded by an index to the rows they return and few others,
+	// however many claims are live or released. SweepReleased, for sweeps
+	// with a handler, reads the lease index in order and skips what it does
+	// not want: it walks the live leases and the claims the handler itself
+	// released before it (a cost proportional to those, paid once per
+	// batch). Args: limit, unless said otherwise. A row taken over or
 	// abandoned in the same transaction no longer matches any of them.
 	//
 	// SweepStale returns the claims a sweep without a handler resolves: a
@@ -204,7 +208,8 @@ type LeaseStatements struct {
 
 	// Purge, if not empty, deletes up to limit completed or failed rows whose
 	// expires_at has passed, oldest expires_at first, skipping rows other
-	// transactions hold. Never an in_progress row. Args: limit.
+	// transactions hold. Never an in_progress row, nor a claim Sweep
+	// abandoned ([AbandonedClass]). Args: limit.
 	Purge string
 	// PurgeLock and PurgeKeys are used when Purge is empty, for an engine
 	// whose DELETE cannot skip locked rows (MySQL, MariaDB). In one

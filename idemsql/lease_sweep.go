@@ -121,8 +121,10 @@ type SweepStats struct {
 // at the dialect's isolation level ([LeaseStatements].Isolation) where the
 // pool is an [IsolationPool], so that a batch locks only its rows. A batch
 // locks its rows with one statement per kind of claim, through an index
-// scan bounded by the database's clock: live and released leases outside
-// the range are never walked. On PostgreSQL and MySQL/MariaDB with FOR
+// scan bounded by the database's clock: without a handler, live and
+// released leases outside the range are never walked; with one, the scan
+// for released claims also passes the live leases and the claims the
+// handler released itself. On PostgreSQL and MySQL/MariaDB with FOR
 // UPDATE SKIP LOCKED, so any number of sweepers (and callers taking keys
 // over) run side by side without waiting on each other, and a claim of a
 // transaction still running is never touched (invisible, or locked and
