@@ -267,8 +267,14 @@ func WithSchema(name string) Option {
 
 var identifierRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
-// WithTTL sets how long a key is remembered after its claim: until then every
-// duplicate replays; after it the key runs again. On a store it is the
+// WithTTL sets how long a key's outcome is remembered after it is stored
+// (when fn's result or recorded failure is written, or, for a struct{}
+// result stored with the claim, from the claim): until then every
+// duplicate replays; after it the key runs again. A duplicate judges the
+// row's age as of its own start, so one that waited behind a slow holder
+// still replays. Keep the TTL well above the longest transaction: a
+// duplicate that starts more than a TTL after the result was stored, while
+// the holder's transaction is still open, runs again. On a store it is the
 // default for every call; on a call it overrides the store's. Between 1ms
 // and [MaxTTL].
 func WithTTL(ttl time.Duration) Option {
