@@ -25,8 +25,12 @@ type Codec interface {
 // with an unexported field, which encoding/json leaves out (tag the field
 // json:"-" to leave it out on purpose); two fields that encode under one
 // JSON name, of which encoding/json writes at most one; a non-nil embedded
-// pointer to an unexported struct type, whose fields a replay cannot set.
-// A value of a type that implements [json.Marshaler] or
+// pointer to an unexported struct type, whose fields a replay cannot set;
+// a value held by an interface type (a field of type any, an element of
+// []any, a result of type any) that is not what encoding/json decodes into
+// an interface (nil, bool, float64, string, []any, map[string]any): an int
+// would replay as a float64 (a large one as another number), a []byte as a
+// base64 string, a struct as a map. A value of a type that implements [json.Marshaler] or
 // [encoding.TextMarshaler] is taken as that method encodes it.
 //
 // Unmarshal is strict: a stored field that the result type does not have

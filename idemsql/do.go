@@ -236,7 +236,7 @@ func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(c
 		res.Value = v
 		return res, outcomeExecuted, nil
 	}
-	encoded, err := encode(v, cfg)
+	encoded, err := encode(v, cfg, isInterface[T]())
 	if err != nil {
 		return res, outcomeFailed, s.release(ctx, ex, key, tok, err)
 	}
@@ -310,10 +310,21 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 	return outcomeFailed, s.release(ctx, ex, key, tok, fnErr)
 }
 
-func encode(v any, cfg *settings) ([]byte, error) {
+// encode encodes fn's result v. held says that the result type is an
+// interface type: a replay decodes into it what encoding/json makes of
+// JSON without a type, which the built-in codecs check v against.
+// isInterface reports whether T is an interface type.
+func isInterface[T any]() bool { return reflect.TypeFor[T]().Kind() == reflect.Interface }
+
+func encode(v any, cfg *settings, held bool) ([]byte, error) {
 	encoded, err := cfg.codec.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %T: %w", ErrEncode, v, err)
+	}
+	if held && !cfg.customCodec {
+		if err := checkJSONLossHeld(v, encoded, "result", true, true); err != nil {
+			return nil, fmt.Errorf("%w: %T: %w", ErrEncode, v, err)
+		}
 	}
 	if cfg.customCodec && !json.Valid(encoded) {
 		return nil, fmt.Errorf("%w: the codec's output for %T is not JSON", ErrEncode, v)

@@ -23,11 +23,22 @@ import (
 // the checks that matter when the encoding is decoded back into v's type.
 // Call it after json.Marshal(v) succeeded, which rules out cycles.
 func checkJSONLoss(v any, data []byte, root string, replay bool) error {
+	return checkJSONLossHeld(v, data, root, replay, false)
+}
+
+// checkJSONLossHeld is checkJSONLoss for a v that, with held, is the value
+// of an interface type (a result of type any): a replay decodes it as
+// encoding/json decodes into an interface.
+func checkJSONLossHeld(v any, data []byte, root string, replay, held bool) error {
 	// encoding/json writes invalid UTF-8 as the escape \ufffd, and U+FFFD
 	// itself as it is: without the escape's text in data, every string is
 	// valid. (With it, the walk checks them: the text may be a string's own.)
 	w := lossWalker{replay: replay, validUTF8: !bytes.Contains(data, []byte(`\ufffd`))}
-	if le := w.walkAny(v); le != nil {
+	walk := w.walkAny
+	if held {
+		walk = w.walkHeld
+	}
+	if le := walk(v); le != nil {
 		return le.withRoot(root)
 	}
 	return nil
@@ -351,7 +362,7 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 			return nil
 		}
 		if v.CanInterface() {
-			return w.walkAny(v.Interface())
+			return w.walkHeld(v.Interface())
 		}
 		e := v.Elem()
 		return w.walk(e, jsonFactsOf(e.Type()), false)
@@ -437,6 +448,27 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 	return nil
 }
 
+// walkHeld checks the value an interface holds. A replay decodes into the
+// interface what encoding/json makes of JSON without a type: nil, bool,
+// float64, string, []any or map[string]any. A value of any other type
+// would come back as another type (an int as a float64, a []byte as a
+// base64 string, a struct as a map), and a large integer as another number.
+func (w *lossWalker) walkHeld(v any) *lossError {
+	if w.replay {
+		switch v.(type) {
+		case nil, bool, float64, string, []any, map[string]any:
+		default:
+			return heldLoss(v)
+		}
+	}
+	return w.walkAny(v)
+}
+
+func heldLoss(v any) *lossError {
+	return &lossError{reason: fmt.Sprintf("a %T held by an interface type would replay as what encoding/json decodes into an interface "+
+		"(nil, bool, float64, string, []any or map[string]any): use a concrete type for the field", v)}
+}
+
 // walkAny checks the value an interface holds, which encoding/json cannot
 // take the address of. The types that decoded JSON is made of are checked
 // without reflection.
@@ -452,7 +484,7 @@ func (w *lossWalker) walkAny(v any) *lossError {
 	case []any:
 		// json.Marshal has been through every element: no cycle.
 		for i, e := range v {
-			if le := w.walkAny(e); le != nil {
+			if le := w.walkHeld(e); le != nil {
 				return le.at("[" + strconv.Itoa(i) + "]")
 			}
 		}
@@ -462,7 +494,7 @@ func (w *lossWalker) walkAny(v any) *lossError {
 			if !w.validUTF8 && !utf8.ValidString(k) {
 				return invalidUTF8("map key", k).at("[" + strconv.Quote(k) + "]")
 			}
-			if le := w.walkAny(e); le != nil {
+			if le := w.walkHeld(e); le != nil {
 				return le.at("[" + strconv.Quote(k) + "]")
 			}
 		}

@@ -62,7 +62,7 @@ func (l Lease) Complete(ctx context.Context, result any) error {
 	if err := l.lr.cfg.lease.checkResult(l.Key, result); err != nil {
 		return err
 	}
-	encoded, err := encode(result, &l.lr.cfg)
+	encoded, err := encode(result, &l.lr.cfg, false)
 	if err != nil {
 		return err
 	}
@@ -365,7 +365,7 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 		}
 		return res, fnErr
 	}
-	encoded, err := encode(v, &l.lr.cfg)
+	encoded, err := encode(v, &l.lr.cfg, isInterface[T]())
 	if err != nil {
 		if ferr := l.Fail(wctx, UnencodableClass, err.Error()); ferr != nil {
 			return res, alsoFailed(ferr, err)

@@ -449,7 +449,7 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 		eerr := l.lr.cfg.lease.checkResult(l.Key, res.result)
 		var encoded []byte
 		if eerr == nil {
-			encoded, eerr = encode(res.result, &l.lr.cfg)
+			encoded, eerr = encode(res.result, &l.lr.cfg, false)
 		}
 		if eerr != nil {
 			return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, eerr)
