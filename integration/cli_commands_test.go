@@ -181,6 +181,10 @@ func testCLIMigrate(t *testing.T, c *cliEnv) {
 	if exists(versions) {
 		t.Fatal("migrate status created the version table")
 	}
+	cc.run("migrate", "down", "--yes").want(t, "migrate down --yes of a new table", 1, "", "nothing to migrate down: table "+cc.table+" does not exist in ")
+	if exists(versions) {
+		t.Fatal("migrate down of a table that does not exist created the version table")
+	}
 	cc.run("migrate", "up").want(t, "migrate up", 0, cc.table+" is up to date", "")
 	if !exists(cc.table) || !exists(versions) {
 		t.Fatal("migrate up did not create the table and its version table")
@@ -198,6 +202,11 @@ func testCLIMigrate(t *testing.T, c *cliEnv) {
 		t.Fatal("migrate down --yes left the table")
 	}
 	statusJSON(false)
+	r := cc.run("migrate", "down", "--yes")
+	r.want(t, "migrate down --yes again", 1, "", "nothing to migrate down")
+	if strings.Contains(r.stdout, "dropped") {
+		t.Fatalf("migrate down --yes again says it dropped the table:\n%s", r.stdout)
+	}
 	cc.run("stats").want(t, "stats after down", 1, "", "run `idemsql migrate up`")
 }
 

@@ -231,9 +231,38 @@ func (c *conn) explain(err error) error {
 	case "table":
 		return fmt.Errorf("table %s does not exist in %s: run `idemsql migrate up` (with the same --table and --schema)", c.table, c.shown)
 	case "schema":
-		return fmt.Errorf("schema %s does not exist in %s: create it, then run `idemsql migrate up`", c.store.Schema(), c.shown)
+		return c.errNoSchema("run `idemsql migrate up`")
 	}
 	return err
+}
+
+// errNoSchema says that the store's schema does not exist, how to create
+// it, and then what.
+func (c *conn) errNoSchema(then string) error {
+	create := "CREATE SCHEMA "
+	if c.dialect == "mysql" {
+		create = "CREATE DATABASE "
+	}
+	return fmt.Errorf("schema %s does not exist in %s: create it (%s%s), then %s", c.store.Schema(), c.shown, create, c.store.Schema(), then)
+}
+
+// tableExists looks the store's table up in the catalog, where its
+// statements would find it.
+func (c *conn) tableExists(ctx context.Context) (bool, error) {
+	var q string
+	var args []any
+	switch c.dialect {
+	case "postgres":
+		q, args = `SELECT to_regclass($1) IS NOT NULL`, []any{c.table}
+	case "mysql":
+		q = `SELECT COUNT(*) > 0 FROM information_schema.tables WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?`
+		args = []any{c.store.Schema(), c.store.Table()}
+	default:
+		q, args = `SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?`, []any{c.store.Table()}
+	}
+	var ok bool
+	err := c.db.QueryRowContext(ctx, q, args...).Scan(&ok)
+	return ok, err
 }
 
 // schemaExists looks the store's schema up in the catalog; true when it

@@ -37,7 +37,7 @@ func main() {
 // Exit codes.
 const (
 	exitOK          = 0
-	exitFailure     = 1   // the command failed: a database error, a missing table
+	exitFailure     = 1   // the command failed: a database error, a missing table or schema, nothing to migrate down
 	exitUsage       = 2   // bad command line: unknown command or flag, bad DSN or argument
 	exitNotFound    = 3   // show: no such key
 	exitInterrupted = 130 // Ctrl-C (SIGINT) or SIGTERM; purge and sweep stop between batches
@@ -71,7 +71,8 @@ Connection flags, for every command (before or after it):
 
 Exit codes:
   0    success
-  1    failure: a database error, a missing table, a failed batch
+  1    failure: a database error, a missing table or schema (migrate down
+       with nothing to migrate down included), a failed batch
   2    usage: unknown command or flag, bad DSN or argument
   3    not found: show was given a key the table does not hold
   130  interrupted (Ctrl-C); purge and sweep stop between batches
@@ -243,22 +244,49 @@ func (c *cli) main(args []string) error {
 		return &exitError{code: exitUsage, err: errReported}
 	}
 	name := rest[0]
-	if name == "help" {
-		if len(rest) > 1 {
-			if cmd := lookupCommand(rest[1]); cmd != nil {
-				fmt.Fprint(c.stdout, cmd.usage)
-				return nil
-			}
-			return usagef("unknown command %q", rest[1])
-		}
-		fmt.Fprint(c.stdout, usage)
-		return nil
-	}
 	cmd := lookupCommand(name)
 	if cmd == nil {
 		return usagef("unknown command %q", name)
 	}
 	return cmd.run(c, cf, rest[1:])
+}
+
+const helpUsage = `Usage: idemsql help [COMMAND]
+
+Prints idemsql's usage: its commands, the connection flags and the exit
+codes; or, given a command, that command's usage, as 'idemsql COMMAND
+--help' does.
+`
+
+// help is a command of the table, not a case of main, so that whatever
+// walks the table (help COMMAND, the tests) sees it too.
+func init() {
+	commands = append(commands, &command{name: "help", usage: helpUsage, run: runHelp})
+}
+
+func runHelp(c *cli, _ connFlags, args []string) error {
+	fs := flag.NewFlagSet("idemsql help", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(c.stdout, helpUsage)
+			return nil
+		}
+		return &usageError{cmd: "help", msg: fmt.Sprintf("idemsql help: %v", err)}
+	}
+	switch args := fs.Args(); len(args) {
+	case 0:
+		fmt.Fprint(c.stdout, usage)
+	case 1:
+		cmd := lookupCommand(args[0])
+		if cmd == nil {
+			return usagef("unknown command %q", args[0])
+		}
+		fmt.Fprint(c.stdout, cmd.usage)
+	default:
+		return &usageError{cmd: "help", msg: fmt.Sprintf("idemsql help takes at most one COMMAND, got %q", args)}
+	}
+	return nil
 }
 
 // flags returns a command's flag set with the connection flags, defaulting

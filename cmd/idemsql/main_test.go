@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +189,7 @@ func TestUsage(t *testing.T) {
 		{args: []string{"help"}, code: exitOK, stdout: "Commands:"},
 		{args: []string{"help", "purge"}, code: exitOK, stdout: "Usage: idemsql purge"},
 		{args: []string{"help", "nope"}, code: exitUsage, stderr: `unknown command "nope"`},
+		{args: []string{"help", "ls", "show"}, code: exitUsage, stderr: "at most one COMMAND"},
 		{args: []string{"frobnicate"}, code: exitUsage, stderr: `unknown command "frobnicate"`},
 		{args: []string{"--bogus", "ls"}, code: exitUsage, stderr: "flag provided but not defined: -bogus"},
 		{args: []string{"ls", "--bogus"}, code: exitUsage, stderr: "idemsql ls: flag provided but not defined: -bogus\nRun 'idemsql ls --help'"},
@@ -222,6 +225,53 @@ func TestUsage(t *testing.T) {
 		if code != c.code || !strings.Contains(stdout, c.stdout) || !strings.Contains(stderr, c.stderr) ||
 			c.notStderr != "" && strings.Contains(stderr+stdout, c.notStderr) {
 			t.Errorf("idemsql %q: exit %d, want %d\nstdout: %s\nstderr: %s", c.args, code, c.code, stdout, stderr)
+		}
+	}
+	t.Run("EveryCommand", testEveryCommand)
+}
+
+// testEveryCommand: the top-level usage lists exactly the commands main
+// dispatches (the table, so that the two cannot drift apart), and each of
+// them answers --help and help COMMAND with its own usage.
+func testEveryCommand(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "--help")
+	if code != exitOK {
+		t.Fatalf("idemsql --help: exit %d\n%s", code, stderr)
+	}
+	_, section, ok := strings.Cut(stdout, "\nCommands:\n")
+	if !ok {
+		t.Fatalf("idemsql --help has no Commands section:\n%s", stdout)
+	}
+	section, _, _ = strings.Cut(section, "\n\n")
+	listed := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			listed[f[0]] = true
+		}
+	}
+	if len(commands) == 0 {
+		t.Fatal("no commands in the dispatch table")
+	}
+	dispatched := map[string]bool{}
+	for _, cmd := range commands {
+		dispatched[cmd.name] = true
+		if !listed[cmd.name] {
+			t.Errorf("idemsql --help does not list the command %q:\n%s", cmd.name, section)
+		}
+		want := "Usage: idemsql " + cmd.name
+		if !strings.HasPrefix(cmd.usage, want) {
+			t.Errorf("%s's usage does not begin with %q:\n%s", cmd.name, want, cmd.usage)
+		}
+		for _, args := range [][]string{{cmd.name, "--help"}, {cmd.name, "-h"}, {"help", cmd.name}} {
+			code, stdout, stderr := runCLI(t, args...)
+			if code != exitOK || stdout != cmd.usage || stderr != "" {
+				t.Errorf("idemsql %q: exit %d, want 0 and %s's usage\nstdout: %s\nstderr: %s", args, code, cmd.name, stdout, stderr)
+			}
+		}
+	}
+	for name := range listed {
+		if !dispatched[name] {
+			t.Errorf("idemsql --help lists %q, which is not a command", name)
 		}
 	}
 }
@@ -260,4 +310,61 @@ func TestCommandsOnSQLite(t *testing.T) {
 			t.Fatalf("a missing table does not say what to do: %s", stderr)
 		}
 	}
+}
+
+// migrate down where no migration is applied changes nothing, not even the
+// version table goose would create, and says there is nothing to do.
+func TestMigrateDownNothingApplied(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	t.Setenv(dsnEnv, path)
+	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tables := func() []string {
+		t.Helper()
+		rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var names []string
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, n)
+		}
+		return names
+	}
+	down := func(what, stderrWant string, tablesWant ...string) {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, "migrate", "down", "--yes")
+		if code != exitFailure || stdout != "" || !strings.Contains(stderr, stderrWant) {
+			t.Fatalf("migrate down --yes, %s: exit %d, want %d with %q\nstdout: %s\nstderr: %s", what, code, exitFailure, stderrWant, stdout, stderr)
+		}
+		if got := tables(); !slices.Equal(got, tablesWant) {
+			t.Fatalf("migrate down --yes, %s: tables %q, want %q", what, got, tablesWant)
+		}
+	}
+	if _, err := db.Exec(`CREATE TABLE other (id INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	down("no table", "nothing to migrate down: table idempotency_keys does not exist in "+path, "other")
+
+	if code, _, stderr := runCLI(t, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: exit %d\n%s", code, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, "migrate", "down", "--yes"); code != exitOK || !strings.Contains(stdout, "idempotency_keys dropped") {
+		t.Fatalf("migrate down --yes: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	// goose keeps its version table, with nothing applied.
+	down("again", "nothing to migrate down: table idempotency_keys does not exist", "idempotency_keys_goose_version", "other")
+
+	if _, err := db.Exec(`CREATE TABLE idempotency_keys (idem_key TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	down("a table made by hand", "has no migration recorded in idempotency_keys_goose_version", "idempotency_keys", "idempotency_keys_goose_version", "other")
 }

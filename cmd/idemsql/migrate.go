@@ -18,8 +18,11 @@ application's goose_db_version.
 
   up      create the table, or apply what is pending; safe to run again and
           from many processes at once (on PostgreSQL under an advisory lock).
-          Creates a SQLite database file that does not exist.
-  down    drop the table and every key in it; needs --yes
+          Creates a SQLite database file that does not exist, but not a
+          --schema that does not exist (exit 1).
+  down    drop the table and every key in it; needs --yes. Where no
+          migration is applied (no such table, or one made another way) it
+          changes nothing and fails (exit 1): nothing to migrate down.
   status  list the migrations and whether each is applied; changes nothing
 
 Flags:
@@ -59,9 +62,24 @@ func runMigrate(c *cli, def connFlags, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if db.store.Schema() != "" && !db.schemaExists() {
+		// Else up reports goose's raw error, and status and down report
+		// the migrations pending or nothing applied, as if only the table
+		// were missing.
+		switch action {
+		case "down":
+			return fmt.Errorf("nothing to migrate down: schema %s does not exist in %s", db.store.Schema(), db.shown)
+		case "up":
+			return db.errNoSchema("run `idemsql migrate up` again")
+		}
+		return db.errNoSchema("run `idemsql migrate up`")
+	}
 	switch action {
 	case "up":
 		if err := migrations.Up(c.ctx, db.db, db.store); err != nil {
+			if missing(db.dialect, err) == "schema" { // dropped since, or schemaExists could not tell
+				return db.errNoSchema("run `idemsql migrate up` again")
+			}
 			return err
 		}
 		st, err := migrations.Status(c.ctx, db.db, db.store)
@@ -70,6 +88,22 @@ func runMigrate(c *cli, def connFlags, args []string) error {
 		}
 		fmt.Fprintf(c.stdout, "%s is up to date in %s: version %d\n", db.table, db.shown, latest(st))
 	case "down":
+		// goose would create the version table to find nothing applied,
+		// and down would report a drop that did not happen.
+		st, err := migrations.Status(c.ctx, db.db, db.store)
+		if err != nil {
+			return err
+		}
+		if latest(st) == 0 {
+			exists, err := db.tableExists(c.ctx)
+			if err != nil {
+				return err
+			}
+			if exists {
+				return fmt.Errorf("nothing to migrate down: table %s in %s has no migration recorded in %s_goose_version: it was not made by `idemsql migrate up`; drop it by hand if it is not needed", db.table, db.shown, db.table)
+			}
+			return fmt.Errorf("nothing to migrate down: table %s does not exist in %s", db.table, db.shown)
+		}
 		if err := migrations.Down(c.ctx, db.db, db.store); err != nil {
 			return err
 		}
