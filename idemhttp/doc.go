@@ -3,7 +3,10 @@
 // stored response commits in the same database transaction as the
 // handler's own writes.
 //
-//	store, _ := sqlite.New()
+//	store, err := sqlite.New()
+//	if err != nil {
+//		return err
+//	}
 //	guard, err := idemhttp.New(store.DB(db, nil), idemhttp.Config{
 //		Principal: func(r *http.Request) (string, error) { return accountID(r), nil },
 //	})

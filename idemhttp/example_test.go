@@ -26,7 +26,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	store, _ := sqlite.New()
+	store, err := sqlite.New()
+	if err != nil {
+		log.Fatal(err)
+	}
 	ctx := context.Background()
 	if err := migrations.Up(ctx, db, store); err != nil {
 		log.Fatal(err)

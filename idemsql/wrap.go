@@ -19,9 +19,10 @@ func ArgsKey[A any](namespace string) Keyer[A] {
 // Wrap guards a function that writes in the caller's transaction: the
 // result calls [Do] with the key that keyer gives for its argument. bind
 // binds the store to the transaction: store.SQL, or the postgres store's
-// Pgx method.
+// Pgx method. Make it where the store exists (at start-up, after
+// NewStore), not in a package-level var initialised before it:
 //
-//	var createInvoice = idemsql.Wrap(store.SQL, idemsql.ArgsKey[InvoiceReq]("create_invoice"),
+//	createInvoice := idemsql.Wrap(store.SQL, idemsql.ArgsKey[InvoiceReq]("create_invoice"),
 //		func(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) { ... },
 //		idemsql.WithTTL(5*time.Minute))
 //
@@ -41,9 +42,11 @@ func Wrap[X, A, T any](bind func(X) Tx, keyer Keyer[A], fn func(ctx context.Cont
 
 // WrapRun guards a function that needs a transaction but is called without
 // one: the result calls [Run] on db with the key that keyer gives for its
-// argument. The Go counterpart of a decorator:
+// argument. The Go counterpart of a decorator; make it at start-up, once
+// the store and the pool exist (a package-level var would bind a nil
+// pool):
 //
-//	var createInvoice = idemsql.WrapRun(store.DB(db, nil), idemsql.ArgsKey[InvoiceReq]("create_invoice"),
+//	createInvoice := idemsql.WrapRun(store.DB(db, nil), idemsql.ArgsKey[InvoiceReq]("create_invoice"),
 //		func(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) { ... },
 //		idemsql.WithTTL(5*time.Minute))
 //

@@ -4,8 +4,11 @@
 // From Go, with the library's own goose version table (so they never mix
 // with the application's goose_db_version):
 //
-//	store, _ := postgres.New()
-//	err := migrations.Up(ctx, db, store)
+//	store, err := postgres.New()
+//	if err != nil {
+//		return err
+//	}
+//	err = migrations.Up(ctx, db, store)
 //
 // Or with the stock goose command-line tool, from a checkout, naming the
 // same version table, so that both ways agree and neither mixes with the

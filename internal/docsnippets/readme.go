@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -160,9 +161,9 @@ func httpMiddleware(store *idemsql.Store, db *sql.DB, mux *http.ServeMux) error 
 	return nil
 }
 
-func runExternal(ctx context.Context, store *idemsql.Store, db *sql.DB, psp paymentProvider, orderID string, amount int64) (idemsql.Result[Charge], error) {
+func runExternal(ctx context.Context, store *idemsql.Store, db *sql.DB, psp paymentProvider, orderID, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: runexternal
-	res, err := idemsql.RunExternal(ctx, store.DB(db, nil), "charge:"+orderID,
+	res, err := idemsql.RunExternal(ctx, store.DB(db, nil), "charge:"+strconv.FormatInt(orderID, 10),
 		func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
 			// The payment provider's own guard: the same key across retries
 			// and takeovers, so a repeat after a crash is absorbed there.
