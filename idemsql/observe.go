@@ -73,8 +73,12 @@ const (
 	// EventTakenOver: lease mode: the call (or a sweeper) took over a claim
 	// whose lease ran out. Attempt is the new holder's.
 	EventTakenOver
-	// EventLeaseLost: lease mode: the holder's lease no longer holds the
-	// key; nothing it does is recorded.
+	// EventLeaseLost: lease mode: the fence refused a write of the holder
+	// (a renewal or its outcome): another took the key over or resolved it,
+	// and nothing this holder does is recorded. A lease that only ran out by
+	// the local clock (no renewal got through, nobody took the key) is no
+	// such event: fn is cancelled with [ErrLeaseLost] as its cause, and the
+	// call's end (a [CallTracer]) says how it ended.
 	EventLeaseLost
 	// EventCompleted: fn's result is stored (atomic mode: in the caller's
 	// transaction, which still has to commit).
