@@ -64,7 +64,9 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 		}
 		stats.Batches++
 		stats.Deleted += n
-		if lr.s.defaults.observer != nil {
+		// One event per batch that deleted rows; a pass that found nothing
+		// says so once, and the empty batch that ends a pass says nothing.
+		if lr.s.defaults.observer != nil && (n > 0 || stats.Batches == 1) {
 			lr.s.defaults.observer.Observe(ctx, Event{Kind: EventPurged, Mode: "lease", Dialect: lr.s.dialect.Name(),
 				Duration: time.Since(lr.start), Count: n})
 		}
