@@ -298,7 +298,15 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 		// call's lost transaction: it is rolled back either way.
 		return outcomeRetry, fnErr
 	}
-	if k := s.classify(fnErr); k.endsTx() {
+	k := s.classify(fnErr)
+	if k == KindLockTimeout && ctx.Err() == nil {
+		if d, ok := s.dialect.(LockTimeoutEnder); ok {
+			if ends, err := d.LockTimeoutEndsTx(ctx, ex); err == nil && ends {
+				k = KindTxEnded
+			}
+		}
+	}
+	if k.endsTx() {
 		if ctx.Err() == nil && kindSentinel("fn", k) == ErrRetryable {
 			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: fnErr}
 		}

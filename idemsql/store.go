@@ -134,6 +134,16 @@ type ClaimBounder interface {
 	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func() error) (timedOut bool, err error)
 }
 
+// LockTimeoutEnder is implemented by a dialect whose lock wait time-out
+// ends the whole transaction or only the statement, depending on the
+// server (MySQL and MariaDB: innodb_rollback_on_timeout). The core asks it
+// when fn fails with a lock time-out: if the transaction is gone, nothing
+// more is sent on it and the call is retryable. The question runs on the
+// transaction's connection and must be harmless outside a transaction.
+type LockTimeoutEnder interface {
+	LockTimeoutEndsTx(ctx context.Context, ex Executor) (bool, error)
+}
+
 // Executor runs statements in the caller's transaction. [Store.SQL] adapts a
 // *sql.Tx; dialects/postgres adapts a pgx.Tx. Implement it to bind another
 // driver.

@@ -41,3 +41,14 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 	}
 	return timedOut, err
 }
+
+var _ idemsql.LockTimeoutEnder = dialect{}
+
+// LockTimeoutEndsTx reads innodb_rollback_on_timeout, a start-up setting:
+// ON makes a lock wait time-out (1205) roll the whole transaction back, and
+// the session goes on in autocommit.
+func (dialect) LockTimeoutEndsTx(ctx context.Context, ex idemsql.Executor) (bool, error) {
+	var on bool
+	err := ex.QueryRow(ctx, "SELECT @@GLOBAL.innodb_rollback_on_timeout").Scan(&on)
+	return on, err
+}

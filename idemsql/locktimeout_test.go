@@ -1,0 +1,72 @@
+package idemsql_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/idemsql/idemsql/idemsql"
+)
+
+var errLockWait = errors.New("lock wait timeout exceeded")
+
+// lockTimeoutDialect classifies errLockWait as a lock time-out and says,
+// as MySQL's innodb_rollback_on_timeout does, whether that ended the
+// transaction.
+type lockTimeoutDialect struct {
+	nopDialect
+	ends bool
+}
+
+func (d lockTimeoutDialect) Classify(err error) idemsql.ErrorKind {
+	if errors.Is(err, errLockWait) {
+		return idemsql.KindLockTimeout
+	}
+	return idemsql.KindOther
+}
+
+func (d lockTimeoutDialect) LockTimeoutEndsTx(context.Context, idemsql.Executor) (bool, error) {
+	return d.ends, nil
+}
+
+// recordingExec is nopExec that remembers the statements sent.
+type recordingExec struct {
+	nopExec
+	mu   sync.Mutex
+	sent []string
+}
+
+func (e *recordingExec) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	e.mu.Lock()
+	e.sent = append(e.sent, query)
+	e.mu.Unlock()
+	return e.nopExec.Exec(ctx, query, args...)
+}
+
+// fn fails with a lock time-out. Where the server rolled the transaction
+// back with it, the claim is gone and a statement sent now would run in
+// autocommit: Do sends none and says retry. Where only the statement was
+// rolled back, the claim is removed and fn's error comes back as it is.
+func TestLockTimeoutInFnThatEndsTheTransaction(t *testing.T) {
+	for _, ends := range []bool{true, false} {
+		store, err := idemsql.NewStore(lockTimeoutDialect{ends: ends})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex := &recordingExec{nopExec: nopExec{claimed: true}}
+		_, err = idemsql.Do(context.Background(), store.Bind(ex), "k", func(context.Context) (int, error) {
+			return 0, errLockWait
+		})
+		released := len(ex.sent) > 0 && ex.sent[len(ex.sent)-1] == "release"
+		if ends {
+			if !errors.Is(err, idemsql.ErrRetryable) || !errors.Is(err, errLockWait) || released {
+				t.Errorf("transaction ended: err = %v, statements %v; want ErrRetryable wrapping fn's error, no release", err, ex.sent)
+			}
+			continue
+		}
+		if !errors.Is(err, errLockWait) || errors.Is(err, idemsql.ErrRetryable) || !released {
+			t.Errorf("transaction alive: err = %v, statements %v; want fn's error after the release", err, ex.sent)
+		}
+	}
+}
