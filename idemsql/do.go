@@ -289,7 +289,9 @@ const panicWriteLimit = 5 * time.Second
 // fnFailed handles fn's error. A database error that ended the
 // transaction comes back matching [ErrRetryable], and nothing more is sent:
 // on MySQL and SQLite a statement sent now would run outside the
-// transaction. Otherwise the claim is removed, or, for a [Permanent] error
+// transaction. So does an error of fn's own when the dialect shows that the
+// session already left the transaction ([TxChecker]): fn swallowed the
+// error that ended it. Otherwise the claim is removed, or, for a [Permanent] error
 // under [WithRecordedFailures], recorded. If ctx ended, fn's error comes
 // back as it is: the context is its class.
 func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
@@ -311,6 +313,14 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: fnErr}
 		}
 		return outcomeFailed, fnErr
+	}
+	if d, ok := s.dialect.(TxChecker); ok && ctx.Err() == nil {
+		if in, known := d.InTransaction(ctx, ex); known && !in {
+			// fn went on past an error that ended the transaction (and
+			// failed for a reason of its own): the claim went with it.
+			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable,
+				Err: fmt.Errorf("the database ended the transaction under fn: %w", fnErr)}
+		}
 	}
 	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil {
 		return s.recordFailure(ctx, ex, key, tok, savepoint, class, cfg, fnErr)

@@ -70,3 +70,37 @@ func TestLockTimeoutInFnThatEndsTheTransaction(t *testing.T) {
 		}
 	}
 }
+
+// txCheckDialect answers InTransaction as told.
+type txCheckDialect struct {
+	nopDialect
+	in, known bool
+}
+
+func (d txCheckDialect) InTransaction(context.Context, idemsql.Executor) (bool, bool) {
+	return d.in, d.known
+}
+
+var errOwn = errors.New("validation failed")
+
+// fn fails for a reason of its own. If the dialect can tell that the
+// session already left the transaction (fn swallowed an error that ended
+// it), the claim went with it: nothing more is sent, and the call is
+// retryable. If it is still in it, or the dialect cannot tell, the claim is
+// removed and fn's error comes back.
+func TestFnErrorAfterTheTransactionEnded(t *testing.T) {
+	for _, c := range []struct {
+		in, known, retry bool
+	}{{false, true, true}, {true, true, false}, {false, false, false}} {
+		store, err := idemsql.NewStore(txCheckDialect{in: c.in, known: c.known})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex := &recordingExec{nopExec: nopExec{claimed: true}}
+		_, err = idemsql.Do(context.Background(), store.Bind(ex), "k", func(context.Context) (int, error) { return 0, errOwn })
+		released := len(ex.sent) > 0 && ex.sent[len(ex.sent)-1] == "release"
+		if !errors.Is(err, errOwn) || errors.Is(err, idemsql.ErrRetryable) != c.retry || released == c.retry {
+			t.Errorf("%+v: err = %v, statements %v", c, err, ex.sent)
+		}
+	}
+}

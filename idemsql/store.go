@@ -144,6 +144,17 @@ type LockTimeoutEnder interface {
 	LockTimeoutEndsTx(ctx context.Context, ex Executor) (bool, error)
 }
 
+// TxChecker is implemented by a dialect that can tell cheaply whether the
+// session is still in a transaction (MariaDB: @@in_transaction). After fn
+// failed with an error of its own, the core asks it before removing or
+// recording the claim: when fn swallowed an error that ended the
+// transaction, nothing more is sent and the call is retryable. known is
+// false when the database cannot tell (MySQL 8); the cleanup, fenced by the
+// claim's token, then runs as usual.
+type TxChecker interface {
+	InTransaction(ctx context.Context, ex Executor) (in, known bool)
+}
+
 // Executor runs statements in the caller's transaction. [Store.SQL] adapts a
 // *sql.Tx; dialects/postgres adapts a pgx.Tx. Implement it to bind another
 // driver.

@@ -52,3 +52,14 @@ func (dialect) LockTimeoutEndsTx(ctx context.Context, ex idemsql.Executor) (bool
 	err := ex.QueryRow(ctx, "SELECT @@GLOBAL.innodb_rollback_on_timeout").Scan(&on)
 	return on, err
 }
+
+var _ idemsql.TxChecker = dialect{}
+
+// InTransaction reads MariaDB's @@in_transaction. MySQL 8 has no such
+// variable: the error makes the answer unknown.
+func (dialect) InTransaction(ctx context.Context, ex idemsql.Executor) (in, known bool) {
+	if err := ex.QueryRow(ctx, "SELECT @@in_transaction").Scan(&in); err != nil {
+		return false, false
+	}
+	return in, true
+}
