@@ -182,3 +182,50 @@ func testRunContextEndsBetweenAttempts(t *testing.T, e *env) {
 		t.Fatalf("%d rows left", n)
 	}
 }
+
+func init() {
+	conformanceCases = append(conformanceCases,
+		conformanceCase{name: "RunDeadlockVictimReplaysTheWinner", only: "postgres", run: testRunVictimReplays},
+		conformanceCase{name: "RunDeadlockVictimReplaysTheWinner", only: "mysql", run: testRunVictimReplays})
+}
+
+// Run's fn loses a deadlock while a duplicate waits behind its claim. Run
+// rolls back and runs the transaction again; by then the duplicate has the
+// key, so the retry replays the duplicate's result instead of running fn:
+// one effect, and the caller of Run gets that effect's value.
+func testRunVictimReplays(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := e.newDeadlock()
+	const key = "run-victim"
+	var runs atomic.Int64
+	claimed, committed := make(chan struct{}), make(chan struct{})
+	dupID := make(chan int64, 1)
+	dup := e.duplicate(ctx, key, &runs, claimed, dupID, committed)
+	var holderRuns atomic.Int64
+	res, err := e.runTx(ctx, key, func(ctx context.Context, tx testTx) (invoice, error) {
+		if holderRuns.Add(1) > 1 {
+			return invoice{Key: key, Amount: 99}, nil // a second effect: the bug
+		}
+		if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
+			return invoice{}, err
+		}
+		close(claimed)
+		e.waitUntilBlocked(ctx, <-dupID)
+		return invoice{}, d.lose(ctx, tx)
+	})
+	d.wait(t)
+	o := <-dup
+	if o.err != nil || o.res.Replayed {
+		t.Fatalf("duplicate: %+v %v, want a first execution", o.res, o.err)
+	}
+	if err != nil || !res.Replayed || res.Value != o.res.Value {
+		t.Fatalf("Run: %+v, %v; want a replay of the duplicate's %+v", res, err, o.res.Value)
+	}
+	if n := holderRuns.Load(); n != 1 {
+		t.Errorf("the holder's fn ran %d times, want 1", n)
+	}
+	if n := e.bizRows(key); n != 1 {
+		t.Errorf("%d business rows, want 1", n)
+	}
+}
