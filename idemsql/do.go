@@ -110,12 +110,10 @@ func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Conte
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
 	s := tx.store
-	ctx, end := s.startCall(ctx, "Do", key)
-	start := time.Now()
+	ctx, call := s.startCall(ctx, "Do", key, time.Now())
+	defer call.unwinding()
 	res, _, err := do(ctx, s, tx.exec, key, fn, &cfg)
-	if end != nil {
-		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(start), Err: err})
-	}
+	call.finish(res.Replayed, err)
 	return res, err
 }
 

@@ -490,11 +490,10 @@ func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ct
 	if want := lr.cfg.lease.result; want != nil && want != reflect.TypeFor[T]() {
 		return res, fmt.Errorf("%w: WithResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
 	}
-	ctx, end := lr.s.startCall(ctx, "RunExternal", key)
+	ctx, call := lr.s.startCall(ctx, "RunExternal", key, lr.start)
+	defer call.unwinding()
 	res, err = runExternal(ctx, lr, key, fn)
-	if end != nil {
-		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(lr.start), Err: err})
-	}
+	call.finish(res.Replayed, err)
 	return res, err
 }
 

@@ -156,12 +156,43 @@ func (s *Store) observe(ctx context.Context, kind EventKind, mode, key string, a
 
 // startCall begins a call for a [CallTracer]; finish ends it. Without one,
 // both cost a nil check.
-func (s *Store) startCall(ctx context.Context, op, key string) (context.Context, func(CallEnd)) {
+func (s *Store) startCall(ctx context.Context, op, key string, start time.Time) (context.Context, *tracedCall) {
 	t, ok := s.defaults.observer.(CallTracer)
 	if !ok {
-		return ctx, nil
+		return ctx, nil // no tracer: nothing allocated
 	}
-	return t.StartCall(ctx, Call{Op: op, Key: key, Dialect: s.dialect.Name()})
+	ctx, end := t.StartCall(ctx, Call{Op: op, Key: key, Dialect: s.dialect.Name()})
+	return ctx, &tracedCall{end: end, start: start}
+}
+
+// tracedCall is a call a [CallTracer] follows; nil when there is none.
+type tracedCall struct {
+	end   func(CallEnd)
+	start time.Time
+	done  bool
+}
+
+// finish ends the call with its outcome.
+func (c *tracedCall) finish(replayed bool, err error) {
+	if c == nil || c.done {
+		return
+	}
+	c.done = true
+	c.end(CallEnd{Outcome: outcomeOf(replayed, err), Duration: time.Since(c.start), Err: err})
+}
+
+// errPanicked is the error a traced call ends with when fn panicked.
+var errPanicked = errors.New("idemsql: fn panicked")
+
+// unwinding, deferred, ends a call that never reached finish (fn
+// panicked) as failed, so that its span and metrics are not lost. It does
+// not recover: the panic goes on with its own stack.
+func (c *tracedCall) unwinding() {
+	if c == nil || c.done {
+		return
+	}
+	c.done = true
+	c.end(CallEnd{Outcome: OutcomeFailed, Duration: time.Since(c.start), Err: errPanicked})
 }
 
 // outcomeOf names how a call ended, for a [CallTracer] and metrics.

@@ -143,12 +143,11 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 	if fn == nil {
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	ctx, end := s.startCall(ctx, "Run", key)
 	start := time.Now()
+	ctx, call := s.startCall(ctx, "Run", key, start)
+	defer call.unwinding()
 	res, err := runRetrying(ctx, db, key, fn, &cfg, start)
-	if end != nil {
-		end(CallEnd{Outcome: outcomeOf(res.Replayed, err), Duration: time.Since(start), Err: err})
-	}
+	call.finish(res.Replayed, err)
 	return res, err
 }
 

@@ -31,6 +31,8 @@ package idemotel
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -47,7 +49,9 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	// OmitKey leaves the key out of span attributes and events, for keys
-	// that carry what telemetry must not.
+	// that carry what telemetry must not; where an error message quotes the
+	// key (the library's errors do), it is replaced there too. An error of
+	// fn's own that contains the key is not rewritten.
 	OmitKey bool
 }
 
@@ -70,7 +74,10 @@ func New(cfg Config) (idemsql.Observer, error) {
 		return nil, fmt.Errorf("idemotel: %w", err)
 	}
 	if o.duration, err = m.Float64Histogram("idemsql.call.duration", metric.WithUnit("s"),
-		metric.WithDescription("How long calls of Do, Run and RunExternal took, by outcome")); err != nil {
+		metric.WithDescription("How long calls of Do, Run and RunExternal took, by outcome"),
+		// In seconds: the SDK's default bounds are meant for milliseconds
+		// and would put every call below 5 s in one bucket.
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)); err != nil {
 		return nil, fmt.Errorf("idemotel: %w", err)
 	}
 	if o.events, err = m.Int64Counter("idemsql.events", metric.WithUnit("{event}"),
@@ -120,7 +127,7 @@ func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Conte
 		outcome := attribute.String("idemsql.outcome", end.Outcome)
 		span.SetAttributes(outcome)
 		if end.Err != nil && end.Outcome != idemsql.OutcomeReplayed {
-			span.RecordError(end.Err)
+			o.recordError(span, end.Err, c.Key)
 			if end.Outcome == idemsql.OutcomeFailed || end.Outcome == idemsql.OutcomeRetry || end.Outcome == idemsql.OutcomeLeaseLost {
 				span.SetStatus(codes.Error, end.Outcome)
 			}
@@ -130,6 +137,27 @@ func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Conte
 		o.calls.Add(ctx, 1, set)
 		o.duration.Record(ctx, end.Duration.Seconds(), set)
 	}
+}
+
+// message is err's text, without the key under OmitKey: the library's
+// errors quote the key they are about.
+func (o *observer) message(err error, key string) string {
+	msg := err.Error()
+	if o.omitKey && key != "" {
+		msg = strings.ReplaceAll(msg, strconv.Quote(key), `"[key omitted]"`)
+	}
+	return msg
+}
+
+// recordError is span.RecordError, with the message as message gives it.
+func (o *observer) recordError(span trace.Span, err error, key string) {
+	if !o.omitKey {
+		span.RecordError(err)
+		return
+	}
+	span.AddEvent("exception", trace.WithAttributes(
+		attribute.String("exception.type", fmt.Sprintf("%T", err)),
+		attribute.String("exception.message", o.message(err, key))))
 }
 
 func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
@@ -150,7 +178,7 @@ func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
 		ev = append(ev, attribute.String("idemsql.key", e.Key))
 	}
 	if e.Err != nil {
-		ev = append(ev, attribute.String("error.message", e.Err.Error()))
+		ev = append(ev, attribute.String("error.message", o.message(e.Err, e.Key)))
 	}
 	span.AddEvent("idemsql."+e.Kind.String(), trace.WithAttributes(ev...))
 }

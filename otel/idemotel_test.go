@@ -3,7 +3,10 @@ package idemotel_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -134,16 +137,64 @@ func TestOmitKey(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The library's errors quote the key: a mismatch's must not bring it
+	// back into the span's exception or the events' error.message.
+	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "secret-key", func(ctx context.Context, tx *sql.Tx) (int, error) {
+		return 2, nil
+	}, idemsql.WithFingerprint([]byte("another request"))); !errors.Is(err, idemsql.ErrFingerprintMismatch) || !strings.Contains(err.Error(), "secret-key") {
+		t.Fatalf("err = %v, want a mismatch naming the key", err)
+	}
+	leaks := func(attrs []attribute.KeyValue) bool {
+		for _, a := range attrs {
+			if strings.Contains(a.Value.String(), "secret-key") {
+				return true
+			}
+		}
+		return false
+	}
 	for _, s := range spans.Ended() {
-		if attr(s.Attributes(), "idemsql.key") != "" {
-			t.Errorf("span %s carries the key", s.Name())
+		if leaks(s.Attributes()) {
+			t.Errorf("span %s carries the key: %v", s.Name(), s.Attributes())
 		}
 		for _, e := range s.Events() {
-			if attr(e.Attributes, "idemsql.key") != "" {
-				t.Errorf("event %s carries the key", e.Name)
+			if leaks(e.Attributes) {
+				t.Errorf("event %s of span %s carries the key: %v", e.Name, s.Name(), e.Attributes)
 			}
 		}
 	}
+}
+
+// Call durations are in seconds, bucketed in seconds: calls of a
+// millisecond and of a second land in different buckets.
+func TestDurationBucketsAreSeconds(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	obs, err := idemotel.New(idemotel.Config{TracerProvider: sdktrace.NewTracerProvider(), MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, store := open(t, obs)
+	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "k", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "idemsql.call.duration" {
+				continue
+			}
+			h := m.Data.(metricdata.Histogram[float64])
+			for _, dp := range h.DataPoints {
+				if !slices.Contains(dp.Bounds, 0.001) || !slices.Contains(dp.Bounds, 1) || slices.Max(dp.Bounds) > 60 {
+					t.Fatalf("bounds %v: want second-scale buckets", dp.Bounds)
+				}
+			}
+			return
+		}
+	}
+	t.Fatal("no idemsql.call.duration")
 }
 
 func attr(attrs []attribute.KeyValue, key string) string {
