@@ -21,7 +21,11 @@ func TestHTTPLease(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			for _, c := range httpLeaseCases {
-				t.Run(c.name, func(t *testing.T) { c.run(t, newHTTPEnv(t, b, 8)) })
+				t.Run(c.name, func(t *testing.T) {
+					h := newHTTPEnv(t, b, 8)
+					c.run(t, h)
+					h.noConnectionInUse(t)
+				})
 			}
 		})
 	}

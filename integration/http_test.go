@@ -29,7 +29,11 @@ func TestHTTP(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			for _, c := range httpCases {
-				t.Run(c.name, func(t *testing.T) { c.run(t, newHTTPEnv(t, b, 8)) })
+				t.Run(c.name, func(t *testing.T) {
+					h := newHTTPEnv(t, b, 8)
+					c.run(t, h)
+					h.noConnectionInUse(t)
+				})
 			}
 			t.Run("PanicStoresNothingAndLeaksNoConnection", func(t *testing.T) {
 				testHTTPPanic(t, newHTTPEnv(t, b, 1))
@@ -112,6 +116,16 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 	h.inUse = func() int { return e.db.Stats().InUse }
 	h.tx = func(ctx context.Context) testTx { return sqlTestTx{tx: idemhttp.MustTx[*sql.Tx](ctx), store: e.store} }
 	return h
+}
+
+// noConnectionInUse checks, once a case's requests have all been answered,
+// that none left a connection of the pool behind: whatever the handler
+// answered, stored or not, the transaction ended.
+func (h *httpEnv) noConnectionInUse(t *testing.T) {
+	t.Helper()
+	if n := h.inUse(); n != 0 {
+		t.Errorf("%d connections of the pool still in use after every request was answered", n)
+	}
 }
 
 // principalHeader carries the principal in these tests, as an
