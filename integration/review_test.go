@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -261,11 +262,17 @@ func testFailFastIsOneClass(t *testing.T, e *env) {
 	if strings.Count(err.Error(), "idemsql:") != 1 {
 		t.Fatalf("the message repeats itself: %q", err.Error())
 	}
+	if e.dialect != "sqlite" && !e.driverError(err) {
+		t.Fatalf("fail-fast: the driver's error is not reachable with errors.As: %v", err)
+	}
 	if e.dialect != "sqlite" { // SQLite waits in BEGIN IMMEDIATE or not at all: no lock time-out to have
 		pool.n.Store(0)
 		_, err = idemsql.Run(ctx, bound, "one-1", fn, idemsql.WithLockTimeout(100*time.Millisecond))
 		if !errors.Is(err, idemsql.ErrLockTimeout) || errors.Is(err, idemsql.ErrInProgress) || errors.Is(err, idemsql.ErrRetryable) {
 			t.Fatalf("lock timeout: err = %v, want ErrLockTimeout alone", err)
+		}
+		if !e.driverError(err) {
+			t.Fatalf("lock timeout: the driver's error is not reachable with errors.As: %v", err)
 		}
 		if n := pool.n.Load(); n != 1 {
 			t.Fatalf("lock timeout: Run began %d transactions, want 1", n)
@@ -274,6 +281,14 @@ func testFailFastIsOneClass(t *testing.T, e *env) {
 	if runs.Load() != 1 {
 		t.Fatalf("fn ran behind a held key")
 	}
+}
+
+// driverError reports whether err holds the server's own error, for
+// errors.As: *pgconn.PgError or *mysql.MySQLError.
+func (e *env) driverError(err error) bool {
+	var pgErr *pgconn.PgError
+	var myErr *mysql.MySQLError
+	return errors.As(err, &pgErr) || errors.As(err, &myErr)
 }
 
 // A Permanent error whose cause ended the transaction (a deadlock) is not
