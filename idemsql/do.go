@@ -320,7 +320,9 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 				Err: fmt.Errorf("the database ended the transaction under fn: %w", fnErr)}
 		}
 	}
-	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil {
+	// A time-out is no answer of the key's, whatever fn called it: the
+	// next call may well get through.
+	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil && k != KindLockTimeout && k != KindStatementTimeout {
 		return s.recordFailure(ctx, ex, key, tok, savepoint, class, cfg, fnErr)
 	}
 	return outcomeFailed, s.release(ctx, ex, key, tok, fnErr)

@@ -104,3 +104,20 @@ func TestFnErrorAfterTheTransactionEnded(t *testing.T) {
 		}
 	}
 }
+
+// A lock time-out that fn wraps in Permanent is not recorded as the key's
+// answer: the claim is removed and the next call runs again.
+func TestPermanentTimeoutIsNotRecorded(t *testing.T) {
+	store, err := idemsql.NewStore(lockTimeoutDialect{ends: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &recordingExec{nopExec: nopExec{claimed: true}}
+	_, err = idemsql.Do(context.Background(), store.Bind(ex), "k", func(context.Context) (int, error) {
+		return 0, idemsql.Permanent("busy", errLockWait)
+	}, idemsql.WithRecordedFailures(true))
+	var fe *idemsql.FailureError
+	if errors.As(err, &fe) || !errors.Is(err, errLockWait) || ex.sent[len(ex.sent)-1] != "release" {
+		t.Fatalf("err = %v, statements %v; want fn's error, the claim released, nothing recorded", err, ex.sent)
+	}
+}
