@@ -81,17 +81,23 @@ const (
 	// call's end (a [CallTracer]) says how it ended.
 	EventLeaseLost
 	// EventCompleted: fn's result is stored (atomic mode: in the caller's
-	// transaction, which still has to commit).
+	// transaction, which still has to commit) by Do, Run or RunExternal. A
+	// Lease used by hand (ClaimLease, then Complete or Fail) reports its
+	// claim and a refused write only.
 	EventCompleted
 	// EventFailureRecorded: fn's permanent failure is stored.
 	EventFailureRecorded
-	// EventRetried: [Run] (or a lease-mode step) lost its transaction and
-	// runs it again. Err is why.
+	// EventRetried: [Run] lost its transaction and runs it again. Err is
+	// why. Lease mode retries its short transactions and fenced writes
+	// without an event.
 	EventRetried
-	// EventAbandoned: a claim was found, or resolved by [Sweep], with no
-	// outcome and nobody holding it.
+	// EventAbandoned: a call found a claim with no outcome and nobody
+	// holding it (Attempt and Err say which), or [Sweep] without a handler
+	// gave one up (Attempt 0). A Sweep handler's decision shows as
+	// EventTakenOver.
 	EventAbandoned
-	// EventPurged: [Purge] deleted Count rows in one batch.
+	// EventPurged: [Purge] deleted Count rows in one batch; a pass that
+	// deletes nothing reports one batch of 0.
 	EventPurged
 )
 
@@ -124,7 +130,9 @@ type Event struct {
 	Dialect string
 	// Attempt is the claim's attempt, where the step has one; else 0.
 	Attempt int64
-	// Duration is the time since the call started.
+	// Duration is the time since the call started: for a step of [Run],
+	// since the transaction being tried began; for [SweepEvery] and
+	// [PurgeEvery], since the loop started.
 	Duration time.Duration
 	// Count is the number of rows, for EventPurged.
 	Count int64
