@@ -656,9 +656,22 @@ func testSnapshotIsolationRetryable(t *testing.T, e *env) {
 	}
 }
 
+// snapshotIsolation reports whether the server refuses a write to a row
+// changed since the transaction's snapshot (MariaDB 11.6.2 and later,
+// innodb_snapshot_isolation; the variable does not exist before).
+func (e *env) snapshotIsolation() bool {
+	if e.dialect != "mysql" {
+		return false
+	}
+	var on bool
+	return e.db.QueryRow("SELECT @@innodb_snapshot_isolation").Scan(&on) == nil && on
+}
+
 // MariaDB/MySQL REPEATABLE READ: a plain read before Do fixes the snapshot;
 // the row another transaction commits afterwards is invisible to a plain
-// SELECT. Do must still see it and replay.
+// SELECT. Do must still see it and replay. MariaDB 11.6.2 and later, with
+// innodb_snapshot_isolation ON (their default), refuse the claim instead
+// (1020): then Do says retry, and Run's new transaction replays.
 func testReadBeforeDoUnderRepeatableRead(t *testing.T, e *env) {
 	ctx := context.Background()
 	var runs atomic.Int64
@@ -675,6 +688,17 @@ func testReadBeforeDoUnderRepeatableRead(t *testing.T, e *env) {
 		t.Fatalf("the snapshot trap did not arm: plain read sees %d rows", n)
 	}
 	res, err := idemsql.Do(ctx, late.Bind(), "rr-1", e.charge(late, "rr-1", 1, &runs))
+	if e.snapshotIsolation() {
+		if !errors.Is(err, idemsql.ErrRetryable) || runs.Load() != 1 {
+			t.Fatalf("innodb_snapshot_isolation: %+v, %v (runs %d); want ErrRetryable", res, err, runs.Load())
+		}
+		_ = late.Rollback(ctx)
+		res, err = e.run(ctx, sql.LevelRepeatableRead, "rr-1", e.insertBiz("rr-1", 1, &runs))
+		if err != nil || !res.Replayed || res.Value != first.Value || runs.Load() != 1 {
+			t.Fatalf("Run after the refused claim: %+v, %v (runs %d); want a replay", res, err, runs.Load())
+		}
+		return
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
