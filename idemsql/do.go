@@ -110,9 +110,10 @@ func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Conte
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
 	s := tx.store
-	ctx, call := s.startCall(ctx, "Do", key, time.Now())
+	start := time.Now()
+	ctx, call := s.startCall(ctx, "Do", key, start)
 	defer call.unwinding()
-	res, _, err := do(ctx, s, tx.exec, key, fn, &cfg)
+	res, _, err := do(ctx, s, tx.exec, key, fn, &cfg, start)
 	call.finish(res.Replayed, err)
 	return res, err
 }
@@ -181,12 +182,15 @@ func failedOutcome(err error) outcome {
 // TTL but before the commit would wait and then find the row expired.
 const fastPathMinTTL = time.Hour
 
-func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings) (Result[T], outcome, error) {
+// do is Do's work in ex. start is when the call began (Run's first
+// attempt, for a retried transaction): events are timed from it, and an
+// outcome is judged expired as of then, so that a retry never counts as
+// expired what the call's first attempt would have replayed.
+func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
 	var res Result[T]
 	if err := ctx.Err(); err != nil {
 		return res, outcomeFailed, fmt.Errorf("idemsql: %q not started: %w", key, err)
 	}
-	start := time.Now()
 
 	// A result known in advance is stored with the claim, which saves the
 	// Complete statement.

@@ -130,9 +130,8 @@ type Event struct {
 	Dialect string
 	// Attempt is the claim's attempt, where the step has one; else 0.
 	Attempt int64
-	// Duration is the time since the call started: for a step of [Run],
-	// since the transaction being tried began; for [SweepEvery] and
-	// [PurgeEvery], since the loop started.
+	// Duration is the time since the call started (through [Run]'s
+	// retries); for [SweepEvery] and [PurgeEvery], since the loop started.
 	Duration time.Duration
 	// Count is the number of rows, for EventPurged.
 	Count int64

@@ -153,7 +153,7 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 
 func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings, start time.Time) (Result[T], error) {
 	for attempt := 1; ; attempt++ {
-		res, o, err := runOnce(ctx, db, key, fn, cfg)
+		res, o, err := runOnce(ctx, db, key, fn, cfg, start)
 		if o != outcomeRetry || attempt >= cfg.maxAttempts || ctx.Err() != nil {
 			return res, err
 		}
@@ -169,7 +169,7 @@ func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(co
 
 var errUnboundDB = fmt.Errorf("%w: DB is not bound to a store and a pool; bind one with Store.DB or postgres.Store.Pool", ErrInvalidOption)
 
-func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings) (Result[T], outcome, error) {
+func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
 	s := db.store
 	ptx, err := db.pool.Begin(ctx)
 	if err != nil {
@@ -183,7 +183,7 @@ func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(contex
 		}
 	}()
 	tx := ptx.Tx()
-	res, o, err := do(ctx, s, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg)
+	res, o, err := do(ctx, s, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg, start)
 	ended = true
 	switch o {
 	case outcomeExecuted, outcomeReplayed, outcomeRecorded:
