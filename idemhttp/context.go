@@ -72,8 +72,9 @@ var errAborted = errors.New("idemhttp: the handler aborted the request")
 //
 // A handler that goes on after a failed statement instead, and answers a
 // status that is stored, meets the failure when the response is stored or
-// committed: on PostgreSQL a failed statement aborts the transaction, so the
-// client gets 500 and nothing commits.
+// committed: on PostgreSQL a failed statement aborts the transaction.
+// Nothing commits; the request runs once more (the failure may have been a
+// deadlock), and if it fails the same way again the client gets 500.
 //
 // Abort panics outside New's middleware (a wiring mistake, as for [MustTx]);
 // [NewExternal]'s handlers have no transaction, and answer a status that is
@@ -92,8 +93,21 @@ func Abort(ctx context.Context, err error) {
 }
 
 // abortedError is fn's error after Abort: it wraps the handler's error, so
-// that Run sees the driver's error and retries what it retries.
+// that Run sees the driver's error and retries what it retries, but not as
+// an idemsql.Permanent failure, which Run would record: Abort stores
+// nothing.
 type abortedError struct{ err error }
 
 func (e *abortedError) Error() string { return "idemhttp: aborted by the handler: " + e.err.Error() }
-func (e *abortedError) Unwrap() error { return e.err }
+func (e *abortedError) Unwrap() error { return notPermanent(e.err) }
+
+// notPermanent is err, or what it wraps below an idemsql.Permanent.
+func notPermanent(err error) error {
+	for err != nil {
+		if _, ok := idemsql.IsPermanent(err); !ok {
+			return err
+		}
+		err = errors.Unwrap(err)
+	}
+	return err
+}

@@ -70,7 +70,9 @@ func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, 
 				ctx = context.WithValue(context.WithValue(ctx, txKey{}, tx), keyKey{}, a.key)
 				ctx = context.WithValue(ctx, abortKey{}, abort)
 				resp, err := s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
-				if abort.err != nil {
+				// A response too large to keep stays that error: the client
+				// gets 500, not a truncated body.
+				if abort.err != nil && !(last != nil && last.overflow) {
 					return Response{}, &abortedError{err: abort.err}
 				}
 				return resp, err

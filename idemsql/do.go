@@ -312,7 +312,7 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 	}
 	if k.endsTx() {
 		if ctx.Err() == nil && kindSentinel("fn", k) == ErrRetryable {
-			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: fnErr}
+			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: unclassed(fnErr)}
 		}
 		return outcomeFailed, fnErr
 	}
@@ -321,7 +321,7 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 			// fn went on past an error that ended the transaction (and
 			// failed for a reason of its own): the claim went with it.
 			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable,
-				Err: fmt.Errorf("the database ended the transaction under fn: %w", fnErr)}
+				Err: fmt.Errorf("the database ended the transaction under fn: %w", unclassed(fnErr))}
 		}
 	}
 	// A time-out is no answer of the key's, whatever fn called it: the
@@ -337,6 +337,19 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 // JSON without a type, which the built-in codecs check v against.
 // isInterface reports whether T is an interface type.
 func isInterface[T any]() bool { return reflect.TypeFor[T]().Kind() == reflect.Interface }
+
+// unclassed is fn's error to wrap in an error of class ErrRetryable: as it
+// is, unless it holds a class of its own (a nested call's ErrLockTimeout,
+// say), which would make two; then its text only.
+func unclassed(fnErr error) error {
+	var e *Error
+	var fe *FailureError
+	var de *DuplicateError
+	if (errors.As(fnErr, &e) && e.Kind != nil) || errors.As(fnErr, &fe) || errors.As(fnErr, &de) {
+		return errors.New(fnErr.Error())
+	}
+	return fnErr
+}
 
 func encode(v any, cfg *settings, held bool) ([]byte, error) {
 	encoded, err := cfg.codec.Marshal(v)

@@ -127,6 +127,9 @@ type Error struct {
 	Key  string
 	Kind error // one of the sentinels above, or nil when the failure has no special meaning
 	Err  error // the underlying error, typically the driver's
+	// swallowed: the transaction was found aborted after fn returned (fn
+	// went on past an error); Run retries that once.
+	swallowed bool
 }
 
 func (e *Error) Error() string {
@@ -244,7 +247,9 @@ func (s *Store) dbError(ctx context.Context, op, key string, err error) *Error {
 		}
 		return e
 	}
-	e.Kind = kindSentinel(op, s.classify(err))
+	k := s.classify(err)
+	e.Kind = kindSentinel(op, k)
+	e.swallowed = k == KindTxAborted && afterFnOps[op]
 	return e
 }
 
@@ -267,8 +272,9 @@ func kindSentinel(op string, k ErrorKind) error {
 	case KindTxAborted:
 		// Before fn, an aborted transaction is the caller's: an error of
 		// theirs came first, and running again would meet it again. After
-		// fn, it is an error fn swallowed (a deadlock, say): nothing
-		// commits, and the call may run again.
+		// fn, it is an error fn swallowed: nothing commits, and if it was a
+		// deadlock or a serialization failure, running again succeeds. Run
+		// tries that once: an error that comes back is fn's own doing.
 		if afterFnOps[op] {
 			return ErrRetryable
 		}

@@ -10,7 +10,10 @@ import (
 // card, a request that fails validation. With [WithRecordedFailures] the
 // failure is stored and every duplicate gets it back instead of running fn
 // again; without it, Permanent changes nothing. class names the failure for
-// machines ("card_declined"); err's message is stored for people.
+// machines ("card_declined"); err's message is stored for people. The
+// classes [AbandonedClass], [ReleasedClass], [PanicClass] and
+// [UnencodableClass] are the library's own, with meanings of their own
+// (Purge keeps abandoned rows, for one): use other names.
 func Permanent(class string, err error) error {
 	if err == nil {
 		return nil

@@ -86,6 +86,11 @@ type jsonFacts struct {
 	// addrTrusted: only the pointer type does, and encoding/json calls it
 	// on addressable values.
 	addrTrusted bool
+	// decodes: the type or its pointer implements json.Unmarshaler or
+	// encoding.TextUnmarshaler: a replay decodes it its own way, so what
+	// encoding/json alone would make of the parts it holds is not the
+	// question below it.
+	decodes bool
 	// rawKeys: a map whose keys encoding/json writes as they are.
 	rawKeys bool
 	// str: a string that encoding/json writes as it is; checked in place
@@ -153,6 +158,7 @@ func jsonFactsOf(t reflect.Type) *jsonFacts {
 		f.addrTrusted = implementsMarshaler(reflect.PointerTo(t))
 	}
 	f.str = t.Kind() == reflect.String && !f.trusted && !f.addrTrusted
+	f.decodes = implementsUnmarshaler(t) || (t.Kind() != reflect.Pointer && implementsUnmarshaler(reflect.PointerTo(t)))
 	switch t.Kind() {
 	case reflect.Map:
 		f.rawKeys = t.Key().Kind() == reflect.String
@@ -164,6 +170,15 @@ func jsonFactsOf(t reflect.Type) *jsonFacts {
 	}
 	actual, _ := jsonFactsCache.LoadOrStore(t, f)
 	return actual.(*jsonFacts)
+}
+
+var (
+	unmarshalerType     = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+func implementsUnmarshaler(t reflect.Type) bool {
+	return t.Implements(unmarshalerType) || t.Implements(textUnmarshalerType)
 }
 
 func implementsMarshaler(t reflect.Type) bool {
@@ -352,6 +367,10 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 	if w.skips(f) || f.trusted || (f.addrTrusted && addr) {
 		return nil
 	}
+	if w.replay && f.decodes {
+		w.replay = false
+		defer func() { w.replay = true }()
+	}
 	switch v.Kind() {
 	case reflect.String:
 		if !utf8.ValidString(v.String()) {
@@ -455,8 +474,16 @@ func (w *lossWalker) walk(v reflect.Value, f *jsonFacts, addr bool) *lossError {
 // base64 string, a struct as a map), and a large integer as another number.
 func (w *lossWalker) walkHeld(v any) *lossError {
 	if w.replay {
-		switch v.(type) {
-		case nil, bool, float64, string, []any, map[string]any:
+		switch v := v.(type) {
+		case nil, bool, float64, string:
+		case []any:
+			if v == nil { // null: replays as a nil interface
+				return heldLoss(v)
+			}
+		case map[string]any:
+			if v == nil {
+				return heldLoss(v)
+			}
 		default:
 			return heldLoss(v)
 		}

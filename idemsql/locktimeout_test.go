@@ -3,6 +3,7 @@ package idemsql_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -119,5 +120,20 @@ func TestPermanentTimeoutIsNotRecorded(t *testing.T) {
 	var fe *idemsql.FailureError
 	if errors.As(err, &fe) || !errors.Is(err, errLockWait) || ex.sent[len(ex.sent)-1] != "release" {
 		t.Fatalf("err = %v, statements %v; want fn's error, the claim released, nothing recorded", err, ex.sent)
+	}
+}
+
+// fn returns a nested call's error, which has a class of its own, after
+// swallowing an error that ended the transaction: the call's error is
+// ErrRetryable alone, the nested error's text kept.
+func TestNestedClassUnderRetryableIsText(t *testing.T) {
+	store, err := idemsql.NewStore(txCheckDialect{in: false, known: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := &idemsql.Error{Op: "claim", Key: "inner", Kind: idemsql.ErrLockTimeout}
+	_, err = idemsql.Do(context.Background(), store.Bind(&nopExec{claimed: true}), "k", func(context.Context) (int, error) { return 0, nested })
+	if !errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrLockTimeout) || !strings.Contains(err.Error(), nested.Error()) {
+		t.Fatalf("err = %v; want ErrRetryable alone, saying what fn returned", err)
 	}
 }

@@ -118,7 +118,10 @@ func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
 // transaction replays if another one won the key meanwhile, so fn's
 // committed effects never happen twice. When the attempts run out, the
 // last error is returned, matching [ErrRetryable]; when ctx ends between
-// attempts, the error matches ctx's error alone. A connection lost during
+// attempts, the error matches ctx's error alone. A transaction that
+// PostgreSQL reports aborted only after fn returned (fn went on past a
+// failed statement) is run again once: a second time, the error has no
+// class, since another try would meet fn's own failure again. A connection lost during
 // COMMIT leaves the outcome unknown: Run returns [ErrCommitUnknown] rather
 // than guess; calling again with the same key replays or runs.
 //
@@ -152,8 +155,15 @@ func Run[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx contex
 }
 
 func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(context.Context, X) (T, error), cfg *settings, start time.Time) (Result[T], error) {
+	swallowedBefore := false
 	for attempt := 1; ; attempt++ {
 		res, o, err := runOnce(ctx, db, key, fn, cfg, start)
+		if o == outcomeRetry && isSwallowed(err) {
+			if swallowedBefore {
+				return res, swallowedTwice(err)
+			}
+			swallowedBefore = true
+		}
 		if o != outcomeRetry || attempt >= cfg.maxAttempts || ctx.Err() != nil {
 			return res, err
 		}
@@ -165,6 +175,21 @@ func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(co
 			return res, fmt.Errorf("idemsql: %q: %w while waiting to run again after: %v", key, werr, err)
 		}
 	}
+}
+
+func isSwallowed(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.swallowed
+}
+
+// swallowedTwice is the error of a Run whose fn went on past a failed
+// statement in two transactions in a row (PostgreSQL reports the aborted
+// transaction after fn): not a conflict another try would escape, but
+// fn's own doing. It has no class.
+func swallowedTwice(err error) error {
+	var e *Error
+	errors.As(err, &e)
+	return &Error{Op: e.Op, Key: e.Key, Err: fmt.Errorf("fn went on past a failed statement in two transactions in a row (handle its error): %w", e.Err)}
 }
 
 var errUnboundDB = fmt.Errorf("%w: DB is not bound to a store and a pool; bind one with Store.DB or postgres.Store.Pool", ErrInvalidOption)
@@ -201,15 +226,26 @@ func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(contex
 // commitError classifies a failed COMMIT. The transaction is certainly not
 // committed when the database refused it or it was already over; when the
 // connection broke, or ctx ended, during the COMMIT, nobody can tell.
+//
+// With ctx ended, a COMMIT that certainly did not happen is the context's
+// class alone, as any step a context ended; one whose fate is unknown is
+// ErrCommitUnknown, the context's error inside.
 func (s *Store) commitError(ctx context.Context, key string, err error) *Error {
 	k := s.classify(err)
-	if ctx.Err() != nil && k != KindTxAborted && k != KindRetryable && k != KindTxEnded {
-		k = KindConnLost
-	}
-	e := &Error{Op: "commit", Key: key, Kind: kindSentinel("commit", k), Err: err}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	certain := k == KindTxAborted || k == KindRetryable || k == KindTxEnded
+	cerr := ctx.Err()
+	e := &Error{Op: "commit", Key: key, Err: err}
+	if cerr != nil && !errors.Is(err, cerr) {
 		e.Err = errors.Join(err, cerr)
 	}
+	switch {
+	case cerr != nil && certain:
+		return e
+	case cerr != nil:
+		k = KindConnLost
+	}
+	e.Kind = kindSentinel("commit", k)
+	e.swallowed = k == KindTxAborted
 	return e
 }
 

@@ -229,3 +229,57 @@ func testRunVictimReplays(t *testing.T, e *env) {
 		t.Errorf("%d business rows, want 1", n)
 	}
 }
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "SwallowedFailedStatementRunsTwiceAtMost", only: "postgres", run: testSwallowedFailedStatement})
+}
+
+// PostgreSQL: fn goes on past a statement that failed for good (here a
+// division by zero; a unique violation would do the same), so every try
+// finds its transaction aborted after fn. That could have been a deadlock,
+// so Run tries once more; the second time it is fn's own doing: an error
+// of no class, not ErrRetryable, and no third run.
+func testSwallowedFailedStatement(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	_, err := e.runTx(ctx, "swallow-div0", func(ctx context.Context, tx testTx) (invoice, error) {
+		runs.Add(1)
+		_ = tx.Exec(ctx, "SELECT 1/0") // the defect under test: the error is dropped
+		return invoice{Amount: 1}, nil
+	}, idemsql.WithMaxAttempts(10))
+	if err == nil || errors.Is(err, idemsql.ErrRetryable) {
+		t.Fatalf("err = %v, want an error of no class", err)
+	}
+	oneClass(t, err)
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("fn ran %d times, want 2", n)
+	}
+	if n := e.idemRows("swallow-div0"); n != 0 {
+		t.Fatalf("%d rows left", n)
+	}
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, conformanceCase{name: "ContextEndsBeforeCommit", run: testContextEndsBeforeCommit})
+}
+
+// The caller's context ends as fn returns, before Run commits. The
+// transaction does not commit; the error is the context's, never
+// ErrRetryable (database/sql already rolled the transaction back, and its
+// COMMIT reports that). pgx reports a COMMIT it did not send as of unknown
+// fate: ErrCommitUnknown, the context's error inside.
+func testContextEndsBeforeCommit(t *testing.T, e *env) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := e.runVoid(ctx, "ctx-commit", func(ctx context.Context, tx testTx) error {
+		defer cancel()
+		return tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), "ctx-commit")
+	})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, idemsql.ErrRetryable) {
+		t.Fatalf("err = %v, want the context's error and not ErrRetryable", err)
+	}
+	if !errors.Is(err, idemsql.ErrCommitUnknown) {
+		oneClass(t, err)
+	}
+}

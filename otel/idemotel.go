@@ -139,14 +139,43 @@ func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Conte
 	}
 }
 
-// message is err's text, without the key under OmitKey: the library's
-// errors quote the key they are about.
+// message is err's text, without keys under OmitKey: the library's errors
+// quote the key they are about, the call's own or a nested call's.
 func (o *observer) message(err error, key string) string {
 	msg := err.Error()
-	if o.omitKey && key != "" {
-		msg = strings.ReplaceAll(msg, strconv.Quote(key), `"[key omitted]"`)
+	if !o.omitKey {
+		return msg
+	}
+	keys := map[string]bool{key: true}
+	keysIn(err, keys)
+	for k := range keys {
+		if k != "" {
+			msg = strings.ReplaceAll(msg, strconv.Quote(k), `"[key omitted]"`)
+		}
 	}
 	return msg
+}
+
+// keysIn adds the keys of the library's errors in err's tree to keys.
+func keysIn(err error, keys map[string]bool) {
+	switch e := err.(type) {
+	case *idemsql.Error:
+		keys[e.Key] = true
+	case *idemsql.FailureError:
+		keys[e.Key] = true
+	case *idemsql.DuplicateError:
+		keys[e.Key] = true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if next := u.Unwrap(); next != nil {
+			keysIn(next, keys)
+		}
+	case interface{ Unwrap() []error }:
+		for _, next := range u.Unwrap() {
+			keysIn(next, keys)
+		}
+	}
 }
 
 // recordError is span.RecordError, with the message as message gives it.

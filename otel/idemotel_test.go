@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -144,9 +145,16 @@ func TestOmitKey(t *testing.T) {
 	}, idemsql.WithFingerprint([]byte("another request"))); !errors.Is(err, idemsql.ErrFingerprintMismatch) || !strings.Contains(err.Error(), "secret-key") {
 		t.Fatalf("err = %v, want a mismatch naming the key", err)
 	}
+	// fn's error may carry a nested call's error, quoting that call's key.
+	nested := &idemsql.Error{Op: "claim", Key: "inner-secret", Kind: idemsql.ErrFingerprintMismatch}
+	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "secret-key-2", func(ctx context.Context, tx *sql.Tx) (int, error) {
+		return 0, fmt.Errorf("charging: %w", nested)
+	}); !errors.Is(err, nested) {
+		t.Fatalf("err = %v, want fn's", err)
+	}
 	leaks := func(attrs []attribute.KeyValue) bool {
 		for _, a := range attrs {
-			if strings.Contains(a.Value.String(), "secret-key") {
+			if v := a.Value.String(); strings.Contains(v, "secret-key") || strings.Contains(v, "inner-secret") {
 				return true
 			}
 		}
