@@ -30,7 +30,8 @@ type Codec interface {
 // []any, a result of type any) that is not what encoding/json decodes into
 // an interface (nil, bool, float64, string, []any, map[string]any): an int
 // would replay as a float64 (a large one as another number), a []byte as a
-// base64 string, a struct as a map. A value of a type that implements [json.Marshaler] or
+// base64 string, a struct as a map (below a type that decodes itself, a
+// [json.Unmarshaler], that is its business). A value of a type that implements [json.Marshaler] or
 // [encoding.TextMarshaler] is taken as that method encodes it.
 //
 // Unmarshal is strict: a stored field that the result type does not have
