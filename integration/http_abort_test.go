@@ -12,15 +12,8 @@ import (
 
 func init() {
 	httpCases = append(httpCases,
-		struct {
-			name string
-			run  func(t *testing.T, h *httpEnv)
-		}{"AbortOnTxDeathRunsTheRequestAgain", testHTTPAbortRetries},
-		struct {
-			name string
-			run  func(t *testing.T, h *httpEnv)
-		}{"AbortRollsBackAndSendsTheHandlersAnswer", testHTTPAbortRollsBack},
-	)
+		httpCase{"AbortOnTxDeathRunsTheRequestAgain", testHTTPAbortRetries},
+		httpCase{"AbortRollsBackAndSendsTheHandlersAnswer", testHTTPAbortRollsBack})
 }
 
 // The handler's statement makes the database end or abort the transaction

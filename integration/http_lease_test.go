@@ -20,21 +20,12 @@ func TestHTTPLease(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			for _, c := range httpLeaseCases {
-				t.Run(c.name, func(t *testing.T) {
-					h := newHTTPEnv(t, b, 8)
-					c.run(t, h)
-					h.noConnectionInUse(t)
-				})
-			}
+			runHTTPCases(t, b, httpLeaseCases)
 		})
 	}
 }
 
-var httpLeaseCases = []struct {
-	name string
-	run  func(t *testing.T, h *httpEnv)
-}{
+var httpLeaseCases = []httpCase{
 	{"RunsOnceAndReplays", testHTTPLeaseReplays},
 	{"DuplicateInFlight409", testHTTPLeaseInFlight},
 	{"ServerErrorRetrySameDownstreamKey", testHTTPLeaseServerError},

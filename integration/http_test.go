@@ -28,13 +28,7 @@ func TestHTTP(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			for _, c := range httpCases {
-				t.Run(c.name, func(t *testing.T) {
-					h := newHTTPEnv(t, b, 8)
-					c.run(t, h)
-					h.noConnectionInUse(t)
-				})
-			}
+			runHTTPCases(t, b, httpCases)
 			t.Run("PanicStoresNothingAndLeaksNoConnection", func(t *testing.T) {
 				testHTTPPanic(t, newHTTPEnv(t, b, 1))
 			})
@@ -42,10 +36,26 @@ func TestHTTP(t *testing.T) {
 	}
 }
 
-var httpCases = []struct {
+// httpCase is one test of a middleware, run on every backend.
+type httpCase struct {
 	name string
 	run  func(t *testing.T, h *httpEnv)
-}{
+}
+
+// runHTTPCases runs each case on b, in an environment of its own with a
+// pool of 8 connections, and checks afterwards that no request left a
+// connection of the pool behind.
+func runHTTPCases(t *testing.T, b backend, cases []httpCase) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHTTPEnv(t, b, 8)
+			c.run(t, h)
+			h.noConnectionInUse(t)
+		})
+	}
+}
+
+var httpCases = []httpCase{
 	{"FirstRequestRunsRetryReplays", testHTTPFirstAndReplay},
 	{"KeyReusedWithOtherBody422", testHTTPKeyReused},
 	{"MissingOrBadKey400", testHTTPBadKey},

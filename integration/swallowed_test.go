@@ -97,8 +97,7 @@ func killTx(ctx context.Context, e *env, d *deadlock, tx testTx) error {
 	// An interrupted write rolls SQLite's whole transaction back.
 	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	err := tx.Exec(sctx, "INSERT INTO "+e.biz+" (idem_key, amount) "+
-		"SELECT 'filler', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)")
+	err := tx.Exec(sctx, sqliteLongWrite(e.biz))
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("not the interrupt: %w", err)
 	}

@@ -48,6 +48,14 @@ func (e *env) mariaDB() bool {
 	return strings.Contains(e.queryString("SELECT VERSION()"), "MariaDB")
 }
 
+// sqliteLongWrite is a write into table that runs far longer than any
+// deadline a test gives it: interrupted, it makes SQLite roll the whole
+// transaction back.
+func sqliteLongWrite(table string) string {
+	return "INSERT INTO " + table + " (idem_key, amount) " +
+		"SELECT 'filler', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)"
+}
+
 // connID is the server's id of tx's connection.
 func (e *env) connID(ctx context.Context, tx testTx) int64 {
 	e.t.Helper()
@@ -471,8 +479,7 @@ func testInterruptedStatementInFn(t *testing.T, e *env) {
 		}
 		close(claimed)
 		// Long enough to outlive the deadline by far.
-		return invoice{}, holder.Exec(ctx, "INSERT INTO "+e.biz+" (idem_key, amount) "+
-			"SELECT 'filler', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)")
+		return invoice{}, holder.Exec(ctx, sqliteLongWrite(e.biz))
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the deadline", err)
@@ -561,8 +568,7 @@ func testFaultsUnderLoad(t *testing.T, e *env) {
 				// it and rolls the whole transaction back. Half the time fn
 				// drops the error and goes on, as a careless fn would.
 				sctx, c := context.WithTimeout(ctx, time.Duration(1+rand.IntN(3))*time.Millisecond)
-				err := tx.Exec(sctx, "INSERT INTO "+e.biz+" (idem_key, amount) "+
-					"SELECT 'filler', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT x FROM c)")
+				err := tx.Exec(sctx, sqliteLongWrite(e.biz))
 				c()
 				if err != nil {
 					fnErrs.Add(1)
