@@ -67,6 +67,10 @@ type Result[T any] struct {
 //     close the connection; SQLite may roll the transaction back), and then
 //     nothing more is sent; on SQLite, whose driver reports that with the
 //     context's error alone, no statement is sent after any context error.
+//     A context of fn's own that ends under one of its statements, ctx
+//     still live, ends the transaction the same way: that is a lost
+//     connection, [ErrRetryable], with the context's error in the text
+//     only, so that it is not taken for ctx's.
 //   - If fn panics, the claim is marked failed ([PanicClass]) and the panic
 //     goes on; roll back.
 //   - A key whose retention has passed is treated as absent: it is claimed
@@ -329,7 +333,16 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil && k != KindLockTimeout && k != KindStatementTimeout {
 		return s.recordFailure(ctx, ex, key, tok, savepoint, class, cfg, fnErr)
 	}
-	return outcomeFailed, s.release(ctx, ex, key, tok, fnErr)
+	rerr := s.sendRelease(ctx, ex, key, tok)
+	if rerr != nil && ctx.Err() == nil && kindSentinel("release", s.classify(rerr)) == ErrRetryable {
+		// The connection or the transaction went while fn ran, although
+		// ctx is live: most often a context of fn's own ended under one of
+		// its statements, and pgx and go-sql-driver closed the connection,
+		// reporting nothing but that context's error.
+		return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable,
+			Err: fmt.Errorf("the transaction was lost under fn: %w", unclassed(fnErr))}
+	}
+	return outcomeFailed, s.released(key, rerr, fnErr)
 }
 
 // encode encodes fn's result v. held says that the result type is an
@@ -340,12 +353,14 @@ func isInterface[T any]() bool { return reflect.TypeFor[T]().Kind() == reflect.I
 
 // unclassed is fn's error to wrap in an error of class ErrRetryable: as it
 // is, unless it holds a class of its own (a nested call's ErrLockTimeout,
-// say), which would make two; then its text only.
+// say, or the error of a context of fn's own that ended: ctx is live
+// wherever this is called), which would make two; then its text only.
 func unclassed(fnErr error) error {
 	var e *Error
 	var fe *FailureError
 	var de *DuplicateError
-	if (errors.As(fnErr, &e) && e.Kind != nil) || errors.As(fnErr, &fe) || errors.As(fnErr, &de) {
+	if (errors.As(fnErr, &e) && e.Kind != nil) || errors.As(fnErr, &fe) || errors.As(fnErr, &de) ||
+		errors.Is(fnErr, context.Canceled) || errors.Is(fnErr, context.DeadlineExceeded) {
 		return errors.New(fnErr.Error())
 	}
 	return fnErr
@@ -555,7 +570,10 @@ func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, tok 
 func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) (outcome, error) {
 	e := s.dbError(ctx, "record failure", key, err)
 	if s.classify(err).endsTx() {
-		return failedOutcome(e), errors.Join(cause, e)
+		if o := failedOutcome(e); o == outcomeRetry {
+			return o, errors.Join(unclassed(cause), e)
+		}
+		return outcomeFailed, errors.Join(cause, e)
 	}
 	e.Kind = ErrUnexpectedState
 	e.Err = fmt.Errorf("failure not recorded, roll the transaction back: %w", err)
@@ -567,7 +585,16 @@ func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) 
 // If the transaction can no longer commit, the claim goes with it, and that
 // is not worth reporting.
 func (s *Store) release(ctx context.Context, ex Executor, key string, tok claimToken, cause error) error {
+	return s.released(key, s.sendRelease(ctx, ex, key, tok), cause)
+}
+
+func (s *Store) sendRelease(ctx context.Context, ex Executor, key string, tok claimToken) error {
 	_, err := ex.Exec(context.WithoutCancel(ctx), s.stmts.Release, key, tok.owner)
+	return err
+}
+
+// released is cause, after a release that failed with err (if not nil).
+func (s *Store) released(key string, err, cause error) error {
 	if err == nil || s.classify(err).endsTx() {
 		return cause
 	}
