@@ -295,10 +295,11 @@ const panicWriteLimit = 5 * time.Second
 // fnFailed handles fn's error. A database error that ended the
 // transaction comes back matching [ErrRetryable], and nothing more is sent:
 // on MySQL and SQLite a statement sent now would run outside the
-// transaction. So does an error of fn's own when the dialect shows that the
-// session already left the transaction ([TxChecker]): fn swallowed the
-// error that ended it. Otherwise the claim is removed, or, for a [Permanent] error
-// under [WithRecordedFailures], recorded. If ctx ended, fn's error comes
+// transaction. So does an error of fn's own when the dialect shows that
+// the session already left the transaction ([TxChecker]): fn swallowed the
+// error that ended it, or committed the transaction itself. Otherwise the
+// claim is removed, or, for a [Permanent] error under
+// [WithRecordedFailures], recorded. If ctx ended, fn's error comes
 // back as it is: the context is its class.
 func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
 	if errors.Is(fnErr, ErrRetryable) {
@@ -322,10 +323,14 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 	}
 	if d, ok := s.dialect.(TxChecker); ok && ctx.Err() == nil {
 		if in, known := d.InTransaction(ctx, ex); known && !in {
-			// fn went on past an error that ended the transaction (and
-			// failed for a reason of its own): the claim went with it.
+			// fn went on past an error that ended the transaction, or
+			// committed or rolled it back itself, and then failed for a
+			// reason of its own. The claim went with the transaction,
+			// committed or not: a release sent now would run outside it and
+			// could delete a committed claim, whose fn's effects may have
+			// committed too (ErrAbandoned from then on).
 			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable,
-				Err: fmt.Errorf("the database ended the transaction under fn: %w", unclassed(fnErr))}
+				Err: fmt.Errorf("the session left the transaction under fn: %w", unclassed(fnErr))}
 		}
 	}
 	// A time-out is no answer of the key's, whatever fn called it: the

@@ -145,12 +145,13 @@ type LockTimeoutEnder interface {
 }
 
 // TxChecker is implemented by a dialect that can tell cheaply whether the
-// session is still in a transaction (MariaDB: @@in_transaction). After fn
-// failed with an error of its own, the core asks it before removing or
-// recording the claim: when fn swallowed an error that ended the
-// transaction, nothing more is sent and the call is retryable. known is
-// false when the database cannot tell (MySQL 8); the cleanup, fenced by the
-// claim's token, then runs as usual.
+// session is still in the transaction that made the claim (MariaDB:
+// @@in_transaction; PostgreSQL: the transaction's ID; SQLite: whether BEGIN
+// is refused). After fn failed with an error of its own, the core asks it
+// before removing or recording the claim: when fn swallowed an error that
+// ended the transaction, or committed it itself, nothing more is sent and
+// the call is retryable. known is false when the database cannot tell
+// (MySQL 8); the cleanup, fenced by the claim's token, then runs as usual.
 type TxChecker interface {
 	InTransaction(ctx context.Context, ex Executor) (in, known bool)
 }

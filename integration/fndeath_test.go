@@ -178,3 +178,72 @@ func (d *deadlineOnDemand) Err() error {
 		return nil
 	}
 }
+
+func init() {
+	conformanceCases = append(conformanceCases,
+		conformanceCase{name: "FnCommitsThenFails", run: testFnCommitsThenFails})
+}
+
+// fn sends COMMIT as a statement, then fails. Its business write and the
+// claim are committed already; nothing Do sends afterwards may remove the
+// claim (it would run outside any transaction), so that the key answers
+// ErrAbandoned from then on, as docs/guarantees.md promises, instead of
+// running fn a second time. Do's own answer is ErrRetryable: the session
+// left the transaction under fn. Run, running it again, meets the
+// abandoned claim.
+func testFnCommitsThenFails(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var runs atomic.Int64
+	commitsThenFails := func(key string) func(context.Context, testTx) (invoice, error) {
+		return func(ctx context.Context, tx testTx) (invoice, error) {
+			runs.Add(1)
+			if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
+				return invoice{}, err
+			}
+			if err := tx.Exec(ctx, "COMMIT"); err != nil {
+				return invoice{}, err
+			}
+			return invoice{}, errValidation
+		}
+	}
+	abandoned := func(t *testing.T, key string, wantRuns int64) {
+		t.Helper()
+		_, err := e.runTx(ctx, key, commitsThenFails(key))
+		if !errors.Is(err, idemsql.ErrAbandoned) {
+			t.Fatalf("a later call: err = %v, want ErrAbandoned (fn ran %d times, %d business rows)", err, runs.Load(), e.bizRows(key))
+		}
+		oneClass(t, err)
+		if n := runs.Load(); n != wantRuns {
+			t.Fatalf("fn ran %d times, want %d", n, wantRuns)
+		}
+		if n := e.bizRows(key); n != 1 {
+			t.Fatalf("%d business rows, want 1", n)
+		}
+		if st := e.queryString("SELECT status FROM "+e.table+" WHERE idem_key = ?", key); st != idemsql.StatusInProgress {
+			t.Fatalf("status %q, want the committed claim", st)
+		}
+	}
+
+	t.Run("Do", func(t *testing.T) {
+		const key = "fn-commits-do"
+		tx, err := e.begin(ctx, sql.LevelDefault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn := commitsThenFails(key)
+		_, err = idemsql.Do(ctx, tx.Bind(), key, func(ctx context.Context) (invoice, error) { return fn(ctx, tx) })
+		_ = tx.Rollback(ctx)
+		if !errors.Is(err, idemsql.ErrRetryable) || !errors.Is(err, errValidation) {
+			t.Errorf("err = %v, want ErrRetryable wrapping fn's error", err)
+		}
+		oneClass(t, err)
+		abandoned(t, key, 1)
+	})
+	t.Run("Run", func(t *testing.T) {
+		runs.Store(0)
+		const key = "fn-commits-run"
+		abandoned(t, key, 1) // Run's second attempt already finds the claim
+		abandoned(t, key, 1)
+	})
+}
