@@ -65,10 +65,11 @@ var errAborted = errors.New("idemhttp: the handler aborted the request")
 // back and nothing is stored. When err says the database wants the
 // transaction run again (a deadlock, a serialization failure, a Galera
 // certification failure, SQLite busy: what [idemsql.Run] retries), the
-// whole request runs again in a new transaction, handler included. Else
-// the client gets the handler's response if it wrote an error status
-// (400 or more), or a 500 problem, and a retry with the key runs the
-// handler again.
+// whole request runs again in a new transaction, handler included; if it
+// fails so on every attempt, the client gets a 503 problem with
+// Retry-After. Else the client gets the handler's response if it wrote an
+// error status (400 or more), or a 500 problem, and a retry with the key
+// runs the handler again.
 //
 // A handler that goes on after a failed statement instead, and answers a
 // status that is stored, meets the failure when the response is stored or

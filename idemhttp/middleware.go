@@ -38,7 +38,8 @@ import (
 //     failure) at BEGIN, at the key's claim, when the response is stored or
 //     at COMMIT, or in the error the handler passed to [Abort],
 //     idemsql.Run runs the whole request again in a new transaction,
-//     handler included, with the same body.
+//     handler included, with the same body. When its attempts run out, the
+//     client gets 503 (Retry-After: 1), whatever the handler answered.
 //   - A duplicate that arrives while the first request's transaction is
 //     open is answered 409 at once on PostgreSQL and MySQL/MariaDB. On
 //     SQLite, whose transactions wait for the single writer's lock as they
@@ -252,6 +253,11 @@ func (s *settings) finish(w http.ResponseWriter, r *http.Request, res idemsql.Re
 		sendReplay(w, res.Value, s.replayedHeader)
 	case err == nil && last != nil:
 		sendCaptured(w, last)
+	case errors.Is(err, idemsql.ErrRetryable):
+		// Run's attempts ran out: the request may well go through if sent
+		// again, whatever the handler answered to the last attempt's
+		// failure.
+		s.fail(w, r, err)
 	case errors.As(err, &u) && last != nil:
 		sendCaptured(w, last)
 	case errors.As(err, &ab) && last != nil && last.finalStatus() >= 400:
