@@ -3,8 +3,10 @@ package idemhttp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/idemsql/idemsql/idemhttp"
@@ -63,4 +65,35 @@ func TestAbortWithResponseTooLarge(t *testing.T) {
 		_, _ = w.Write([]byte("0123456789abcdefghij"))
 	}))
 	wantProblem(t, do(h, "POST", "k", ""), http.StatusInternalServerError, "response-too-large")
+}
+
+// A handler that runs its statements in goroutines may call Abort from any
+// of them, at once: the request is aborted (the handler's answer is sent,
+// nothing is stored, the next request runs the handler again), and the
+// race detector finds nothing.
+func TestAbortFromConcurrentGoroutines(t *testing.T) {
+	db, bound := newDB(t)
+	mw, err := idemhttp.New(bound, idemhttp.Config{Unscoped: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs++
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() { idemhttp.Abort(r.Context(), fmt.Errorf("worker %d failed", i)) })
+		}
+		wg.Wait()
+		http.Error(w, "a worker failed", http.StatusConflict)
+	}))
+	for i := 1; i <= 2; i++ {
+		if w := do(h, "POST", "k", ""); w.Code != http.StatusConflict || runs != i {
+			t.Fatalf("request %d: %d %q, runs %d", i, w.Code, w.Body, runs)
+		}
+	}
+	var rows int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM idempotency_keys`).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("rows %d, %v", rows, err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -53,8 +54,16 @@ func Key(ctx context.Context) (string, bool) {
 
 type abortKey struct{}
 
-// abortSlot holds what the handler passed to Abort during one run.
-type abortSlot struct{ err error }
+// abortSlot holds what the handler passed to Abort during one run: the
+// first error, from whichever of the handler's goroutines.
+type abortSlot struct{ err atomic.Pointer[error] }
+
+func (s *abortSlot) load() error {
+	if p := s.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // errAborted stands for Abort(ctx, nil).
 var errAborted = errors.New("idemhttp: the handler aborted the request")
@@ -77,6 +86,10 @@ var errAborted = errors.New("idemhttp: the handler aborted the request")
 // Nothing commits; the request runs once more (the failure may have been a
 // deadlock), and if it fails the same way again the client gets 500.
 //
+// Abort may be called from any goroutine of the handler, the first error
+// counting, but only before the handler returns: the middleware reads it
+// then.
+//
 // Abort panics outside New's middleware (a wiring mistake, as for [MustTx]);
 // [NewExternal]'s handlers have no transaction, and answer a status that is
 // not stored instead.
@@ -88,9 +101,7 @@ func Abort(ctx context.Context, err error) {
 	if err == nil {
 		err = errAborted
 	}
-	if slot.err == nil {
-		slot.err = err
-	}
+	slot.err.CompareAndSwap(nil, &err)
 }
 
 // abortedError is fn's error after Abort: it wraps the handler's error, so

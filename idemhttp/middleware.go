@@ -73,8 +73,8 @@ func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, 
 				resp, err := s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
 				// A response too large to keep stays that error: the client
 				// gets 500, not a truncated body.
-				if abort.err != nil && !(last != nil && last.overflow) {
-					return Response{}, &abortedError{err: abort.err}
+				if aerr := abort.load(); aerr != nil && !(last != nil && last.overflow) {
+					return Response{}, &abortedError{err: aerr}
 				}
 				return resp, err
 			}, a.options(base)...)
