@@ -310,7 +310,7 @@ func BenchmarkJSONCodec(b *testing.B) {
 		v    any
 	}{
 		{"small", small},
-		{"walked", walked{small, map[string]any{"channel": "web", "attempt": 1}}},
+		{"walked", walked{small, map[string]any{"channel": "web", "attempt": 1.0}}},
 	} {
 		data, err := idemsql.JSON.Marshal(c.v)
 		if err != nil {
