@@ -28,6 +28,9 @@ func TestInterfaceResultReplaysAsItWasReturned(t *testing.T) {
 		{benchCharge{Ref: "r"}, "a idemsql_test.benchCharge held by an interface type"},
 		{[]byte("ab"), "a []uint8 held by an interface type"},
 		{5.0, ""},
+		{nil, ""},
+		{[]any(nil), "a []interface {} held by an interface type"},
+		{map[string]any(nil), "a map[string]interface {} held by an interface type"},
 		{map[string]any{"ref": "r", "amount": 5.0, "tags": []any{"a", true, nil}}, ""},
 	} {
 		tx := store.Bind(&nopExec{claimed: true})
@@ -74,6 +77,14 @@ func TestInterfaceUnderACustomDecoder(t *testing.T) {
 	var back envelope
 	if err := idemsql.JSON.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, in) {
 		t.Fatalf("replayed as %+v, %v", back, err)
+	}
+	// Below such a type, what encoding/json itself would lose is still
+	// refused: the type's decoder gets the encoding, not the value.
+	if _, err := idemsql.JSON.Marshal(envelope{Kind: "\xff"}); err == nil || !strings.Contains(err.Error(), "result.Kind: string is not valid UTF-8") {
+		t.Errorf("invalid UTF-8 below a custom decoder: %v", err)
+	}
+	if _, err := idemsql.JSON.Marshal(envelope{Data: secretive{token: "t"}}); err == nil || !strings.Contains(err.Error(), "result.Data.token: field token") {
+		t.Errorf("unexported field below a custom decoder: %v", err)
 	}
 	// A nil []any or map[string]any in an interface is written as null,
 	// which replays as a nil interface.

@@ -171,6 +171,7 @@ func TestJSONMarshalRefusesResultsAReplayWouldChange(t *testing.T) {
 		"invalid UTF-8":                          {benchResult{ID: "inv\xff"}, "result.ID: string is not valid UTF-8 (byte 3)"},
 		"invalid UTF-8 in slice":                 {benchResult{Tags: []string{"ok", "\xe2\x82"}}, "result.Tags[1]: string is not valid UTF-8"},
 		"invalid UTF-8 map key":                  {map[string]int{"k\xff": 1}, `result["k\xff"]: map key is not valid UTF-8`},
+		"invalid UTF-8 in a map value":           {map[string][]string{"k": {"\xff"}}, `result["k"][0]: string is not valid UTF-8`},
 		"invalid UTF-8 in any":                   {[]any{1.0, map[string]any{"a": "\xff"}}, `result[1]["a"]: string`},
 		"int in []any":                           {[]any{1.0, 2}, "result[1]: a int held by an interface type"},
 		"large int64 in map[string]any":          {map[string]any{"n": int64(9007199254740993)}, `result["n"]: a int64 held by an interface type`},
@@ -310,7 +311,7 @@ func BenchmarkJSONCodec(b *testing.B) {
 		v    any
 	}{
 		{"small", small},
-		{"walked", walked{small, map[string]any{"channel": "web", "attempt": 1}}},
+		{"walked", walked{small, map[string]any{"channel": "web", "attempt": 1.0}}},
 	} {
 		data, err := idemsql.JSON.Marshal(c.v)
 		if err != nil {

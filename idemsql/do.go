@@ -350,9 +350,6 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 	return outcomeFailed, s.released(key, rerr, fnErr)
 }
 
-// encode encodes fn's result v. held says that the result type is an
-// interface type: a replay decodes into it what encoding/json makes of
-// JSON without a type, which the built-in codecs check v against.
 // isInterface reports whether T is an interface type.
 func isInterface[T any]() bool { return reflect.TypeFor[T]().Kind() == reflect.Interface }
 
@@ -371,6 +368,9 @@ func unclassed(fnErr error) error {
 	return fnErr
 }
 
+// encode encodes fn's result v. held says that the result type is an
+// interface type: a replay decodes into it what encoding/json makes of
+// JSON without a type, which the built-in codecs check v against.
 func encode(v any, cfg *settings, held bool) ([]byte, error) {
 	encoded, err := cfg.codec.Marshal(v)
 	if err != nil {

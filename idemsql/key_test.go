@@ -196,7 +196,38 @@ type (
 		V    int
 		Next *linked
 	}
+	// encoding/json writes the fields of an embedded struct type only at
+	// the outermost level it meets the type: an inner one is lost.
+	loop struct {
+		*loop
+		N int
+	}
+	// A tag's name and a field's name collide: encoding/json writes the
+	// tagged field only.
+	tagVsName struct {
+		A int `json:"B"`
+		B int
+	}
+	// An invalid tag name is ignored: A is written as "A", and collides.
+	badTagName struct {
+		A int `json:"§"`
+		B int `json:"A"`
+	}
+	// An embedded struct with a name in its tag is one field, not
+	// promoted fields: no collision.
+	taggedEmbed struct {
+		sideA `json:"a"`
+		X     int
+	}
+	// encoding/json leaves Next out when its IsZero says so, cycle or not;
+	// V makes the check walk the value.
+	hiddenLoop struct {
+		V    any
+		Next *hiddenLoop `json:",omitzero"`
+	}
 )
+
+func (*hiddenLoop) IsZero() bool { return true }
 
 func (p *ptrMarshal) MarshalJSON() ([]byte, error) { return []byte(strconv.Itoa(p.n)), nil }
 
@@ -211,6 +242,8 @@ func TestDeriveKeyRefusesLossyArgs(t *testing.T) {
 
 	cycle := &linked{V: 1}
 	cycle.Next = cycle
+	hidden := &hiddenLoop{}
+	hidden.Next = hidden
 	for name, c := range map[string]struct {
 		args []any
 		want []string // in the message, in order
@@ -242,6 +275,13 @@ func TestDeriveKeyRefusesLossyArgs(t *testing.T) {
 		"NaN":                          {[]any{math.NaN()}, []string{"NaN"}},
 		"infinity":                     {[]any{math.Inf(1)}, []string{"+Inf"}},
 		"cycle":                        {[]any{cycle}, []string{"cycle"}},
+		// The check goes where encoding/json did not, and must stop.
+		"cycle left out by omitzero": {[]any{hiddenLoop{Next: hidden}}, []string{"args[0]", "cycle"}},
+		"embeds itself":              {[]any{loop{loop: &loop{N: 2}, N: 1}}, []string{"args[0].loop", "idemsql_test.loop embeds itself"}},
+		"tag and name collide":       {[]any{tagVsName{}}, []string{"args[0]", "A and B", `"B"`}},
+		"invalid tag name":           {[]any{badTagName{}}, []string{"args[0]", "A and B", `"A"`}},
+		"invalid UTF-8 in an array":  {[]any{[2]string{"a", "\xff"}}, []string{"args[0][1]", "UTF-8"}},
+		"under a non-string map key": {[]any{map[int]priv{7: {1}}}, []string{"args[0][7].n"}},
 	} {
 		key, err := idemsql.DeriveKey("ns", c.args...)
 		if !errors.Is(err, idemsql.ErrInvalidKey) {
@@ -274,6 +314,7 @@ func TestDeriveKeyAcceptsLosslessArgs(t *testing.T) {
 		"json.Marshaler":           {time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)},
 		"pointer marshaler":        {&ptrMarshal{1}, []ptrMarshal{{2}}, &struct{ P ptrMarshal }{}, map[string]*ptrMarshal{"a": {3}}},
 		"bytes":                    {[]byte("\xff\xfe")},
+		"tagged embedded struct":   {taggedEmbed{sideA{1}, 2}},
 	} {
 		if _, err := idemsql.DeriveKey("ns", args...); err != nil {
 			t.Errorf("%s: %v", name, err)
