@@ -19,8 +19,10 @@
 //	goose -table idempotency_keys_goose_version -dir migrations/sqlite sqlite3 ./app.db up
 //
 // The files create the table named idempotency_keys. [Up] renders them for
-// the store's table when it has another name ([idemsql.WithTable]) or lives
-// in a schema of its own ([idemsql.WithSchema]).
+// the store's table, quoting every name, so that a table named by a
+// reserved word ([idemsql.WithTable]("order")) or living in a schema of its
+// own ([idemsql.WithSchema]) is created as the statements name it.
+
 package migrations
 
 import (
@@ -33,6 +35,7 @@ import (
 	"testing/fstest" // a ready-made in-memory fs.FS; nothing of package testing is linked
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -102,46 +105,69 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 		return nil, fmt.Errorf("%w: nil database or target", idemsql.ErrInvalidOption)
 	}
 	name := target.Dialect().Name()
-	gd := gooseDialects[name]
 	fsys, err := FS(name)
 	if err != nil {
 		return nil, err
 	}
+	q := quoteChar(name)
 	table := idemsql.Table{Schema: target.Schema(), Name: target.Table()}
-	if table.Name != idemsql.DefaultTable || table.Schema != "" {
-		// The names were validated as lowercase identifiers by WithTable
-		// and WithSchema, so textual replacement cannot inject SQL.
-		if fsys, err = renamed(fsys, table); err != nil {
-			return nil, err
-		}
+	// The names were validated as lowercase identifiers by WithTable and
+	// WithSchema, so textual replacement cannot inject SQL; quoting lets
+	// a reserved word (order, user) name the table or its schema.
+	if fsys, err = rendered(fsys, table, q); err != nil {
+		return nil, err
 	}
 	versions := idemsql.Table{Schema: table.Schema, Name: VersionTable(table.Name)}
+	store, err := database.NewStore(gooseDialects[name], versions.Quote(q))
+	if err != nil {
+		return nil, fmt.Errorf("idemsql migrations: %w", err)
+	}
 	opts := []goose.ProviderOption{
-		goose.WithTableName(versions.String()),
+		goose.WithStore(versionStore{Store: store, dialect: name, table: versions}),
 		goose.WithDisableGlobalRegistry(true),
 	}
-	if gd == goose.DialectPostgres {
+	if name == "postgres" {
 		locker, err := lock.NewPostgresSessionLocker()
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	}
-	p, err := goose.NewProvider(gd, db, fsys, opts...)
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("idemsql migrations: %w", err)
 	}
 	return p, nil
 }
 
+func quoteChar(dialect string) string {
+	if dialect == "mysql" {
+		return "`"
+	}
+	return `"`
+}
+
+// versionStore is goose's version table for a quoted name. goose's own
+// existence check would look the quoted name up in the catalog, quotes
+// and all, never find it, and try to create it again.
+type versionStore struct {
+	database.Store
+	dialect string
+	table   idemsql.Table
+}
+
+func (s versionStore) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
+	return tableExists(ctx, db, s.dialect, s.table)
+}
+
 // defaultNames matches the table's name in the migration files, and the
 // names derived from it (indexes, constraints: a suffix after "_").
 var defaultNames = regexp.MustCompile(`\b` + idemsql.DefaultTable + `(_[a-z0-9_]+)?\b`)
 
-// renamed renders the files for table: the table as schema.name, the names
-// derived from it with the new name (an index or constraint lives in its
-// table's schema).
-func renamed(fsys fs.FS, table idemsql.Table) (fs.FS, error) {
+// rendered renders the files for table, every name quoted with q: the
+// table as schema.name, the names derived from it with the table's name
+// (an index or constraint lives in its table's schema).
+func rendered(fsys fs.FS, table idemsql.Table, q string) (fs.FS, error) {
 	out := fstest.MapFS{}
 	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -153,9 +179,9 @@ func renamed(fsys fs.FS, table idemsql.Table) (fs.FS, error) {
 		}
 		out[path] = &fstest.MapFile{Data: defaultNames.ReplaceAllFunc(b, func(m []byte) []byte {
 			if suffix := m[len(idemsql.DefaultTable):]; len(suffix) > 0 {
-				return []byte(table.Name + string(suffix))
+				return []byte(q + table.Name + string(suffix) + q)
 			}
-			return []byte(table.String())
+			return []byte(table.Quote(q))
 		})}
 		return nil
 	})
