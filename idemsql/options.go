@@ -232,10 +232,11 @@ func WithBackoff(base, max time.Duration) Option {
 // WithTable names the idempotency table (default [DefaultTable]). The name
 // must be a lowercase SQL identifier: a lowercase letter or underscore, then
 // lowercase letters, digits or underscores, at most 48 bytes, so that the
-// index names derived from it fit every database. Only lowercase names mean
-// the same table everywhere: the migration files name the table unquoted
-// (PostgreSQL folds an unquoted name to lowercase; SQLite, and MySQL on some
-// file systems, ignore case), while the statements quote it. Store only.
+// index names derived from it fit every database. The statements and the
+// migrations quote it, so a reserved word (order, user) works; only
+// lowercase names mean the same table quoted or not (PostgreSQL folds an
+// unquoted name to lowercase; SQLite, and MySQL on some file systems,
+// ignore case), so SQL of your own may name it either way. Store only.
 func WithTable(name string) Option {
 	return Option{name: "WithTable", scope: inStore, apply: func(s *settings) error {
 		if !identifierRE.MatchString(name) {

@@ -19,8 +19,39 @@
 //	goose -table idempotency_keys_goose_version -dir migrations/sqlite sqlite3 ./app.db up
 //
 // The files create the table named idempotency_keys. [Up] renders them for
-// the store's table when it has another name ([idemsql.WithTable]) or lives
-// in a schema of its own ([idemsql.WithSchema]).
+// the store's table, quoting every name, so that a table named by a
+// reserved word ([idemsql.WithTable]("order")) or living in a schema of its
+// own ([idemsql.WithSchema]) is created as the statements name it.
+//
+// # Many processes at once
+//
+// [Up] and [Down] are safe to call from every process of a fleet at once, at
+// start-up: each holds a lock for the table from before it reads the version
+// table until its last migration is recorded, so that each migration applies
+// once and the others wait for it (as long as ctx allows), then find nothing
+// pending. The lock belongs to the session that migrates: a process that
+// dies frees it at once, and a slow migration keeps it as long as it runs.
+//
+//   - PostgreSQL: a session advisory lock (pg_advisory_lock), keyed by the
+//     table. It needs a session of its own: through PgBouncer's transaction
+//     pooling, migrate over a direct connection.
+//   - MySQL, MariaDB: a named lock of the server (GET_LOCK), named by the
+//     database and the table.
+//   - SQLite: a write transaction on a file beside the database,
+//     <database>-idemsql-migrate, which stays there afterwards. An in-memory
+//     database takes none (no other process reaches it).
+//
+// On MariaDB Galera, and MySQL Group Replication in multi-primary mode,
+// GET_LOCK is local to the node that takes it: processes connected to
+// different nodes do not wait for each other. Migrating through several
+// nodes at once fails: on a three-node Galera cluster, eight callers spread
+// over the nodes all failed with goose's "missing zero version migration"
+// in 7 tries of 8, and left the version table empty, which fails every
+// later Up the same way until it is dropped (nothing was applied then:
+// dropping it is safe).
+// Migrate through one node: give Up, in every process, a *sql.DB whose DSN
+// names the same node, or run `idemsql migrate up` once before the fleet
+// starts. The stock goose command takes no lock at all: run it once.
 package migrations
 
 import (
@@ -29,11 +60,12 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"math"
 	"regexp"
 	"testing/fstest" // a ready-made in-memory fs.FS; nothing of package testing is linked
 
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
+	"github.com/pressly/goose/v3/database"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -71,12 +103,22 @@ func VersionTable(table string) string { return table + "_goose_version" }
 
 // Up applies every pending migration for the target's dialect and table, in
 // their own transactions (never the caller's: MySQL commits DDL implicitly).
-// On PostgreSQL a session advisory lock lets many processes run Up at start-up
-// at once.
+// Many processes may call it at once: they take turns (see the package doc,
+// and its caveat for Galera); a caller waits for the others as long as ctx
+// allows.
 func Up(ctx context.Context, db *sql.DB, target Target) error {
 	p, err := provider(db, target)
 	if err != nil {
 		return err
+	}
+	// goose's Up first asks HasPending, without the lock, and HasPending
+	// creates a missing version table: on MySQL, whose DDL commits at once,
+	// a concurrent caller then finds the table still without goose's
+	// version 0 row and fails ("missing zero version migration"); on Galera
+	// every caller did. DownTo a version above any applied one rolls
+	// nothing back, and creates the table under the lock.
+	if _, err := p.DownTo(ctx, math.MaxInt64); err != nil {
+		return fmt.Errorf("idemsql migrations: %w", err)
 	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("idemsql migrations: %w", err)
@@ -85,7 +127,7 @@ func Up(ctx context.Context, db *sql.DB, target Target) error {
 }
 
 // Down rolls back every migration applied by [Up] for the target, dropping
-// the table.
+// the table. It takes the same lock as Up.
 func Down(ctx context.Context, db *sql.DB, target Target) error {
 	p, err := provider(db, target)
 	if err != nil {
@@ -102,46 +144,65 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 		return nil, fmt.Errorf("%w: nil database or target", idemsql.ErrInvalidOption)
 	}
 	name := target.Dialect().Name()
-	gd := gooseDialects[name]
 	fsys, err := FS(name)
 	if err != nil {
 		return nil, err
 	}
+	q := quoteChar(name)
 	table := idemsql.Table{Schema: target.Schema(), Name: target.Table()}
-	if table.Name != idemsql.DefaultTable || table.Schema != "" {
-		// The names were validated as lowercase identifiers by WithTable
-		// and WithSchema, so textual replacement cannot inject SQL.
-		if fsys, err = renamed(fsys, table); err != nil {
-			return nil, err
-		}
+	// The names were validated as lowercase identifiers by WithTable and
+	// WithSchema, so textual replacement cannot inject SQL; quoting lets
+	// a reserved word (order, user) name the table or its schema.
+	if fsys, err = rendered(fsys, table, q); err != nil {
+		return nil, err
 	}
 	versions := idemsql.Table{Schema: table.Schema, Name: VersionTable(table.Name)}
-	opts := []goose.ProviderOption{
-		goose.WithTableName(versions.String()),
-		goose.WithDisableGlobalRegistry(true),
+	store, err := database.NewStore(gooseDialects[name], versions.Quote(q))
+	if err != nil {
+		return nil, fmt.Errorf("idemsql migrations: %w", err)
 	}
-	if gd == goose.DialectPostgres {
-		locker, err := lock.NewPostgresSessionLocker()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, goose.WithSessionLocker(locker))
+	locker, err := lockerFor(db, target, table)
+	if err != nil {
+		return nil, err
 	}
-	p, err := goose.NewProvider(gd, db, fsys, opts...)
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys,
+		goose.WithStore(versionStore{Store: store, dialect: name, table: versions}),
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		return nil, fmt.Errorf("idemsql migrations: %w", err)
 	}
 	return p, nil
 }
 
+func quoteChar(dialect string) string {
+	if dialect == "mysql" {
+		return "`"
+	}
+	return `"`
+}
+
+// versionStore is goose's version table for a quoted name. goose's own
+// existence check would look the quoted name up in the catalog, quotes
+// and all, never find it, and try to create it again.
+type versionStore struct {
+	database.Store
+	dialect string
+	table   idemsql.Table
+}
+
+func (s versionStore) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
+	return tableExists(ctx, db, s.dialect, s.table)
+}
+
 // defaultNames matches the table's name in the migration files, and the
 // names derived from it (indexes, constraints: a suffix after "_").
 var defaultNames = regexp.MustCompile(`\b` + idemsql.DefaultTable + `(_[a-z0-9_]+)?\b`)
 
-// renamed renders the files for table: the table as schema.name, the names
-// derived from it with the new name (an index or constraint lives in its
-// table's schema).
-func renamed(fsys fs.FS, table idemsql.Table) (fs.FS, error) {
+// rendered renders the files for table, every name quoted with q: the
+// table as schema.name, the names derived from it with the table's name
+// (an index or constraint lives in its table's schema).
+func rendered(fsys fs.FS, table idemsql.Table, q string) (fs.FS, error) {
 	out := fstest.MapFS{}
 	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -153,9 +214,9 @@ func renamed(fsys fs.FS, table idemsql.Table) (fs.FS, error) {
 		}
 		out[path] = &fstest.MapFile{Data: defaultNames.ReplaceAllFunc(b, func(m []byte) []byte {
 			if suffix := m[len(idemsql.DefaultTable):]; len(suffix) > 0 {
-				return []byte(table.Name + string(suffix))
+				return []byte(q + table.Name + string(suffix) + q)
 			}
-			return []byte(table.String())
+			return []byte(table.Quote(q))
 		})}
 		return nil
 	})

@@ -17,14 +17,15 @@ import (
 
 // The files render for another table in another schema: the table named
 // schema.name everywhere it is named, the names derived from it (indexes,
-// constraints) with the new name.
+// constraints) with the new name, every name quoted so that a reserved
+// word can be one.
 func TestRenderedForTableAndSchema(t *testing.T) {
-	for _, dialect := range []string{"postgres", "mysql"} {
+	for dialect, q := range map[string]string{"postgres": `"`, "mysql": "`", "sqlite": `"`} {
 		fsys, err := FS(dialect)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := renamed(fsys, idemsql.Table{Schema: "billing", Name: "idem"})
+		r, err := rendered(fsys, idemsql.Table{Schema: "billing", Name: "order"}, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,14 +33,14 @@ func TestRenderedForTableAndSchema(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sql := string(b)
-		for _, want := range []string{"CREATE TABLE IF NOT EXISTS billing.idem (", "idem_expires_at_idx", "idem_lease_idx", "DROP TABLE IF EXISTS billing.idem;"} {
+		sql := strings.ReplaceAll(string(b), q, "|")
+		for _, want := range []string{"CREATE TABLE IF NOT EXISTS |billing|.|order| (", "|order_expires_at_idx|", "|order_lease_idx|", "DROP TABLE IF EXISTS |billing|.|order|;"} {
 			if !strings.Contains(sql, want) {
 				t.Errorf("%s: rendered migration lacks %q:\n%s", dialect, want, sql)
 			}
 		}
-		if strings.Contains(sql, "idempotency_keys") || strings.Contains(sql, "billing.idem_") {
-			t.Errorf("%s: a default or wrongly qualified name is left:\n%s", dialect, sql)
+		if strings.Contains(sql, "idempotency_keys") || strings.Contains(sql, "billing|.|order_") || strings.Contains(sql, " order") {
+			t.Errorf("%s: a default, unquoted or wrongly qualified name is left:\n%s", dialect, sql)
 		}
 	}
 }

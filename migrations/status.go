@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -60,12 +61,12 @@ func Status(ctx context.Context, db *sql.DB, target Target) ([]MigrationStatus, 
 
 // tableExists looks t up in the catalog, where the dialect's statements
 // would find it: PostgreSQL's search_path, the connection's MySQL database.
-func tableExists(ctx context.Context, db *sql.DB, dialect string, t idemsql.Table) (bool, error) {
+func tableExists(ctx context.Context, db database.DBTxConn, dialect string, t idemsql.Table) (bool, error) {
 	var q string
 	var args []any
 	switch dialect {
 	case "postgres":
-		q, args = `SELECT to_regclass($1) IS NOT NULL`, []any{t.String()}
+		q, args = `SELECT to_regclass($1) IS NOT NULL`, []any{t.Quote(`"`)}
 	case "mysql":
 		q = `SELECT COUNT(*) > 0 FROM information_schema.tables WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?`
 		args = []any{t.Schema, t.Name}

@@ -17,7 +17,8 @@ binary) to the table, with a goose version table of its own,
 application's goose_db_version.
 
   up      create the table, or apply what is pending; safe to run again and
-          from many processes at once (on PostgreSQL under an advisory lock).
+          from many processes at once, under a lock of the database's own
+          (on Galera, local to a node: run it through one node).
           Creates a SQLite database file that does not exist, but not a
           --schema that does not exist (exit 1).
   down    drop the table and every key in it; needs --yes. Where no
