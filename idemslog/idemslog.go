@@ -26,7 +26,11 @@ import (
 // Options adjust the records. The zero value logs keys as they are.
 type Options struct {
 	// Key, if set, is what the key attribute holds instead of the key
-	// (a hash, a prefix), for keys that carry what logs must not.
+	// (a hash, a prefix), for keys that carry what logs must not. Then no
+	// attribute of a record holds a key: the library's error texts never
+	// name one (the key is in the errors' typed Key fields), a nested
+	// call's neither. Only text of the application's making can: an error
+	// of fn's that quotes the key is logged as it is.
 	Key func(key string) slog.Value
 	// Level, if set, overrides the level of an event kind.
 	Level func(idemsql.EventKind) slog.Level

@@ -3,6 +3,8 @@ package idemslog_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/idemsql/idemsql/idemslog"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/internal/redacttest"
 )
 
 func TestRecords(t *testing.T) {
@@ -55,5 +58,39 @@ func TestOptionsAndDisabledLevels(t *testing.T) {
 	out := buf.String()
 	if strings.Count(out, "\n") != 1 || strings.Contains(out, "secret") || !strings.Contains(out, "key=redacted") {
 		t.Fatalf("output: %q", out)
+	}
+}
+
+// With Options.Key set, no record holds a key: not as the key attribute,
+// and not in the text of an error about the key, a nested call's included.
+func TestKeyOptionKeepsKeysOutOfRecords(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	hash := func(k string) slog.Value {
+		sum := sha256.Sum256([]byte(k))
+		return slog.StringValue(hex.EncodeToString(sum[:6]))
+	}
+	redacttest.Drive(t, idemslog.New(l, &idemslog.Options{Key: hash}))
+
+	withErr := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(line, redacttest.Secret) {
+			t.Errorf("record holds a key: %s", line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["error"] != nil {
+			withErr[m["msg"].(string)]++
+		}
+	}
+	// So that the search above is not vacuous: records with errors about
+	// keys of every kind were logged.
+	for _, msg := range []string{"idemsql fingerprint_mismatch", "idemsql in_progress", "idemsql replayed",
+		"idemsql failure_recorded", "idemsql retried", "idemsql lease_lost"} {
+		if withErr[msg] == 0 {
+			t.Errorf("no %q record with an error; records with errors: %v", msg, withErr)
+		}
 	}
 }

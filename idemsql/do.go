@@ -193,7 +193,7 @@ const fastPathMinTTL = time.Hour
 func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
 	var res Result[T]
 	if err := ctx.Err(); err != nil {
-		return res, outcomeFailed, fmt.Errorf("idemsql: %q not started: %w", key, err)
+		return res, outcomeFailed, &Error{Op: "claim", Key: key, Err: err} // the context's class alone
 	}
 
 	// A result known in advance is stored with the claim, which saves the
@@ -528,7 +528,7 @@ func replay[T any](s *Store, key string, r storedRow, cfg *settings) (Result[T],
 	switch r.status {
 	case StatusCompleted:
 		if err := cfg.codec.Unmarshal(r.result, &res.Value); err != nil {
-			return res, fmt.Errorf("%w: key %q into %T: %w", ErrDecode, key, res.Value, err)
+			return res, &Error{Op: "decode", Key: key, Kind: ErrDecode, Err: fmt.Errorf("into %T: %w", res.Value, err)}
 		}
 		res.Replayed = true
 		if cfg.onDuplicate == OnDuplicateError {

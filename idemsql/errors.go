@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -106,21 +105,34 @@ var (
 	ErrUnexpectedState = errors.New("idemsql: unexpected idempotency row state")
 )
 
-// Error is returned for every failure that reached the database. It carries
-// the sentinel that says what the failure means (Kind), the key, the
-// operation, and the driver's error (Err).
+// Error is returned for every failure that reached the database, and for
+// the other failures of a step about a key (a context that ended before the
+// claim or during Run's wait, a stored result that does not decode, a sweep
+// handler's error). It carries the sentinel that says what the failure
+// means (Kind), the key, the operation, and the underlying error (Err).
 //
 //	var e *idemsql.Error
 //	if errors.As(err, &e) { log.Println(e.Op, e.Key) }
 //	var pgErr *pgconn.PgError
 //	if errors.As(err, &pgErr) { log.Println(pgErr.Code) }
+//
+// The key is in the Key field only, never in the message (nor in
+// [FailureError]'s or [DuplicateError]'s): a key may hold what logs must not
+// (an e-mail address), and a message is copied, by fmt.Errorf, into the
+// errors that wrap it, into recorded failures and into logs and spans,
+// where nothing can take it out again. So the library's error texts never
+// name a key, a nested call's neither, and leaving keys out of logs is a
+// matter of the key attribute alone (idemslog's Options.Key, the otel
+// module's OmitKey). Take the key from the field where you want it.
 type Error struct {
 	// Op is the step that failed. Atomic mode: "begin", "claim", "read",
-	// "reclaim", "savepoint", "complete", "record failure", "release",
-	// "commit". Lease mode: "begin", "read", "claim", "reclaim", "take over",
+	// "reclaim", "savepoint", "fn" (the transaction ended under fn),
+	// "complete", "record failure", "release", "commit", "decode" (a
+	// replayed result), "retry" (ctx ended while Run waited to run
+	// again). Lease mode: "begin", "read", "claim", "reclaim", "take over",
 	// "renew", "complete", "fail", "release", "sweep", "purge", and any of
 	// them + ": commit" when the commit of its transaction failed. Read
-	// API: "lookup", "list", "stats".
+	// API: "lookup", "list", "stats", "decode" ([Record.Decode]).
 	Op string
 	// Key is the key concerned; empty for a step of Sweep or Purge that is
 	// about no one key.
@@ -132,11 +144,9 @@ type Error struct {
 	swallowed bool
 }
 
+// Error is "idemsql: " + Op, then Kind's and Err's texts; never the key.
 func (e *Error) Error() string {
 	msg := "idemsql: " + e.Op
-	if e.Key != "" {
-		msg += " " + fmt.Sprintf("%q", e.Key)
-	}
 	if e.Kind != nil {
 		msg += ": " + trimPrefix(e.Kind.Error())
 	}

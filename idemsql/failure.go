@@ -41,7 +41,8 @@ func IsPermanent(err error) (class string, ok bool) {
 // FailureError is a permanent failure recorded for a key: returned by the
 // call that recorded it (Replayed false; commit the transaction to keep the
 // record) and by every duplicate (Replayed true). errors.Is(err,
-// ErrFailureRecorded) holds for both.
+// ErrFailureRecorded) holds for both. Like [Error]'s, its message never
+// names the key.
 type FailureError struct {
 	Key      string
 	Class    string
@@ -57,7 +58,7 @@ func (e *FailureError) Error() string {
 	if e.Replayed {
 		verb = "failed earlier"
 	}
-	return fmt.Sprintf("idemsql: key %q %s (%s): %s", e.Key, verb, e.Class, e.Message)
+	return fmt.Sprintf("idemsql: %s (%s): %s", verb, e.Class, e.Message)
 }
 
 func (e *FailureError) Unwrap() []error {
@@ -69,15 +70,14 @@ func (e *FailureError) Unwrap() []error {
 
 // DuplicateError is returned under the [OnDuplicateError] policy when the key
 // already completed. Result holds the stored result, also decoded into
-// Result.Value by the call.
+// Result.Value by the call. Like [Error]'s, its message never names the
+// key.
 type DuplicateError struct {
 	Key    string
 	Result []byte
 }
 
-func (e *DuplicateError) Error() string {
-	return fmt.Sprintf("idemsql: key %q already completed", e.Key)
-}
+func (e *DuplicateError) Error() string { return ErrDuplicate.Error() }
 
 func (e *DuplicateError) Unwrap() error { return ErrDuplicate }
 

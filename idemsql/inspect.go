@@ -176,14 +176,14 @@ type Record struct {
 // into v.
 func (r Record) Decode(v any) error {
 	if r.Result == nil {
-		return fmt.Errorf("%w: key %q has no stored result (status %s)", ErrDecode, r.Key, r.Status)
+		return &Error{Op: "decode", Key: r.Key, Kind: ErrDecode, Err: fmt.Errorf("no stored result (status %s)", r.Status)}
 	}
 	c := r.codec
 	if c == nil {
 		c = JSON
 	}
 	if err := c.Unmarshal(r.Result, v); err != nil {
-		return fmt.Errorf("%w: key %q: %w", ErrDecode, r.Key, err)
+		return &Error{Op: "decode", Key: r.Key, Kind: ErrDecode, Err: err}
 	}
 	return nil
 }
@@ -556,7 +556,7 @@ func (in *inspector) scanRecord(row Row, withResult bool) (Record, error) {
 	}
 	r.Lease = LeaseState(lease)
 	if !r.Lease.valid() {
-		return Record{}, fmt.Errorf("%w: key %q: lease state %q", ErrUnexpectedState, r.Key, lease)
+		return Record{}, fmt.Errorf("%w: lease state %q", ErrUnexpectedState, lease) // Lookup's error carries the key
 	}
 	r.LeaseUntil, r.CompletedAt = nullMicros(leaseUntil), nullMicros(completed)
 	r.CreatedAt, r.UpdatedAt = time.UnixMicro(created).UTC(), time.UnixMicro(updated).UTC()

@@ -324,7 +324,7 @@ func WithResultType[T any]() Option {
 
 // checkResult refuses a result that WithResultType says the key's readers
 // cannot decode.
-func (l leaseSettings) checkResult(key string, result any) error {
+func (l leaseSettings) checkResult(result any) error {
 	if l.result == nil {
 		return nil
 	}
@@ -332,7 +332,7 @@ func (l leaseSettings) checkResult(key string, result any) error {
 	if t == l.result || t != nil && t.Kind() == reflect.Pointer && t.Elem() == l.result && !reflect.ValueOf(result).IsNil() {
 		return nil
 	}
-	return fmt.Errorf("%w: key %q: a result of type %v where its results are %v (WithResultType)", ErrEncode, key, t, l.result)
+	return fmt.Errorf("%w: a result of type %v where the key's results are %v (WithResultType)", ErrEncode, t, l.result)
 }
 
 // WithBatchSize sets how many rows [Sweep] and [Purge] handle in one

@@ -169,7 +169,7 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 	contended := 0
 	for {
 		if err := ctx.Err(); err != nil {
-			return false, l, row, fmt.Errorf("idemsql: %q not claimed: %w", key, err)
+			return false, l, row, &Error{Op: "claim", Key: key, Err: err} // the context's class alone
 		}
 		var r leaseRow
 		var found bool
@@ -239,7 +239,7 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 				Err: errors.New("the key is being claimed by another caller")}
 		}
 		if werr := sleep(ctx, backoff(min(contended, 4), 5*time.Millisecond, 50*time.Millisecond)); werr != nil {
-			return false, l, row, fmt.Errorf("idemsql: %q not claimed: %w", key, werr)
+			return false, l, row, &Error{Op: "claim", Key: key, Err: werr}
 		}
 	}
 }

@@ -59,7 +59,7 @@ func TestErrorWithoutKey(t *testing.T) {
 		t.Errorf("Error() = %q", got)
 	}
 	e = &idemsql.Error{Op: "renew", Key: "k", Kind: idemsql.ErrLeaseLost}
-	if got := e.Error(); got != `idemsql: renew "k": lease lost` {
+	if got := e.Error(); got != `idemsql: renew: lease lost` {
 		t.Errorf("Error() = %q", got)
 	}
 }

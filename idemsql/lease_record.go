@@ -59,7 +59,7 @@ func (l Lease) Complete(ctx context.Context, result any) error {
 	if l.lr == nil {
 		return errUnboundLease
 	}
-	if err := l.lr.cfg.lease.checkResult(l.Key, result); err != nil {
+	if err := l.lr.cfg.lease.checkResult(result); err != nil {
 		return err
 	}
 	encoded, err := encode(result, &l.lr.cfg, false)

@@ -435,10 +435,10 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 		return func(s *SweepStats) { s.Lost++ }, nil
 	}
 	if stack != nil {
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: the handler panicked: %v\n%s", l.Key, panicked, stack)
+		return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Err: fmt.Errorf("the handler panicked: %v\n%s", panicked, stack)}
 	}
 	if herr != nil {
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, herr)
+		return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Err: herr}
 	}
 	// Recorded even if ctx ended meanwhile, with the tries of Complete, for
 	// as long as the sweeper's lease holds.
@@ -446,13 +446,13 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 	var refused bool
 	switch res.kind {
 	case resolveCompleted:
-		eerr := l.lr.cfg.lease.checkResult(l.Key, res.result)
+		eerr := l.lr.cfg.lease.checkResult(res.result)
 		var encoded []byte
 		if eerr == nil {
 			encoded, eerr = encode(res.result, &l.lr.cfg, false)
 		}
 		if eerr != nil {
-			return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("idemsql: sweep %q: %w", l.Key, eerr)
+			return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Err: eerr}
 		}
 		refused, err = l.complete(wctx, encoded)
 		count = func(s *SweepStats) { s.Completed++ }
@@ -463,7 +463,7 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 		refused, err = l.end(wctx, HandlerReleasedMessage)
 		count = func(s *SweepStats) { s.Released++ }
 	default:
-		return func(s *SweepStats) { s.Failed++ }, fmt.Errorf("%w: sweep handler for %q returned the zero Resolution", ErrInvalidOption, l.Key)
+		return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Kind: ErrInvalidOption, Err: errors.New("the handler returned the zero Resolution")}
 	}
 	switch {
 	case refused:

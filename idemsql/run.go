@@ -172,7 +172,7 @@ func runRetrying[X, T any](ctx context.Context, db DB[X], key string, fn func(co
 			// The context ended before the next attempt: its error is the
 			// one class. The last attempt's error would be a second
 			// (ErrRetryable), so it is kept in the message only.
-			return res, fmt.Errorf("idemsql: %q: %w while waiting to run again after: %v", key, werr, err)
+			return res, &Error{Op: "retry", Key: key, Err: fmt.Errorf("%w while waiting to run again after: %v", werr, err)}
 		}
 	}
 }

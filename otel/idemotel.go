@@ -31,8 +31,6 @@ package idemotel
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -49,9 +47,12 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	// OmitKey leaves the key out of span attributes and events, for keys
-	// that carry what telemetry must not; where an error message quotes the
-	// key (the library's errors do), it is replaced there too. An error of
-	// fn's own that contains the key is not rewritten.
+	// that carry what telemetry must not. Nothing else needs rewriting: the
+	// library's error messages never name a key (it is in the errors'
+	// typed Key fields), so no exception event, error.message or status
+	// holds one, a nested call's neither. Only text of the application's
+	// own making can: an error of fn's that quotes the key is recorded as
+	// it is.
 	OmitKey bool
 }
 
@@ -127,7 +128,7 @@ func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Conte
 		outcome := attribute.String("idemsql.outcome", end.Outcome)
 		span.SetAttributes(outcome)
 		if end.Err != nil && end.Outcome != idemsql.OutcomeReplayed {
-			o.recordError(span, end.Err, c.Key)
+			span.RecordError(end.Err)
 			if end.Outcome == idemsql.OutcomeFailed || end.Outcome == idemsql.OutcomeRetry || end.Outcome == idemsql.OutcomeLeaseLost {
 				span.SetStatus(codes.Error, end.Outcome)
 			}
@@ -137,56 +138,6 @@ func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Conte
 		o.calls.Add(ctx, 1, set)
 		o.duration.Record(ctx, end.Duration.Seconds(), set)
 	}
-}
-
-// message is err's text, without keys under OmitKey: the library's errors
-// quote the key they are about, the call's own or a nested call's.
-func (o *observer) message(err error, key string) string {
-	msg := err.Error()
-	if !o.omitKey {
-		return msg
-	}
-	keys := map[string]bool{key: true}
-	keysIn(err, keys)
-	for k := range keys {
-		if k != "" {
-			msg = strings.ReplaceAll(msg, strconv.Quote(k), `"[key omitted]"`)
-		}
-	}
-	return msg
-}
-
-// keysIn adds the keys of the library's errors in err's tree to keys.
-func keysIn(err error, keys map[string]bool) {
-	switch e := err.(type) {
-	case *idemsql.Error:
-		keys[e.Key] = true
-	case *idemsql.FailureError:
-		keys[e.Key] = true
-	case *idemsql.DuplicateError:
-		keys[e.Key] = true
-	}
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		if next := u.Unwrap(); next != nil {
-			keysIn(next, keys)
-		}
-	case interface{ Unwrap() []error }:
-		for _, next := range u.Unwrap() {
-			keysIn(next, keys)
-		}
-	}
-}
-
-// recordError is span.RecordError, with the message as message gives it.
-func (o *observer) recordError(span trace.Span, err error, key string) {
-	if !o.omitKey {
-		span.RecordError(err)
-		return
-	}
-	span.AddEvent("exception", trace.WithAttributes(
-		attribute.String("exception.type", fmt.Sprintf("%T", err)),
-		attribute.String("exception.message", o.message(err, key))))
 }
 
 func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
@@ -207,7 +158,7 @@ func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
 		ev = append(ev, attribute.String("idemsql.key", e.Key))
 	}
 	if e.Err != nil {
-		ev = append(ev, attribute.String("error.message", o.message(e.Err, e.Key)))
+		ev = append(ev, attribute.String("error.message", e.Err.Error()))
 	}
 	span.AddEvent("idemsql."+e.Kind.String(), trace.WithAttributes(ev...))
 }

@@ -3,8 +3,6 @@ package idemotel_test
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/internal/redacttest"
 	"github.com/idemsql/idemsql/migrations"
 	idemotel "github.com/idemsql/idemsql/otel"
 )
@@ -125,50 +124,85 @@ func TestSpansAndMetrics(t *testing.T) {
 	}
 }
 
+// With OmitKey, no span, span event (exceptions included), status or
+// metric holds a key: not as an attribute, and not in the text of an error
+// about the key, a nested call's included.
 func TestOmitKey(t *testing.T) {
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	obs, err := idemotel.New(idemotel.Config{TracerProvider: tp, MeterProvider: sdkmetric.NewMeterProvider(), OmitKey: true})
+	reader := sdkmetric.NewManualReader()
+	obs, err := idemotel.New(idemotel.Config{TracerProvider: tp,
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), OmitKey: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, store := open(t, obs)
-	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "secret-key", func(ctx context.Context, tx *sql.Tx) (int, error) {
-		return 1, nil
-	}); err != nil {
+	redacttest.Drive(t, obs)
+
+	leaks := func(what string, attrs []attribute.KeyValue) {
+		t.Helper()
+		for _, a := range attrs {
+			if v := a.Value.String(); strings.Contains(v, redacttest.Secret) {
+				t.Errorf("%s: %s holds a key: %q", what, a.Key, v)
+			}
+		}
+	}
+	exceptions := map[string]int{} // by span name
+	withErr := map[string]int{}    // step events with an error, by name
+	for _, s := range spans.Ended() {
+		if strings.Contains(s.Name(), redacttest.Secret) || strings.Contains(s.Status().Description, redacttest.Secret) {
+			t.Errorf("span %q, status %q: holds a key", s.Name(), s.Status().Description)
+		}
+		leaks("span "+s.Name(), s.Attributes())
+		for _, e := range s.Events() {
+			leaks("event "+e.Name+" of span "+s.Name(), e.Attributes)
+			switch {
+			case e.Name == "exception":
+				exceptions[s.Name()]++
+			case attr(e.Attributes, "error.message") != "":
+				withErr[e.Name]++
+			}
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	// The library's errors quote the key: a mismatch's must not bring it
-	// back into the span's exception or the events' error.message.
-	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "secret-key", func(ctx context.Context, tx *sql.Tx) (int, error) {
-		return 2, nil
-	}, idemsql.WithFingerprint([]byte("another request"))); !errors.Is(err, idemsql.ErrFingerprintMismatch) || !strings.Contains(err.Error(), "secret-key") {
-		t.Fatalf("err = %v, want a mismatch naming the key", err)
-	}
-	// fn's error may carry a nested call's error, quoting that call's key.
-	nested := &idemsql.Error{Op: "claim", Key: "inner-secret", Kind: idemsql.ErrFingerprintMismatch}
-	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "secret-key-2", func(ctx context.Context, tx *sql.Tx) (int, error) {
-		return 0, fmt.Errorf("charging: %w", nested)
-	}); !errors.Is(err, nested) {
-		t.Fatalf("err = %v, want fn's", err)
-	}
-	leaks := func(attrs []attribute.KeyValue) bool {
-		for _, a := range attrs {
-			if v := a.Value.String(); strings.Contains(v, "secret-key") || strings.Contains(v, "inner-secret") {
-				return true
+	points := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			var sets []attribute.Set
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					sets = append(sets, dp.Attributes)
+				}
+			case metricdata.Histogram[float64]:
+				for _, dp := range d.DataPoints {
+					sets = append(sets, dp.Attributes)
+				}
+			default:
+				t.Errorf("metric %s: unexpected data %T", m.Name, m.Data)
+			}
+			for _, set := range sets {
+				points++
+				leaks("metric "+m.Name, set.ToSlice())
 			}
 		}
-		return false
 	}
-	for _, s := range spans.Ended() {
-		if leaks(s.Attributes()) {
-			t.Errorf("span %s carries the key: %v", s.Name(), s.Attributes())
+	// So that the searches above are not vacuous.
+	for _, name := range []string{"idemsql.Do", "idemsql.Run", "idemsql.RunExternal"} {
+		if exceptions[name] == 0 {
+			t.Errorf("no exception event in a %s span; exceptions: %v", name, exceptions)
 		}
-		for _, e := range s.Events() {
-			if leaks(e.Attributes) {
-				t.Errorf("event %s of span %s carries the key: %v", e.Name, s.Name(), e.Attributes)
-			}
+	}
+	for _, name := range []string{"idemsql.fingerprint_mismatch", "idemsql.in_progress", "idemsql.replayed",
+		"idemsql.failure_recorded", "idemsql.retried"} {
+		if withErr[name] == 0 {
+			t.Errorf("no %s event with an error; events with errors: %v", name, withErr)
 		}
+	}
+	if points == 0 {
+		t.Error("no metric data points")
 	}
 }
 
