@@ -114,7 +114,8 @@ func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
 // failure, a busy SQLite database), ended it under fn, or the connection
 // broke before COMMIT, BEGIN included — Run rolls back and runs the whole
 // transaction again, after a random, growing, capped wait ([WithBackoff]),
-// at most [WithMaxAttempts] times, and never past ctx. A retried
+// at most [WithMaxAttempts] times ([DefaultMaxAttempts]: enough to ride
+// out a database server's restart), and never past ctx. A retried
 // transaction replays if another one won the key meanwhile, so fn's
 // committed effects never happen twice. When the attempts run out, the
 // last error is returned, matching [ErrRetryable]; when ctx ends between
