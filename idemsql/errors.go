@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"syscall"
 )
 
@@ -130,6 +129,8 @@ type Error struct {
 	// swallowed: the transaction was found aborted after fn returned (fn
 	// went on past an error); Run retries that once.
 	swallowed bool
+	// notCommitted: a failed COMMIT that certainly did not commit.
+	notCommitted bool
 }
 
 func (e *Error) Error() string {
@@ -185,9 +186,12 @@ const (
 	// 1206; the SQLite errors that roll back). Retryable. The core sends
 	// nothing more on the transaction after it.
 	KindTxEnded
-	// KindConnLost: the connection broke or was closed. The server rolls an
-	// open transaction back, so before COMMIT it is retryable; during COMMIT
-	// the outcome is unknown.
+	// KindConnLost: the connection broke or was closed, or (SQLite) an I/O
+	// error ended the transaction. Before COMMIT it is retryable: the
+	// transaction is over. During COMMIT the outcome is unknown: the server
+	// may have committed before the connection broke, and SQLite's WAL
+	// recovery may find committed a transaction whose COMMIT reported an
+	// I/O error.
 	KindConnLost
 	// KindLockTimeout: a lock wait timed out (PostgreSQL 55P03, MySQL 1205).
 	KindLockTimeout
@@ -253,15 +257,11 @@ func (s *Store) dbError(ctx context.Context, op, key string, err error) *Error {
 	return e
 }
 
-// kindSentinel is the class of a driver error of kind k at step op.
+// kindSentinel is the class of a driver error of kind k at step op. A
+// COMMIT's error is commitError's to class.
 func kindSentinel(op string, k ErrorKind) error {
 	switch k {
-	case KindRetryable, KindTxEnded:
-		return ErrRetryable
-	case KindConnLost:
-		if op == "commit" || strings.HasSuffix(op, ": commit") {
-			return ErrCommitUnknown
-		}
+	case KindRetryable, KindTxEnded, KindConnLost:
 		return ErrRetryable
 	case KindLockTimeout:
 		return ErrLockTimeout

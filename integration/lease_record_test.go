@@ -2,8 +2,9 @@ package integration
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
+	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,14 +114,15 @@ func testLeaseRecordAfterCommitKilled(t *testing.T, e *leaseEnv) {
 }
 
 // The recording's COMMIT goes through, but the client learns nothing: the
-// connection breaks before the reply. The next try finds its own write in
-// the row and reports what happened, for each kind of outcome.
+// connection breaks before the reply (an unexpected EOF where the reply
+// should be). The next try finds its own write in the row and reports what
+// happened, for each kind of outcome.
 func testLeaseRecordCommitReplyLost(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var a armed
 	h := &hooks{committed: func(err error) error {
 		if err == nil && a.once() {
-			return driver.ErrBadConn
+			return fmt.Errorf("injected: reply lost: %w", io.ErrUnexpectedEOF)
 		}
 		return err
 	}}
