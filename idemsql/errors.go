@@ -40,13 +40,17 @@ var (
 	// under fn, or lost the connection before COMMIT. Roll back and run the
 	// whole transaction again; the retry replays if another transaction
 	// won the key meanwhile. [Run] does this for you. fn's own database
-	// error of one of these kinds matches it too, still wrapped.
+	// error of one of these kinds matches it too, still wrapped. So does a
+	// COMMIT that certainly did not commit ([Store.CommitError]).
 	ErrRetryable = errors.New("idemsql: transaction must be retried")
 
-	// ErrCommitUnknown: the connection was lost while COMMIT was under way,
-	// so whether the transaction committed is unknown. Call again with the
-	// same key: the call replays the outcome if it committed and runs fn if
-	// it did not. [Run] returns it rather than guessing.
+	// ErrCommitUnknown: the connection was lost while COMMIT was under way
+	// (or, on SQLite, COMMIT met an I/O error), so whether the transaction
+	// committed is unknown. Call again with the same key: the call replays
+	// the outcome if it committed and runs fn if it did not. [Run] and lease
+	// mode return it rather than guessing; [Store.CommitError] gives it for
+	// the COMMIT of a [Do] caller. [Do] itself never does: it does not
+	// commit.
 	ErrCommitUnknown = errors.New("idemsql: commit outcome unknown")
 
 	// ErrLockTimeout: waiting for another transaction that holds the key took

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
@@ -198,5 +200,106 @@ func TestLeaseCommitRefusedAfterItsTryTimedOut(t *testing.T) {
 	var status string
 	if err := db.QueryRow("SELECT status FROM idempotency_keys WHERE idem_key = 'refused-commit'").Scan(&status); err != nil || status != idemsql.StatusInProgress {
 		t.Fatalf("row: %q, %v; want in_progress", status, err)
+	}
+}
+
+func init() {
+	conformanceCases = append(conformanceCases,
+		conformanceCase{name: "CommitErrorContextEndedBeforeCommit", run: testCommitErrorContextEnded},
+		conformanceCase{name: "CommitErrorConnectionKilled", only: "postgres", run: testCommitErrorConnectionKilled},
+		conformanceCase{name: "CommitErrorConnectionKilled", only: "mysql", run: testCommitErrorConnectionKilled})
+}
+
+// doThenCommit runs one guarded charge with Do in a transaction of the
+// backend's own driver; between Do and the caller's own COMMIT it calls
+// before. It returns the COMMIT's error as Store.CommitError classes it.
+func (e *env) doThenCommit(ctx context.Context, key string, runs *atomic.Int64, before func(tx testTx)) error {
+	e.t.Helper()
+	tx, err := e.begin(ctx, sql.LevelDefault)
+	if err != nil {
+		e.t.Fatalf("begin: %v", err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 1, runs)); err != nil {
+		e.t.Fatalf("Do: %v", err)
+	}
+	before(tx)
+	return e.store.CommitError(ctx, tx.Commit(ctx))
+}
+
+// The caller's context ends after Do and before the caller commits. No
+// COMMIT goes out (pgx sends nothing on a context that ended; database/sql
+// rolls the transaction back when its context ends, and Commit then says
+// sql.ErrTxDone): CommitError says so with the context's error alone.
+func testCommitErrorContextEnded(t *testing.T, e *env) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var runs atomic.Int64
+	err := e.doThenCommit(ctx, "ctx-ended", &runs, func(testTx) {
+		cancel()
+		if e.backend == "postgres-pgx" {
+			return
+		}
+		// database/sql rolls back in a goroutine of its own; once it has,
+		// the connection is back in the pool.
+		for e.db.Stats().InUse > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, idemsql.ErrCommitUnknown) || errors.Is(err, idemsql.ErrRetryable) {
+		t.Fatalf("COMMIT after the context ended: %v, want the context's error alone", err)
+	}
+	oneClass(t, err)
+	if n := e.idemRows("ctx-ended") + e.bizRows("ctx-ended"); n != 0 {
+		t.Fatalf("%d rows committed, want none", n)
+	}
+}
+
+// The server kills the caller's connection after Do: the caller's COMMIT
+// goes out on a dead connection, and whether it committed cannot be told
+// from here. CommitError says ErrCommitUnknown. On pgx, when a statement
+// after the kill already failed, pgx closed the connection and its COMMIT
+// fails with "conn closed", for which pgconn.SafeToRetry is true, as it is
+// for the same error from a COMMIT that went out: CommitError does not
+// trust it. Calling again then runs (the server rolled back), once.
+func testCommitErrorConnectionKilled(t *testing.T, e *env) {
+	ctx := context.Background()
+	var runs atomic.Int64
+	kill := func(tx testTx) {
+		id := e.connID(ctx, tx)
+		if err := e.kill(id); err != nil {
+			t.Fatalf("kill: %v", err)
+		}
+		e.waitGone(ctx, id)
+	}
+	err := e.doThenCommit(ctx, "conn-killed", &runs, kill)
+	if !errors.Is(err, idemsql.ErrCommitUnknown) {
+		t.Fatalf("COMMIT on a killed connection: %v, want ErrCommitUnknown", err)
+	}
+	oneClass(t, err)
+	if e.backend == "postgres-pgx" {
+		tx, err := e.begin(ctx, sql.LevelDefault)
+		if err != nil {
+			t.Fatalf("begin: %v", err)
+		}
+		if _, err := idemsql.Do(ctx, tx.Bind(), "conn-closed", e.charge(tx, "conn-closed", 1, &runs)); err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+		kill(tx)
+		_ = tx.Exec(ctx, "SELECT 1") // fails: pgx closes the connection
+		raw := tx.Commit(ctx)
+		if !pgconn.SafeToRetry(raw) || !errors.Is(raw, pgconn.ErrConnClosed) {
+			t.Fatalf("pgx's COMMIT on the connection it closed: %v, want \"conn closed\", SafeToRetry", raw)
+		}
+		if err := e.store.CommitError(ctx, raw); !errors.Is(err, idemsql.ErrCommitUnknown) {
+			t.Fatalf("CommitError(%v) = %v, want ErrCommitUnknown", raw, err)
+		}
+	}
+	res, err := e.guarded("conn-killed", 2, &runs)
+	if err != nil || res.Replayed {
+		t.Fatalf("again: %+v, %v; want fn to run", res, err)
+	}
+	if n := e.bizRows("conn-killed"); n != 1 {
+		t.Fatalf("%d business rows, want 1", n)
 	}
 }
