@@ -97,7 +97,10 @@ type Result[T any] struct {
 // with exactly one class: [ErrRetryable] (roll back and run the whole
 // transaction again), [ErrLockTimeout], [ErrInProgress], ... [Run] does
 // the transaction handling and the retries for callers who have no
-// transaction of their own.
+// transaction of their own. Do does not commit: give the error of your
+// COMMIT its class with [Store.CommitError] ([ErrCommitUnknown] when it
+// may have committed), not with pgx's pgconn.SafeToRetry, which is true
+// for a COMMIT that broke after it went out.
 //
 // Options: [WithTTL], [WithFingerprint], [WithOnDuplicate], [WithInFlight],
 // [WithLockTimeout], [WithRecordedFailures], [WithCodec],

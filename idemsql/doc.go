@@ -29,7 +29,7 @@
 //		return err // ErrRetryable: run the transaction again
 //	}
 //	if err := tx.Commit(ctx); err != nil {
-//		return err
+//		return store.CommitError(ctx, err) // ErrCommitUnknown: call again
 //	}
 //	// res.Value is the charge; res.Replayed tells a duplicate apart.
 //

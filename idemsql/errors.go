@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"syscall"
 )
 
@@ -40,13 +39,17 @@ var (
 	// under fn, or lost the connection before COMMIT. Roll back and run the
 	// whole transaction again; the retry replays if another transaction
 	// won the key meanwhile. [Run] does this for you. fn's own database
-	// error of one of these kinds matches it too, still wrapped.
+	// error of one of these kinds matches it too, still wrapped. So does a
+	// COMMIT that certainly did not commit ([Store.CommitError]).
 	ErrRetryable = errors.New("idemsql: transaction must be retried")
 
-	// ErrCommitUnknown: the connection was lost while COMMIT was under way,
-	// so whether the transaction committed is unknown. Call again with the
-	// same key: the call replays the outcome if it committed and runs fn if
-	// it did not. [Run] returns it rather than guessing.
+	// ErrCommitUnknown: the connection was lost while COMMIT was under way
+	// (or, on SQLite, COMMIT met an I/O error), so whether the transaction
+	// committed is unknown. Call again with the same key: the call replays
+	// the outcome if it committed and runs fn if it did not. [Run] and lease
+	// mode return it rather than guessing; [Store.CommitError] gives it for
+	// the COMMIT of a [Do] caller. [Do] itself never does: it does not
+	// commit.
 	ErrCommitUnknown = errors.New("idemsql: commit outcome unknown")
 
 	// ErrLockTimeout: waiting for another transaction that holds the key took
@@ -142,6 +145,8 @@ type Error struct {
 	// swallowed: the transaction was found aborted after fn returned (fn
 	// went on past an error); Run retries that once.
 	swallowed bool
+	// notCommitted: a failed COMMIT that certainly did not commit.
+	notCommitted bool
 }
 
 // Error is "idemsql: " + Op, then Kind's and Err's texts; never the key.
@@ -195,9 +200,12 @@ const (
 	// 1206; the SQLite errors that roll back). Retryable. The core sends
 	// nothing more on the transaction after it.
 	KindTxEnded
-	// KindConnLost: the connection broke or was closed. The server rolls an
-	// open transaction back, so before COMMIT it is retryable; during COMMIT
-	// the outcome is unknown.
+	// KindConnLost: the connection broke or was closed, or (SQLite) an I/O
+	// error ended the transaction. Before COMMIT it is retryable: the
+	// transaction is over. During COMMIT the outcome is unknown: the server
+	// may have committed before the connection broke, and SQLite's WAL
+	// recovery may find committed a transaction whose COMMIT reported an
+	// I/O error.
 	KindConnLost
 	// KindLockTimeout: a lock wait timed out (PostgreSQL 55P03, MySQL 1205).
 	KindLockTimeout
@@ -263,15 +271,11 @@ func (s *Store) dbError(ctx context.Context, op, key string, err error) *Error {
 	return e
 }
 
-// kindSentinel is the class of a driver error of kind k at step op.
+// kindSentinel is the class of a driver error of kind k at step op. A
+// COMMIT's error is commitError's to class.
 func kindSentinel(op string, k ErrorKind) error {
 	switch k {
-	case KindRetryable, KindTxEnded:
-		return ErrRetryable
-	case KindConnLost:
-		if op == "commit" || strings.HasSuffix(op, ": commit") {
-			return ErrCommitUnknown
-		}
+	case KindRetryable, KindTxEnded, KindConnLost:
 		return ErrRetryable
 	case KindLockTimeout:
 		return ErrLockTimeout

@@ -89,18 +89,20 @@ func (lr *leaser) newToken() string {
 // the start when the database asks for a retry or BEGIN failed (nothing was
 // sent then: pgx's pools hand out connections the server has closed, and
 // their first statement fails), at most [WithMaxAttempts] times. f returns
-// errors already wrapped by dbError.
-func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) error) error {
+// errors already wrapped by dbError, and whether it wrote: the COMMIT of a
+// transaction that wrote nothing cannot leave anything unknown, so one
+// that fails is retried too.
+func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) (wrote bool, err error)) error {
 	return lr.inTxWith(ctx, lr.begin, op, key, f)
 }
 
 // inHousekeepingTx is inTx for Sweep and Purge, whose transactions run at
 // the dialect's isolation level.
 func (lr *leaser) inHousekeepingTx(ctx context.Context, op string, f func(ex Executor) error) error {
-	return lr.inTxWith(ctx, lr.beginHousekeeping, op, "", f)
+	return lr.inTxWith(ctx, lr.beginHousekeeping, op, "", func(ex Executor) (bool, error) { return true, f(ex) })
 }
 
-func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) error) error {
+func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) (bool, error)) error {
 	for attempt := 1; ; attempt++ {
 		err := lr.txOnce(ctx, begin, op, key, f)
 		var e *Error
@@ -114,17 +116,18 @@ func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (lea
 	}
 }
 
-func (lr *leaser) txOnce(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) error) error {
+func (lr *leaser) txOnce(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) (bool, error)) error {
 	tx, err := begin(ctx)
 	if err != nil {
 		return lr.s.dbError(ctx, "begin", key, err)
 	}
-	if err := f(tx); err != nil {
+	wrote, err := f(tx)
+	if err != nil {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return lr.s.dbError(ctx, op+": commit", key, err)
+	if e := lr.s.commit(ctx, tx, op+": commit", key, wrote); e != nil {
+		return e
 	}
 	return nil
 }
@@ -173,9 +176,9 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 		}
 		var r leaseRow
 		var found bool
-		if err := lr.inTx(ctx, "read", key, func(ex Executor) (err error) {
+		if err := lr.inTx(ctx, "read", key, func(ex Executor) (wrote bool, err error) {
 			r, found, err = lr.read(ctx, ex, key)
-			return err
+			return false, err
 		}); err != nil {
 			return false, l, row, err
 		}
@@ -246,53 +249,53 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 
 func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, err error) {
 	token := lr.newToken()
-	err = lr.inTx(ctx, "claim", key, func(ex Executor) error {
+	err = lr.inTx(ctx, "claim", key, func(ex Executor) (wrote bool, err error) {
 		got = false
 		since := time.Now() // after BEGIN, which may wait for the database's lock
 		n, err := ex.Exec(ctx, lr.ls.Claim, key, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros())
 		if err != nil {
 			if lr.s.dialect.Classify(err) != KindDuplicateKey {
-				return lr.s.dbError(ctx, "claim", key, err)
+				return false, lr.s.dbError(ctx, "claim", key, err)
 			}
 			n = 0
 		}
 		if n != 1 {
-			return nil
+			return false, nil
 		}
 		r, found, err := lr.read(ctx, ex, key)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if !found || r.owner.String != token {
-			return &Error{Op: "claim", Key: key, Kind: ErrUnexpectedState, Err: errors.New("claimed row not found")}
+			return true, &Error{Op: "claim", Key: key, Kind: ErrUnexpectedState, Err: errors.New("claimed row not found")}
 		}
 		got, l = true, lr.lease(key, r.attempt, r.generation, token, since)
-		return nil
+		return true, nil
 	})
 	return got, l, err
 }
 
 func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (got bool, l Lease, err error) {
 	token := lr.newToken()
-	err = lr.inTx(ctx, "reclaim", key, func(ex Executor) error {
+	err = lr.inTx(ctx, "reclaim", key, func(ex Executor) (wrote bool, err error) {
 		got = false
 		since := time.Now()
 		n, err := ex.Exec(ctx, lr.ls.Reclaim, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros(), key, attempt)
 		if err != nil {
-			return lr.s.dbError(ctx, "reclaim", key, err)
+			return false, lr.s.dbError(ctx, "reclaim", key, err)
 		}
 		if n != 1 {
-			return nil
+			return false, nil
 		}
 		r, found, err := lr.read(ctx, ex, key)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if !found || r.attempt != attempt+1 || r.owner.String != token {
-			return &Error{Op: "reclaim", Key: key, Kind: ErrUnexpectedState, Err: errors.New("re-claimed row changed")}
+			return true, &Error{Op: "reclaim", Key: key, Kind: ErrUnexpectedState, Err: errors.New("re-claimed row changed")}
 		}
 		got, l = true, lr.lease(key, r.attempt, r.generation, token, since)
-		return nil
+		return true, nil
 	})
 	return got, l, err
 }
@@ -304,26 +307,26 @@ func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (go
 func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got bool, l Lease, err error) {
 	var since time.Time
 	token := lr.newToken()
-	err = lr.inTx(ctx, "take over", key, func(ex Executor) error {
+	err = lr.inTx(ctx, "take over", key, func(ex Executor) (wrote bool, err error) {
 		got = false
 		if lr.ls.LockStale != "" {
 			var a int64
 			err := ex.QueryRow(ctx, lr.ls.LockStale, key, r.attempt, r.owner.String).Scan(&a)
 			if errors.Is(err, sql.ErrNoRows) {
-				return nil // another transaction has it, or it changed
+				return false, nil // another transaction has it, or it changed
 			}
 			if err != nil {
-				return lr.s.dbError(ctx, "take over", key, err)
+				return false, lr.s.dbError(ctx, "take over", key, err)
 			}
 		}
 		us := lr.leaseMicros()
 		since = time.Now()
 		n, err := ex.Exec(ctx, lr.ls.TakeOver, token, us, us, key, r.attempt, r.owner.String)
 		if err != nil {
-			return lr.s.dbError(ctx, "take over", key, err)
+			return false, lr.s.dbError(ctx, "take over", key, err)
 		}
 		got = n == 1
-		return nil
+		return got, nil
 	})
 	if got {
 		// A takeover keeps created_at, hence the generation; the UPDATE

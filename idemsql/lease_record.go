@@ -255,11 +255,11 @@ func (l Lease) try(ctx context.Context, w fencedWrite, uncertain bool) (tryResul
 		}
 		return tryRefused, nil
 	}
-	if err := tx.Commit(ctx); err != nil {
-		e := lr.s.commitError(ctx, l.Key, err)
-		e.Op = w.op + ": commit"
-		if e.Kind == ErrRetryable || lr.s.classify(err) == KindTxAborted {
-			return tryAgain, e // refused or already over: not committed
+	if e := lr.s.commit(ctx, tx, w.op+": commit", l.Key, true); e != nil {
+		// Refused, already over, or never sent, even when the try's own
+		// time ran out meanwhile: not committed.
+		if e.notCommitted {
+			return tryAgain, e
 		}
 		return tryUncertain, e
 	}
@@ -291,6 +291,10 @@ func (l Lease) ranOut(w fencedWrite, uncertain bool, last error) error {
 	var e *Error
 	if errors.As(last, &e) && e.Err != nil {
 		cause = e.Err
+	}
+	if errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded) {
+		// The try's own time-out, not the caller's: no class of its own.
+		cause = errors.New(cause.Error())
 	}
 	if uncertain && w.ours != nil {
 		return &Error{Op: w.op + ": commit", Key: l.Key, Kind: ErrCommitUnknown,

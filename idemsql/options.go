@@ -87,8 +87,14 @@ func defaultSettings() settings {
 // DefaultMaxResultSize is the largest encoded result stored by default.
 const DefaultMaxResultSize = 1 << 20
 
-// DefaultMaxAttempts is how often [Run] tries a transaction by default.
-const DefaultMaxAttempts = 10
+// DefaultMaxAttempts is how often [Run] tries a transaction by default
+// (and lease mode each of its short transactions). With the default
+// [WithBackoff] (10 ms doubling, capped at 1 s, each wait drawn at random
+// below its cap) the waits between 40 attempts add up to about 16 s on
+// average and hardly ever to less than 10 s: enough to ride out the
+// restart of a database server, which fails every BEGIN meanwhile. ctx
+// ends the attempts sooner.
+const DefaultMaxAttempts = 40
 
 // DuplicatePolicy says what a call gets when the key already completed.
 type DuplicatePolicy int

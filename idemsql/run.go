@@ -114,16 +114,21 @@ func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
 // failure, a busy SQLite database), ended it under fn, or the connection
 // broke before COMMIT, BEGIN included — Run rolls back and runs the whole
 // transaction again, after a random, growing, capped wait ([WithBackoff]),
-// at most [WithMaxAttempts] times, and never past ctx. A retried
+// at most [WithMaxAttempts] times ([DefaultMaxAttempts]: enough to ride
+// out a database server's restart), and never past ctx. A retried
 // transaction replays if another one won the key meanwhile, so fn's
 // committed effects never happen twice. When the attempts run out, the
 // last error is returned, matching [ErrRetryable]; when ctx ends between
 // attempts, the error matches ctx's error alone. A transaction that
 // PostgreSQL reports aborted only after fn returned (fn went on past a
 // failed statement) is run again once: a second time, the error has no
-// class, since another try would meet fn's own failure again. A connection lost during
-// COMMIT leaves the outcome unknown: Run returns [ErrCommitUnknown] rather
-// than guess; calling again with the same key replays or runs.
+// class, since another try would meet fn's own failure again. A connection
+// lost during the COMMIT of a transaction that ran fn leaves the outcome
+// unknown: Run returns [ErrCommitUnknown] rather than guess; calling again
+// with the same key replays or runs. After a replay, which wrote nothing,
+// and after a COMMIT the driver says it never sent, nothing is unknown:
+// Run runs the transaction again. A ctx that ended before COMMIT sends
+// none: the error is ctx's alone.
 //
 // Run commits after fn ran and after a replay, and after a [Permanent]
 // failure was recorded ([WithRecordedFailures]): the record is the point.
@@ -216,37 +221,13 @@ func runOnce[X, T any](ctx context.Context, db DB[X], key string, fn func(contex
 		_ = ptx.Rollback(context.WithoutCancel(ctx))
 		return res, o, err
 	}
-	if cerr := ptx.Commit(ctx); cerr != nil {
-		e := s.commitError(ctx, key, cerr)
+	// A replay wrote nothing: whatever became of its COMMIT, the answer
+	// stands, and a COMMIT that failed is a reason to run again, not an
+	// unknown.
+	if e := s.commit(ctx, ptx, "commit", key, o != outcomeReplayed); e != nil {
 		return res, failedOutcome(e), e
 	}
 	return res, o, err
-}
-
-// commitError classifies a failed COMMIT. The transaction is certainly not
-// committed when the database refused it or it was already over; when the
-// connection broke, or ctx ended, during the COMMIT, nobody can tell.
-//
-// With ctx ended, a COMMIT that certainly did not happen is the context's
-// class alone, as any step a context ended; one whose fate is unknown is
-// ErrCommitUnknown, the context's error inside.
-func (s *Store) commitError(ctx context.Context, key string, err error) *Error {
-	k := s.classify(err)
-	certain := k == KindTxAborted || k == KindRetryable || k == KindTxEnded
-	cerr := ctx.Err()
-	e := &Error{Op: "commit", Key: key, Err: err}
-	if cerr != nil && !errors.Is(err, cerr) {
-		e.Err = errors.Join(err, cerr)
-	}
-	switch {
-	case cerr != nil && certain:
-		return e
-	case cerr != nil:
-		k = KindConnLost
-	}
-	e.Kind = kindSentinel("commit", k)
-	e.swallowed = k == KindTxAborted
-	return e
 }
 
 // backoff is "full jitter": uniform in [0, min(max, base·2^(attempt-1))].

@@ -2,8 +2,9 @@ package integration
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
+	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,9 +31,9 @@ type armed struct{ on atomic.Bool }
 func (a *armed) once() bool { return a.on.CompareAndSwap(true, false) }
 
 // Between fn's return and the recording, every connection of the pool is
-// killed from the server's side: more of them than WithMaxAttempts, each
-// idle for less than the second after which pgx pings a connection before
-// handing it out. The recording meets them one after the other and must get
+// killed from the server's side: more of them than WithMaxAttempts (10
+// here: the pool has 16 connections), each idle for less than the second
+// after which pgx pings a connection before handing it out. The recording meets them one after the other and must get
 // through, without fn running a second time. Both outcomes are tried: a
 // result, and fn's error (the lease is released).
 func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
@@ -43,7 +44,9 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 	h := &hooks{}
 	ops := e.hookedOps(t, h)
 	var calls atomic.Int64
-	const idle = idemsql.DefaultMaxAttempts + 2
+	const attempts = 10
+	tries := idemsql.WithMaxAttempts(attempts)
+	const idle = attempts + 2
 	res, err := ops.do(ctx, "killed-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
 		calls.Add(1)
 		if err := h.warm(ctx, idle); err != nil {
@@ -51,7 +54,7 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 		}
 		e.killAll(t, h.connIDs())
 		return receipt{By: "fn", Attempt: l.Attempt}, nil
-	})
+	}, tries)
 	if err != nil || res.Value.By != "fn" {
 		t.Fatalf("after the pool's connections were killed: %+v, %v", res, err)
 	}
@@ -66,7 +69,7 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 		}
 		e.killAll(t, h.connIDs())
 		return receipt{}, boom
-	})
+	}, tries)
 	if err != boom {
 		t.Fatalf("fn's error after the pool's connections were killed: %v, want fn's error unchanged", err)
 	}
@@ -111,14 +114,15 @@ func testLeaseRecordAfterCommitKilled(t *testing.T, e *leaseEnv) {
 }
 
 // The recording's COMMIT goes through, but the client learns nothing: the
-// connection breaks before the reply. The next try finds its own write in
-// the row and reports what happened, for each kind of outcome.
+// connection breaks before the reply (an unexpected EOF where the reply
+// should be). The next try finds its own write in the row and reports what
+// happened, for each kind of outcome.
 func testLeaseRecordCommitReplyLost(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var a armed
 	h := &hooks{committed: func(err error) error {
 		if err == nil && a.once() {
-			return driver.ErrBadConn
+			return fmt.Errorf("injected: reply lost: %w", io.ErrUnexpectedEOF)
 		}
 		return err
 	}}

@@ -83,6 +83,9 @@ type leaseOps struct {
 	sweep func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error)
 	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error
 	purge func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error)
+	// run is atomic mode's Run on the same pool, for an fn that writes
+	// nothing of its own: the idempotency row is the effect.
+	run func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error)
 }
 
 func opsFor[X any](db idemsql.DB[X]) leaseOps {
@@ -101,6 +104,9 @@ func opsFor[X any](db idemsql.DB[X]) leaseOps {
 		},
 		purge: func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error) {
 			return idemsql.Purge(ctx, db, opts...)
+		},
+		run: func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error) {
+			return idemsql.Run(ctx, db, key, func(ctx context.Context, _ X) (receipt, error) { return fn(ctx) }, opts...)
 		},
 	}
 }

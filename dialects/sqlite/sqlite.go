@@ -110,10 +110,17 @@ const (
 // SQLITE_NOMEM and an interrupt may roll the whole transaction back, after
 // which statements run in autocommit while database/sql still believes the
 // transaction open; the driver reports an interrupt caused by a context as
-// that context's error, with no code at all. All of them are KindTxEnded.
-// A busy database (SQLITE_BUSY after busy_timeout, SQLITE_BUSY_SNAPSHOT in a
-// transaction that read before it wrote) means the transaction must start
-// again.
+// that context's error, with no code at all. An interrupt is KindTxEnded:
+// an interrupted COMMIT did not commit (the driver rolls back a COMMIT whose
+// wait for a lock its context ended). The others (and SQLITE_CORRUPT) are
+// KindConnLost, which ends the transaction as well, but leaves a COMMIT's
+// outcome unknown: in WAL mode the transaction's frames, its commit frame
+// last, may all be in the log when a later write (the padding to a sector
+// boundary, under synchronous=FULL without powersafe overwrite) or the
+// update of the WAL index fails, and WAL recovery, at the next open after a
+// crash, then finds the transaction committed. A busy database
+// (SQLITE_BUSY after busy_timeout, SQLITE_BUSY_SNAPSHOT in a transaction
+// that read before it wrote) means the transaction must start again.
 func (dialect) Classify(err error) idemsql.ErrorKind {
 	var e *driver.Error
 	if !errors.As(err, &e) {
@@ -125,8 +132,10 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 	switch e.Code() & 0xff {
 	case sqliteBusy, sqliteLocked:
 		return idemsql.KindRetryable
-	case sqliteInterrupt, sqliteFull, sqliteIOErr, sqliteNoMem, sqliteCorrupt:
+	case sqliteInterrupt:
 		return idemsql.KindTxEnded
+	case sqliteFull, sqliteIOErr, sqliteNoMem, sqliteCorrupt:
+		return idemsql.KindConnLost
 	case sqliteError:
 		// After one of the errors above rolled the transaction back: a
 		// COMMIT finds no transaction, a rollback to the savepoint the core

@@ -40,8 +40,9 @@ type Service struct {
 }
 
 type SQLService struct {
-	db  *sql.DB
-	idb idemsql.DB[*sql.Tx]
+	db    *sql.DB
+	store *idemsql.Store
+	idb   idemsql.DB[*sql.Tx]
 }
 
 func accountID(r *http.Request) string { return r.Header.Get("X-Account") }
@@ -93,7 +94,10 @@ func (s *Service) ChargeOrder(ctx context.Context, key string, orderID, amount i
 		return Charge{}, false, err // roll back; a retry replays or runs
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return Charge{}, false, err
+		// ErrCommitUnknown, ErrRetryable, or ctx's error alone: see
+		// docs/errors.md. Not pgconn.SafeToRetry: it can be true for a
+		// COMMIT that committed.
+		return Charge{}, false, s.store.CommitError(ctx, err)
 	}
 	return res.Value, res.Replayed, nil
 }
@@ -103,7 +107,7 @@ func (s *Service) ChargeOrder(ctx context.Context, key string, orderID, amount i
 // snippet: databasesql
 // ChargeOrder is the same on database/sql: MySQL/MariaDB here; SQLite
 // alike; PostgreSQL through pgx's stdlib with $1, $2 and RETURNING id.
-// s.idb is store.DB(s.db, nil), bound once at start-up: its Tx runs the
+// s.idb is s.store.DB(s.db, nil), bound once at start-up: its Tx runs the
 // store's statements prepared (store.SQL(tx) works too, unprepared).
 func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amount int64) (Charge, bool, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -124,7 +128,7 @@ func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amoun
 		return Charge{}, false, err
 	}
 	if err := tx.Commit(); err != nil {
-		return Charge{}, false, err
+		return Charge{}, false, s.store.CommitError(ctx, err)
 	}
 	return res.Value, res.Replayed, nil
 }
