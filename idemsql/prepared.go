@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"sync"
 	"sync/atomic"
 )
 
@@ -24,11 +23,10 @@ type StatementPreparer interface {
 
 // preparedSet holds the store's statements prepared on one *sql.DB.
 type preparedSet struct {
-	once    sync.Once
 	db      *sql.DB
-	stmts   map[string]*sql.Stmt // written once, inside once; read once ready
+	stmts   map[string]*sql.Stmt // written once, before ready; read once ready
 	ready   atomic.Bool          // stmts is complete
-	started atomic.Bool          // preparing has begun, perhaps in the background
+	started atomic.Bool          // preparing has begun, in the background
 }
 
 // preparedSet returns the set of db, which may not be prepared yet. Binding
@@ -44,29 +42,23 @@ func (s *Store) preparedSet(db *sql.DB) *preparedSet {
 	return v.(*preparedSet)
 }
 
-// preparedFor returns the statements prepared on db, preparing them on the
-// first call; it needs a free connection of db then. A statement that fails
-// to prepare, here or later on another connection of the pool, runs
-// unprepared: preparing is an optimisation, never a new way to fail.
-func (s *Store) preparedFor(ctx context.Context, db *sql.DB) *preparedSet {
-	ps := s.preparedSet(db)
-	ps.started.Store(true)
-	ps.once.Do(func() { s.prepare(context.WithoutCancel(ctx), ps) })
-	return ps
-}
-
 // preparedSoon returns the statements prepared on db if they are ready, and
-// nil otherwise, after starting to prepare them in the background: the
-// caller may hold the pool's only connection in a transaction, and
-// preparing needs a connection of the pool. The background call waits for
-// one like any other caller of the pool, and gives up when db is closed.
+// nil otherwise, after starting to prepare them in the background. No
+// caller waits for them: preparing needs a connection of the pool, which
+// may be busy (the caller may even hold the only one in a transaction), and
+// a call must end with its context. The background call waits for a
+// connection like any other caller of the pool, and gives up when db is
+// closed. Until the statements are ready, calls run them unprepared; a
+// statement that fails to prepare, then or later on another connection of
+// the pool, runs unprepared too: preparing is an optimisation, never a new
+// way to fail or to wait.
 func (s *Store) preparedSoon(db *sql.DB) *preparedSet {
 	ps := s.preparedSet(db)
 	if ps.ready.Load() {
 		return ps
 	}
 	if ps.started.CompareAndSwap(false, true) {
-		go ps.once.Do(func() { s.prepare(context.Background(), ps) })
+		go s.prepare(context.Background(), ps)
 	}
 	return nil
 }

@@ -71,9 +71,7 @@ func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 	var ps *preparedSet
 	sp, ok := p.store.dialect.(StatementPreparer)
 	if ok && sp.PrepareStatements() {
-		// Prepared before BeginTx: preparing needs a connection of the pool,
-		// and the transaction may hold the only one.
-		ps = p.store.preparedFor(ctx, p.db)
+		ps = p.store.preparedSoon(p.db)
 	}
 	tx, err := p.db.BeginTx(ctx, p.opts)
 	if err != nil {
