@@ -159,7 +159,7 @@ func testRunPanicRollsBack(t *testing.T, e *env) {
 	if err != nil || res.Replayed || runs.Load() != 1 || e.bizRows("panic-1") != 1 {
 		t.Fatalf("after the panic: %+v %v, runs=%d business rows=%d", res, err, runs.Load(), e.bizRows("panic-1"))
 	}
-	if inUse := e.db.Stats().InUse; inUse != 0 && e.dialect != "postgres" {
+	if inUse := settled(func() int { return e.db.Stats().InUse }); inUse != 0 && e.dialect != "postgres" {
 		t.Fatalf("%d connections still in use", inUse)
 	}
 }

@@ -15,6 +15,21 @@ import (
 // reports is "never returned", not a speed.
 const hangGuard = 30 * time.Second
 
+// settled is n's value once it is 0, or after hangGuard: the connections
+// in use of a pool that a store prepares its statements on (SQLite, MySQL),
+// which a background call borrows for a moment after the pool's first
+// transaction. A connection that a request left behind stays in use.
+func settled(n func() int) int {
+	deadline := time.Now().Add(hangGuard)
+	for {
+		v := n()
+		if v == 0 || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // onePool opens a second pool on the backend's database, limited to one
 // connection, so that a test can hold that connection or read its session.
 func (e *env) onePool() *sql.DB {
