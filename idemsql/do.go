@@ -401,14 +401,21 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 	}
 	var c claimOutcome
 	var claimErr error
-	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func() error {
-		c, claimErr = s.claim(ctx, ex, key, cfg, known, tok, start)
+	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func(bex Executor) error {
+		c, claimErr = s.claim(ctx, bex, key, cfg, known, tok, start)
 		var e *Error
 		if errors.As(claimErr, &e) && e.Err != nil {
 			return e.Err // the driver's error, for the dialect to read
 		}
 		return claimErr
 	})
+	if ctx.Err() != nil {
+		// database/sql may have rolled the transaction back under the
+		// claim, before the dialect could put a session setting back.
+		if d, ok := ex.(sessionDropper); ok {
+			d.dropSession()
+		}
+	}
 	switch {
 	case timedOut:
 		kind := ErrLockTimeout

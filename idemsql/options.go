@@ -142,7 +142,10 @@ func WithInFlight(p InFlightPolicy) Option {
 
 // WithLockTimeout bounds how long [InFlightWait] waits for another holder
 // of the key; past it the call fails with [ErrLockTimeout]. The database's
-// setting is changed for the claim only and put back. PostgreSQL rounds to
+// setting is changed for the claim only: for the transaction on
+// PostgreSQL, for each statement of the claim on MariaDB, for the session
+// on MySQL 8 and SQLite, put back after the claim (docs/guide.md says when
+// it cannot be, and what Run does then). PostgreSQL rounds to
 // milliseconds and aborts the transaction on a lock time-out; MySQL and
 // MariaDB round up to whole seconds and roll back only the statement;
 // SQLite uses it as the busy timeout (with _txlock=immediate in the DSN,

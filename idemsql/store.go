@@ -126,12 +126,17 @@ type Statements struct {
 
 // ClaimBounder is implemented by dialects that can bound how long a claim
 // waits for another transaction holding the key ([WithLockTimeout],
-// [InFlightFailFast]). BoundClaim changes the database's lock wait for the
-// duration of claim and puts it back. With failFast it must not wait at all
-// and must leave the transaction usable when it times out. It reports
-// timedOut when claim failed because of the bound.
+// [InFlightFailFast]). BoundClaim runs claim, which sends the claim's
+// statements through the executor it is given, with the database's lock
+// wait bounded: for each statement (the executor adds the setting to it),
+// for the transaction, or for the session, then put back. With failFast it
+// must not wait at all and must leave the transaction usable when it times
+// out. It reports timedOut when claim failed because of the bound. A
+// setting of the session stays on the connection if the transaction ends
+// under the claim (its context ended, and database/sql rolled it back):
+// [Run] then drops the connection instead of returning it to the pool.
 type ClaimBounder interface {
-	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func() error) (timedOut bool, err error)
+	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func(ex Executor) error) (timedOut bool, err error)
 }
 
 // LockTimeoutEnder is implemented by a dialect whose lock wait time-out

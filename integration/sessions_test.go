@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,6 +117,152 @@ func TestFirstRunsOnABusyPoolKeepTheirContexts(t *testing.T) {
 			release()
 			if _, err := idemsql.Run(context.Background(), e.store.DB(db, nil), "busy-1", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
 				t.Fatalf("Run once the pool is free: %v", err)
+			}
+		})
+	}
+}
+
+// sessionSetting reads, on db's connection, the setting that a bounded
+// claim changes: lock_timeout, innodb_lock_wait_timeout, busy_timeout.
+func (e *env) sessionSetting(db *sql.DB) string {
+	e.t.Helper()
+	q := map[string]string{
+		"postgres": "SELECT current_setting('lock_timeout')",
+		"mysql":    "SELECT CAST(@@SESSION.innodb_lock_wait_timeout AS CHAR)",
+		"sqlite":   "PRAGMA busy_timeout",
+	}[e.dialect]
+	var v string
+	if err := db.QueryRow(q).Scan(&v); err != nil {
+		e.t.Fatalf("read the session setting: %v", err)
+	}
+	return v
+}
+
+// sessionBackends are the backends whose pools the tests below pin to one
+// connection: one per database/sql dialect (PostgreSQL through pgx's
+// stdlib; its native pool keeps no session setting of idemsql's either).
+func sessionBackends(yield func(backend) bool) {
+	for _, b := range backends {
+		switch b.name {
+		case "postgres-stdlib", "mysql", "sqlite":
+			if !yield(b) {
+				return
+			}
+		}
+	}
+}
+
+// A Run whose context ends while its bounded claim waits behind the key's
+// holder leaves its pool's connection as it found it: the lock setting
+// the claim changed is the connection's own again, or the connection is
+// gone. (SQLite: database/sql rolled the transaction back under the claim
+// and put the connection back in the pool before the setting could be
+// restored.)
+func TestBoundedClaimCutShortByContextLeavesNoSetting(t *testing.T) {
+	for b := range sessionBackends {
+		t.Run(b.name, func(t *testing.T) {
+			e := b.setup(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var runs atomic.Int64
+			holder := e.holdKey(ctx, "cut-1", &runs)
+			defer holder.Rollback(ctx)
+			db := e.onePool()
+			before := e.sessionSetting(db)
+
+			short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancelShort()
+			_, err := idemsql.Run(short, e.store.DB(db, nil), "cut-1", func(ctx context.Context, tx *sql.Tx) (int, error) {
+				runs.Add(1)
+				return 1, nil
+			}, idemsql.WithLockTimeout(20*time.Second))
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v, want the context's deadline", err)
+			}
+			if after := e.sessionSetting(db); after != before {
+				t.Fatalf("the pool's connection has the setting %s after the call, %s before", after, before)
+			}
+			if runs.Load() != 1 {
+				t.Fatal("fn ran behind a held key")
+			}
+		})
+	}
+}
+
+// endTxBeforeClaim is a transaction's executor that, before the claim's
+// INSERT, ends the context the transaction was begun with and waits until
+// database/sql has rolled the transaction back and put its connection back
+// in the pool: a context that ends between two statements of a bounded
+// claim, on purpose.
+type endTxBeforeClaim struct {
+	t      *testing.T
+	tx     *sql.Tx
+	cancel context.CancelFunc
+	fired  bool
+}
+
+func (x *endTxBeforeClaim) before(query string) {
+	if x.fired || !strings.Contains(query, "INSERT INTO") {
+		return
+	}
+	x.fired = true
+	x.cancel()
+	deadline := time.Now().Add(hangGuard)
+	for {
+		if _, err := x.tx.ExecContext(context.Background(), "SELECT 1"); errors.Is(err, sql.ErrTxDone) {
+			return
+		}
+		if time.Now().After(deadline) {
+			x.t.Fatal("database/sql did not roll the transaction back when its context ended")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (x *endTxBeforeClaim) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	x.before(query)
+	res, err := x.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (x *endTxBeforeClaim) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
+	x.before(query)
+	return x.tx.QueryRowContext(ctx, query, args...)
+}
+
+// Do in the caller's transaction, when the context the transaction was
+// begun with ends between two statements of the bounded claim: nothing of
+// the claim's lock setting stays on the connection, which database/sql has
+// put back in the pool. Not on SQLite, whose busy_timeout is the only
+// bound it has and which Do cannot restore on a connection it no longer
+// holds (docs/guide.md says so; Run discards the connection instead).
+func TestBoundedClaimInCallersTxLeavesNoSetting(t *testing.T) {
+	for b := range sessionBackends {
+		if b.dialect == "sqlite" {
+			continue
+		}
+		t.Run(b.name, func(t *testing.T) {
+			e := b.setup(t)
+			for _, opt := range []idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast), idemsql.WithLockTimeout(3 * time.Second)} {
+				db := e.onePool()
+				before := e.sessionSetting(db)
+				txCtx, cancel := context.WithCancel(context.Background())
+				tx, err := db.BeginTx(txCtx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				x := &endTxBeforeClaim{t: t, tx: tx, cancel: cancel}
+				_, err = idemsql.Do(context.Background(), e.store.Bind(x), "cut-2", func(context.Context) (int, error) { return 1, nil }, opt)
+				if err == nil || !x.fired {
+					t.Fatalf("err = %v (claim reached: %v), want the claim to fail on the ended transaction", err, x.fired)
+				}
+				_ = tx.Rollback()
+				if after := e.sessionSetting(db); after != before {
+					t.Fatalf("the pool's connection has the setting %s after the call, %s before", after, before)
+				}
 			}
 		})
 	}

@@ -17,7 +17,7 @@ var _ idemsql.ClaimBounder = dialect{}
 // transaction usable; under a bounded wait the transaction is lost and the
 // error says so. lock_timeout 0 means "wait forever", so fail-fast uses
 // 1ms: a wait that long only happens behind another holder's lock.
-func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func() error) (bool, error) {
+func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func(idemsql.Executor) error) (bool, error) {
 	if failFast {
 		timeout = time.Millisecond
 		if _, err := ex.Exec(ctx, "SAVEPOINT idemsql_claim"); err != nil {
@@ -29,7 +29,7 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 		fmt.Sprintf("%dms", max(timeout.Milliseconds(), 1))).Scan(&old, new(string)); err != nil {
 		return false, err
 	}
-	err := claim()
+	err := claim(ex)
 	timedOut := err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout
 	if timedOut && failFast {
 		// Also undoes the set_config, which ran inside the savepoint.
