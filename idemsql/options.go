@@ -112,7 +112,10 @@ const (
 	// [WithLockTimeout] if given, else by the database's own lock timeout.
 	InFlightWait InFlightPolicy = iota
 	// InFlightFailFast returns [ErrInProgress] at once and leaves the
-	// transaction usable.
+	// transaction usable. On PostgreSQL it takes the key's advisory lock
+	// without waiting instead of bounding a wait, so that its claim is
+	// written in the transaction itself, not in a subtransaction: see
+	// docs/guide.md.
 	InFlightFailFast
 )
 

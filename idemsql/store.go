@@ -122,19 +122,34 @@ type Statements struct {
 	// succeeds) leaves them empty: there, the fenced Complete is what tells
 	// that the claim did not survive fn.
 	ClaimCompleted, ClaimOrReadCompleted, ReclaimCompleted string
+
+	// TryLock, if not empty, answers [InFlightFailFast] without bounding a
+	// wait. It is for a dialect whose every statement that claims a key
+	// (Claim, ClaimOrRead and their Completed forms here; a lease-mode
+	// claim, re-claim or takeover) first takes a lock on the key in shared
+	// mode, held until its transaction ends (PostgreSQL: an advisory lock
+	// on a hash of the key). TryLock takes that lock in exclusive mode
+	// without waiting and returns true when it got it; a fail-fast claim
+	// then claims as usual, and otherwise reads the row with Read, which
+	// must not wait for locks either: an outcome already committed
+	// replays, anything else is ErrInProgress. Two keys that share a lock
+	// can only make a call wait for, or answer ErrInProgress because of,
+	// the other key's holder; the key's row decides the rest. Args: key.
+	TryLock string
 }
 
 // ClaimBounder is implemented by dialects that can bound how long a claim
-// waits for another transaction holding the key ([WithLockTimeout],
-// [InFlightFailFast]). BoundClaim runs claim, which sends the claim's
-// statements through the executor it is given, with the database's lock
-// wait bounded: for each statement (the executor adds the setting to it),
-// for the transaction, or for the session, then put back. With failFast it
-// must not wait at all and must leave the transaction usable when it times
-// out. It reports timedOut when claim failed because of the bound. A
-// setting of the session stays on the connection if the transaction ends
-// under the claim (its context ended, and database/sql rolled it back):
-// [Run] then drops the connection instead of returning it to the pool.
+// waits for another transaction holding the key ([WithLockTimeout], and
+// [InFlightFailFast] where the dialect has no TryLock statement).
+// BoundClaim runs claim, which sends the claim's statements through the
+// executor it is given, with the database's lock wait bounded: for each
+// statement (the executor adds the setting to it), for the transaction, or
+// for the session, then put back. With failFast it must not wait at all and
+// must leave the transaction usable when it times out. It reports timedOut
+// when claim failed because of the bound. A setting of the session stays
+// on the connection if the transaction ends under the claim (its context
+// ended, and database/sql rolled it back): [Run] then drops the
+// connection instead of returning it to the pool.
 type ClaimBounder interface {
 	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func(ex Executor) error) (timedOut bool, err error)
 }

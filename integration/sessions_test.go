@@ -4,12 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemhttp"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -263,6 +266,105 @@ func TestBoundedClaimInCallersTxLeavesNoSetting(t *testing.T) {
 				if after := e.sessionSetting(db); after != before {
 					t.Fatalf("the pool's connection has the setting %s after the call, %s before", after, before)
 				}
+			}
+		})
+	}
+}
+
+// A request through idemhttp.New on PostgreSQL takes one transaction ID:
+// the middleware's fail-fast claim writes in the request's transaction, not
+// in a subtransaction of its own (which would take a second ID, and feed
+// the subtransaction cache). The claim's row, read in the handler, was
+// written by the transaction's own ID.
+func TestHTTPRequestOnPostgresTakesOneTransactionID(t *testing.T) {
+	for _, b := range backends {
+		if b.dialect != "postgres" {
+			continue
+		}
+		t.Run(b.name, func(t *testing.T) {
+			h := newHTTPEnv(t, b, 4)
+			var runs atomic.Int64
+			srv := h.guard(testConfig(), h.orderHandler(&runs, func(w http.ResponseWriter, r *http.Request) bool {
+				ctx := r.Context()
+				key, _ := idemhttp.Key(ctx)
+				tx := h.tx(ctx)
+				claim, err := tx.QueryInt(ctx, "SELECT xmin::text::bigint FROM "+h.table+" WHERE idem_key = $1", key)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return true
+				}
+				own, err := tx.QueryInt(ctx, "SELECT pg_current_xact_id()::xid::text::bigint")
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return true
+				}
+				if claim != own {
+					http.Error(w, fmt.Sprintf("the claim was written by transaction ID %d, the request's transaction is %d: a subtransaction", claim, own), http.StatusTeapot)
+					return true
+				}
+				return false
+			}))
+			for i := range 3 {
+				w := serve(t, srv, request{user: "u", key: fmt.Sprintf("xid-%d", i), body: `{"amount":1}`})
+				if w.Code != http.StatusCreated {
+					t.Fatalf("request %d: %d %s", i, w.Code, w.Body.String())
+				}
+			}
+			if n := runs.Load(); n != 3 {
+				t.Fatalf("handler ran %d times, want 3", n)
+			}
+		})
+	}
+}
+
+// Fail-fast beside a transaction that replays the key and stays open: the
+// key's outcome is committed, so fail-fast replays it too, without waiting
+// (on PostgreSQL the replaying transaction holds the key's advisory lock,
+// and fail-fast reads the committed row instead). A nested fail-fast call
+// with the key its own transaction is inside is ErrReentrant, not
+// ErrInProgress. Not on SQLite, where a transaction that replays holds the
+// database's only write lock: fail-fast there answers ErrInProgress.
+func TestFailFastBesideAReplay(t *testing.T) {
+	for _, b := range backends {
+		if b.dialect == "sqlite" {
+			continue
+		}
+		t.Run(b.name, func(t *testing.T) {
+			e := b.setup(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var runs atomic.Int64
+			e.mustGuarded("ffr-1", 1, &runs)
+			replaying, err := e.begin(ctx, sql.LevelDefault)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer replaying.Rollback(ctx)
+			if res, err := idemsql.Do(ctx, replaying.Bind(), "ffr-1", e.charge(replaying, "ffr-1", 1, &runs)); err != nil || !res.Replayed {
+				t.Fatalf("replay in the open transaction: %+v %v", res, err)
+			}
+			failFast := idemsql.WithInFlight(idemsql.InFlightFailFast)
+			if res, err := e.guarded("ffr-1", 1, &runs, failFast); err != nil || !res.Replayed {
+				t.Fatalf("fail-fast beside the replay: %+v %v, want a replay", res, err)
+			}
+			if runs.Load() != 1 {
+				t.Fatalf("fn ran %d times", runs.Load())
+			}
+
+			tx, err := e.begin(ctx, sql.LevelDefault)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			var inner error
+			if _, err := idemsql.Do(ctx, tx.Bind(), "ffr-2", func(ctx context.Context) (invoice, error) {
+				_, inner = idemsql.Do(ctx, tx.Bind(), "ffr-2", e.charge(tx, "ffr-2", 1, &runs), failFast)
+				return invoice{}, nil
+			}, failFast); err != nil {
+				t.Fatalf("outer: %v", err)
+			}
+			if !errors.Is(inner, idemsql.ErrReentrant) || errors.Is(inner, idemsql.ErrInProgress) {
+				t.Fatalf("nested fail-fast: %v, want ErrReentrant alone", inner)
 			}
 		})
 	}
