@@ -73,8 +73,8 @@ type sqlPool struct {
 // connection instead of returning it to the pool (see sqlPoolTx).
 func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 	var ps *preparedSet
-	sp, ok := p.store.dialect.(StatementPreparer)
-	if ok && sp.PrepareStatements() {
+	sp := preparer(p.store.dialect)
+	if sp != nil && sp.PrepareStatements() {
 		ps = p.store.preparedSoon(p.db)
 	}
 	conn, err := p.db.Conn(ctx)
@@ -89,7 +89,7 @@ func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 	if ps != nil {
 		return &sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps, dia: sp}, tx: tx, conn: conn}, nil
 	}
-	return &sqlPoolTx{Executor: sqlExecutor{tx}, tx: tx, conn: conn}, nil
+	return &sqlPoolTx{Executor: sqlExecutor{tx: tx, dia: sp}, tx: tx, conn: conn}, nil
 }
 
 var _ IsolationPool[*sql.Tx] = sqlPool{}

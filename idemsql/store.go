@@ -308,15 +308,24 @@ func (s *Store) SQL(tx *sql.Tx) Tx {
 	if tx == nil {
 		return Tx{store: s}
 	}
-	return Tx{store: s, exec: sqlExecutor{tx}}
+	return Tx{store: s, exec: sqlExecutor{tx: tx, dia: preparer(s.dialect)}}
 }
 
 var _ Executor = sqlExecutor{}
 
-type sqlExecutor struct{ tx *sql.Tx }
+// sqlExecutor runs statements as text in a database/sql transaction. dia,
+// if not nil, says when the server refused to prepare one for the driver
+// ([Inliner]).
+type sqlExecutor struct {
+	tx  *sql.Tx
+	dia StatementPreparer
+}
 
 func (e sqlExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	res, err := e.tx.ExecContext(ctx, query, args...)
+	if text, ok := inlined(e.dia, err, query, args); ok {
+		res, err = e.tx.ExecContext(ctx, text)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -324,7 +333,11 @@ func (e sqlExecutor) Exec(ctx context.Context, query string, args ...any) (int64
 }
 
 func (e sqlExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
-	return e.tx.QueryRowContext(ctx, query, args...)
+	row := e.tx.QueryRowContext(ctx, query, args...)
+	if e.dia == nil {
+		return row
+	}
+	return fallbackRow{ctx: ctx, tx: e.tx, dia: e.dia, query: query, args: args, row: row}
 }
 
 var errUnbound = fmt.Errorf("%w: Tx is not bound to a store and an open transaction; bind one with Store.SQL, Store.Bind or postgres.Store.Pgx", ErrInvalidOption)
