@@ -422,16 +422,26 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 	if !failFast && cfg.lockTimeout == 0 {
 		return s.claim(ctx, ex, key, cfg, known, tok, start)
 	}
+	if failFast && s.stmts.TryLock != "" {
+		return s.claimUnlessLocked(ctx, ex, key, cfg, known, tok, start)
+	}
 	var c claimOutcome
 	var claimErr error
-	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func() error {
-		c, claimErr = s.claim(ctx, ex, key, cfg, known, tok, start)
+	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func(bex Executor) error {
+		c, claimErr = s.claim(ctx, bex, key, cfg, known, tok, start)
 		var e *Error
 		if errors.As(claimErr, &e) && e.Err != nil {
 			return e.Err // the driver's error, for the dialect to read
 		}
 		return claimErr
 	})
+	if ctx.Err() != nil {
+		// database/sql may have rolled the transaction back under the
+		// claim, before the dialect could put a session setting back.
+		if d, ok := ex.(sessionDropper); ok {
+			d.dropSession()
+		}
+	}
 	switch {
 	case timedOut:
 		kind := ErrLockTimeout
@@ -448,6 +458,31 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 		return c, s.dbError(ctx, "claim", key, err)
 	}
 	return c, nil
+}
+
+// claimUnlessLocked is a fail-fast claim through the dialect's TryLock:
+// when another transaction holds the key's lock, it answers from the
+// committed row, without waiting, or ErrInProgress.
+func (s *Store) claimUnlessLocked(ctx context.Context, ex Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+	var got bool
+	if err := ex.QueryRow(ctx, s.stmts.TryLock, key).Scan(&got); err != nil {
+		return claimOutcome{}, s.dbError(ctx, "claim", key, err)
+	}
+	if got {
+		return s.claim(ctx, ex, key, cfg, known, tok, start)
+	}
+	// The holder may be claiming the key, or replaying it: a committed
+	// outcome replays as any duplicate's would. An expired one is being
+	// claimed again.
+	var r storedRow
+	err := ex.QueryRow(ctx, s.stmts.Read, micros(time.Since(start)), key).Scan(r.scanDest()...)
+	switch {
+	case err == nil && (!r.expired || r.status == StatusInProgress):
+		return claimOutcome{row: r}, nil
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return claimOutcome{}, s.dbError(ctx, "read", key, err)
+	}
+	return claimOutcome{}, &Error{Op: "claim", Key: key, Kind: ErrInProgress, Err: errors.New("another transaction holds the key")}
 }
 
 // maxClaimRounds bounds the loop below. A round only repeats when the row

@@ -335,7 +335,7 @@ func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt sweepStmt, li
 		return nil
 	}
 	args := func(limit int) []any { return append(append([]any{}, stmt.before...), limit) }
-	many, err = queryEach(ctx, ex, stmt.q, scan, args(limit)...)
+	many, err = queryEach(ctx, ex, preparer(lr.s.dialect), stmt.q, scan, args(limit)...)
 	if !many {
 		err = scan(ex.QueryRow(ctx, stmt.q, args(1)...))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -392,13 +392,20 @@ func (lr *leaser) sweepRow(ctx context.Context, ex Executor, h SweepHandler, r s
 // queryEach runs a query that returns many rows, calling each for every
 // row, where ex can (a [RowsQuerier], or a database/sql transaction); ok
 // is false where it cannot, and then nothing ran.
-func queryEach(ctx context.Context, ex Executor, query string, each func(Row) error, args ...any) (ok bool, err error) {
+// dia, if not nil, says when the server refused to prepare the query for
+// the driver ([Inliner]).
+func queryEach(ctx context.Context, ex Executor, dia StatementPreparer, query string, each func(Row) error, args ...any) (ok bool, err error) {
 	var rows Rows
 	switch x := ex.(type) {
 	case RowsQuerier:
 		rows, err = x.Query(ctx, query, args...)
 	case interface{ Tx() *sql.Tx }:
-		rows, err = x.Tx().QueryContext(ctx, query, args...)
+		var r *sql.Rows
+		r, err = x.Tx().QueryContext(ctx, query, args...)
+		if text, ok := inlined(dia, err, query, args); ok {
+			r, err = x.Tx().QueryContext(ctx, text)
+		}
+		rows = r
 	default:
 		return false, nil
 	}

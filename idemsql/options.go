@@ -118,7 +118,10 @@ const (
 	// [WithLockTimeout] if given, else by the database's own lock timeout.
 	InFlightWait InFlightPolicy = iota
 	// InFlightFailFast returns [ErrInProgress] at once and leaves the
-	// transaction usable.
+	// transaction usable. On PostgreSQL it takes the key's advisory lock
+	// without waiting instead of bounding a wait, so that its claim is
+	// written in the transaction itself, not in a subtransaction: see
+	// docs/guide.md.
 	InFlightFailFast
 )
 
@@ -148,7 +151,10 @@ func WithInFlight(p InFlightPolicy) Option {
 
 // WithLockTimeout bounds how long [InFlightWait] waits for another holder
 // of the key; past it the call fails with [ErrLockTimeout]. The database's
-// setting is changed for the claim only and put back. PostgreSQL rounds to
+// setting is changed for the claim only: for the transaction on
+// PostgreSQL, for each statement of the claim on MariaDB, for the session
+// on MySQL 8 and SQLite, put back after the claim (docs/guide.md says when
+// it cannot be, and what Run does then). PostgreSQL rounds to
 // milliseconds and aborts the transaction on a lock time-out; MySQL and
 // MariaDB round up to whole seconds and roll back only the statement;
 // SQLite uses it as the busy timeout (with _txlock=immediate in the DSN,

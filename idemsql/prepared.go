@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"sync"
 	"sync/atomic"
 )
 
@@ -22,13 +21,44 @@ type StatementPreparer interface {
 	PrepareFailed(err error) bool
 }
 
+// Inliner is implemented by a [StatementPreparer] whose driver needs a
+// statement prepared on the server even to run one unprepared:
+// go-sql-driver/mysql without interpolateParams prepares, runs and closes
+// every statement with arguments, so a server that can prepare no more
+// (MySQL 1461) refuses those too. When the server refuses
+// ([StatementPreparer.PrepareFailed]), the statement runs once more as
+// Inline's text, which holds its arguments as literals and needs none;
+// ok is false when it cannot write an argument, and then the refusal is
+// the statement's error. query is one of the dialect's own statements.
+type Inliner interface {
+	Inline(query string, args []any) (text string, ok bool)
+}
+
+// preparer is the dialect's StatementPreparer, or nil.
+func preparer(d Dialect) StatementPreparer {
+	sp, _ := d.(StatementPreparer)
+	return sp
+}
+
+// inlined is query with args written into it, when the server refused to
+// prepare it (err) and the dialect can write them.
+func inlined(dia StatementPreparer, err error, query string, args []any) (string, bool) {
+	if err == nil || dia == nil || !dia.PrepareFailed(err) {
+		return "", false
+	}
+	in, ok := dia.(Inliner)
+	if !ok {
+		return "", false
+	}
+	return in.Inline(query, args)
+}
+
 // preparedSet holds the store's statements prepared on one *sql.DB.
 type preparedSet struct {
-	once    sync.Once
 	db      *sql.DB
-	stmts   map[string]*sql.Stmt // written once, inside once; read once ready
+	stmts   map[string]*sql.Stmt // written once, before ready; read once ready
 	ready   atomic.Bool          // stmts is complete
-	started atomic.Bool          // preparing has begun, perhaps in the background
+	started atomic.Bool          // preparing has begun, in the background
 }
 
 // preparedSet returns the set of db, which may not be prepared yet. Binding
@@ -44,29 +74,23 @@ func (s *Store) preparedSet(db *sql.DB) *preparedSet {
 	return v.(*preparedSet)
 }
 
-// preparedFor returns the statements prepared on db, preparing them on the
-// first call; it needs a free connection of db then. A statement that fails
-// to prepare, here or later on another connection of the pool, runs
-// unprepared: preparing is an optimisation, never a new way to fail.
-func (s *Store) preparedFor(ctx context.Context, db *sql.DB) *preparedSet {
-	ps := s.preparedSet(db)
-	ps.started.Store(true)
-	ps.once.Do(func() { s.prepare(context.WithoutCancel(ctx), ps) })
-	return ps
-}
-
 // preparedSoon returns the statements prepared on db if they are ready, and
-// nil otherwise, after starting to prepare them in the background: the
-// caller may hold the pool's only connection in a transaction, and
-// preparing needs a connection of the pool. The background call waits for
-// one like any other caller of the pool, and gives up when db is closed.
+// nil otherwise, after starting to prepare them in the background. No
+// caller waits for them: preparing needs a connection of the pool, which
+// may be busy (the caller may even hold the only one in a transaction), and
+// a call must end with its context. The background call waits for a
+// connection like any other caller of the pool, and gives up when db is
+// closed. Until the statements are ready, calls run them unprepared; a
+// statement that fails to prepare, then or later on another connection of
+// the pool, runs unprepared too: preparing is an optimisation, never a new
+// way to fail or to wait.
 func (s *Store) preparedSoon(db *sql.DB) *preparedSet {
 	ps := s.preparedSet(db)
 	if ps.ready.Load() {
 		return ps
 	}
 	if ps.started.CompareAndSwap(false, true) {
-		go ps.once.Do(func() { s.prepare(context.Background(), ps) })
+		go s.prepare(context.Background(), ps)
 	}
 	return nil
 }
@@ -128,12 +152,13 @@ func (p sqlPool) BindTx(tx *sql.Tx) Executor {
 	if tx == nil {
 		return nil
 	}
-	if sp, ok := p.store.dialect.(StatementPreparer); ok && sp.PrepareStatements() {
+	sp := preparer(p.store.dialect)
+	if sp != nil && sp.PrepareStatements() {
 		if ps := p.store.preparedSoon(p.db); ps != nil {
 			return preparedExecutor{tx: tx, ps: ps, dia: sp}
 		}
 	}
-	return sqlExecutor{tx}
+	return sqlExecutor{tx: tx, dia: sp}
 }
 
 // forgetClosedPools drops the statements of every *sql.DB that was closed.
@@ -162,15 +187,14 @@ type preparedExecutor struct {
 var _ Executor = preparedExecutor{}
 
 func (e preparedExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	var res sql.Result
-	var err error
-	if stmt := e.ps.stmts[query]; stmt != nil {
-		res, err = e.tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
-		if err != nil && e.dia.PrepareFailed(err) {
-			res, err = e.tx.ExecContext(ctx, query, args...)
-		}
-	} else {
-		res, err = e.tx.ExecContext(ctx, query, args...)
+	stmt := e.ps.stmts[query]
+	if stmt == nil {
+		return sqlExecutor{tx: e.tx, dia: e.dia}.Exec(ctx, query, args...)
+	}
+	res, err := e.tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
+	if err != nil && e.dia.PrepareFailed(err) {
+		// Not prepared on this connection: run the text instead.
+		return sqlExecutor{tx: e.tx, dia: e.dia}.Exec(ctx, query, args...)
 	}
 	if err != nil {
 		return 0, err
@@ -180,26 +204,36 @@ func (e preparedExecutor) Exec(ctx context.Context, query string, args ...any) (
 
 func (e preparedExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
 	if stmt := e.ps.stmts[query]; stmt != nil {
-		return fallbackRow{e: e, ctx: ctx, query: query, args: args,
+		return fallbackRow{ctx: ctx, tx: e.tx, dia: e.dia, query: query, args: args, prepared: true,
 			row: e.tx.StmtContext(ctx, stmt).QueryRowContext(ctx, args...)}
 	}
-	return e.tx.QueryRowContext(ctx, query, args...)
+	return sqlExecutor{tx: e.tx, dia: e.dia}.QueryRow(ctx, query, args...)
 }
 
-// fallbackRow runs the query unprepared when the prepared form could not be
-// prepared on the transaction's connection; the error shows at Scan.
+// fallbackRow runs the query again when the server refused to prepare it:
+// as text, when it was the store's prepared statement, and with its
+// arguments inlined, when the driver needs a prepared statement for the
+// text too. The error shows at Scan.
 type fallbackRow struct {
-	e     preparedExecutor
-	ctx   context.Context
-	query string
-	args  []any
-	row   *sql.Row
+	ctx      context.Context
+	tx       *sql.Tx
+	dia      StatementPreparer
+	query    string
+	args     []any
+	prepared bool
+	row      *sql.Row
 }
 
 func (r fallbackRow) Scan(dest ...any) error {
 	err := r.row.Scan(dest...)
-	if err != nil && r.e.dia.PrepareFailed(err) {
-		return r.e.tx.QueryRowContext(r.ctx, r.query, r.args...).Scan(dest...)
+	if err == nil || !r.dia.PrepareFailed(err) {
+		return err
+	}
+	if r.prepared {
+		err = r.tx.QueryRowContext(r.ctx, r.query, r.args...).Scan(dest...)
+	}
+	if text, ok := inlined(r.dia, err, r.query, r.args); ok {
+		return r.tx.QueryRowContext(r.ctx, text).Scan(dest...)
 	}
 	return err
 }

@@ -37,12 +37,13 @@ func TestPreparedStatementsOfClosedPoolsAreDropped(t *testing.T) {
 	}
 	ctx := context.Background()
 	first := open("a.db")
-	if ps := s.preparedFor(ctx, first); len(ps.stmts) != 2 {
+	ps := s.preparedSet(first)
+	if s.prepare(ctx, ps); len(ps.stmts) != 2 {
 		t.Fatalf("%d statements prepared, want 2", len(ps.stmts))
 	}
 	first.Close()
 	second := open("b.db")
-	s.preparedFor(ctx, second)
+	s.preparedSet(second)
 	var pools []*sql.DB
 	s.prepared.Range(func(k, _ any) bool { pools = append(pools, k.(*sql.DB)); return true })
 	if len(pools) != 1 || pools[0] != second {

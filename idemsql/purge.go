@@ -124,7 +124,7 @@ func (lr *leaser) lockPurgeable(ctx context.Context, ex Executor, limit int64) (
 		keys = append(keys, key)
 		return nil
 	}
-	many, err := queryEach(ctx, ex, lr.ls.PurgeLock, scan, limit)
+	many, err := queryEach(ctx, ex, preparer(lr.s.dialect), lr.ls.PurgeLock, scan, limit)
 	if !many {
 		limit = 1
 		if err = scan(ex.QueryRow(ctx, lr.ls.PurgeLock, 1)); errors.Is(err, sql.ErrNoRows) {

@@ -3,6 +3,7 @@ package idemsql
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -67,22 +68,28 @@ type sqlPool struct {
 	opts  *sql.TxOptions
 }
 
+// Begin begins the transaction on a connection of its own (a *sql.Conn),
+// which it closes when the transaction ends, so that it can drop the
+// connection instead of returning it to the pool (see sqlPoolTx).
 func (p sqlPool) Begin(ctx context.Context) (PoolTx[*sql.Tx], error) {
 	var ps *preparedSet
-	sp, ok := p.store.dialect.(StatementPreparer)
-	if ok && sp.PrepareStatements() {
-		// Prepared before BeginTx: preparing needs a connection of the pool,
-		// and the transaction may hold the only one.
-		ps = p.store.preparedFor(ctx, p.db)
+	sp := preparer(p.store.dialect)
+	if sp != nil && sp.PrepareStatements() {
+		ps = p.store.preparedSoon(p.db)
 	}
-	tx, err := p.db.BeginTx(ctx, p.opts)
+	conn, err := p.db.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if ps != nil {
-		return sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps, dia: sp}, tx: tx}, nil
+	tx, err := conn.BeginTx(ctx, p.opts)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
 	}
-	return sqlPoolTx{Executor: sqlExecutor{tx}, tx: tx}, nil
+	if ps != nil {
+		return &sqlPoolTx{Executor: preparedExecutor{tx: tx, ps: ps, dia: sp}, tx: tx, conn: conn}, nil
+	}
+	return &sqlPoolTx{Executor: sqlExecutor{tx: tx, dia: sp}, tx: tx, conn: conn}, nil
 }
 
 var _ IsolationPool[*sql.Tx] = sqlPool{}
@@ -96,14 +103,47 @@ func (p sqlPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (
 // sqlPoolTx is a database/sql transaction begun by Run.
 type sqlPoolTx struct {
 	Executor
-	tx *sql.Tx
+	tx   *sql.Tx
+	conn *sql.Conn // nil once released
+	// drop: a setting that a statement changed for the session may still
+	// be on the connection, so it must not serve another transaction.
+	drop bool
 }
 
-var _ PoolTx[*sql.Tx] = sqlPoolTx{}
+var _ PoolTx[*sql.Tx] = (*sqlPoolTx)(nil)
 
-func (t sqlPoolTx) Tx() *sql.Tx                    { return t.tx }
-func (t sqlPoolTx) Commit(context.Context) error   { return t.tx.Commit() }
-func (t sqlPoolTx) Rollback(context.Context) error { return t.tx.Rollback() }
+// sessionDropper is a transaction that can drop its connection when it
+// ends, instead of returning it to the pool.
+type sessionDropper interface{ dropSession() }
+
+func (t *sqlPoolTx) dropSession() { t.drop = true }
+
+func (t *sqlPoolTx) Tx() *sql.Tx { return t.tx }
+
+func (t *sqlPoolTx) Commit(context.Context) error {
+	err := t.tx.Commit()
+	t.release()
+	return err
+}
+
+func (t *sqlPoolTx) Rollback(context.Context) error {
+	err := t.tx.Rollback()
+	t.release()
+	return err
+}
+
+// release returns the connection to the pool, or drops it: database/sql
+// closes a connection for which a call reports driver.ErrBadConn.
+func (t *sqlPoolTx) release() {
+	if t.conn == nil {
+		return
+	}
+	if t.drop {
+		_ = t.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = t.conn.Close()
+	t.conn = nil
+}
 
 // Run is [Do] for callers without a transaction of their own: it begins a
 // transaction on db, calls Do with fn, and commits. fn receives the

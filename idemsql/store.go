@@ -122,16 +122,36 @@ type Statements struct {
 	// succeeds) leaves them empty: there, the fenced Complete is what tells
 	// that the claim did not survive fn.
 	ClaimCompleted, ClaimOrReadCompleted, ReclaimCompleted string
+
+	// TryLock, if not empty, answers [InFlightFailFast] without bounding a
+	// wait. It is for a dialect whose every statement that claims a key
+	// (Claim, ClaimOrRead and their Completed forms here; a lease-mode
+	// claim, re-claim or takeover) first takes a lock on the key in shared
+	// mode, held until its transaction ends (PostgreSQL: an advisory lock
+	// on a hash of the key). TryLock takes that lock in exclusive mode
+	// without waiting and returns true when it got it; a fail-fast claim
+	// then claims as usual, and otherwise reads the row with Read, which
+	// must not wait for locks either: an outcome already committed
+	// replays, anything else is ErrInProgress. Two keys that share a lock
+	// can only make a call wait for, or answer ErrInProgress because of,
+	// the other key's holder; the key's row decides the rest. Args: key.
+	TryLock string
 }
 
 // ClaimBounder is implemented by dialects that can bound how long a claim
-// waits for another transaction holding the key ([WithLockTimeout],
-// [InFlightFailFast]). BoundClaim changes the database's lock wait for the
-// duration of claim and puts it back. With failFast it must not wait at all
-// and must leave the transaction usable when it times out. It reports
-// timedOut when claim failed because of the bound.
+// waits for another transaction holding the key ([WithLockTimeout], and
+// [InFlightFailFast] where the dialect has no TryLock statement).
+// BoundClaim runs claim, which sends the claim's statements through the
+// executor it is given, with the database's lock wait bounded: for each
+// statement (the executor adds the setting to it), for the transaction, or
+// for the session, then put back. With failFast it must not wait at all and
+// must leave the transaction usable when it times out. It reports timedOut
+// when claim failed because of the bound. A setting of the session stays
+// on the connection if the transaction ends under the claim (its context
+// ended, and database/sql rolled it back): [Run] then drops the
+// connection instead of returning it to the pool.
 type ClaimBounder interface {
-	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func() error) (timedOut bool, err error)
+	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func(ex Executor) error) (timedOut bool, err error)
 }
 
 // LockTimeoutEnder is implemented by a dialect whose lock wait time-out
@@ -289,15 +309,24 @@ func (s *Store) SQL(tx *sql.Tx) Tx {
 	if tx == nil {
 		return Tx{store: s}
 	}
-	return Tx{store: s, exec: sqlExecutor{tx}}
+	return Tx{store: s, exec: sqlExecutor{tx: tx, dia: preparer(s.dialect)}}
 }
 
 var _ Executor = sqlExecutor{}
 
-type sqlExecutor struct{ tx *sql.Tx }
+// sqlExecutor runs statements as text in a database/sql transaction. dia,
+// if not nil, says when the server refused to prepare one for the driver
+// ([Inliner]).
+type sqlExecutor struct {
+	tx  *sql.Tx
+	dia StatementPreparer
+}
 
 func (e sqlExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	res, err := e.tx.ExecContext(ctx, query, args...)
+	if text, ok := inlined(e.dia, err, query, args); ok {
+		res, err = e.tx.ExecContext(ctx, text)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -305,7 +334,11 @@ func (e sqlExecutor) Exec(ctx context.Context, query string, args ...any) (int64
 }
 
 func (e sqlExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
-	return e.tx.QueryRowContext(ctx, query, args...)
+	row := e.tx.QueryRowContext(ctx, query, args...)
+	if e.dia == nil {
+		return row
+	}
+	return fallbackRow{ctx: ctx, tx: e.tx, dia: e.dia, query: query, args: args, row: row}
 }
 
 var errUnbound = fmt.Errorf("%w: Tx is not bound to a store and an open transaction; bind one with Store.SQL, Store.Bind or postgres.Store.Pgx", ErrInvalidOption)

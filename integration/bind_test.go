@@ -11,9 +11,10 @@ import (
 )
 
 // TestDoThroughPoolBinding runs Do in transactions bound by DB.Tx after Run
-// has prepared the store's statements on the pool, so that Do runs them
-// prepared (SQLite, MySQL): first call, replay, fingerprint mismatch, a
-// failed fn's release, the struct{} fast path.
+// has started preparing the store's statements on the pool, so that Do runs
+// them prepared once they are ready (SQLite, MySQL; idemsql's own tests
+// check the switch): first call, replay, fingerprint mismatch, a failed
+// fn's release, the struct{} fast path.
 func TestDoThroughPoolBinding(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -21,7 +22,7 @@ func TestDoThroughPoolBinding(t *testing.T) {
 			ctx := context.Background()
 			pool := e.store.DB(e.db, nil)
 			var runs atomic.Int64
-			// Run prepares the statements on e.db before it begins.
+			// Run starts preparing the statements on e.db.
 			if _, err := idemsql.Run(ctx, pool, "warm", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
 				t.Fatalf("Run: %v", err)
 			}

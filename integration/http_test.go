@@ -123,7 +123,7 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 		_, err := idemhttp.MustTx[*sql.Tx](ctx).ExecContext(ctx, e.q(q), args...)
 		return err
 	}
-	h.inUse = func() int { return e.db.Stats().InUse }
+	h.inUse = func() int { return settled(func() int { return e.db.Stats().InUse }) }
 	h.tx = func(ctx context.Context) testTx { return sqlTestTx{tx: idemhttp.MustTx[*sql.Tx](ctx), store: e.store} }
 	return h
 }

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -10,36 +11,64 @@ import (
 
 var _ idemsql.ClaimBounder = dialect{}
 
-// BoundClaim sets the session's innodb_lock_wait_timeout for the claim and
-// puts the old value back. A lock wait time-out (1205) rolls back only the
-// statement, so the transaction stays usable, unless the server runs with
-// innodb_rollback_on_timeout=ON; then the error says so. The variable counts whole
-// seconds: a timeout is rounded up. Fail-fast sets it to 0, which MariaDB
-// takes as "do not wait"; MySQL 8's minimum is 1, so there fail-fast waits
-// up to one second.
-func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func() error) (bool, error) {
+// BoundClaim bounds the claim's lock waits with innodb_lock_wait_timeout. A
+// lock wait time-out (1205) rolls back only the statement, so the
+// transaction stays usable, unless the server runs with
+// innodb_rollback_on_timeout=ON; then the error says so. The variable
+// counts whole seconds: a timeout is rounded up. Fail-fast uses 0, which
+// MariaDB takes as "do not wait"; MySQL 8's minimum is 1, so there
+// fail-fast waits up to one second.
+//
+// MariaDB sets it for each statement of the claim (SET STATEMENT ... FOR),
+// so that nothing is left to put back, whatever happens to the transaction.
+// MySQL 8 has no such statement: there the session's value is set for the
+// claim and put back after it, even if ctx ended; if the transaction ended
+// under the claim (database/sql rolls it back when the context it began
+// with ends), the value stays on the connection, which Run then drops.
+func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func(idemsql.Executor) error) (bool, error) {
 	var old int64
-	var rollbackOnTimeout bool
-	if err := ex.QueryRow(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout, @@GLOBAL.innodb_rollback_on_timeout").Scan(&old, &rollbackOnTimeout); err != nil {
+	var rollbackOnTimeout, mariaDB bool
+	if err := ex.QueryRow(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout, @@GLOBAL.innodb_rollback_on_timeout, VERSION() LIKE '%MariaDB%'").Scan(
+		&old, &rollbackOnTimeout, &mariaDB); err != nil {
 		return false, err
 	}
 	secs := int64((timeout + time.Second - 1) / time.Second)
 	if failFast {
 		secs = 0
 	}
-	if _, err := ex.Exec(ctx, "SET SESSION innodb_lock_wait_timeout = ?", secs); err != nil {
-		return false, err
-	}
-	err := claim()
-	// Put the setting back even if ctx ended: the connection returns to the pool.
-	if _, rerr := ex.Exec(context.WithoutCancel(ctx), "SET SESSION innodb_lock_wait_timeout = ?", old); rerr != nil && err == nil {
-		return false, rerr
+	var err error
+	if mariaDB {
+		err = claim(perStatement{ex: ex, prefix: "SET STATEMENT innodb_lock_wait_timeout = " + strconv.FormatInt(secs, 10) + " FOR "})
+	} else {
+		// The values go in the text: a statement with arguments would need
+		// a prepared statement of the server's, without interpolateParams.
+		if _, err := ex.Exec(ctx, "SET SESSION innodb_lock_wait_timeout = "+strconv.FormatInt(secs, 10)); err != nil {
+			return false, err
+		}
+		err = claim(ex)
+		if _, rerr := ex.Exec(context.WithoutCancel(ctx), "SET SESSION innodb_lock_wait_timeout = "+strconv.FormatInt(old, 10)); rerr != nil && err == nil {
+			return false, rerr
+		}
 	}
 	timedOut := err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout
 	if timedOut && rollbackOnTimeout {
 		err = fmt.Errorf("%w (the server runs with innodb_rollback_on_timeout=ON and rolled the whole transaction back: roll it back)", err)
 	}
 	return timedOut, err
+}
+
+// perStatement runs each statement with a prefix: MariaDB's SET STATEMENT.
+type perStatement struct {
+	ex     idemsql.Executor
+	prefix string
+}
+
+func (p perStatement) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return p.ex.Exec(ctx, p.prefix+query, args...)
+}
+
+func (p perStatement) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
+	return p.ex.QueryRow(ctx, p.prefix+query, args...)
 }
 
 var _ idemsql.LockTimeoutEnder = dialect{}

@@ -14,7 +14,9 @@
 package mysql
 
 import (
+	"encoding/hex"
 	"errors"
+	"strconv"
 	"strings"
 
 	driver "github.com/go-sql-driver/mysql"
@@ -132,10 +134,62 @@ func (dialect) PrepareStatements() bool { return true }
 
 // PrepareFailed: the server refused to prepare (1461: the server's
 // max_prepared_stmt_count is reached; 1615: the statement must be prepared
-// again), so nothing ran; the core then runs the statement unprepared.
+// again), so nothing ran; the core then runs the statement unprepared, with
+// its arguments inlined (Inline) when the driver would prepare it anyway.
 func (dialect) PrepareFailed(err error) bool {
 	var myErr *driver.MySQLError
 	return errors.As(err, &myErr) && (myErr.Number == 1461 || myErr.Number == 1615)
+}
+
+var _ idemsql.Inliner = dialect{}
+
+// Inline writes the arguments of one of the dialect's statements into its
+// text, for a server that can prepare no more statements (1461):
+// without interpolateParams, go-sql-driver prepares even a statement it
+// runs unprepared. Every value is a literal that no content can break out
+// of: a string is a hexadecimal literal in utf8mb4 (_utf8mb4 X'...'), as
+// the driver sends strings, bytes a plain hexadecimal one, an integer its
+// digits. The statements have no '?' but their placeholders.
+func (dialect) Inline(query string, args []any) (string, bool) {
+	var b strings.Builder
+	n := 0
+	for {
+		i := strings.IndexByte(query, '?')
+		if i < 0 {
+			break
+		}
+		if n == len(args) {
+			return "", false
+		}
+		b.WriteString(query[:i])
+		switch v := args[n].(type) {
+		case nil:
+			b.WriteString("NULL")
+		case string:
+			b.WriteString("_utf8mb4 X'" + hex.EncodeToString([]byte(v)) + "'")
+		case []byte:
+			if v == nil {
+				b.WriteString("NULL")
+			} else {
+				b.WriteString("X'" + hex.EncodeToString(v) + "'")
+			}
+		case int64:
+			b.WriteString(strconv.FormatInt(v, 10))
+		case int:
+			b.WriteString(strconv.Itoa(v))
+		case bool:
+			b.WriteString(strconv.FormatBool(v))
+		default:
+			return "", false
+		}
+		n++
+		query = query[i+1:]
+	}
+	if n != len(args) {
+		return "", false
+	}
+	b.WriteString(query)
+	return b.String(), true
 }
 
 // SupportsSchemas: the table may live in another schema ([idemsql.WithSchema]).

@@ -55,3 +55,27 @@ func TestStatementsFencedByToken(t *testing.T) {
 		t.Errorf("schema not quoted: %s", q)
 	}
 }
+
+// Inline writes every argument as a literal that its content cannot break
+// out of, and refuses what it cannot write.
+func TestInline(t *testing.T) {
+	in := dialect{}
+	got, ok := in.Inline("UPDATE t SET a = ?, b = ? WHERE k = ? AND n = ? AND m = ? AND f = ? AND z = ?",
+		[]any{"x' OR '1'='1", []byte{0, 0xff}, "é", int64(-7), 3, nil, []byte(nil)})
+	want := "UPDATE t SET a = _utf8mb4 X'7827204f52202731273d2731', b = X'00ff' WHERE k = _utf8mb4 X'c3a9' AND n = -7 AND m = 3 AND f = NULL AND z = NULL"
+	if !ok || got != want {
+		t.Fatalf("Inline: %q, %v\nwant %q", got, ok, want)
+	}
+	if _, ok := in.Inline("SELECT ?", []any{1.5}); ok {
+		t.Error("a float was written")
+	}
+	if _, ok := in.Inline("SELECT ?, ?", []any{1}); ok {
+		t.Error("a missing argument was written")
+	}
+	if _, ok := in.Inline("SELECT ?", []any{1, 2}); ok {
+		t.Error("an argument too many was written")
+	}
+	if got, ok := in.Inline("SELECT ?", []any{""}); !ok || got != "SELECT _utf8mb4 X''" {
+		t.Errorf("empty string: %q %v", got, ok)
+	}
+}

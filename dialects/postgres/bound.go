@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -10,44 +12,53 @@ import (
 
 var _ idemsql.ClaimBounder = dialect{}
 
-// BoundClaim sets lock_timeout for the claim and puts the old value back.
+// BoundClaim sets lock_timeout for the claim, for the transaction only
+// (set_config's is_local), and puts the old value back; a transaction that
+// ends under the claim takes the setting with it. A lock time-out aborts a
+// PostgreSQL transaction: the error says so.
 //
-// A lock time-out aborts a PostgreSQL transaction. Under fail-fast the claim
-// runs inside a savepoint, so rolling back to it leaves the caller's
-// transaction usable; under a bounded wait the transaction is lost and the
-// error says so. lock_timeout 0 means "wait forever", so fail-fast uses
-// 1ms: a wait that long only happens behind another holder's lock.
-func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func() error) (bool, error) {
+// Fail-fast does not come here: it takes the key's advisory lock with the
+// TryLock statement, which neither waits nor fails, so that it needs no
+// savepoint, hence no subtransaction. Asked anyway, BoundClaim bounds the
+// wait to 1ms, and the transaction is lost on a time-out.
+func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func(idemsql.Executor) error) (bool, error) {
 	if failFast {
 		timeout = time.Millisecond
-		if _, err := ex.Exec(ctx, "SAVEPOINT idemsql_claim"); err != nil {
-			return false, err
-		}
 	}
 	var old string
 	if err := ex.QueryRow(ctx, "SELECT current_setting('lock_timeout'), set_config('lock_timeout', $1, true)",
 		fmt.Sprintf("%dms", max(timeout.Milliseconds(), 1))).Scan(&old, new(string)); err != nil {
 		return false, err
 	}
-	err := claim()
-	timedOut := err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout
-	if timedOut && failFast {
-		// Also undoes the set_config, which ran inside the savepoint.
-		if _, rerr := ex.Exec(ctx, "ROLLBACK TO SAVEPOINT idemsql_claim"); rerr != nil {
-			return true, fmt.Errorf("%w; rolling back to the savepoint failed too, the transaction is aborted: %w", err, rerr)
-		}
-		return true, err
-	}
-	if timedOut {
+	err := claim(ex)
+	if err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout {
 		return true, fmt.Errorf("%w (PostgreSQL aborted the transaction: roll it back)", err)
 	}
 	if _, rerr := ex.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", old); rerr != nil && err == nil {
 		return false, rerr
 	}
-	if failFast && err == nil {
-		if _, rerr := ex.Exec(ctx, "RELEASE SAVEPOINT idemsql_claim"); rerr != nil {
-			return false, rerr
-		}
-	}
 	return false, err
+}
+
+// keyLock is the advisory lock of the key in placeholder p: a 64-bit hash
+// of the key, seeded with the table's name so that one key in two tables
+// takes two locks. Every statement that claims a key takes it in shared
+// mode first (pg_advisory_xact_lock_shared), until its transaction ends;
+// a fail-fast claim takes it in exclusive mode without waiting (TryLock),
+// and so learns that another transaction holds the key, or is claiming
+// it, without waiting for it. It is a lock only: the key's row decides.
+// Two keys whose hashes agree (one chance in 2^64) make each other's
+// callers wait, or answer ErrInProgress, and nothing more. Each claimed key
+// takes one entry of the server's lock table until its transaction ends
+// (max_locks_per_transaction).
+func keyLock(table idemsql.Table, p string) string {
+	h := fnv.New64a()
+	h.Write([]byte(table.String()))
+	return "hashtextextended(" + p + ", " + strconv.FormatInt(int64(h.Sum64()), 10) + ")"
+}
+
+// sharedKeyLock is a one-row FROM item that takes the key's lock in shared
+// mode: a statement that writes the key's row reads it before it writes.
+func sharedKeyLock(table idemsql.Table, p string) string {
+	return "(SELECT pg_advisory_xact_lock_shared(" + keyLock(table, p) + ")) AS key_lock"
 }

@@ -65,8 +65,12 @@ FROM ` + t + ` WHERE ` + where + order + ` LIMIT $1 FOR UPDATE SKIP LOCKED`
 		// keeps a pool bound with a stricter level from making Sweep and
 		// Purge meet serialization failures.
 		Isolation: sql.LevelReadCommitted,
+		// Claim, Reclaim and TakeOver take the key's lock in shared mode
+		// first, as atomic-mode claims do (keyLock): a fail-fast claim of
+		// the key then answers at once instead of waiting for them.
 		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, lease_until, created_at, updated_at, expires_at)
-VALUES ($1, $2, 'in_progress', 1, $3, ` + now + ` + ` + us("$4") + `, ` + now + `, ` + now + `, ` + now + ` + ` + us("$5") + `)
+SELECT $1, $2, 'in_progress', 1, $3, ` + now + ` + ` + us("$4") + `, ` + now + `, ` + now + `, ` + now + ` + ` + us("$5") + `
+FROM ` + sharedKeyLock(table, "$1") + `
 ON CONFLICT (idem_key) DO NOTHING`,
 		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
 lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL, ` + gen + `, error_class, error_message
@@ -74,6 +78,7 @@ FROM ` + t + ` WHERE idem_key = $1`,
 		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND owner = $3 AND ` + notLive + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
 ` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
+FROM ` + sharedKeyLock(table, "$4") + `
 WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + notLive,
 		Adopt: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = $1, lease_until = ` + now + ` + ` + us("$2") + `,
 ` + keep("$3") + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `
@@ -81,6 +86,7 @@ WHERE idem_key = $4 AND attempt = $5 AND owner = $6 AND ` + unheld,
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = $1, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = $2, lease_until = ` + now + ` + ` + us("$3") + `, created_at = ` + newGeneration + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + ` + ` + us("$4") + `
+FROM ` + sharedKeyLock(table, "$5") + `
 WHERE idem_key = $5 AND attempt = $6 AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
 		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + ` + ` + us("$1") + `, ` + keep("$2") + `, updated_at = ` + now + `
 WHERE ` + fence(3),

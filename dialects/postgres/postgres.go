@@ -68,9 +68,12 @@ func (dialect) Statements(table idemsql.Table) idemsql.Statements {
 	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
 	// The claim's row as a first call leaves it: in progress until fn's
 	// result is stored, or completed at once when the result is known.
+	// The key's lock (keyLock) is taken in shared mode before the INSERT
+	// looks for the key.
 	claimValues := func(status, result, completedAt string) string {
 		return `INSERT INTO ` + t + ` (idem_key, fingerprint, status, result, attempt, owner, created_at, updated_at, completed_at, expires_at)
-VALUES ($1, $2, '` + status + `', ` + result + `, 1, $3, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + ` + us("$4") + `)
+SELECT $1, $2, '` + status + `', ` + result + `, 1, $3, ` + now + `, ` + now + `, ` + completedAt + `, ` + now + ` + ` + us("$4") + `
+FROM ` + sharedKeyLock(table, "$1") + `
 ON CONFLICT (idem_key) DO NOTHING`
 	}
 	// The columns Read returns; elapsed is the placeholder of the call's age.
@@ -111,6 +114,9 @@ WHERE idem_key = $3 AND owner = $4`,
 expires_at = ` + now + ` + ` + us("$3") + `
 WHERE idem_key = $4 AND owner = $5`,
 		Release: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND owner = $2`,
+		// Reclaim, Complete, Fail and Release run after a claim statement
+		// in the same transaction, which holds the lock already.
+		TryLock: `SELECT pg_try_advisory_xact_lock(` + keyLock(table, "$1") + `)`,
 	}
 }
 
