@@ -14,13 +14,13 @@ import (
 	"time"
 )
 
-// privateMariaDB starts a MariaDB server of the test's own, for a test that
+// privateMariaDBDSN starts a MariaDB server of the test's own, for a test that
 // changes the server's global state (which would fail the tests of others
 // that share a server), and stops it when the test ends. It listens on the
 // first free port of 3400-3409 and returns a DSN of a database on it. It
 // needs mariadb-install-db and mariadbd (the MariaDB server package); run
 // as root, the server runs as the user mysql.
-func privateMariaDB(t *testing.T) string {
+func privateMariaDBDSN(t *testing.T) string {
 	t.Helper()
 	const env = "mariadb-install-db and mariadbd"
 	install, err := exec.LookPath("mariadb-install-db")

@@ -379,7 +379,7 @@ func testBusySnapshotIsRetryable(t *testing.T, e *env) {
 // then. On a MariaDB server of the test's own: the limit is the server's,
 // and would fail the tests of others that share one.
 func TestPreparedStatementFallback(t *testing.T) {
-	dsn := privateMariaDB(t)
+	dsn := privateMariaDBDSN(t)
 	for _, interpolate := range []bool{true, false} {
 		t.Run(fmt.Sprintf("interpolateParams=%v", interpolate), func(t *testing.T) {
 			cfg, err := mysql.ParseDSN(dsn)
