@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -83,6 +84,37 @@ func TestReplayWaitsForDurability(t *testing.T) {
 			}
 			if runs.Load() != 1 {
 				t.Errorf("fn ran %d times, want 1", runs.Load())
+			}
+
+			// A holder whose COMMIT reply was lost finds, in a new
+			// transaction, its outcome recorded: that COMMIT may still wait
+			// for its log flush, and the confirming transaction writes the
+			// row where the server shows commits early. (MySQL's
+			// UTC_TIMESTAMP(6) is one value per statement: the record leaves
+			// updated_at = completed_at.)
+			if e.dialect != "mysql" {
+				return
+			}
+			var a armed
+			ops := e.hookedOps(t, &hooks{committed: func(err error) error {
+				if err == nil && a.once() {
+					return driver.ErrBadConn
+				}
+				return err
+			}})
+			lres, err = ops.do(ctx, "lost-reply", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+				a.on.Store(true)
+				return receipt{By: "fn"}, nil
+			})
+			if err != nil || lres.Value.By != "fn" || a.on.Load() {
+				t.Fatalf("RunExternal whose record lost its COMMIT reply: %+v, %v (reply lost: %v)", lres, err, !a.on.Load())
+			}
+			var wrote bool
+			if err := e.db.QueryRow("SELECT updated_at <> completed_at FROM " + e.table + " WHERE idem_key = 'lost-reply'").Scan(&wrote); err != nil {
+				t.Fatal(err)
+			}
+			if wrote != early {
+				t.Errorf("the confirmation of a COMMIT whose reply was lost wrote the row: %v, want %v", wrote, early)
 			}
 		})
 	}
