@@ -314,8 +314,11 @@ func (s *privateServer) kill() {
 	case <-time.After(30 * time.Second):
 		s.t.Fatalf("%s did not exit after SIGKILL", s.name)
 	}
+	// The others were reparented when the root died. Bounded: a number
+	// that is alive again after that may be a new process's.
+	gone := time.Now().Add(10 * time.Second)
 	for pid := range procs {
-		for alive(pid) {
+		for alive(pid) && time.Now().Before(gone) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
