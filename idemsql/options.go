@@ -112,7 +112,10 @@ const (
 	// [WithLockTimeout] if given, else by the database's own lock timeout.
 	InFlightWait InFlightPolicy = iota
 	// InFlightFailFast returns [ErrInProgress] at once and leaves the
-	// transaction usable.
+	// transaction usable. On MySQL and MariaDB without a binary log, where
+	// a duplicate writes the key's row ([EarlyVisibility]), another
+	// duplicate's transaction that has not ended holds the key too: a call
+	// meeting it gets ErrInProgress rather than the replay.
 	InFlightFailFast
 )
 
