@@ -24,6 +24,9 @@ test: ## Run unit tests and the integration suite (with -race where cgo works)
 	cd otel && go test -count=1 $(TESTFLAGS) ./...
 	cd integration && go test -count=1 $(TESTFLAGS)
 
+.PHONY: test-crash
+test-crash: ## Kill private PostgreSQL and MariaDB servers under load, then check every answer survived (Linux; about 2 min)
+	cd integration && IDEMSQL_CRASH=1 go test -count=1 -run '^TestCrash' -v
 
 .PHONY: test-local
 test-local: ## Run test against local PostgreSQL and MariaDB, creating idemsql_test

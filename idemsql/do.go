@@ -499,6 +499,9 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 	claimSQL, claimOrReadSQL, reclaimSQL := s.stmts.Claim, s.stmts.ClaimOrRead, s.stmts.Reclaim
 	if known {
 		claimSQL, claimOrReadSQL, reclaimSQL = s.stmts.ClaimCompleted, s.stmts.ClaimOrReadCompleted, s.stmts.ReclaimCompleted
+	} else if s.stmts.ClaimOrTouch != "" && visibleBeforeDurable(ex) {
+		// A replay must not answer before the outcome it read is durable.
+		claimSQL = s.stmts.ClaimOrTouch
 	}
 	for round := 0; round < maxClaimRounds; round++ {
 		var r storedRow

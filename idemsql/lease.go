@@ -128,6 +128,13 @@ type LeaseStatements struct {
 	// statement of its transaction and must see the latest commit. Args:
 	// key.
 	Read string
+	// Touch, if not empty, writes the key's row without changing its
+	// meaning (updated_at), for a replay on a server that may let a commit
+	// be seen before it is durable ([EarlyVisibility]): it runs in the
+	// transaction of Read, so that that transaction's COMMIT waits for the
+	// log flush, which also covers the commit of the outcome it read.
+	// Affects 1 row, or 0 when the row is gone. Args: key.
+	Touch string
 	// LockStale, if not empty, locks the row if it is still the claim that
 	// was read (attempt and owner token) and it has a lease that is not
 	// live, skipping it if another transaction holds it. Returns attempt.

@@ -151,6 +151,12 @@ func (lr *leaser) read(ctx context.Context, ex Executor, key string) (r leaseRow
 	return r, true, nil
 }
 
+// replays reports whether the row answers a call with fingerprint fp by
+// a replay: an outcome recorded and kept.
+func (r *leaseRow) replays(fp []byte) bool {
+	return r.status != StatusInProgress && !r.expired && bytes.Equal(r.fingerprint, fp)
+}
+
 // lease is the Lease of a claim whose lease_until was set by a statement
 // sent just after since.
 func (lr *leaser) lease(key string, attempt, generation int64, token string, since time.Time) Lease {
@@ -178,7 +184,19 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 		var found bool
 		if err := lr.inTx(ctx, "read", key, func(ex Executor) (wrote bool, err error) {
 			r, found, err = lr.read(ctx, ex, key)
-			return false, err
+			if err != nil || !found || !r.replays(cfg.fingerprint) || lr.ls.Touch == "" || !visibleBeforeDurable(ex) {
+				return false, err
+			}
+			// The replay must not answer before the outcome it read is
+			// durable: with a write, this transaction's COMMIT waits for it.
+			// The write changes nothing a retry minds, so a COMMIT of it
+			// that broke is still worth retrying (wrote stays false).
+			n, err := ex.Exec(ctx, lr.ls.Touch, key)
+			if err != nil {
+				return false, lr.s.dbError(ctx, "read", key, err)
+			}
+			found = n == 1
+			return false, nil
 		}); err != nil {
 			return false, l, row, err
 		}

@@ -246,13 +246,14 @@ func (l Lease) try(ctx context.Context, w fencedWrite, uncertain bool) (tryResul
 			return tryRefused, nil
 		}
 		r, found, rerr := lr.read(ctx, tx, l.Key)
-		rollback()
 		switch {
 		case rerr != nil:
+			rollback()
 			return tryUncertain, rerr
 		case found && r.attempt == l.Attempt && r.owner.String == l.Owner && w.ours(r):
-			return tryDone, nil
+			return l.confirmed(ctx, tx)
 		}
+		rollback()
 		return tryRefused, nil
 	}
 	if e := lr.s.commit(ctx, tx, w.op+": commit", l.Key, true); e != nil {
@@ -262,6 +263,27 @@ func (l Lease) try(ctx context.Context, w fencedWrite, uncertain bool) (tryResul
 			return tryAgain, e
 		}
 		return tryUncertain, e
+	}
+	return tryDone, nil
+}
+
+// confirmed ends the transaction that found an interrupted COMMIT of this
+// holder's write gone through. Where the server shows a commit before it is
+// durable, that COMMIT may still be waiting for its log flush: the
+// transaction then writes the row, so that its own COMMIT returns only once
+// the write it confirms is durable ([EarlyVisibility]).
+func (l Lease) confirmed(ctx context.Context, tx leaseTx) (tryResult, error) {
+	lr := l.lr
+	if lr.ls.Touch == "" || !visibleBeforeDurable(tx) {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return tryDone, nil
+	}
+	if _, err := tx.Exec(ctx, lr.ls.Touch, l.Key); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return tryUncertain, lr.s.dbError(ctx, "confirm", l.Key, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return tryUncertain, lr.s.commitError(ctx, "confirm: commit", l.Key, err, true)
 	}
 	return tryDone, nil
 }

@@ -121,7 +121,10 @@ const (
 	// transaction usable. On PostgreSQL it takes the key's advisory lock
 	// without waiting instead of bounding a wait, so that its claim is
 	// written in the transaction itself, not in a subtransaction: see
-	// docs/guide.md.
+	// docs/guide.md. On MySQL and MariaDB without a binary log, where
+	// a duplicate writes the key's row ([EarlyVisibility]), another
+	// duplicate's transaction that has not ended holds the key too: a call
+	// meeting it gets ErrInProgress rather than the replay.
 	InFlightFailFast
 )
 

@@ -53,10 +53,12 @@ func inlined(dia StatementPreparer, err error, query string, args []any) (string
 	return in.Inline(query, args)
 }
 
-// preparedSet holds the store's statements prepared on one *sql.DB.
+// preparedSet holds the store's statements prepared on one *sql.DB, and
+// what the store learnt of the pool's server while preparing them.
 type preparedSet struct {
 	db      *sql.DB
 	stmts   map[string]*sql.Stmt // written once, before ready; read once ready
+	early   bool                 // the server may show a commit before it is durable ([EarlyVisibility]); written like stmts
 	ready   atomic.Bool          // stmts is complete
 	started atomic.Bool          // preparing has begun, in the background
 }
@@ -96,9 +98,13 @@ func (s *Store) preparedSoon(db *sql.DB) *preparedSet {
 }
 
 func (s *Store) prepare(ctx context.Context, ps *preparedSet) {
+	if ev, ok := s.dialect.(EarlyVisibility); ok {
+		early, err := ev.VisibleBeforeDurable(ctx, poolExecutor{ps.db})
+		ps.early = early || err != nil
+	}
 	stmts := make(map[string]*sql.Stmt)
 	st := s.stmts
-	for _, q := range []string{st.Claim, st.ClaimCompleted, st.ClaimOrRead, st.ClaimOrReadCompleted,
+	for _, q := range []string{st.Claim, st.ClaimOrTouch, st.ClaimCompleted, st.ClaimOrRead, st.ClaimOrReadCompleted,
 		st.Read, st.Reclaim, st.ReclaimCompleted, st.Complete, st.Fail, st.Release} {
 		if q == "" || stmts[q] != nil {
 			continue
@@ -186,6 +192,8 @@ type preparedExecutor struct {
 
 var _ Executor = preparedExecutor{}
 
+func (e preparedExecutor) visibleBeforeDurable() bool { return e.ps.early }
+
 func (e preparedExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	stmt := e.ps.stmts[query]
 	if stmt == nil {
@@ -236,4 +244,20 @@ func (r fallbackRow) Scan(dest ...any) error {
 		return r.tx.QueryRowContext(r.ctx, text).Scan(dest...)
 	}
 	return err
+}
+
+// poolExecutor runs statements on the pool, each in a transaction of its
+// own: to ask the server about itself.
+type poolExecutor struct{ db *sql.DB }
+
+func (e poolExecutor) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := e.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (e poolExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return e.db.QueryRowContext(ctx, query, args...)
 }

@@ -54,7 +54,9 @@ func BindPool[X any](s *Store, p Pool[X]) DB[X] { return DB[X]{store: s, pool: p
 // are used for every transaction (an isolation level, say). On dialects
 // that prepare statements (SQLite, MySQL) the store keeps its statements
 // prepared on db for as long as the store lives: bind a store to the pools
-// an application keeps, not to short-lived ones.
+// an application keeps, not to short-lived ones. On MySQL it also asks the
+// server, once, whether a replay must write to be durable
+// ([EarlyVisibility]).
 func (s *Store) DB(db *sql.DB, opts *sql.TxOptions) DB[*sql.Tx] {
 	if db == nil {
 		return DB[*sql.Tx]{store: s}
@@ -117,6 +119,8 @@ var _ PoolTx[*sql.Tx] = (*sqlPoolTx)(nil)
 type sessionDropper interface{ dropSession() }
 
 func (t *sqlPoolTx) dropSession() { t.drop = true }
+
+func (t *sqlPoolTx) visibleBeforeDurable() bool { return visibleBeforeDurable(t.Executor) }
 
 func (t *sqlPoolTx) Tx() *sql.Tx { return t.tx }
 

@@ -80,6 +80,16 @@ type Statements struct {
 	// key that exists gives 0 rows or a KindDuplicateKey error, without
 	// aborting the transaction.
 	Claim string
+	// ClaimOrTouch, if not empty, is Claim for a server that may let a
+	// commit be seen before it is durable ([EarlyVisibility]). A key that
+	// exists is not an error: the statement waits for the row's lock, as
+	// Claim does, and then writes the row without changing its meaning
+	// (updated_at), so that the transaction wrote something and its COMMIT
+	// waits for the log flush, which also covers the commit of the row a
+	// replay then returns. It must report any count but 1 for a key that
+	// exists, whatever the driver counts (found or changed rows). Same
+	// args.
+	ClaimOrTouch string
 	// ClaimOrRead, if not empty, is Claim and Read in one statement, so
 	// that a duplicate of a committed key costs one round trip: it returns
 	// one row, claimed (true when it inserted) followed by Read's columns
@@ -152,6 +162,35 @@ type Statements struct {
 // connection instead of returning it to the pool.
 type ClaimBounder interface {
 	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func(ex Executor) error) (timedOut bool, err error)
+}
+
+// EarlyVisibility is implemented by a dialect whose server may let other
+// transactions see a commit before it is durable: InnoDB without a binary
+// log makes a commit visible, and releases its locks, before the log flush
+// that the writer's COMMIT waits for. A duplicate that read such a row and
+// committed a transaction that wrote nothing (a COMMIT that waits for no
+// flush) could answer with an outcome that a crash of the server then
+// erases, while its writer was never told it committed. Where the server
+// does, a replay writes the row it returns ([Statements].ClaimOrTouch,
+// [LeaseStatements].Touch), so that its own COMMIT returns only once the
+// row is durable.
+//
+// The core asks once per *sql.DB that the store runs statements on
+// through [Store.DB] ([Run], lease mode, [DB.Tx]), when it first prepares
+// them there (the dialect must also be a [StatementPreparer]). A
+// transaction bound with [Store.SQL] or [Store.Bind], a pool of another
+// type, a call through [DB.Tx] before the statements are prepared, and a
+// pool whose answer was an error cannot tell: they count as seeing commits
+// early.
+type EarlyVisibility interface {
+	VisibleBeforeDurable(ctx context.Context, ex Executor) (bool, error)
+}
+
+// visibleBeforeDurable reports whether ex's server may show a commit
+// before it is durable, as far as ex knows: unknown counts as yes.
+func visibleBeforeDurable(ex Executor) bool {
+	k, ok := ex.(interface{ visibleBeforeDurable() bool })
+	return !ok || k.visibleBeforeDurable()
 }
 
 // LockTimeoutEnder is implemented by a dialect whose lock wait time-out

@@ -2,9 +2,12 @@ package mysql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -91,4 +94,32 @@ func (dialect) InTransaction(ctx context.Context, ex idemsql.Executor) (in, know
 		return false, false
 	}
 	return in, true
+}
+
+var _ idemsql.EarlyVisibility = dialect{}
+
+// VisibleBeforeDurable: InnoDB makes a commit visible, and releases its
+// locks, before the redo log write and flush that its COMMIT waits for
+// (innodb_flush_log_at_trx_commit 1, or 2: the write only). Two servers
+// order it the other way round: with the binary log on, a transaction
+// commits in two phases and becomes visible only once the binary log holds
+// it, from which recovery commits it; a Galera node shows a commit only
+// once the cluster has certified it, and the other nodes hold it. With
+// innodb_flush_log_at_trx_commit 0 no COMMIT waits for the log: a replay is
+// then no weaker than a first call. A writer whose session turned
+// sql_log_bin off commits without the binary log, which no other session
+// can see.
+func (dialect) VisibleBeforeDurable(ctx context.Context, ex idemsql.Executor) (bool, error) {
+	var logBin bool
+	var flush int
+	if err := ex.QueryRow(ctx, "SELECT @@GLOBAL.log_bin, @@GLOBAL.innodb_flush_log_at_trx_commit").Scan(&logBin, &flush); err != nil {
+		return true, err
+	}
+	var galera bool
+	err := ex.QueryRow(ctx, "SELECT @@GLOBAL.wsrep_on").Scan(&galera)
+	var myErr *driver.MySQLError
+	if err != nil && !(errors.As(err, &myErr) && myErr.Number == 1193) { // ER_UNKNOWN_SYSTEM_VARIABLE: MySQL without Galera
+		return true, err
+	}
+	return !logBin && !galera && flush != 0, nil
 }

@@ -76,6 +76,7 @@ VALUES (?, ?, 'in_progress', 1, ?, ` + now + plus + `, ` + now + `, ` + now + `,
 		Read: `SELECT status, fingerprint, result, attempt, owner, expires_at <= ` + now + `, lease_until IS NOT NULL,
 lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL, ` + gen + `, error_class, error_message
 FROM ` + t + ` WHERE idem_key = ?`,
+		Touch:     `UPDATE ` + t + ` SET ` + touch + ` WHERE idem_key = ?`,
 		LockStale: `SELECT attempt FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + notLive + ` FOR UPDATE SKIP LOCKED`,
 		TakeOver: `UPDATE ` + t + ` SET attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
 ` + keep + `, error_class = NULL, error_message = NULL, updated_at = ` + now + `

@@ -7,6 +7,14 @@
 // ErrInProgress promptly: until then a lease holder of the key cannot renew
 // or record its outcome, and an expired key cannot be claimed again.
 //
+// Without a binary log, and outside Galera, InnoDB lets other transactions
+// see a commit before it is durable. There a duplicate writes the key's row
+// (updated_at), taking its lock exclusive, so that its COMMIT waits for the
+// log flush and a replay never answers with an outcome that a crash of the
+// server then erases; concurrent duplicates of one key then take turns.
+// The store asks the server once per pool ([idemsql.Store.DB]); a
+// transaction bound with Store.SQL always writes.
+//
 // The DSN needs nothing special for idemsql itself. Add parseTime=true if
 // you read the time columns yourself, and consider interpolateParams=true:
 // without it the driver prepares and closes a statement for every query,
@@ -36,6 +44,10 @@ func New(opts ...idemsql.Option) (*idemsql.Store, error) {
 
 type dialect struct{}
 
+// touch sets updated_at to a value it never had: now, or, when the row's
+// updated_at is not in the past, a microsecond later than that.
+const touch = `updated_at = IF(updated_at < UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), updated_at + INTERVAL 1 MICROSECOND)`
+
 func (dialect) Name() string { return "mysql" }
 
 // Times are UTC_TIMESTAMP(6): NOW(6) is in the session's time zone.
@@ -51,13 +63,21 @@ func (dialect) Statements(table idemsql.Table) idemsql.Statements {
 		plus    = " + INTERVAL ? MICROSECOND"
 		expired = "expires_at <= " + now + " - INTERVAL ? MICROSECOND"
 	)
+	claim := `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
+VALUES (?, ?, 'in_progress', 1, ?, ` + now + `, ` + now + `, ` + now + plus + `)`
 	return idemsql.Statements{
 		// A plain INSERT: its duplicate-key error (1062) rolls back only
 		// this statement. INSERT IGNORE would also turn truncation into
 		// warnings, and ON DUPLICATE KEY UPDATE reports ambiguous row
 		// counts.
-		Claim: `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
-VALUES (?, ?, 'in_progress', 1, ?, ` + now + `, ` + now + `, ` + now + plus + `)`,
+		Claim: claim,
+		// On a duplicate it takes the row's lock exclusive at once (a
+		// failed plain INSERT takes it shared, and two duplicates that both
+		// held it shared and then wrote would deadlock) and writes it.
+		// updated_at always changes, so the count is 2 whether the driver
+		// counts found or changed rows.
+		ClaimOrTouch: claim + `
+ON DUPLICATE KEY UPDATE ` + touch,
 		// Under REPEATABLE READ a plain SELECT reads the transaction's old
 		// snapshot and misses the row we just collided with; a locking read
 		// sees the latest commit. A shared lock, because the failed INSERT
