@@ -115,4 +115,3 @@ func TestPreparedStatementFallback(t *testing.T) {
 		})
 	}
 }
-
