@@ -15,10 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	idemmysql "github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -40,7 +41,7 @@ type txn interface {
 	// driver is used for it: RETURNING id on PostgreSQL, LastInsertId on
 	// MySQL and SQLite.
 	InsertID(ctx context.Context, q string, args ...any) (int64, error)
-	QueryRow(ctx context.Context, q string, args ...any) idemsql.Row
+	QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row
 	Commit(ctx context.Context) error
 	Rollback(ctx context.Context) error
 	// Idem binds the transaction for idemsql.Do the way the docs advise:
@@ -71,7 +72,7 @@ type backend struct {
 	db       *sql.DB
 	pool     *pgxpool.Pool // pgx path only
 	store    *idemsql.Store
-	pgStore  *postgres.Store
+	pgStore  *idempostgres.Store
 	sqlDB    idemsql.DB[*sql.Tx] // the store bound to db, for Run and DB.Tx
 	pgxDB    idemsql.DB[pgx.Tx]  // the store bound to pool (pgx path)
 	hand     *idemsql.Store      // only its table is used, for migrations
@@ -122,11 +123,11 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 	switch path {
 	case "pgx", "pgsql":
 		b.dialect = "postgres"
-		if b.pgStore, err = postgres.New(idemOpt); err != nil {
+		if b.pgStore, err = idempostgres.New(idemOpt); err != nil {
 			return nil, err
 		}
 		b.store = b.pgStore.Store
-		hs, err := postgres.New(handOpt)
+		hs, err := idempostgres.New(handOpt)
 		if err != nil {
 			return nil, err
 		}
@@ -175,10 +176,10 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 		b.db = sql.OpenDB(conn)
 	case "sqlite":
 		b.dialect = "sqlite"
-		if b.store, err = sqlite.New(idemOpt); err != nil {
+		if b.store, err = idemsqlite.New(idemOpt); err != nil {
 			return nil, err
 		}
-		if b.hand, err = sqlite.New(handOpt); err != nil {
+		if b.hand, err = idemsqlite.New(handOpt); err != nil {
 			return nil, err
 		}
 		dir, err := os.MkdirTemp("", "idemsql-bench-")
@@ -186,7 +187,7 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 			return nil, err
 		}
 		b.cleanup = func() { os.RemoveAll(dir) }
-		if b.db, err = sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "bench.db"))); err != nil {
+		if b.db, err = sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "bench.db"))); err != nil {
 			return nil, err
 		}
 	default:
@@ -322,7 +323,7 @@ func (b *backend) begin(ctx context.Context) (txn, error) {
 
 // retryable says whether a failed transaction should run again from BEGIN.
 func (b *backend) retryable(err error) bool {
-	return errors.Is(err, idemsql.ErrRetryable) || b.store.Dialect().Classify(err) == idemsql.KindRetryable
+	return errors.Is(err, idemsql.ErrRetryable) || b.store.Dialect().Classify(err) == idemdriver.KindRetryable
 }
 
 // duplicate says whether err is MySQL's duplicate-key error (the hand-written
@@ -346,7 +347,7 @@ func (t *pgxTxn) InsertID(ctx context.Context, q string, args ...any) (int64, er
 	err := t.tx.QueryRow(ctx, q, args...).Scan(&id)
 	return id, err
 }
-func (t *pgxTxn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t *pgxTxn) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRow(ctx, q, args...)
 }
 func (t *pgxTxn) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
@@ -379,7 +380,7 @@ func (t *sqlTxn) InsertID(ctx context.Context, q string, args ...any) (int64, er
 	}
 	return res.LastInsertId()
 }
-func (t *sqlTxn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t *sqlTxn) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 func (t *sqlTxn) Commit(context.Context) error   { return t.tx.Commit() }

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -69,17 +70,17 @@ func BenchmarkGuard(b *testing.B) {
 func BenchmarkSQLiteAllocs(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "allocs.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "allocs.db")))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	store, err := sqlite.New(idemsql.WithTable("idem"))
+	store, err := idemsqlite.New(idemsql.WithTable("idem"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	hand, err := sqlite.New(idemsql.WithTable("hand"))
+	hand, err := idemsqlite.New(idemsql.WithTable("hand"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -190,17 +191,17 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 //	cd bench && go test -run '^$' -bench SQLiteParse
 func BenchmarkSQLiteParse(b *testing.B) {
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(b.TempDir(), "parse.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(b.TempDir(), "parse.db")))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	store, err := sqlite.New(idemsql.WithTable("idem"))
+	store, err := idemsqlite.New(idemsql.WithTable("idem"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	hand, err := sqlite.New(idemsql.WithTable("hand"))
+	hand, err := idemsqlite.New(idemsql.WithTable("hand"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func BenchmarkSQLiteParse(b *testing.B) {
 		b.Fatal(err)
 	}
 	q := sqlFor("sqlite", "business", "hand", "idem", 1000)
-	st := store.Dialect().Statements(idemsql.Table{Name: "idem"})
+	st := store.Dialect().Statements(idemdriver.Table{Name: "idem"})
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		b.Fatal(err)

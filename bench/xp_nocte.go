@@ -3,7 +3,8 @@ package main
 import (
 	"context"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -11,20 +12,20 @@ import (
 // claim is a plain INSERT ... ON CONFLICT DO NOTHING and a duplicate is read
 // by a second statement, as the hand-written guard does. It tells what the
 // one-statement claim-or-read costs a first call and saves a replay.
-type noCTE struct{ idemsql.Dialect }
+type noCTE struct{ idemdriver.Dialect }
 
-func (d noCTE) Statements(t idemsql.Table) idemsql.Statements {
+func (d noCTE) Statements(t idemdriver.Table) idemdriver.Statements {
 	s := d.Dialect.Statements(t)
 	s.ClaimOrRead, s.ClaimOrReadCompleted = "", ""
 	return s
 }
 
 func noCTEGuard(ctx context.Context, b *backend) (guardFunc, error) {
-	s, err := idemsql.NewStore(noCTE{postgres.Dialect}, idemsql.WithTable(b.store.Table()))
+	s, err := idemsql.NewStore(noCTE{idempostgres.Dialect}, idemsql.WithTable(b.store.Table()))
 	if err != nil {
 		return nil, err
 	}
-	ps := &postgres.Store{Store: s}
+	ps := &idempostgres.Store{Store: s}
 	return func(b *backend, ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
 		var tx idemsql.Tx
 		switch t := t.(type) {

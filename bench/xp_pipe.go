@@ -5,7 +5,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -14,11 +15,11 @@ import (
 // (one round trip, two statements), the read telling a claim by its owner
 // token, in place of the claim-or-read CTE. Measured: no faster for a first
 // call (docs/performance.md).
-type pipeDialect struct{ idemsql.Dialect }
+type pipeDialect struct{ idemdriver.Dialect }
 
 const pipeMarker = "-- pipelined claim"
 
-func (d pipeDialect) Statements(t idemsql.Table) idemsql.Statements {
+func (d pipeDialect) Statements(t idemdriver.Table) idemdriver.Statements {
 	s := d.Dialect.Statements(t)
 	s.ClaimOrRead = pipeMarker + "\n" + s.Claim + "\n" + s.Read
 	s.ClaimOrReadCompleted = ""
@@ -27,10 +28,10 @@ func (d pipeDialect) Statements(t idemsql.Table) idemsql.Statements {
 
 type captureDialect struct {
 	pipeDialect
-	st *idemsql.Statements
+	st *idemdriver.Statements
 }
 
-func (d captureDialect) Statements(t idemsql.Table) idemsql.Statements {
+func (d captureDialect) Statements(t idemdriver.Table) idemdriver.Statements {
 	*d.st = d.pipeDialect.Dialect.Statements(t)
 	return d.pipeDialect.Statements(t)
 }
@@ -59,7 +60,7 @@ func (r pipeRow) Scan(dest ...any) error {
 	return err
 }
 
-func (e pipeExec) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (e pipeExec) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	if len(q) < len(pipeMarker) || q[:len(pipeMarker)] != pipeMarker {
 		return e.tx.QueryRow(ctx, q, args...)
 	}
@@ -80,8 +81,8 @@ type errRow struct{ err error }
 func (r errRow) Scan(...any) error { return r.err }
 
 func pipeGuard(ctx context.Context, b *backend) (guardFunc, error) {
-	var st idemsql.Statements
-	capture := captureDialect{pipeDialect{postgres.Dialect}, &st}
+	var st idemdriver.Statements
+	capture := captureDialect{pipeDialect{idempostgres.Dialect}, &st}
 	s, err := idemsql.NewStore(capture, idemsql.WithTable(b.store.Table()))
 	if err != nil {
 		return nil, err

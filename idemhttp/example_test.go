@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemhttp"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -21,12 +21,12 @@ import (
 func Example() {
 	dir, _ := os.MkdirTemp("", "idemhttp-example-")
 	defer os.RemoveAll(dir)
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "shop.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "shop.db")))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		log.Fatal(err)
 	}

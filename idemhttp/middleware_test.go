@@ -13,9 +13,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemhttp"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -24,12 +24,12 @@ import (
 
 func newDB(t *testing.T) (*sql.DB, idemsql.DB[*sql.Tx]) {
 	t.Helper()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "t.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "t.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -234,12 +234,12 @@ func TestJSONMarshalKeepsWhatAReplayReturns(t *testing.T) {
 // openCodecDB opens a migrated SQLite database for one test.
 func openCodecDB(t *testing.T) (*sql.DB, *idemsql.Store) {
 	t.Helper()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "codec.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "codec.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}

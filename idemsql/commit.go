@@ -5,6 +5,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // CommitError gives the error of a COMMIT the class the library gives its
@@ -86,11 +88,11 @@ func (s *Store) commitError(ctx context.Context, op, key string, err error, wrot
 		e.Err = errors.Join(err, cerr)
 	}
 	k := s.classify(err)
-	refused := k == KindRetryable || k == KindTxEnded || k == KindTxAborted
+	refused := k == idemdriver.KindRetryable || k == idemdriver.KindTxEnded || k == idemdriver.KindTxAborted
 	notSent := s.notSent(err)
 	e.notCommitted = refused || notSent || !wrote
 	switch {
-	case !e.notCommitted && (k == KindConnLost || cerr != nil):
+	case !e.notCommitted && (k == idemdriver.KindConnLost || cerr != nil):
 		e.Kind = ErrCommitUnknown
 	case cerr != nil:
 		// Not committed, and ctx ended: its class alone.
@@ -98,7 +100,7 @@ func (s *Store) commitError(ctx context.Context, op, key string, err error, wrot
 		e.Kind = ErrRetryable
 	default:
 		e.Kind = kindSentinel("commit", k)
-		e.swallowed = k == KindTxAborted
+		e.swallowed = k == idemdriver.KindTxAborted
 	}
 	return e
 }
@@ -114,5 +116,5 @@ func (s *Store) notSent(err error) bool {
 		return true
 	}
 	var safe interface{ SafeToRetry() bool }
-	return errors.As(err, &safe) && safe.SafeToRetry() && s.dialect.Classify(err) != KindConnLost
+	return errors.As(err, &safe) && safe.SafeToRetry() && s.dialect.Classify(err) != idemdriver.KindConnLost
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -29,14 +30,14 @@ func (e safeToRetry) SafeToRetry() bool { return true }
 
 type commitDialect struct{ nopDialect }
 
-func (commitDialect) Classify(err error) idemsql.ErrorKind {
+func (commitDialect) Classify(err error) idemdriver.ErrorKind {
 	switch {
 	case errors.Is(err, errRefused):
-		return idemsql.KindTxEnded
+		return idemdriver.KindTxEnded
 	case errors.Is(err, errConnLost):
-		return idemsql.KindConnLost
+		return idemdriver.KindConnLost
 	}
-	return idemsql.KindOther
+	return idemdriver.KindOther
 }
 
 // What a Do caller's own COMMIT error means. A COMMIT is unknown only when

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 var emptyResultType = reflect.TypeFor[struct{}]()
@@ -137,7 +139,7 @@ func (s *Store) callSettings(key string, opts []Option) (settings, error) {
 		}
 	}
 	if cfg.inFlight == InFlightFailFast || cfg.lockTimeout > 0 {
-		if _, ok := s.dialect.(ClaimBounder); !ok {
+		if _, ok := s.dialect.(idemdriver.ClaimBounder); !ok {
 			return settings{}, fmt.Errorf("%w: dialect %s cannot bound lock waits", ErrInvalidOption, s.dialect.Name())
 		}
 	}
@@ -193,7 +195,7 @@ const fastPathMinTTL = time.Hour
 // attempt, for a retried transaction): events are timed from it, and an
 // outcome is judged expired as of then, so that a retry never counts as
 // expired what the call's first attempt would have replayed.
-func do[T any](ctx context.Context, s *Store, ex Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
+func do[T any](ctx context.Context, s *Store, ex idemdriver.Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
 	var res Result[T]
 	if err := ctx.Err(); err != nil {
 		return res, outcomeFailed, &Error{Op: "claim", Key: key, Err: err} // the context's class alone
@@ -276,7 +278,7 @@ func claimLost(op, key string) error {
 // back, and then nothing is left; a caller that recovers and commits keeps
 // fn's partial writes, and the key then answers with that failure instead of
 // running fn a second time.
-func callFn[T any](ctx context.Context, s *Store, ex Executor, key string, tok claimToken, cfg *settings, fn func(context.Context) (T, error)) (T, error) {
+func callFn[T any](ctx context.Context, s *Store, ex idemdriver.Executor, key string, tok claimToken, cfg *settings, fn func(context.Context) (T, error)) (T, error) {
 	panicked := true
 	defer func() {
 		if panicked {
@@ -304,27 +306,27 @@ const panicWriteLimit = 5 * time.Second
 // claim is removed, or, for a [Permanent] error under
 // [WithRecordedFailures], recorded. If ctx ended, fn's error comes
 // back as it is: the context is its class.
-func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
+func (s *Store) fnFailed(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
 	if errors.Is(fnErr, ErrRetryable) {
 		// fn asks for the transaction to run again, or passes on a nested
 		// call's lost transaction: it is rolled back either way.
 		return outcomeRetry, fnErr
 	}
 	k := s.classify(fnErr)
-	if k == KindLockTimeout && ctx.Err() == nil {
-		if d, ok := s.dialect.(LockTimeoutEnder); ok {
+	if k == idemdriver.KindLockTimeout && ctx.Err() == nil {
+		if d, ok := s.dialect.(idemdriver.LockTimeoutEnder); ok {
 			if ends, err := d.LockTimeoutEndsTx(ctx, ex); err == nil && ends {
-				k = KindTxEnded
+				k = idemdriver.KindTxEnded
 			}
 		}
 	}
-	if k.endsTx() {
+	if endsTx(k) {
 		if ctx.Err() == nil && kindSentinel("fn", k) == ErrRetryable {
 			return outcomeRetry, &Error{Op: "fn", Key: key, Kind: ErrRetryable, Err: unclassed(fnErr)}
 		}
 		return outcomeFailed, fnErr
 	}
-	if d, ok := s.dialect.(TxChecker); ok && ctx.Err() == nil {
+	if d, ok := s.dialect.(idemdriver.TxChecker); ok && ctx.Err() == nil {
 		if in, known := d.InTransaction(ctx, ex); known && !in {
 			// fn went on past an error that ended the transaction, or
 			// committed or rolled it back itself, and then failed for a
@@ -338,7 +340,7 @@ func (s *Store) fnFailed(ctx context.Context, ex Executor, key string, tok claim
 	}
 	// A time-out is no answer of the key's, whatever fn called it: the
 	// next call may well get through.
-	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil && k != KindLockTimeout && k != KindStatementTimeout {
+	if class, ok := IsPermanent(fnErr); ok && cfg.recordFailures && ctx.Err() == nil && k != idemdriver.KindLockTimeout && k != idemdriver.KindStatementTimeout {
 		return s.recordFailure(ctx, ex, key, tok, savepoint, class, cfg, fnErr)
 	}
 	rerr := s.sendRelease(ctx, ex, key, tok)
@@ -417,7 +419,7 @@ type claimOutcome struct {
 }
 
 // boundedClaim claims under the in-flight policy.
-func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+func (s *Store) boundedClaim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	failFast := cfg.inFlight == InFlightFailFast
 	if !failFast && cfg.lockTimeout == 0 {
 		return s.claim(ctx, ex, key, cfg, known, tok, start)
@@ -427,7 +429,7 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 	}
 	var c claimOutcome
 	var claimErr error
-	timedOut, err := s.dialect.(ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func(bex Executor) error {
+	timedOut, err := s.dialect.(idemdriver.ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func(bex idemdriver.Executor) error {
 		c, claimErr = s.claim(ctx, bex, key, cfg, known, tok, start)
 		var e *Error
 		if errors.As(claimErr, &e) && e.Err != nil {
@@ -463,7 +465,7 @@ func (s *Store) boundedClaim(ctx context.Context, ex Executor, key string, cfg *
 // claimUnlessLocked is a fail-fast claim through the dialect's TryLock:
 // when another transaction holds the key's lock, it answers from the
 // committed row, without waiting, or ErrInProgress.
-func (s *Store) claimUnlessLocked(ctx context.Context, ex Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+func (s *Store) claimUnlessLocked(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	var got bool
 	if err := ex.QueryRow(ctx, s.stmts.TryLock, key).Scan(&got); err != nil {
 		return claimOutcome{}, s.dbError(ctx, "claim", key, err)
@@ -494,7 +496,7 @@ func micros(d time.Duration) int64 { return d.Microseconds() }
 
 // claim claims the key, or reads the row that holds it. With known, a claim
 // stores the row completed with the empty result.
-func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+func (s *Store) claim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	ttl := cfg.ttl.Microseconds()
 	claimSQL, claimOrReadSQL, reclaimSQL := s.stmts.Claim, s.stmts.ClaimOrRead, s.stmts.Reclaim
 	if known {
@@ -523,7 +525,7 @@ func (s *Store) claim(ctx context.Context, ex Executor, key string, cfg *setting
 		} else {
 			n, err := ex.Exec(ctx, claimSQL, key, cfg.fingerprint, tok.owner, ttl)
 			if err != nil {
-				if s.classify(err) != KindDuplicateKey {
+				if s.classify(err) != idemdriver.KindDuplicateKey {
 					return claimOutcome{}, s.dbError(ctx, "claim", key, err)
 				}
 				n = 0
@@ -596,7 +598,7 @@ func replay[T any](s *Store, key string, r storedRow, cfg *settings) (Result[T],
 
 // recordFailure undoes fn's writes back to the savepoint and stores the
 // failure in the claim.
-func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, tok claimToken, savepoint, class string, cfg *settings, cause error) (outcome, error) {
+func (s *Store) recordFailure(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint, class string, cfg *settings, cause error) (outcome, error) {
 	ctx = context.WithoutCancel(ctx) // the failure is fn's answer; record it even if ctx ended
 	if _, err := ex.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
 		return s.recordFailed(ctx, key, cause, err)
@@ -615,7 +617,7 @@ func (s *Store) recordFailure(ctx context.Context, ex Executor, key string, tok 
 
 func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) (outcome, error) {
 	e := s.dbError(ctx, "record failure", key, err)
-	if s.classify(err).endsTx() {
+	if endsTx(s.classify(err)) {
 		if o := failedOutcome(e); o == outcomeRetry {
 			return o, errors.Join(unclassed(cause), e)
 		}
@@ -630,18 +632,18 @@ func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) 
 // anyway leaves the key free. It runs even when ctx is already cancelled.
 // If the transaction can no longer commit, the claim goes with it, and that
 // is not worth reporting.
-func (s *Store) release(ctx context.Context, ex Executor, key string, tok claimToken, cause error) error {
+func (s *Store) release(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, cause error) error {
 	return s.released(key, s.sendRelease(ctx, ex, key, tok), cause)
 }
 
-func (s *Store) sendRelease(ctx context.Context, ex Executor, key string, tok claimToken) error {
+func (s *Store) sendRelease(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken) error {
 	_, err := ex.Exec(context.WithoutCancel(ctx), s.stmts.Release, key, tok.owner)
 	return err
 }
 
 // released is cause, after a release that failed with err (if not nil).
 func (s *Store) released(key string, err, cause error) error {
-	if err == nil || s.classify(err).endsTx() {
+	if err == nil || endsTx(s.classify(err)) {
 		return cause
 	}
 	return errors.Join(cause, &Error{Op: "release", Key: key, Kind: ErrUnexpectedState,

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -15,10 +16,10 @@ import (
 type nopDialect struct{}
 
 func (nopDialect) Name() string { return "nop" }
-func (nopDialect) Statements(table idemsql.Table) idemsql.Statements {
-	return idemsql.Statements{Claim: "claim", Read: "read", Reclaim: "reclaim", Complete: "complete", Release: "release"}
+func (nopDialect) Statements(table idemdriver.Table) idemdriver.Statements {
+	return idemdriver.Statements{Claim: "claim", Read: "read", Reclaim: "reclaim", Complete: "complete", Release: "release"}
 }
-func (nopDialect) Classify(error) idemsql.ErrorKind { return idemsql.KindOther }
+func (nopDialect) Classify(error) idemdriver.ErrorKind { return idemdriver.KindOther }
 
 // nopExec claims every key (claimed) or finds every key completed.
 type nopExec struct {
@@ -33,7 +34,7 @@ func (e *nopExec) Exec(_ context.Context, query string, _ ...any) (int64, error)
 	return 1, nil
 }
 
-func (e *nopExec) QueryRow(context.Context, string, ...any) idemsql.Row { return (*nopRow)(e) }
+func (e *nopExec) QueryRow(context.Context, string, ...any) idemdriver.Row { return (*nopRow)(e) }
 
 type nopRow nopExec
 

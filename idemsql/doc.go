@@ -65,10 +65,10 @@
 //
 // # Dialects
 //
-// The packages under dialects/ bind a store to each database:
-// dialects/postgres (pgx.Tx with Store.Pgx, *sql.Tx through pgx's stdlib),
-// dialects/mysql (MySQL 8, MariaDB 10.6+) and dialects/sqlite
-// (modernc.org/sqlite). On database/sql, bind a transaction with
+// The dialect packages bind a store to each database: idempostgres
+// (pgx.Tx with Store.Pgx, *sql.Tx through pgx's stdlib), idemmysql (MySQL
+// 8, MariaDB 10.6+) and idemsqlite (modernc.org/sqlite); package idemdriver
+// holds the contract they implement. On database/sql, bind a transaction with
 // Store.DB(db, nil).Tx(tx), which runs prepared statements on SQLite and
 // MySQL, or with Store.SQL(tx). The table comes from the goose migrations
 // in package migrations ([WithTable], [WithSchema]).

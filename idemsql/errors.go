@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"syscall"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // Sentinel errors. Test for them with [errors.Is]; the driver's own error,
@@ -182,51 +184,12 @@ func trimPrefix(s string) string {
 	return s
 }
 
-// ErrorKind is what a [Dialect] says a driver error means.
-type ErrorKind int
-
-const (
-	KindOther ErrorKind = iota
-	// KindDuplicateKey: a plain INSERT hit the primary key (MySQL 1062). Only
-	// meaningful for dialects whose claim reports duplicates as errors.
-	KindDuplicateKey
-	// KindRetryable: the database refused the transaction and it must be
-	// run again; it is rolled back or aborted, and nothing sent on it
-	// afterwards can run outside it (PostgreSQL 40001, 40P01).
-	KindRetryable
-	// KindTxEnded: the database rolled the transaction back by itself and
-	// the session left it, so a statement sent afterwards would run outside
-	// any transaction, in autocommit (MySQL 1213 and Galera's aborts, 1020,
-	// 1206; the SQLite errors that roll back). Retryable. The core sends
-	// nothing more on the transaction after it.
-	KindTxEnded
-	// KindConnLost: the connection broke or was closed, or (SQLite) an I/O
-	// error ended the transaction. Before COMMIT it is retryable: the
-	// transaction is over. During COMMIT the outcome is unknown: the server
-	// may have committed before the connection broke, and SQLite's WAL
-	// recovery may find committed a transaction whose COMMIT reported an
-	// I/O error.
-	KindConnLost
-	// KindLockTimeout: a lock wait timed out (PostgreSQL 55P03, MySQL 1205).
-	KindLockTimeout
-	// KindStatementTimeout: the statement ran past the server's statement
-	// time limit (PostgreSQL 57014, MariaDB 1969, MySQL 3024).
-	KindStatementTimeout
-	// KindTxAborted: the transaction can no longer run statements
-	// (PostgreSQL 25P02, a transaction already committed or rolled back)
-	// and will roll back whatever the caller does. Met after fn ran (storing
-	// the result, committing), it means fn went on past an error that
-	// aborted the transaction: retryable, like the claim that MySQL loses
-	// the same way.
-	KindTxAborted
-)
-
 // endsTx reports whether, after an error of this kind, the transaction is
 // gone or cannot commit: a cleanup statement would be pointless, and on
 // MySQL and SQLite it would run outside the transaction.
-func (k ErrorKind) endsTx() bool {
+func endsTx(k idemdriver.ErrorKind) bool {
 	switch k {
-	case KindRetryable, KindTxEnded, KindConnLost, KindTxAborted:
+	case idemdriver.KindRetryable, idemdriver.KindTxEnded, idemdriver.KindConnLost, idemdriver.KindTxAborted:
 		return true
 	}
 	return false
@@ -235,23 +198,23 @@ func (k ErrorKind) endsTx() bool {
 // classify is the dialect's classification, with the meanings every
 // database/sql driver shares: a broken connection, a transaction that is
 // already over.
-func (s *Store) classify(err error) ErrorKind {
-	if k := s.dialect.Classify(err); k != KindOther {
+func (s *Store) classify(err error) idemdriver.ErrorKind {
+	if k := s.dialect.Classify(err); k != idemdriver.KindOther {
 		return k
 	}
 	switch {
 	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
-		return KindConnLost
+		return idemdriver.KindConnLost
 	case errors.Is(err, sql.ErrTxDone):
-		return KindTxAborted
+		return idemdriver.KindTxAborted
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
-		return KindConnLost
+		return idemdriver.KindConnLost
 	}
-	return KindOther
+	return idemdriver.KindOther
 }
 
 // dbError wraps a driver error of step op with its one meaning. A context
@@ -267,23 +230,23 @@ func (s *Store) dbError(ctx context.Context, op, key string, err error) *Error {
 	}
 	k := s.classify(err)
 	e.Kind = kindSentinel(op, k)
-	e.swallowed = k == KindTxAborted && afterFnOps[op]
+	e.swallowed = k == idemdriver.KindTxAborted && afterFnOps[op]
 	return e
 }
 
 // kindSentinel is the class of a driver error of kind k at step op. A
 // COMMIT's error is commitError's to class.
-func kindSentinel(op string, k ErrorKind) error {
+func kindSentinel(op string, k idemdriver.ErrorKind) error {
 	switch k {
-	case KindRetryable, KindTxEnded, KindConnLost:
+	case idemdriver.KindRetryable, idemdriver.KindTxEnded, idemdriver.KindConnLost:
 		return ErrRetryable
-	case KindLockTimeout:
+	case idemdriver.KindLockTimeout:
 		return ErrLockTimeout
-	case KindStatementTimeout:
+	case idemdriver.KindStatementTimeout:
 		if claimOps[op] {
 			return ErrLockTimeout // waiting behind the key's holder
 		}
-	case KindTxAborted:
+	case idemdriver.KindTxAborted:
 		// Before fn, an aborted transaction is the caller's: an error of
 		// theirs came first, and running again would meet it again. After
 		// fn, it is an error fn swallowed: nothing commits, and if it was a

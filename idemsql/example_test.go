@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -28,12 +28,12 @@ func openExampleDB() (*sql.DB, *idemsql.Store, func()) {
 		panic(err)
 	}
 	path := filepath.Join(dir, "app.db")
-	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(path))
 	if err != nil {
 		panic(err)
 	}
 	exampleDBPath[db] = path
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		panic(err)
 	}

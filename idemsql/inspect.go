@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // The read API: what a key holds, which keys match a filter, and counts
@@ -17,79 +19,7 @@ import (
 // own per database. It only reads: no locking read, nothing that a claim,
 // a takeover or a sweep would wait for.
 
-// InspectDialect is implemented by dialects that serve the read API
-// ([Lookup], [List], [Stats]). It is separate from [Dialect] so that a
-// dialect without it still serves both modes.
-type InspectDialect interface {
-	InspectStatements(t Table) InspectStatements
-}
-
-// InspectStatements is the SQL of the read API, with the dialect's
-// placeholders and arguments in the order given. Its statements only read,
-// without locks (no FOR UPDATE, no LOCK IN SHARE MODE), and each is one
-// statement, so that it sees one snapshot without a transaction.
-//
-// Times are returned as integer unix microseconds (UTC), NULL where the
-// column is NULL, whatever the column's type, so that no driver setting
-// (MySQL's parseTime) changes them. "now" is the database's clock, read
-// once for a row.
-//
-// A row's columns, in Lookup and List, in this order: idem_key, status,
-// attempt, owner, fingerprint, result (NULL in List), error_class,
-// error_message, lease, lease_until, created_at, updated_at, completed_at,
-// expires_at, now. lease is the row's [LeaseState] as a word:
-//
-//	none       status <> 'in_progress'
-//	abandoned  in_progress, lease_until IS NULL
-//	released   in_progress, error_class = 'released' ([ReleasedClass])
-//	live       in_progress, lease_until > now
-//	stale      in_progress otherwise (lease_until <= now)
-type InspectStatements struct {
-	// Lookup returns the key's row. Args: key.
-	Lookup string
-	// List returns up to limit rows that match every filter, ordered by
-	// key. Args, in order:
-	//   - status: only this status; "" for any
-	//   - lease: only rows whose lease word is this; "" for any
-	//   - sweepable (bool): only rows [Sweep] would resolve now (in_progress,
-	//     lease_until <= now, and error_class IS NULL or expires_at <= now)
-	//   - purgeable (bool): only rows [Purge] would delete now (expires_at <
-	//     now, status <> 'in_progress')
-	//   - older (microseconds): only rows with created_at <= now - older; 0
-	//     for any
-	//   - after: only keys > after ("" is below every key)
-	//   - from: only keys >= from
-	//   - to: only keys < to (never empty: the core passes a bound above
-	//     every key when there is none)
-	//   - limit
-	//
-	// Keys compare byte for byte, as the table's key column does, so a range
-	// on the primary key serves after, from and to.
-	List string
-	// Stats returns one row: the number of rows; of rows in_progress,
-	// completed, failed; of rows whose lease word is live, stale, released,
-	// abandoned; of rows with attempt > 1; of sweepable rows; of purgeable
-	// rows (as in List); the key of the oldest in_progress row by
-	// created_at (NULL if none) and its created_at; now. No args.
-	Stats string
-}
-
-// RowsQuerier is implemented by an [Executor] that runs queries returning
-// many rows. [List] uses it where the transaction is not a *sql.Tx (pgx);
-// over an Executor without it, List reads one row per statement.
-type RowsQuerier interface {
-	Query(ctx context.Context, query string, args ...any) (Rows, error)
-}
-
-// Rows is the result of [RowsQuerier.Query]. *sql.Rows is one.
-type Rows interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-	Close() error
-}
-
-var _ Rows = (*sql.Rows)(nil)
+var _ idemdriver.Rows = (*sql.Rows)(nil)
 
 // LeaseState says, in words, who holds a key.
 type LeaseState string
@@ -429,14 +359,14 @@ func Stats[X any](ctx context.Context, db DB[X]) (TableStats, error) {
 // inspector is one read's view of a store.
 type inspector struct {
 	s  *Store
-	is InspectStatements
+	is idemdriver.InspectStatements
 }
 
 func newInspector[X any](db DB[X]) (*inspector, error) {
 	if db.store == nil || db.pool == nil {
 		return nil, errUnboundDB
 	}
-	d, ok := db.store.dialect.(InspectDialect)
+	d, ok := db.store.dialect.(idemdriver.InspectDialect)
 	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s has no read API", ErrInvalidOption, db.store.dialect.Name())
 	}
@@ -445,9 +375,9 @@ func newInspector[X any](db DB[X]) (*inspector, error) {
 
 // reader runs the read API's statements.
 type reader interface {
-	QueryRow(ctx context.Context, query string, args ...any) Row
+	QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row
 	// query runs a query of many rows; nil when the connection cannot.
-	query() func(ctx context.Context, query string, args ...any) (Rows, error)
+	query() func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error)
 }
 
 // readDB runs f on db. A database/sql pool bound with Store.DB is read
@@ -466,10 +396,10 @@ func readDB[X any](ctx context.Context, db DB[X], f func(reader) error) error {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	r := txReader{ex: tx}
 	if t, ok := any(tx.Tx()).(*sql.Tx); ok {
-		r.q = func(ctx context.Context, query string, args ...any) (Rows, error) {
+		r.q = func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
 			return t.QueryContext(ctx, query, args...)
 		}
-	} else if q, ok := any(tx).(RowsQuerier); ok {
+	} else if q, ok := any(tx).(idemdriver.RowsQuerier); ok {
 		r.q = q.Query
 	}
 	return f(r)
@@ -477,26 +407,26 @@ func readDB[X any](ctx context.Context, db DB[X], f func(reader) error) error {
 
 type sqlDBReader struct{ db *sql.DB }
 
-func (r sqlDBReader) QueryRow(ctx context.Context, query string, args ...any) Row {
+func (r sqlDBReader) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	return r.db.QueryRowContext(ctx, query, args...)
 }
 
-func (r sqlDBReader) query() func(ctx context.Context, query string, args ...any) (Rows, error) {
-	return func(ctx context.Context, query string, args ...any) (Rows, error) {
+func (r sqlDBReader) query() func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
+	return func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
 		return r.db.QueryContext(ctx, query, args...)
 	}
 }
 
 type txReader struct {
-	ex Executor
-	q  func(ctx context.Context, query string, args ...any) (Rows, error)
+	ex idemdriver.Executor
+	q  func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error)
 }
 
-func (r txReader) QueryRow(ctx context.Context, query string, args ...any) Row {
+func (r txReader) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	return r.ex.QueryRow(ctx, query, args...)
 }
 
-func (r txReader) query() func(ctx context.Context, query string, args ...any) (Rows, error) {
+func (r txReader) query() func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
 	return r.q
 }
 
@@ -538,7 +468,7 @@ func (in *inspector) list(ctx context.Context, rd reader, a listArgs, limit int)
 }
 
 // scanRecord scans a row of InspectStatements' columns.
-func (in *inspector) scanRecord(row Row, withResult bool) (Record, error) {
+func (in *inspector) scanRecord(row idemdriver.Row, withResult bool) (Record, error) {
 	r := Record{codec: in.s.defaults.codec}
 	var owner, errClass, errMsg sql.NullString
 	var result []byte

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // leaser is one lease-mode call's view of a store and a pool.
 type leaser struct {
 	s     *Store
-	ls    LeaseStatements
+	ls    idemdriver.LeaseStatements
 	cfg   settings
 	begin func(context.Context) (leaseTx, error)
 	start time.Time // when the call began, for the observer's durations
@@ -25,7 +27,7 @@ type leaser struct {
 }
 
 type leaseTx interface {
-	Executor
+	idemdriver.Executor
 	Commit(ctx context.Context) error
 	Rollback(ctx context.Context) error
 }
@@ -35,7 +37,7 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 		return nil, errUnboundDB
 	}
 	s := db.store
-	ld, ok := s.dialect.(LeaseDialect)
+	ld, ok := s.dialect.(idemdriver.LeaseDialect)
 	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s has no lease mode", ErrInvalidOption, s.dialect.Name())
 	}
@@ -92,17 +94,17 @@ func (lr *leaser) newToken() string {
 // errors already wrapped by dbError, and whether it wrote: the COMMIT of a
 // transaction that wrote nothing cannot leave anything unknown, so one
 // that fails is retried too.
-func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex Executor) (wrote bool, err error)) error {
+func (lr *leaser) inTx(ctx context.Context, op, key string, f func(ex idemdriver.Executor) (wrote bool, err error)) error {
 	return lr.inTxWith(ctx, lr.begin, op, key, f)
 }
 
 // inHousekeepingTx is inTx for Sweep and Purge, whose transactions run at
 // the dialect's isolation level.
-func (lr *leaser) inHousekeepingTx(ctx context.Context, op string, f func(ex Executor) error) error {
-	return lr.inTxWith(ctx, lr.beginHousekeeping, op, "", func(ex Executor) (bool, error) { return true, f(ex) })
+func (lr *leaser) inHousekeepingTx(ctx context.Context, op string, f func(ex idemdriver.Executor) error) error {
+	return lr.inTxWith(ctx, lr.beginHousekeeping, op, "", func(ex idemdriver.Executor) (bool, error) { return true, f(ex) })
 }
 
-func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) (bool, error)) error {
+func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex idemdriver.Executor) (bool, error)) error {
 	for attempt := 1; ; attempt++ {
 		err := lr.txOnce(ctx, begin, op, key, f)
 		var e *Error
@@ -116,7 +118,7 @@ func (lr *leaser) inTxWith(ctx context.Context, begin func(context.Context) (lea
 	}
 }
 
-func (lr *leaser) txOnce(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex Executor) (bool, error)) error {
+func (lr *leaser) txOnce(ctx context.Context, begin func(context.Context) (leaseTx, error), op, key string, f func(ex idemdriver.Executor) (bool, error)) error {
 	tx, err := begin(ctx)
 	if err != nil {
 		return lr.s.dbError(ctx, "begin", key, err)
@@ -139,7 +141,7 @@ type leaseRow struct {
 	generation int64
 }
 
-func (lr *leaser) read(ctx context.Context, ex Executor, key string) (r leaseRow, found bool, err error) {
+func (lr *leaser) read(ctx context.Context, ex idemdriver.Executor, key string) (r leaseRow, found bool, err error) {
 	err = ex.QueryRow(ctx, lr.ls.Read, key).Scan(&r.status, &r.fingerprint, &r.result, &r.attempt, &r.owner,
 		&r.expired, &r.leased, &r.live, &r.generation, &r.errorClass, &r.errorMessage)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -182,7 +184,7 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 		}
 		var r leaseRow
 		var found bool
-		if err := lr.inTx(ctx, "read", key, func(ex Executor) (wrote bool, err error) {
+		if err := lr.inTx(ctx, "read", key, func(ex idemdriver.Executor) (wrote bool, err error) {
 			r, found, err = lr.read(ctx, ex, key)
 			if err != nil || !found || !r.replays(cfg.fingerprint) || lr.ls.Touch == "" || !visibleBeforeDurable(ex) {
 				return false, err
@@ -267,12 +269,12 @@ func (lr *leaser) acquire(ctx context.Context, key string) (held bool, l Lease, 
 
 func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, err error) {
 	token := lr.newToken()
-	err = lr.inTx(ctx, "claim", key, func(ex Executor) (wrote bool, err error) {
+	err = lr.inTx(ctx, "claim", key, func(ex idemdriver.Executor) (wrote bool, err error) {
 		got = false
 		since := time.Now() // after BEGIN, which may wait for the database's lock
 		n, err := ex.Exec(ctx, lr.ls.Claim, key, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros())
 		if err != nil {
-			if lr.s.dialect.Classify(err) != KindDuplicateKey {
+			if lr.s.dialect.Classify(err) != idemdriver.KindDuplicateKey {
 				return false, lr.s.dbError(ctx, "claim", key, err)
 			}
 			n = 0
@@ -295,7 +297,7 @@ func (lr *leaser) tryClaim(ctx context.Context, key string) (got bool, l Lease, 
 
 func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (got bool, l Lease, err error) {
 	token := lr.newToken()
-	err = lr.inTx(ctx, "reclaim", key, func(ex Executor) (wrote bool, err error) {
+	err = lr.inTx(ctx, "reclaim", key, func(ex idemdriver.Executor) (wrote bool, err error) {
 		got = false
 		since := time.Now()
 		n, err := ex.Exec(ctx, lr.ls.Reclaim, lr.cfg.fingerprint, token, lr.leaseMicros(), lr.ttlMicros(), key, attempt)
@@ -325,7 +327,7 @@ func (lr *leaser) tryReclaim(ctx context.Context, key string, attempt int64) (go
 func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got bool, l Lease, err error) {
 	var since time.Time
 	token := lr.newToken()
-	err = lr.inTx(ctx, "take over", key, func(ex Executor) (wrote bool, err error) {
+	err = lr.inTx(ctx, "take over", key, func(ex idemdriver.Executor) (wrote bool, err error) {
 		got = false
 		if lr.ls.LockStale != "" {
 			var a int64

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // Options are checked before any SQL: the pool below is never connected.
 func TestLeaseOptionScopes(t *testing.T) {
-	s, err := sqlite.New(idemsql.WithLease(time.Minute), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	s, err := idemsqlite.New(idemsql.WithLease(time.Minute), idemsql.WithInFlight(idemsql.InFlightFailFast))
 	if err != nil {
 		t.Fatalf("a store takes the options of both modes: %v", err)
 	}
@@ -67,11 +67,11 @@ func TestErrorWithoutKey(t *testing.T) {
 // WithResultType is a lease-mode option, and RunExternal refuses one whose
 // type is not its fn's, before any SQL: the pool below is never connected.
 func TestWithResultType(t *testing.T) {
-	s, err := sqlite.New()
+	s, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sqlite.New(idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsqlite.New(idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("a store with WithResultType: %v, want ErrInvalidOption", err)
 	}
 	db, err := sql.Open("sqlite", "file:unused?mode=memory")

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 var errUnboundLease = fmt.Errorf("%w: Lease was not made by ClaimLease", ErrInvalidOption)
@@ -29,7 +31,7 @@ func (l Lease) renew(ctx context.Context, stop <-chan struct{}) (refused bool, e
 	us := l.lr.leaseMicros()
 	var at time.Time
 	refused, err = l.write(ctx, stop, fencedWrite{op: "renew", strict: stop != nil,
-		stmt: func(ctx context.Context, ex Executor) (int64, error) {
+		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			at = time.Now()
 			return ex.Exec(ctx, l.lr.ls.Renew, us, us, l.Key, l.Attempt, l.Owner)
 		}})
@@ -75,7 +77,7 @@ func (l Lease) Complete(ctx context.Context, result any) error {
 func (l Lease) complete(ctx context.Context, encoded []byte) (refused bool, err error) {
 	ttl := l.lr.ttlMicros()
 	return l.write(ctx, nil, fencedWrite{op: "complete",
-		stmt: func(ctx context.Context, ex Executor) (int64, error) {
+		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.Complete, string(encoded), ttl, l.Key, l.Attempt, l.Owner)
 		},
 		ours: func(r leaseRow) bool { return r.status == StatusCompleted }})
@@ -97,7 +99,7 @@ func (l Lease) fail(ctx context.Context, class, message string) (refused bool, e
 	class, message = truncateUTF8(class, maxErrorClass), truncateUTF8(message, maxErrorMessage)
 	ttl := l.lr.ttlMicros()
 	return l.write(ctx, nil, fencedWrite{op: "fail",
-		stmt: func(ctx context.Context, ex Executor) (int64, error) {
+		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.Fail, class, message, ttl, l.Key, l.Attempt, l.Owner)
 		},
 		ours: func(r leaseRow) bool { return r.status == StatusFailed && r.errorClass.String == class }})
@@ -122,7 +124,7 @@ func (l Lease) end(ctx context.Context, why string) (refused bool, err error) {
 	ttl := l.lr.ttlMicros()
 	why = truncateUTF8(why, maxErrorMessage)
 	return l.write(ctx, nil, fencedWrite{op: "release",
-		stmt: func(ctx context.Context, ex Executor) (int64, error) {
+		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.End, ReleasedClass, why, ttl, l.Key, l.Attempt, l.Owner)
 		},
 		ours: func(r leaseRow) bool { return r.status == StatusInProgress && r.errorClass.String == ReleasedClass }})
@@ -133,7 +135,7 @@ type fencedWrite struct {
 	op string
 	// stmt runs the write in ex and reports the rows it changed: 1, or 0
 	// when the fence refused it.
-	stmt func(ctx context.Context, ex Executor) (int64, error)
+	stmt func(ctx context.Context, ex idemdriver.Executor) (int64, error)
 	// ours, if set, says whether the row, read back at the holder's attempt
 	// and owner token, carries this write: asked when an earlier try's
 	// COMMIT was interrupted and a new try finds the fence closed.
@@ -298,7 +300,7 @@ func (lr *leaser) worthAnotherTry(ctx context.Context, err error) bool {
 		return true
 	}
 	switch lr.s.classify(err) {
-	case KindRetryable, KindTxEnded, KindConnLost, KindTxAborted, KindLockTimeout, KindStatementTimeout:
+	case idemdriver.KindRetryable, idemdriver.KindTxEnded, idemdriver.KindConnLost, idemdriver.KindTxAborted, idemdriver.KindLockTimeout, idemdriver.KindStatementTimeout:
 		return true
 	}
 	var safe interface{ SafeToRetry() bool }

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // Stale is a claim that no holder has, handed to a [SweepHandler]: its
@@ -209,7 +211,7 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 			return stats, errors.Join(append(errs, err)...)
 		}
 		var b sweepBatch
-		err := lr.inHousekeepingTx(ctx, "sweep", func(ex Executor) error {
+		err := lr.inHousekeepingTx(ctx, "sweep", func(ex idemdriver.Executor) error {
 			b = sweepBatch{}
 			return lr.sweepBatch(ctx, ex, h, stmts, seen, &b)
 		})
@@ -268,7 +270,7 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 // in the pass are left alone: a handler released them again, and the next
 // pass looks at them. Nothing more is sent after an error: the transaction
 // is rolled back.
-func (lr *leaser) sweepBatch(ctx context.Context, ex Executor, h SweepHandler, stmts []sweepStmt, seen map[string]bool, b *sweepBatch) error {
+func (lr *leaser) sweepBatch(ctx context.Context, ex idemdriver.Executor, h SweepHandler, stmts []sweepStmt, seen map[string]bool, b *sweepBatch) error {
 	limit := lr.cfg.lease.batchSize()
 	for _, stmt := range stmts {
 		for {
@@ -325,8 +327,8 @@ const HandlerReleasedMessage = "released by a sweep handler"
 
 // lockStale runs a sweep statement for up to limit rows, all at once where
 // the transaction returns many rows (many), else for one.
-func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt sweepStmt, limit int) (rows []staleRow, many bool, err error) {
-	scan := func(r Row) error {
+func (lr *leaser) lockStale(ctx context.Context, ex idemdriver.Executor, stmt sweepStmt, limit int) (rows []staleRow, many bool, err error) {
+	scan := func(r idemdriver.Row) error {
 		var s staleRow
 		if err := r.Scan(&s.key, &s.attempt, &s.owner, &s.fingerprint, &s.generation, &s.errorClass, &s.errorMessage, &s.leased); err != nil {
 			return err
@@ -350,7 +352,7 @@ func (lr *leaser) lockStale(ctx context.Context, ex Executor, stmt sweepStmt, li
 
 // sweepRow abandons r (h nil) or takes it over for h. ok is false when a
 // concurrent writer changed the row since it was read.
-func (lr *leaser) sweepRow(ctx context.Context, ex Executor, h SweepHandler, r staleRow, b *sweepBatch) (ok bool, err error) {
+func (lr *leaser) sweepRow(ctx context.Context, ex idemdriver.Executor, h SweepHandler, r staleRow, b *sweepBatch) (ok bool, err error) {
 	token := lr.newToken()
 	if h == nil {
 		var msg string
@@ -394,10 +396,10 @@ func (lr *leaser) sweepRow(ctx context.Context, ex Executor, h SweepHandler, r s
 // is false where it cannot, and then nothing ran.
 // dia, if not nil, says when the server refused to prepare the query for
 // the driver ([Inliner]).
-func queryEach(ctx context.Context, ex Executor, dia StatementPreparer, query string, each func(Row) error, args ...any) (ok bool, err error) {
-	var rows Rows
+func queryEach(ctx context.Context, ex idemdriver.Executor, dia idemdriver.StatementPreparer, query string, each func(idemdriver.Row) error, args ...any) (ok bool, err error) {
+	var rows idemdriver.Rows
 	switch x := ex.(type) {
-	case RowsQuerier:
+	case idemdriver.RowsQuerier:
 		rows, err = x.Query(ctx, query, args...)
 	case interface{ Tx() *sql.Tx }:
 		var r *sql.Rows

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -20,14 +21,14 @@ type lockTimeoutDialect struct {
 	ends bool
 }
 
-func (d lockTimeoutDialect) Classify(err error) idemsql.ErrorKind {
+func (d lockTimeoutDialect) Classify(err error) idemdriver.ErrorKind {
 	if errors.Is(err, errLockWait) {
-		return idemsql.KindLockTimeout
+		return idemdriver.KindLockTimeout
 	}
-	return idemsql.KindOther
+	return idemdriver.KindOther
 }
 
-func (d lockTimeoutDialect) LockTimeoutEndsTx(context.Context, idemsql.Executor) (bool, error) {
+func (d lockTimeoutDialect) LockTimeoutEndsTx(context.Context, idemdriver.Executor) (bool, error) {
 	return d.ends, nil
 }
 
@@ -78,7 +79,7 @@ type txCheckDialect struct {
 	in, known bool
 }
 
-func (d txCheckDialect) InTransaction(context.Context, idemsql.Executor) (bool, bool) {
+func (d txCheckDialect) InTransaction(context.Context, idemdriver.Executor) (bool, bool) {
 	return d.in, d.known
 }
 

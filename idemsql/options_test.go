@@ -9,9 +9,9 @@ import (
 
 	"bytes"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 func jsonUnmarshalNumber(b []byte, v any) error {
@@ -23,7 +23,7 @@ func jsonUnmarshalNumber(b []byte, v any) error {
 func TestStoreOptions(t *testing.T) {
 	good := []string{"idempotency_keys", "_x", "keys2", strings.Repeat("t", 48)}
 	for _, name := range good {
-		s, err := sqlite.New(idemsql.WithTable(name))
+		s, err := idemsqlite.New(idemsql.WithTable(name))
 		if err != nil || s.Table() != name {
 			t.Errorf("WithTable(%q): %v", name, err)
 		}
@@ -33,17 +33,17 @@ func TestStoreOptions(t *testing.T) {
 	// quote it.
 	bad := []string{"", "1abc", "a b", `a"b`, "a;DROP TABLE x", "schema.table", "ключ", strings.Repeat("t", 49), "IdemKeys", "Keys2"}
 	for _, name := range bad {
-		if _, err := sqlite.New(idemsql.WithTable(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		if _, err := idemsqlite.New(idemsql.WithTable(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("WithTable(%q): err = %v, want ErrInvalidOption", name, err)
 		}
-		if _, err := postgres.New(idemsql.WithSchema(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		if _, err := idempostgres.New(idemsql.WithSchema(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("WithSchema(%q): err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	if s, err := postgres.New(idemsql.WithSchema("billing")); err != nil || s.Schema() != "billing" {
+	if s, err := idempostgres.New(idemsql.WithSchema("billing")); err != nil || s.Schema() != "billing" {
 		t.Errorf("WithSchema on PostgreSQL: %v", err)
 	}
-	if _, err := sqlite.New(idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsqlite.New(idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("WithSchema on SQLite: err = %v, want ErrInvalidOption", err)
 	}
 	for name, opt := range map[string]idemsql.Option{
@@ -53,14 +53,14 @@ func TestStoreOptions(t *testing.T) {
 		"call-only on store":  idemsql.WithFingerprint("x"),
 		"unencodable request": idemsql.WithFingerprint(make(chan int)),
 	} {
-		if _, err := sqlite.New(opt); !errors.Is(err, idemsql.ErrInvalidOption) {
+		if _, err := idemsqlite.New(opt); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
 		}
 	}
 	if _, err := idemsql.NewStore(nil); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("nil dialect: %v", err)
 	}
-	s, err := sqlite.New()
+	s, err := idemsqlite.New()
 	if err != nil || s.Table() != idemsql.DefaultTable {
 		t.Fatalf("defaults: %v %v", s, err)
 	}

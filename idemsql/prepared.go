@@ -5,48 +5,23 @@ import (
 	"database/sql"
 	"errors"
 	"sync/atomic"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
-// StatementPreparer is implemented by dialects whose driver gains from
-// statements prepared once per connection and reused: SQLite parses every
-// statement text again otherwise (a large share of a short transaction's
-// CPU), and go-sql-driver/mysql without interpolateParams prepares and
-// closes a statement per query, three round trips instead of one.
-type StatementPreparer interface {
-	PrepareStatements() bool
-	// PrepareFailed reports an error that means the statement could not be
-	// prepared on the connection, so nothing ran (MySQL 1461, too many
-	// prepared statements on the server; 1615, prepare again): the
-	// statement then runs unprepared.
-	PrepareFailed(err error) bool
-}
-
-// Inliner is implemented by a [StatementPreparer] whose driver needs a
-// statement prepared on the server even to run one unprepared:
-// go-sql-driver/mysql without interpolateParams prepares, runs and closes
-// every statement with arguments, so a server that can prepare no more
-// (MySQL 1461) refuses those too. When the server refuses
-// ([StatementPreparer.PrepareFailed]), the statement runs once more as
-// Inline's text, which holds its arguments as literals and needs none;
-// ok is false when it cannot write an argument, and then the refusal is
-// the statement's error. query is one of the dialect's own statements.
-type Inliner interface {
-	Inline(query string, args []any) (text string, ok bool)
-}
-
 // preparer is the dialect's StatementPreparer, or nil.
-func preparer(d Dialect) StatementPreparer {
-	sp, _ := d.(StatementPreparer)
+func preparer(d idemdriver.Dialect) idemdriver.StatementPreparer {
+	sp, _ := d.(idemdriver.StatementPreparer)
 	return sp
 }
 
 // inlined is query with args written into it, when the server refused to
 // prepare it (err) and the dialect can write them.
-func inlined(dia StatementPreparer, err error, query string, args []any) (string, bool) {
+func inlined(dia idemdriver.StatementPreparer, err error, query string, args []any) (string, bool) {
 	if err == nil || dia == nil || !dia.PrepareFailed(err) {
 		return "", false
 	}
-	in, ok := dia.(Inliner)
+	in, ok := dia.(idemdriver.Inliner)
 	if !ok {
 		return "", false
 	}
@@ -98,7 +73,7 @@ func (s *Store) preparedSoon(db *sql.DB) *preparedSet {
 }
 
 func (s *Store) prepare(ctx context.Context, ps *preparedSet) {
-	if ev, ok := s.dialect.(EarlyVisibility); ok {
+	if ev, ok := s.dialect.(idemdriver.EarlyVisibility); ok {
 		early, err := ev.VisibleBeforeDurable(ctx, poolExecutor{ps.db})
 		ps.early = early || err != nil
 	}
@@ -121,7 +96,7 @@ func (s *Store) prepare(ctx context.Context, ps *preparedSet) {
 // caller began on its database, for [Do]: see [DB.Tx]. BindTx returns nil
 // for a nil transaction.
 type TxBinder[X any] interface {
-	BindTx(tx X) Executor
+	BindTx(tx X) idemdriver.Executor
 }
 
 // Tx binds the store to tx, a transaction that the caller began on db's
@@ -154,7 +129,7 @@ var _ TxBinder[*sql.Tx] = sqlPool{}
 
 // BindTx binds a transaction of the pool, through its prepared statements
 // once they are ready.
-func (p sqlPool) BindTx(tx *sql.Tx) Executor {
+func (p sqlPool) BindTx(tx *sql.Tx) idemdriver.Executor {
 	if tx == nil {
 		return nil
 	}
@@ -187,10 +162,10 @@ func (s *Store) forgetClosedPools() {
 type preparedExecutor struct {
 	tx  *sql.Tx
 	ps  *preparedSet
-	dia StatementPreparer
+	dia idemdriver.StatementPreparer
 }
 
-var _ Executor = preparedExecutor{}
+var _ idemdriver.Executor = preparedExecutor{}
 
 func (e preparedExecutor) visibleBeforeDurable() bool { return e.ps.early }
 
@@ -210,7 +185,7 @@ func (e preparedExecutor) Exec(ctx context.Context, query string, args ...any) (
 	return res.RowsAffected()
 }
 
-func (e preparedExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
+func (e preparedExecutor) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	if stmt := e.ps.stmts[query]; stmt != nil {
 		return fallbackRow{ctx: ctx, tx: e.tx, dia: e.dia, query: query, args: args, prepared: true,
 			row: e.tx.StmtContext(ctx, stmt).QueryRowContext(ctx, args...)}
@@ -225,7 +200,7 @@ func (e preparedExecutor) QueryRow(ctx context.Context, query string, args ...an
 type fallbackRow struct {
 	ctx      context.Context
 	tx       *sql.Tx
-	dia      StatementPreparer
+	dia      idemdriver.StatementPreparer
 	query    string
 	args     []any
 	prepared bool
@@ -258,6 +233,6 @@ func (e poolExecutor) Exec(ctx context.Context, query string, args ...any) (int6
 	return res.RowsAffected()
 }
 
-func (e poolExecutor) QueryRow(ctx context.Context, query string, args ...any) Row {
+func (e poolExecutor) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	return e.db.QueryRowContext(ctx, query, args...)
 }

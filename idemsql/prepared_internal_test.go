@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	_ "modernc.org/sqlite"
 )
 
@@ -13,12 +14,12 @@ import (
 type preparingDialect struct{}
 
 func (preparingDialect) Name() string { return "test" }
-func (preparingDialect) Statements(Table) Statements {
-	return Statements{Claim: "SELECT 1", Read: "SELECT 2"}
+func (preparingDialect) Statements(idemdriver.Table) idemdriver.Statements {
+	return idemdriver.Statements{Claim: "SELECT 1", Read: "SELECT 2"}
 }
-func (preparingDialect) Classify(error) ErrorKind { return KindOther }
-func (preparingDialect) PrepareStatements() bool  { return true }
-func (preparingDialect) PrepareFailed(error) bool { return false }
+func (preparingDialect) Classify(error) idemdriver.ErrorKind { return idemdriver.KindOther }
+func (preparingDialect) PrepareStatements() bool             { return true }
+func (preparingDialect) PrepareFailed(error) bool            { return false }
 
 // A store bound to pools that come and go keeps the prepared statements of
 // open pools only.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // PurgeStats counts what one [Purge] did.
@@ -54,7 +56,7 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 			return stats, err
 		}
 		var n int64
-		err := lr.inHousekeepingTx(ctx, "purge", func(ex Executor) error {
+		err := lr.inHousekeepingTx(ctx, "purge", func(ex idemdriver.Executor) error {
 			var err error
 			n, err = lr.purgeBatch(ctx, ex, batch)
 			return err
@@ -80,7 +82,7 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 const purgeInChunk = 500
 
 // purgeBatch deletes up to batch purgeable rows in the transaction ex.
-func (lr *leaser) purgeBatch(ctx context.Context, ex Executor, batch int64) (int64, error) {
+func (lr *leaser) purgeBatch(ctx context.Context, ex idemdriver.Executor, batch int64) (int64, error) {
 	if lr.ls.Purge != "" {
 		n, err := ex.Exec(ctx, lr.ls.Purge, batch)
 		if err != nil {
@@ -115,8 +117,8 @@ func (lr *leaser) purgeBatch(ctx context.Context, ex Executor, batch int64) (int
 
 // lockPurgeable runs PurgeLock for up to limit keys: all of them at once
 // where the transaction returns many rows, else one.
-func (lr *leaser) lockPurgeable(ctx context.Context, ex Executor, limit int64) (keys []any, asked int64, err error) {
-	scan := func(r Row) error {
+func (lr *leaser) lockPurgeable(ctx context.Context, ex idemdriver.Executor, limit int64) (keys []any, asked int64, err error) {
+	scan := func(r idemdriver.Row) error {
 		var key string
 		if err := r.Scan(&key); err != nil {
 			return err

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // Pool is a database handle that begins transactions of type X: *sql.DB
@@ -32,7 +34,7 @@ type IsolationPool[X any] interface {
 
 // PoolTx is one transaction begun by a [Pool].
 type PoolTx[X any] interface {
-	Executor
+	idemdriver.Executor
 	// Tx is the transaction handed to fn: a *sql.Tx, a pgx.Tx.
 	Tx() X
 	Commit(ctx context.Context) error
@@ -104,7 +106,7 @@ func (p sqlPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (
 
 // sqlPoolTx is a database/sql transaction begun by Run.
 type sqlPoolTx struct {
-	Executor
+	idemdriver.Executor
 	tx   *sql.Tx
 	conn *sql.Conn // nil once released
 	// drop: a setting that a statement changed for the session may still

@@ -15,10 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -104,7 +105,7 @@ func prepare(t *testing.T, e *env, newStore func(...idemsql.Option) (*idemsql.St
 	e.store = store
 	if store.Schema() != "" {
 		// The tests' own SQL names the table as the migrations do.
-		e.table = idemsql.Table{Schema: store.Schema(), Name: e.table}.String()
+		e.table = idemdriver.Table{Schema: store.Schema(), Name: e.table}.String()
 	}
 	ctx := context.Background()
 	if err := migrations.Up(ctx, e.db, store); err != nil {
@@ -134,7 +135,7 @@ const (
 )
 
 func pgStore(opts ...idemsql.Option) (*idemsql.Store, error) {
-	s, err := postgres.New(opts...)
+	s, err := idempostgres.New(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +159,7 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 	prepare(t, e, pgStore, pgBizDDL, opts...)
 	// The store is read at each call, so that a test may replace it
 	// (withStoreOptions).
-	pgs := func() *postgres.Store { return &postgres.Store{Store: e.store} }
+	pgs := func() *idempostgres.Store { return &idempostgres.Store{Store: e.store} }
 	e.begin = func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
 		txo := pgx.TxOptions{}
 		switch iso {
@@ -211,7 +212,7 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 
 type pgxTestTx struct {
 	tx    pgx.Tx
-	store *postgres.Store
+	store *idempostgres.Store
 }
 
 func (p pgxTestTx) Bind() idemsql.Tx { return p.store.Pgx(p.tx) }
@@ -326,7 +327,7 @@ func setupMySQL(t *testing.T, opts ...idemsql.Option) *env {
 // setupMySQLAt is setupMySQL on the server that dsn names.
 func setupMySQLAt(t *testing.T, dsn string, opts ...idemsql.Option) *env {
 	e := &env{t: t, dialect: "mysql", db: openMySQL(t, dsn)}
-	prepare(t, e, mysql.New, mysqlBizDDL, opts...)
+	prepare(t, e, idemmysql.New, mysqlBizDDL, opts...)
 	useSQL(e)
 	return e
 }
@@ -344,7 +345,7 @@ func openMySQL(t *testing.T, dsn string) *sql.DB {
 
 func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 	path := filepath.Join(t.TempDir(), "idem.db")
-	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(path))
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -354,7 +355,7 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 	}
 	t.Cleanup(func() { deferred.Close(); db.Close() })
 	e := &env{t: t, dialect: "sqlite", db: db, deferredDB: deferred}
-	prepare(t, e, sqlite.New, sqliteBizDDL, opts...)
+	prepare(t, e, idemsqlite.New, sqliteBizDDL, opts...)
 	useSQL(e)
 	e.beginOther = func(ctx context.Context) (testTx, error) {
 		tx, err := deferred.BeginTx(ctx, nil)
@@ -371,7 +372,7 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 func (e *env) withStoreOptions(opts ...idemsql.Option) *env {
 	e.t.Helper()
 	newStore := map[string]func(...idemsql.Option) (*idemsql.Store, error){
-		"postgres": pgStore, "mysql": mysql.New, "sqlite": sqlite.New,
+		"postgres": pgStore, "mysql": idemmysql.New, "sqlite": idemsqlite.New,
 	}[e.dialect]
 	name := e.table
 	if i := strings.LastIndexByte(name, '.'); i >= 0 {

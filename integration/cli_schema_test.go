@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	mysqldialect "github.com/idemsql/idemsql/dialects/mysql"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemmysql"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -30,7 +31,7 @@ func TestCLISchema(t *testing.T) {
 			c := &cliEnv{env: admin, t: t, bin: bin, dsn: cliDSN(t, b, admin)}
 			suffix := uniqueSuffix(t)
 			schema, table := "idem_cli_s_"+suffix, "idem_cli_"+suffix
-			qualified := idemsql.Table{Schema: schema, Name: table}.String()
+			qualified := idemdriver.Table{Schema: schema, Name: table}.String()
 			versions := migrations.VersionTable(table)
 			create, drop := "CREATE SCHEMA "+schema, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"
 			if b.dialect == "mysql" {
@@ -92,7 +93,7 @@ func TestCLISchema(t *testing.T) {
 			// its retention, one stale claim.
 			newStore := pgStore
 			if b.dialect == "mysql" {
-				newStore = mysqldialect.New
+				newStore = idemmysql.New
 			}
 			store, err := newStore(idemsql.WithTable(table), idemsql.WithSchema(schema))
 			if err != nil {

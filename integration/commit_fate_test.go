@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -164,7 +164,7 @@ func TestLeaseCommitRefusedAfterItsTryTimedOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reader.Close()
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}

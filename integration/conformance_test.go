@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -115,7 +116,7 @@ func (e *env) mustGuarded(key string, amount int64, runs *atomic.Int64, opts ...
 // driver's error.
 func (e *env) retryable(err error) bool {
 	switch e.store.Dialect().Classify(err) {
-	case idemsql.KindRetryable, idemsql.KindTxEnded:
+	case idemdriver.KindRetryable, idemdriver.KindTxEnded:
 		return true
 	}
 	return errors.Is(err, idemsql.ErrRetryable)

@@ -22,8 +22,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -63,7 +63,7 @@ func TestCrashPostgres(t *testing.T) {
 	t.Cleanup(pool.Close)
 	db := stdlib.OpenDBFromPool(pool)
 	t.Cleanup(func() { db.Close() })
-	store, err := postgres.New()
+	store, err := idempostgres.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestCrashMariaDB(t *testing.T) {
 	}
 	db.SetMaxOpenConns(*crashClients + 4)
 	t.Cleanup(func() { db.Close() })
-	store, err := mysql.New()
+	store, err := idemmysql.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
 	"github.com/idemsql/idemsql/idemhttp"
+	"github.com/idemsql/idemsql/idempostgres"
 )
 
 // TestHTTP runs idemhttp's atomic-mode middleware against every backend,
@@ -98,7 +98,7 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		db := (&postgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{})
+		db := (&idempostgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{})
 		h.atomic = func(cfg idemhttp.Config) (func(http.Handler) http.Handler, error) { return idemhttp.New(db, cfg) }
 		h.external = func(cfg idemhttp.Config) (func(http.Handler) http.Handler, error) {
 			return idemhttp.NewExternal(db, cfg)
@@ -109,7 +109,7 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 		}
 		h.inUse = func() int { return int(pool.Stat().AcquiredConns()) }
 		h.tx = func(ctx context.Context) testTx {
-			return pgxTestTx{tx: idemhttp.MustTx[pgx.Tx](ctx), store: &postgres.Store{Store: e.store}}
+			return pgxTestTx{tx: idemhttp.MustTx[pgx.Tx](ctx), store: &idempostgres.Store{Store: e.store}}
 		}
 		return h
 	}

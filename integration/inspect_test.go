@@ -15,7 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -52,7 +53,7 @@ func readPaths(t *testing.T, b backend, e *env) []inspectOps {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		pg := &postgres.Store{Store: e.store}
+		pg := &idempostgres.Store{Store: e.store}
 		return []inspectOps{
 			inspectOpsFor("pgx pool", pg.Pool(pool, pgx.TxOptions{})),
 			inspectOpsFor("pgx, one row per query", idemsql.BindPool[pgx.Tx](e.store, rowPool{pool})),
@@ -82,7 +83,7 @@ func (t rowTx) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := t.tx.Exec(ctx, q, args...)
 	return tag.RowsAffected(), err
 }
-func (t rowTx) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t rowTx) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRow(ctx, q, args...)
 }
 func (t rowTx) Tx() pgx.Tx                         { return t.tx }
@@ -110,7 +111,7 @@ func (t sqlTxPoolTx) Exec(ctx context.Context, q string, args ...any) (int64, er
 	}
 	return res.RowsAffected()
 }
-func (t sqlTxPoolTx) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t sqlTxPoolTx) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 func (t sqlTxPoolTx) Tx() *sql.Tx                    { return t.tx }

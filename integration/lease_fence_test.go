@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -296,10 +297,10 @@ func testLeaseExpiredInProgress(t *testing.T, e *leaseEnv) {
 
 // leaseOnly wraps a dialect and drops its LockStale statement: the takeover
 // UPDATE's own re-check is all that keeps two contenders from both winning.
-type leaseOnly struct{ idemsql.Dialect }
+type leaseOnly struct{ idemdriver.Dialect }
 
-func (d leaseOnly) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
-	ls := d.Dialect.(idemsql.LeaseDialect).LeaseStatements(table)
+func (d leaseOnly) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatements {
+	ls := d.Dialect.(idemdriver.LeaseDialect).LeaseStatements(table)
 	ls.LockStale = ""
 	return ls
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -119,7 +120,7 @@ func (t plainTx) Exec(ctx context.Context, q string, args ...any) (int64, error)
 	return r.RowsAffected()
 }
 
-func (t plainTx) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t plainTx) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 

@@ -14,8 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // hooks let a test act inside the transactions the library begins on its
@@ -206,7 +207,7 @@ func (e *leaseEnv) sqlDriver() (name, dsn string) {
 	case "mysql":
 		return "mysql", e.dsn
 	case "sqlite":
-		return "sqlite", sqlite.DSN(e.dsn)
+		return "sqlite", idemsqlite.DSN(e.dsn)
 	}
 	return "pgx", e.dsn
 }
@@ -447,7 +448,7 @@ func (t *hookPgxTx) Exec(ctx context.Context, q string, args ...any) (int64, err
 	return tag.RowsAffected(), err
 }
 
-func (t *hookPgxTx) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t *hookPgxTx) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRow(ctx, q, args...)
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -140,7 +140,7 @@ func (e *leaseEnv) opsWithPoolSize(t *testing.T, n int) leaseOps {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		return opsFor((&postgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{}))
+		return opsFor((&idempostgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{}))
 	}
 	db, err := sql.Open(e.sqlDriver())
 	if err != nil {

@@ -20,10 +20,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // TestLease runs lease mode's guarantees against every backend. The crash
@@ -154,7 +154,7 @@ func openLeaseOps(backend, dsn, table string) (leaseOps, func(), error) {
 		if err != nil {
 			return leaseOps{}, nil, err
 		}
-		s, err := postgres.New(opt)
+		s, err := idempostgres.New(opt)
 		if err != nil {
 			pool.Close()
 			return leaseOps{}, nil, err
@@ -167,13 +167,13 @@ func openLeaseOps(backend, dsn, table string) (leaseOps, func(), error) {
 	case "postgres-stdlib":
 		driver, newStore = "pgx", pgStore
 	case "mysql", "galera":
-		driver, newStore = "mysql", mysql.New
+		driver, newStore = "mysql", idemmysql.New
 	case "sqlite":
-		driver, newStore, dsn = "sqlite", sqlite.New, sqlite.DSN(dsn)
+		driver, newStore, dsn = "sqlite", idemsqlite.New, idemsqlite.DSN(dsn)
 	case "sqlite-deferred":
 		// DEFERRED transactions: readers run side by side in WAL mode, so
 		// contenders really do all see a stale row before one writes.
-		driver, newStore = "sqlite", sqlite.New
+		driver, newStore = "sqlite", idemsqlite.New
 		dsn = "file:" + dsn + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
 	default:
 		return leaseOps{}, nil, fmt.Errorf("unknown backend %q", backend)

@@ -15,9 +15,10 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	mysqldialect "github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemmysql"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -46,12 +47,12 @@ func migrateTargets(t *testing.T) []migrateTarget {
 	path := filepath.Join(t.TempDir(), "fleet.db")
 	var out []migrateTarget
 	out = append(out, migrateTarget{name: "postgres", driver: "pgx", dialect: "postgres", dsn: postgresDSN(t), cliDSN: postgresDSN(t), newStore: pgStore, versions: []int64{1}})
-	out = append(out, migrateTarget{name: "mysql", driver: "mysql", dialect: "mysql", dsn: mysqlDSN(t), cliDSN: noParseTime(mysqlDSN(t)), newStore: mysqldialect.New, versions: []int64{1, 2}})
-	out = append(out, migrateTarget{name: "sqlite", driver: "sqlite", dialect: "sqlite", dsn: sqlite.DSN(path), cliDSN: path, newStore: sqlite.New, versions: []int64{1}})
+	out = append(out, migrateTarget{name: "mysql", driver: "mysql", dialect: "mysql", dsn: mysqlDSN(t), cliDSN: noParseTime(mysqlDSN(t)), newStore: idemmysql.New, versions: []int64{1, 2}})
+	out = append(out, migrateTarget{name: "sqlite", driver: "sqlite", dialect: "sqlite", dsn: idemsqlite.DSN(path), cliDSN: path, newStore: idemsqlite.New, versions: []int64{1}})
 	// Every process through the same node: GET_LOCK serialises them there
 	// (it is node-local: see docs/distributed.md).
 	galera := galeraDSNs(t)[0]
-	out = append(out, migrateTarget{name: "galera", driver: "mysql", dialect: "mysql", dsn: galera, cliDSN: noParseTime(galera), newStore: mysqldialect.New, versions: []int64{1, 2}})
+	out = append(out, migrateTarget{name: "galera", driver: "mysql", dialect: "mysql", dsn: galera, cliDSN: noParseTime(galera), newStore: idemmysql.New, versions: []int64{1, 2}})
 	return out
 }
 
@@ -158,7 +159,7 @@ func TestMigrateChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	newStore := map[string]func(...idemsql.Option) (*idemsql.Store, error){
-		"postgres": pgStore, "mysql": mysqldialect.New, "sqlite": sqlite.New,
+		"postgres": pgStore, "mysql": idemmysql.New, "sqlite": idemsqlite.New,
 	}[dialect]
 	store, err := newStore(idemsql.WithTable(table))
 	if err != nil {
@@ -195,7 +196,7 @@ func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Option)
 		if err := migrations.Down(ctx, admin, store); err != nil {
 			t.Errorf("migrate down: %v", err)
 		}
-		versions := idemsql.Table{Schema: store.Schema(), Name: migrations.VersionTable(table)}
+		versions := idemdriver.Table{Schema: store.Schema(), Name: migrations.VersionTable(table)}
 		q := `"`
 		if mt.dialect == "mysql" {
 			q = "`"
@@ -217,7 +218,7 @@ func (mt migrateTarget) check(t *testing.T, db *sql.DB, store *idemsql.Store, ta
 	if mt.dialect == "mysql" {
 		q = "`"
 	}
-	versions := idemsql.Table{Schema: store.Schema(), Name: migrations.VersionTable(table)}.Quote(q)
+	versions := idemdriver.Table{Schema: store.Schema(), Name: migrations.VersionTable(table)}.Quote(q)
 	rows, err := db.QueryContext(ctx, "SELECT version_id, COUNT(*) FROM "+versions+" GROUP BY version_id ORDER BY version_id")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -18,7 +19,7 @@ import (
 // test can put another transaction's work between two statements of Do.
 type gated struct {
 	exec    func(ctx context.Context, q string, args ...any) (int64, error)
-	query   func(ctx context.Context, q string, args ...any) idemsql.Row
+	query   func(ctx context.Context, q string, args ...any) idemdriver.Row
 	pauseAt string
 	reached chan struct{}
 	resume  chan struct{}
@@ -32,7 +33,7 @@ func (g *gated) Exec(ctx context.Context, q string, args ...any) (int64, error) 
 	}
 	return g.exec(ctx, q, args...)
 }
-func (g *gated) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (g *gated) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return g.query(ctx, q, args...)
 }
 
@@ -45,7 +46,7 @@ func newGated(t *testing.T, tx testTx, pauseAt string) *gated {
 
 // executorOf is the idemsql.Executor that Bind gives for tx, for tests that
 // wrap it.
-func executorOf(t *testing.T, tx testTx) idemsql.Executor {
+func executorOf(t *testing.T, tx testTx) idemdriver.Executor {
 	switch x := tx.(type) {
 	case sqlTestTx:
 		return sqlExec{x.tx}
@@ -65,7 +66,7 @@ func (x sqlExec) Exec(ctx context.Context, q string, args ...any) (int64, error)
 	}
 	return r.RowsAffected()
 }
-func (x sqlExec) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (x sqlExec) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return x.tx.QueryRowContext(ctx, q, args...)
 }
 
@@ -75,7 +76,7 @@ func (x pgxExec) Exec(ctx context.Context, q string, args ...any) (int64, error)
 	tag, err := x.tx.Exec(ctx, q, args...)
 	return tag.RowsAffected(), err
 }
-func (x pgxExec) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (x pgxExec) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return x.tx.QueryRow(ctx, q, args...)
 }
 
@@ -92,7 +93,7 @@ func testReclaimLosesRace(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer btx.Rollback(ctx)
-	g := newGated(t, btx, e.store.Dialect().Statements(idemsql.Table{Name: e.table}).Reclaim)
+	g := newGated(t, btx, e.store.Dialect().Statements(idemdriver.Table{Name: e.table}).Reclaim)
 	reached := g.reached
 	type outcome struct {
 		res idemsql.Result[invoice]

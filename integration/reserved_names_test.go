@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -83,8 +84,8 @@ func testReservedName(t *testing.T, b backend, bin, schema, name string) {
 	if e.dialect == "mysql" {
 		q = "`"
 	}
-	table := idemsql.Table{Schema: schema, Name: name}
-	versions := idemsql.Table{Schema: schema, Name: migrations.VersionTable(name)}
+	table := idemdriver.Table{Schema: schema, Name: name}
+	versions := idemdriver.Table{Schema: schema, Name: migrations.VersionTable(name)}
 	drop := func() {
 		_, _ = e.db.Exec("DROP TABLE IF EXISTS " + table.Quote(q))
 		_, _ = e.db.Exec("DROP TABLE IF EXISTS " + versions.Quote(q))

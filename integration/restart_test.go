@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -35,7 +35,7 @@ func TestRunRidesOutServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		store, err := postgres.New()
+		store, err := idempostgres.New()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func TestRunRidesOutServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		store, err := mysql.New()
+		store, err := idemmysql.New()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -227,7 +228,7 @@ func (p *countingPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], erro
 }
 
 type countedTx struct {
-	idemsql.Executor
+	idemdriver.Executor
 	tx *sql.Tx
 }
 

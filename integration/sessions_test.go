@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemhttp"
 	"github.com/idemsql/idemsql/idemsql"
 )
@@ -231,7 +232,7 @@ func (x *endTxBeforeClaim) Exec(ctx context.Context, query string, args ...any) 
 	return res.RowsAffected()
 }
 
-func (x *endTxBeforeClaim) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
+func (x *endTxBeforeClaim) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	x.before(query)
 	return x.tx.QueryRowContext(ctx, query, args...)
 }

@@ -15,7 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -117,7 +118,7 @@ func (e *env) waitUntilBlocked(ctx context.Context, id int64) {
 // seconds. It puts the duplicate's commit before whatever Do sends after a
 // transaction died, the order in which that statement would do harm.
 type afterFn struct {
-	idemsql.Executor
+	idemdriver.Executor
 	fnDone, release <-chan struct{}
 	sent            atomic.Int64
 }
@@ -139,7 +140,7 @@ func (a *afterFn) Exec(ctx context.Context, q string, args ...any) (int64, error
 	return a.Executor.Exec(ctx, q, args...)
 }
 
-func (a *afterFn) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (a *afterFn) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	a.hold()
 	return a.Executor.QueryRow(ctx, q, args...)
 }
@@ -377,7 +378,7 @@ func deadlockWhileDuplicateWaits(t *testing.T, e *env, then afterDeadlock) {
 		}
 		err = idemsql.ErrRetryable // what afterDuplicate checks of the holder's error does not apply
 	default:
-		if k := e.store.Dialect().Classify(err); k != idemsql.KindRetryable && k != idemsql.KindTxEnded {
+		if k := e.store.Dialect().Classify(err); k != idemdriver.KindRetryable && k != idemdriver.KindTxEnded {
 			t.Errorf("the deadlock is not reachable in the error (%v): %v", k, err)
 		}
 		if e.dialect == "mysql" && ex.sent.Load() != 0 {
@@ -750,7 +751,7 @@ func (e *env) onePoolRun(t *testing.T) func(ctx context.Context, key string, fn 
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		pg := &postgres.Store{Store: e.store}
+		pg := &idempostgres.Store{Store: e.store}
 		return func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error)) (idemsql.Result[invoice], error) {
 			return idemsql.Run(ctx, pg.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
 				return fn(ctx, pgxTestTx{tx: tx, store: pg})

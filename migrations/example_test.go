@@ -7,19 +7,19 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
 func ExampleUp() {
 	dir, _ := os.MkdirTemp("", "idemsql-migrations-")
 	defer os.RemoveAll(dir)
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "app.db")))
 	if err != nil {
 		panic(err)
 	}
 	defer db.Close()
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		panic(err)
 	}

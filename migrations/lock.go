@@ -12,6 +12,7 @@ import (
 
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -29,7 +30,7 @@ import (
 // hand the lock over as soon as it is free.
 
 // lockerFor returns the session locker for the target's dialect.
-func lockerFor(db *sql.DB, target Target, table idemsql.Table) (lock.SessionLocker, error) {
+func lockerFor(db *sql.DB, target Target, table idemdriver.Table) (lock.SessionLocker, error) {
 	switch target.Dialect().Name() {
 	case "postgres":
 		return pgLocker{key: pgLockKey(table)}, nil
@@ -46,7 +47,7 @@ func lockerFor(db *sql.DB, target Target, table idemsql.Table) (lock.SessionLock
 // Up, never wait for themselves.
 type pgLocker struct{ key int64 }
 
-func pgLockKey(t idemsql.Table) int64 {
+func pgLockKey(t idemdriver.Table) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("idemsql migrations " + t.String()))
 	return int64(h.Sum64())
@@ -74,7 +75,7 @@ func (l pgLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
 // server-wide and at most 64 characters: the name hashes the database and
 // the table. On Galera and MySQL Group Replication a named lock is local
 // to one node: see the package doc.
-type mysqlLocker struct{ table idemsql.Table }
+type mysqlLocker struct{ table idemdriver.Table }
 
 const mysqlLockName = `CONCAT('idemsql_migrate:', SHA1(CONCAT(COALESCE(NULLIF(?, ''), DATABASE(), ''), '.', ?)))`
 
@@ -120,7 +121,7 @@ func (l mysqlLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
 // waits on it would let a third lock a new file.
 type sqliteLocker struct {
 	db      *sql.DB
-	dialect idemsql.Dialect
+	dialect idemdriver.Dialect
 	lockDB  *sql.DB
 	conn    *sql.Conn
 }
@@ -155,7 +156,7 @@ func (l *sqliteLocker) lock(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || l.dialect.Classify(err) != idemsql.KindRetryable {
+		if ctx.Err() != nil || l.dialect.Classify(err) != idemdriver.KindRetryable {
 			return err // not busy: the lock file cannot be written
 		}
 		select {

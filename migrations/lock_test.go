@@ -15,10 +15,11 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // lockCase is one database for the lock tests: SQLite always, PostgreSQL
@@ -33,8 +34,8 @@ type lockCase struct {
 
 func lockCases(t *testing.T) []lockCase {
 	out := []lockCase{{
-		name: "sqlite", driver: "sqlite", dsn: sqlite.DSN(filepath.Join(t.TempDir(), "app.db")),
-		newStore: func(o ...idemsql.Option) (Target, error) { return sqlite.New(o...) },
+		name: "sqlite", driver: "sqlite", dsn: idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")),
+		newStore: func(o ...idemsql.Option) (Target, error) { return idemsqlite.New(o...) },
 	}}
 	env := func(name string) string {
 		v := os.Getenv(name)
@@ -45,7 +46,7 @@ func lockCases(t *testing.T) []lockCase {
 	}
 	if dsn := env("IDEMSQL_POSTGRES_DSN"); dsn != "" {
 		out = append(out, lockCase{name: "postgres", driver: "pgx", dsn: dsn,
-			newStore: func(o ...idemsql.Option) (Target, error) { return postgres.New(o...) },
+			newStore: func(o ...idemsql.Option) (Target, error) { return idempostgres.New(o...) },
 			kill: func(t *testing.T, admin *sql.DB, conn *sql.Conn) {
 				var pid int64
 				if err := conn.QueryRowContext(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
@@ -58,7 +59,7 @@ func lockCases(t *testing.T) []lockCase {
 	}
 	if dsn := env("IDEMSQL_MYSQL_DSN"); dsn != "" {
 		out = append(out, lockCase{name: "mysql", driver: "mysql", dsn: dsn,
-			newStore: func(o ...idemsql.Option) (Target, error) { return mysql.New(o...) },
+			newStore: func(o ...idemsql.Option) (Target, error) { return idemmysql.New(o...) },
 			kill: func(t *testing.T, admin *sql.DB, conn *sql.Conn) {
 				var id int64
 				if err := conn.QueryRowContext(context.Background(), `SELECT CONNECTION_ID()`).Scan(&id); err != nil {
@@ -94,7 +95,7 @@ func (c lockCase) target(t *testing.T, db *sql.DB) Target {
 	}
 	t.Cleanup(func() {
 		_ = Down(context.Background(), db, target)
-		versions := idemsql.Table{Name: VersionTable(target.Table())}
+		versions := idemdriver.Table{Name: VersionTable(target.Table())}
 		_, _ = db.Exec("DROP TABLE IF EXISTS " + versions.Quote(quoteChar(target.Dialect().Name())))
 	})
 	return target
@@ -109,7 +110,7 @@ func TestUpWaitsForTheLockUntilItsHolderDies(t *testing.T) {
 			ctx := context.Background()
 			holderDB, db := c.open(t), c.open(t)
 			target := c.target(t, db)
-			locker, err := lockerFor(holderDB, target, idemsql.Table{Name: target.Table()})
+			locker, err := lockerFor(holderDB, target, idemdriver.Table{Name: target.Table()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +135,7 @@ func TestUpWaitsForTheLockUntilItsHolderDies(t *testing.T) {
 			if st[0].Applied {
 				t.Fatal("Up migrated while another session held the lock")
 			}
-			if exists, err := tableExists(ctx, db, target.Dialect().Name(), idemsql.Table{Name: VersionTable(target.Table())}); err != nil || exists {
+			if exists, err := tableExists(ctx, db, target.Dialect().Name(), idemdriver.Table{Name: VersionTable(target.Table())}); err != nil || exists {
 				t.Fatalf("Up created the version table while another session held the lock: %v %v", exists, err)
 			}
 
@@ -185,7 +186,7 @@ func TestUpConcurrently(t *testing.T) {
 			if err := errors.Join(errs...); err != nil {
 				t.Fatal(err)
 			}
-			versions := idemsql.Table{Name: VersionTable(target.Table())}.Quote(quoteChar(target.Dialect().Name()))
+			versions := idemdriver.Table{Name: VersionTable(target.Table())}.Quote(quoteChar(target.Dialect().Name()))
 			var rows, distinct int
 			if err := admin.QueryRow("SELECT COUNT(*), COUNT(DISTINCT version_id) FROM "+versions).Scan(&rows, &distinct); err != nil {
 				t.Fatal(err)

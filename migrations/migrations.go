@@ -67,6 +67,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -92,7 +93,7 @@ var gooseDialects = map[string]goose.Dialect{
 // table and the table's schema ("" for none). *idemsql.Store and
 // *postgres.Store satisfy it.
 type Target interface {
-	Dialect() idemsql.Dialect
+	Dialect() idemdriver.Dialect
 	Table() string
 	Schema() string
 }
@@ -149,14 +150,14 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 		return nil, err
 	}
 	q := quoteChar(name)
-	table := idemsql.Table{Schema: target.Schema(), Name: target.Table()}
+	table := idemdriver.Table{Schema: target.Schema(), Name: target.Table()}
 	// The names were validated as lowercase identifiers by WithTable and
 	// WithSchema, so textual replacement cannot inject SQL; quoting lets
 	// a reserved word (order, user) name the table or its schema.
 	if fsys, err = rendered(fsys, table, q); err != nil {
 		return nil, err
 	}
-	versions := idemsql.Table{Schema: table.Schema, Name: VersionTable(table.Name)}
+	versions := idemdriver.Table{Schema: table.Schema, Name: VersionTable(table.Name)}
 	store, err := database.NewStore(gooseDialects[name], versions.Quote(q))
 	if err != nil {
 		return nil, fmt.Errorf("idemsql migrations: %w", err)
@@ -188,7 +189,7 @@ func quoteChar(dialect string) string {
 type versionStore struct {
 	database.Store
 	dialect string
-	table   idemsql.Table
+	table   idemdriver.Table
 }
 
 func (s versionStore) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
@@ -202,7 +203,7 @@ var defaultNames = regexp.MustCompile(`\b` + idemsql.DefaultTable + `(_[a-z0-9_]
 // rendered renders the files for table, every name quoted with q: the
 // table as schema.name, the names derived from it with the table's name
 // (an index or constraint lives in its table's schema).
-func rendered(fsys fs.FS, table idemsql.Table, q string) (fs.FS, error) {
+func rendered(fsys fs.FS, table idemdriver.Table, q string) (fs.FS, error) {
 	out := fstest.MapFS{}
 	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

@@ -11,8 +11,9 @@ import (
 
 	"github.com/pressly/goose/v3"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // The files render for another table in another schema: the table named
@@ -25,7 +26,7 @@ func TestRenderedForTableAndSchema(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := rendered(fsys, idemsql.Table{Schema: "billing", Name: "order"}, q)
+		r, err := rendered(fsys, idemdriver.Table{Schema: "billing", Name: "order"}, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +51,7 @@ func TestRenderedForTableAndSchema(t *testing.T) {
 // did, and a down through one is seen by the other.
 func TestGooseCommandAndUpAgree(t *testing.T) {
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1)`); e
 	if _, err := cli.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}

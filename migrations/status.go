@@ -10,6 +10,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -36,7 +37,7 @@ func Status(ctx context.Context, db *sql.DB, target Target) ([]MigrationStatus, 
 	if err != nil {
 		return nil, err
 	}
-	versions := idemsql.Table{Schema: target.Schema(), Name: VersionTable(target.Table())}
+	versions := idemdriver.Table{Schema: target.Schema(), Name: VersionTable(target.Table())}
 	exists, err := tableExists(ctx, db, target.Dialect().Name(), versions)
 	if err != nil {
 		return nil, fmt.Errorf("idemsql migrations: %w", err)
@@ -61,7 +62,7 @@ func Status(ctx context.Context, db *sql.DB, target Target) ([]MigrationStatus, 
 
 // tableExists looks t up in the catalog, where the dialect's statements
 // would find it: PostgreSQL's search_path, the connection's MySQL database.
-func tableExists(ctx context.Context, db database.DBTxConn, dialect string, t idemsql.Table) (bool, error) {
+func tableExists(ctx context.Context, db database.DBTxConn, dialect string, t idemdriver.Table) (bool, error) {
 	var q string
 	var args []any
 	switch dialect {

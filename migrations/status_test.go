@@ -7,19 +7,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // Status reads what Up and Down did, and creates nothing itself.
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := sqlite.New(idemsql.WithTable("idem"))
+	store, err := idemsqlite.New(idemsql.WithTable("idem"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 package idemotel_test
 
 import (
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 	idemotel "github.com/idemsql/idemsql/otel"
 )
@@ -9,13 +9,13 @@ import (
 // The code docs/observability.md shows, compiled here because the library's
 // module cannot import this one; internal/docsnippets checks that the
 // document matches it.
-func observerOtel() (*postgres.Store, error) {
+func observerOtel() (*idempostgres.Store, error) {
 	// snippet: observer-otel
 	obs, err := idemotel.New(idemotel.Config{}) // the global tracer and meter providers
 	if err != nil {
 		return nil, err
 	}
-	store, err := postgres.New(idemsql.WithObserver(obs))
+	store, err := idempostgres.New(idemsql.WithObserver(obs))
 	// end snippet
 	return store, err
 }

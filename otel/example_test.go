@@ -13,8 +13,8 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 	idemotel "github.com/idemsql/idemsql/otel"
 )
@@ -34,9 +34,9 @@ func Example_prometheus() {
 
 	dir, _ := os.MkdirTemp("", "idemotel-")
 	defer os.RemoveAll(dir)
-	db, _ := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "app.db")))
+	db, _ := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "app.db")))
 	defer db.Close()
-	store, err := sqlite.New(idemsql.WithObserver(obs))
+	store, err := idemsqlite.New(idemsql.WithObserver(obs))
 	if err != nil {
 		panic(err)
 	}

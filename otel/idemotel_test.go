@@ -14,8 +14,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/internal/redacttest"
 	"github.com/idemsql/idemsql/migrations"
 	idemotel "github.com/idemsql/idemsql/otel"
@@ -23,12 +23,12 @@ import (
 
 // open returns a migrated SQLite database and a store that reports to obs.
 func open(t testing.TB, obs idemsql.Observer) (*sql.DB, *idemsql.Store) {
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := sqlite.New(idemsql.WithObserver(obs))
+	store, err := idemsqlite.New(idemsql.WithObserver(obs))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,11 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	sqlitedriver "modernc.org/sqlite"
 
-	mysqldialect "github.com/idemsql/idemsql/dialects/mysql"
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemmysql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // dsnEnv names the environment variable the DSN is read from when --dsn is
@@ -118,7 +119,7 @@ func resolveTarget(dsn, dialect string, red *redactor) (target, error) {
 		t.driver, t.path = "sqlite", path
 		t.dsn = dsn
 		if !strings.HasPrefix(strings.ToLower(dsn), "file:") {
-			t.dsn = sqlite.DSN(dsn)
+			t.dsn = idemsqlite.DSN(dsn)
 		}
 	default:
 		return t, usagef("unknown dialect %q (want %s)", dialect, strings.Join(dialects, ", "))
@@ -175,14 +176,14 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 	var store *idemsql.Store
 	switch t.dialect {
 	case "postgres":
-		var s *postgres.Store
-		if s, err = postgres.New(opts...); err == nil {
+		var s *idempostgres.Store
+		if s, err = idempostgres.New(opts...); err == nil {
 			store = s.Store
 		}
 	case "mysql":
-		store, err = mysqldialect.New(opts...)
+		store, err = idemmysql.New(opts...)
 	case "sqlite":
-		store, err = sqlite.New(opts...)
+		store, err = idemsqlite.New(opts...)
 	}
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -209,7 +210,7 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 		return nil, fmt.Errorf("connect to %s: %w", t.shown, err)
 	}
 	c := &conn{target: t, db: db, store: store}
-	c.table = idemsql.Table{Schema: store.Schema(), Name: store.Table()}.String()
+	c.table = idemdriver.Table{Schema: store.Schema(), Name: store.Table()}.String()
 	return c, nil
 }
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 func TestDetectDialect(t *testing.T) {
@@ -55,7 +55,7 @@ func TestDetectDialect(t *testing.T) {
 func TestResolveTarget(t *testing.T) {
 	red := &redactor{}
 	tg, err := resolveTarget("/tmp/app.db", "", red)
-	if err != nil || tg.dialect != "sqlite" || tg.path != "/tmp/app.db" || tg.dsn != sqlite.DSN("/tmp/app.db") {
+	if err != nil || tg.dialect != "sqlite" || tg.path != "/tmp/app.db" || tg.dsn != idemsqlite.DSN("/tmp/app.db") {
 		t.Fatalf("a SQLite path: %+v %v", tg, err)
 	}
 	tg, err = resolveTarget("file:/tmp/a%20b.db?_pragma=busy_timeout(100)", "", red)
@@ -317,7 +317,7 @@ func TestCommandsOnSQLite(t *testing.T) {
 func TestMigrateDownNothingApplied(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.db")
 	t.Setenv(dsnEnv, path)
-	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(path))
 	if err != nil {
 		t.Fatal(err)
 	}

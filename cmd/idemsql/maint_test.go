@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -19,12 +19,12 @@ import (
 func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}

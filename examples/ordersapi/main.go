@@ -34,10 +34,10 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
-	"github.com/idemsql/idemsql/dialects/postgres"
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemhttp"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -114,12 +114,12 @@ func open(ctx context.Context, cfg config) (a *api, where string, cleanup func()
 			return nil, "", nil, err
 		}
 		where = filepath.Join(dir, "orders.db")
-		if db, err = sql.Open("sqlite", sqlite.DSN(where)); err != nil {
+		if db, err = sql.Open("sqlite", idemsqlite.DSN(where)); err != nil {
 			os.RemoveAll(dir)
 			return nil, "", nil, err
 		}
 		cleanup = func() { db.Close(); os.RemoveAll(dir) }
-		if store, err = sqlite.New(); err != nil {
+		if store, err = idemsqlite.New(); err != nil {
 			cleanup()
 			return nil, "", nil, err
 		}
@@ -131,7 +131,7 @@ func open(ctx context.Context, cfg config) (a *api, where string, cleanup func()
 			return nil, "", nil, err
 		}
 		cleanup = func() { db.Close() }
-		pg, err := postgres.New()
+		pg, err := idempostgres.New()
 		if err != nil {
 			cleanup()
 			return nil, "", nil, err

@@ -30,8 +30,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -117,12 +117,12 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "app.db")))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		return err
 	}

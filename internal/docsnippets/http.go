@@ -10,13 +10,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
 	"github.com/idemsql/idemsql/idemhttp"
+	"github.com/idemsql/idemsql/idempostgres"
 )
 
 func httpGuide(pool *pgxpool.Pool, mux *http.ServeMux) {
 	// snippet: http-guide
-	store, err := postgres.New()
+	store, err := idempostgres.New()
 	if err != nil {
 		log.Fatal(err)
 	}

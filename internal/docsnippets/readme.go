@@ -11,8 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
 	"github.com/idemsql/idemsql/idemhttp"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemslog"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
@@ -36,7 +36,7 @@ func insertCharge(ctx context.Context, tx *sql.Tx, orderID, amount int64) (Charg
 
 type Service struct {
 	pool  *pgxpool.Pool
-	store *postgres.Store
+	store *idempostgres.Store
 }
 
 type SQLService struct {
@@ -62,7 +62,7 @@ func intro(ctx context.Context, tx idemsql.Tx, key string, fn func(context.Conte
 
 func migrate(ctx context.Context, db *sql.DB) error {
 	// snippet: migrate
-	store, err := postgres.New() // once, at start-up; mysql.New, sqlite.New alike
+	store, err := idempostgres.New() // once, at start-up; mysql.New, sqlite.New alike
 	if err != nil {
 		return err
 	}
@@ -177,9 +177,9 @@ func runExternal(ctx context.Context, store *idemsql.Store, db *sql.DB, psp paym
 	return res, err
 }
 
-func observerSlog() (*postgres.Store, error) {
+func observerSlog() (*idempostgres.Store, error) {
 	// snippet: observer-slog
-	store, err := postgres.New(idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
+	store, err := idempostgres.New(idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
 	// end snippet
 	return store, err
 }

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -36,13 +36,13 @@ func key(name string) string { return name + ":" + Secret }
 // Drive fails t where one does not, and goes on.
 func Drive(t *testing.T, obs idemsql.Observer) {
 	t.Helper()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	o := &retryCanceller{inner: obs}
-	store, err := sqlite.New(idemsql.WithObserver(o))
+	store, err := idemsqlite.New(idemsql.WithObserver(o))
 	if err != nil {
 		t.Fatal(err)
 	}

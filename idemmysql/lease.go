@@ -1,20 +1,21 @@
-package mysql
+package idemmysql
 
 import (
 	"database/sql"
 	"strings"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
-var _ idemsql.LeaseDialect = dialect{}
+var _ idemdriver.LeaseDialect = dialect{}
 
 // LeaseStatements is the SQL of lease mode, for MySQL 8.0.1+ and MariaDB
 // 10.6+ (SKIP LOCKED). A DELETE cannot skip locked rows, so Purge locks a
 // batch of rows with a SELECT and deletes them by key in the same
 // transaction. UTC_TIMESTAMP(6) is fixed for the whole statement, so it
 // bounds the index scans of Sweep and Purge.
-func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
+func (dialect) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatements {
 	t := table.Quote("`")
 	const (
 		now  = `UTC_TIMESTAMP(6)`
@@ -57,7 +58,7 @@ WHERE ` + qualify(recheck) + ` FOR UPDATE SKIP LOCKED`
 	}
 	sweep := func(where, order string) string { return sweepBy(where, where, order) }
 	const released = `status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL`
-	return idemsql.LeaseStatements{
+	return idemdriver.LeaseStatements{
 		SkipLocked: true,
 		// Under REPEATABLE READ, the locking scans of Sweep and Purge would
 		// take gap locks and next-key locks on the rows they pass: every

@@ -1,4 +1,4 @@
-package postgres
+package idempostgres
 
 import (
 	"context"
@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
-var _ idemsql.ClaimBounder = dialect{}
+var _ idemdriver.ClaimBounder = dialect{}
 
 // BoundClaim sets lock_timeout for the claim, for the transaction only
 // (set_config's is_local), and puts the old value back; a transaction that
@@ -21,7 +21,7 @@ var _ idemsql.ClaimBounder = dialect{}
 // TryLock statement, which neither waits nor fails, so that it needs no
 // savepoint, hence no subtransaction. Asked anyway, BoundClaim bounds the
 // wait to 1ms, and the transaction is lost on a time-out.
-func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func(idemsql.Executor) error) (bool, error) {
+func (dialect) BoundClaim(ctx context.Context, ex idemdriver.Executor, timeout time.Duration, failFast bool, claim func(idemdriver.Executor) error) (bool, error) {
 	if failFast {
 		timeout = time.Millisecond
 	}
@@ -31,7 +31,7 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 		return false, err
 	}
 	err := claim(ex)
-	if err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout {
+	if err != nil && Dialect.Classify(err) == idemdriver.KindLockTimeout {
 		return true, fmt.Errorf("%w (PostgreSQL aborted the transaction: roll it back)", err)
 	}
 	if _, rerr := ex.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", old); rerr != nil && err == nil {
@@ -51,7 +51,7 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 // callers wait, or answer ErrInProgress, and nothing more. Each claimed key
 // takes one entry of the server's lock table until its transaction ends
 // (max_locks_per_transaction).
-func keyLock(table idemsql.Table, p string) string {
+func keyLock(table idemdriver.Table, p string) string {
 	h := fnv.New64a()
 	h.Write([]byte(table.String()))
 	return "hashtextextended(" + p + ", " + strconv.FormatInt(int64(h.Sum64()), 10) + ")"
@@ -59,6 +59,6 @@ func keyLock(table idemsql.Table, p string) string {
 
 // sharedKeyLock is a one-row FROM item that takes the key's lock in shared
 // mode: a statement that writes the key's row reads it before it writes.
-func sharedKeyLock(table idemsql.Table, p string) string {
+func sharedKeyLock(table idemdriver.Table, p string) string {
 	return "(SELECT pg_advisory_xact_lock_shared(" + keyLock(table, p) + ")) AS key_lock"
 }

@@ -1,7 +1,7 @@
-// Package postgres is the PostgreSQL dialect of idemsql, for pgx v5 native
+// Package idempostgres is the PostgreSQL dialect of idemsql, for pgx v5 native
 // transactions (pgx.Tx) and for database/sql transactions through pgx's
 // stdlib driver. Both paths run the same SQL.
-package postgres
+package idempostgres
 
 import (
 	"context"
@@ -11,11 +11,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
 // Dialect is the PostgreSQL dialect, for [idemsql.NewStore].
-var Dialect idemsql.Dialect = dialect{}
+var Dialect idemdriver.Dialect = dialect{}
 
 // Store is an [idemsql.Store] for PostgreSQL that can also bind pgx
 // transactions.
@@ -40,7 +41,7 @@ func (s *Store) Pgx(tx pgx.Tx) idemsql.Tx {
 	return s.Bind(pgxExecutor{tx})
 }
 
-var _ idemsql.Executor = pgxExecutor{}
+var _ idemdriver.Executor = pgxExecutor{}
 
 type pgxExecutor struct{ tx pgx.Tx }
 
@@ -52,7 +53,7 @@ func (e pgxExecutor) Exec(ctx context.Context, query string, args ...any) (int64
 	return tag.RowsAffected(), nil
 }
 
-func (e pgxExecutor) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
+func (e pgxExecutor) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	return e.tx.QueryRow(ctx, query, args...)
 }
 
@@ -62,7 +63,7 @@ func (dialect) Name() string { return "postgres" }
 
 // The lease and expiry clock is clock_timestamp(), not now(): now() is the
 // start of the caller's transaction, which may be long past.
-func (dialect) Statements(table idemsql.Table) idemsql.Statements {
+func (dialect) Statements(table idemdriver.Table) idemdriver.Statements {
 	t := table.Quote(`"`)
 	const now = "clock_timestamp()"
 	us := func(p string) string { return p + `::bigint * interval '1 microsecond'` }
@@ -97,7 +98,7 @@ attempt = attempt + 1, owner = $2, lease_until = NULL, created_at = ` + now + `,
 completed_at = ` + completedAt + `, expires_at = ` + now + ` + ` + us("$3") + `
 WHERE idem_key = $4 AND attempt = $5 AND expires_at <= ` + now + ` - ` + us("$6") + ` AND status <> 'in_progress'`
 	}
-	return idemsql.Statements{
+	return idemdriver.Statements{
 		// DO NOTHING writes nothing for a duplicate. Against an uncommitted
 		// claim it waits for that transaction.
 		Claim:                claimValues("in_progress", "NULL", "NULL"),
@@ -124,46 +125,46 @@ WHERE idem_key = $4 AND owner = $5`,
 // native and through database/sql with pgx's stdlib. On PostgreSQL a
 // transaction never ends silently: after an error every statement fails
 // with 25P02 until ROLLBACK, and COMMIT rolls back.
-func (dialect) Classify(err error) idemsql.ErrorKind {
+func (dialect) Classify(err error) idemdriver.ErrorKind {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
 		case "40001", "40P01": // serialization_failure, deadlock_detected
-			return idemsql.KindRetryable
+			return idemdriver.KindRetryable
 		case "55P03": // lock_not_available (lock_timeout)
-			return idemsql.KindLockTimeout
+			return idemdriver.KindLockTimeout
 		case "57014": // query_canceled (statement_timeout)
-			return idemsql.KindStatementTimeout
+			return idemdriver.KindStatementTimeout
 		case "25P02": // in_failed_sql_transaction
-			return idemsql.KindTxAborted
+			return idemdriver.KindTxAborted
 		case "57P01", "57P02", "57P03", "57P05", // admin or crash shutdown, idle_session_timeout
 			"25P03", // idle_in_transaction_session_timeout: the server closes the connection
 			"40003": // statement_completion_unknown (CockroachDB "result is ambiguous")
-			return idemsql.KindConnLost
+			return idemdriver.KindConnLost
 		}
 		if strings.HasPrefix(pgErr.Code, "08") { // connection_exception
-			return idemsql.KindConnLost
+			return idemdriver.KindConnLost
 		}
 		// 23505 is deliberately not KindDuplicateKey: on PostgreSQL a unique
 		// violation aborts the whole transaction, so it can never mean
 		// "replay".
-		return idemsql.KindOther
+		return idemdriver.KindOther
 	}
 	switch {
 	case errors.Is(err, pgx.ErrTxClosed), errors.Is(err, pgx.ErrTxCommitRollback):
-		return idemsql.KindTxAborted
+		return idemdriver.KindTxAborted
 	case errors.Is(err, pgconn.ErrConnClosed):
-		return idemsql.KindConnLost
+		return idemdriver.KindConnLost
 	case pgconn.SafeToRetry(err):
 		// Nothing was sent: the connection was closed or busy before the
 		// statement left, so the transaction, if any, is as it was.
-		return idemsql.KindOther
+		return idemdriver.KindOther
 	case pgconn.Timeout(err):
 		// pgx closes the connection when a context ends under a statement.
 		// A bare context error did not come from a statement.
-		return idemsql.KindConnLost
+		return idemdriver.KindConnLost
 	}
-	return idemsql.KindOther
+	return idemdriver.KindOther
 }
 
 // SupportsSchemas: the table may live in another schema ([idemsql.WithSchema]).

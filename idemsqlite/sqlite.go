@@ -1,4 +1,4 @@
-// Package sqlite is the SQLite dialect of idemsql, for database/sql
+// Package idemsqlite is the SQLite dialect of idemsql, for database/sql
 // transactions through modernc.org/sqlite (pure Go, no cgo). Importing it
 // registers the "sqlite" driver.
 //
@@ -14,7 +14,7 @@
 //
 // [DSN] builds such a DSN (and sets synchronous FULL and foreign keys on). Busy errors that still happen come back wrapping
 // [idemsql.ErrRetryable].
-package sqlite
+package idemsqlite
 
 import (
 	"context"
@@ -24,11 +24,12 @@ import (
 
 	driver "modernc.org/sqlite"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
 // Dialect is the SQLite dialect, for [idemsql.NewStore].
-var Dialect idemsql.Dialect = dialect{}
+var Dialect idemdriver.Dialect = dialect{}
 
 // New returns a SQLite store; bind it to a transaction with Store.SQL.
 // Options as for [idemsql.NewStore].
@@ -60,7 +61,7 @@ func (dialect) Name() string { return "sqlite" }
 // compare.
 const nowMillis = `CAST(unixepoch('subsec') * 1000 AS INTEGER)`
 
-func (dialect) Statements(table idemsql.Table) idemsql.Statements {
+func (dialect) Statements(table idemdriver.Table) idemdriver.Statements {
 	t := table.Quote(`"`)
 	const (
 		now     = nowMillis
@@ -78,7 +79,7 @@ attempt = attempt + 1, owner = ?, lease_until = NULL, created_at = ` + now + `, 
 completed_at = ` + completedAt + `, expires_at = ` + now + plus + `
 WHERE idem_key = ? AND attempt = ? AND ` + expired + ` AND status <> 'in_progress'`
 	}
-	return idemsql.Statements{
+	return idemdriver.Statements{
 		Claim:          claim("in_progress", "NULL", "NULL"),
 		ClaimCompleted: claim("completed", "'{}'", now),
 		Read: `SELECT status, fingerprint, result, attempt, owner, ` + expired + `, lease_until IS NOT NULL, error_class, error_message
@@ -121,30 +122,30 @@ const (
 // crash, then finds the transaction committed. A busy database
 // (SQLITE_BUSY after busy_timeout, SQLITE_BUSY_SNAPSHOT in a transaction
 // that read before it wrote) means the transaction must start again.
-func (dialect) Classify(err error) idemsql.ErrorKind {
+func (dialect) Classify(err error) idemdriver.ErrorKind {
 	var e *driver.Error
 	if !errors.As(err, &e) {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return idemsql.KindTxEnded
+			return idemdriver.KindTxEnded
 		}
-		return idemsql.KindOther
+		return idemdriver.KindOther
 	}
 	switch e.Code() & 0xff {
 	case sqliteBusy, sqliteLocked:
-		return idemsql.KindRetryable
+		return idemdriver.KindRetryable
 	case sqliteInterrupt:
-		return idemsql.KindTxEnded
+		return idemdriver.KindTxEnded
 	case sqliteFull, sqliteIOErr, sqliteNoMem, sqliteCorrupt:
-		return idemsql.KindConnLost
+		return idemdriver.KindConnLost
 	case sqliteError:
 		// After one of the errors above rolled the transaction back: a
 		// COMMIT finds no transaction, a rollback to the savepoint the core
 		// set in it finds no savepoint. What fn wrote went with them.
 		if msg := e.Error(); strings.Contains(msg, "no transaction is active") || strings.Contains(msg, "no such savepoint") {
-			return idemsql.KindTxEnded
+			return idemdriver.KindTxEnded
 		}
 	}
-	return idemsql.KindOther
+	return idemdriver.KindOther
 }
 
 // PrepareStatements: SQLite parses a statement's text on every call unless

@@ -1,15 +1,18 @@
-package sqlite
+package idemsqlite
 
-import "github.com/idemsql/idemsql/idemsql"
+import (
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemsql"
+)
 
-var _ idemsql.LeaseDialect = dialect{}
+var _ idemdriver.LeaseDialect = dialect{}
 
 // LeaseStatements is the SQL of lease mode. SQLite has one writer and no
 // row locks: every step that moves a claim is a conditional UPDATE that
 // re-checks the attempt and the lease against SQLite's own clock, so of two
 // contenders only the first writer changes the row. SQLite reads its clock
 // once per statement, so it bounds the sweep scans of the lease index.
-func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
+func (dialect) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatements {
 	t := table.Quote(`"`)
 	const (
 		now  = nowMillis
@@ -35,7 +38,7 @@ func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
 		return `SELECT idem_key, attempt, owner, fingerprint, created_at, error_class, error_message, lease_until IS NOT NULL
 FROM ` + t + ` WHERE ` + where + order + ` LIMIT ?`
 	}
-	return idemsql.LeaseStatements{
+	return idemdriver.LeaseStatements{
 		// Isolation stays the pool's: SQLite runs one writer at a time, so
 		// a batch of Sweep or Purge holds the only write lock whatever the
 		// level, and takes no other locks.

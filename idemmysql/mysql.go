@@ -1,4 +1,4 @@
-// Package mysql is the MySQL 8 / MariaDB 10.6+ dialect of idemsql, for
+// Package idemmysql is the MySQL 8 / MariaDB 10.6+ dialect of idemsql, for
 // database/sql transactions through github.com/go-sql-driver/mysql.
 //
 // A duplicate's claim leaves a shared lock on the key's row (InnoDB takes
@@ -19,7 +19,7 @@
 // you read the time columns yourself, and consider interpolateParams=true:
 // without it the driver prepares and closes a statement for every query,
 // three round trips instead of one.
-package mysql
+package idemmysql
 
 import (
 	"encoding/hex"
@@ -29,11 +29,12 @@ import (
 
 	driver "github.com/go-sql-driver/mysql"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
 // Dialect is the MySQL/MariaDB dialect, for [idemsql.NewStore].
-var Dialect idemsql.Dialect = dialect{}
+var Dialect idemdriver.Dialect = dialect{}
 
 // New returns a MySQL/MariaDB store; bind it to a transaction with
 // Store.SQL (or to a pool with Store.DB). Options as for
@@ -56,7 +57,7 @@ func (dialect) Name() string { return "mysql" }
 // transaction back and the session goes on in autocommit, and a later
 // COMMIT succeeds, so a caller whose fn swallowed that error would see the
 // call succeed with nothing stored. The fenced Complete tells instead.
-func (dialect) Statements(table idemsql.Table) idemsql.Statements {
+func (dialect) Statements(table idemdriver.Table) idemdriver.Statements {
 	t := table.Quote("`")
 	const (
 		now     = "UTC_TIMESTAMP(6)"
@@ -65,7 +66,7 @@ func (dialect) Statements(table idemsql.Table) idemsql.Statements {
 	)
 	claim := `INSERT INTO ` + t + ` (idem_key, fingerprint, status, attempt, owner, created_at, updated_at, expires_at)
 VALUES (?, ?, 'in_progress', 1, ?, ` + now + `, ` + now + `, ` + now + plus + `)`
-	return idemsql.Statements{
+	return idemdriver.Statements{
 		// A plain INSERT: its duplicate-key error (1062) rolls back only
 		// this statement. INSERT IGNORE would also turn truncation into
 		// warnings, and ON DUPLICATE KEY UPDATE reports ambiguous row
@@ -103,20 +104,20 @@ WHERE idem_key = ? AND owner = ?`,
 // (a deadlock, or a Galera brute-force abort or certification failure),
 // 1020 and 1206 InnoDB has rolled the whole transaction back and later
 // statements run in autocommit, unbeknown to database/sql: KindTxEnded.
-func (dialect) Classify(err error) idemsql.ErrorKind {
+func (dialect) Classify(err error) idemdriver.ErrorKind {
 	var myErr *driver.MySQLError
 	if !errors.As(err, &myErr) {
 		// A context that ends under a statement makes the driver close the
 		// connection; later statements then fail with ErrInvalidConn. A
 		// context error alone may also come before anything was sent.
 		if errors.Is(err, driver.ErrInvalidConn) {
-			return idemsql.KindConnLost
+			return idemdriver.KindConnLost
 		}
-		return idemsql.KindOther
+		return idemdriver.KindOther
 	}
 	switch myErr.Number {
 	case 1062: // ER_DUP_ENTRY
-		return idemsql.KindDuplicateKey
+		return idemdriver.KindDuplicateKey
 	case 1213, // ER_LOCK_DEADLOCK; Galera: brute-force abort, certification failure
 		1020,             // ER_CHECKREAD (MariaDB innodb_snapshot_isolation)
 		1206,             // ER_LOCK_TABLE_FULL
@@ -124,27 +125,27 @@ func (dialect) Classify(err error) idemsql.ErrorKind {
 		3101,             // ER_TRANSACTION_ROLLBACK_DURING_COMMIT (Group Replication)
 		1047,             // ER_UNKNOWN_COM_ERROR: a Galera node that left the primary component
 		9007, 8002, 8005: // TiDB: write conflict, or a transaction to retry
-		return idemsql.KindTxEnded
+		return idemdriver.KindTxEnded
 	case 1205, // ER_LOCK_WAIT_TIMEOUT: only the statement, unless innodb_rollback_on_timeout
 		3572: // ER_LOCK_NOWAIT (MySQL 8)
-		return idemsql.KindLockTimeout
+		return idemdriver.KindLockTimeout
 	case 1969, // ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
 		3024, // ER_QUERY_TIMEOUT (MySQL max_execution_time)
 		1317: // ER_QUERY_INTERRUPTED (KILL QUERY)
-		return idemsql.KindStatementTimeout
+		return idemdriver.KindStatementTimeout
 	case 1305: // ER_SP_DOES_NOT_EXIST
 		// "SAVEPOINT ... does not exist" for a savepoint the core set in
 		// this transaction: the transaction that held it is gone.
 		if strings.HasPrefix(myErr.Message, "SAVEPOINT") {
-			return idemsql.KindTxEnded
+			return idemdriver.KindTxEnded
 		}
 	case 1927, // ER_CONNECTION_KILLED (MariaDB)
 		1053,       // ER_SERVER_SHUTDOWN
 		4031,       // ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
 		2006, 2013: // CR_SERVER_GONE_ERROR, CR_SERVER_LOST
-		return idemsql.KindConnLost
+		return idemdriver.KindConnLost
 	}
-	return idemsql.KindOther
+	return idemdriver.KindOther
 }
 
 // PrepareStatements: without interpolateParams the driver prepares, runs
@@ -161,7 +162,7 @@ func (dialect) PrepareFailed(err error) bool {
 	return errors.As(err, &myErr) && (myErr.Number == 1461 || myErr.Number == 1615)
 }
 
-var _ idemsql.Inliner = dialect{}
+var _ idemdriver.Inliner = dialect{}
 
 // Inline writes the arguments of one of the dialect's statements into its
 // text, for a server that can prepare no more statements (1461):

@@ -1,8 +1,11 @@
-package mysql
+package idemmysql
 
-import "github.com/idemsql/idemsql/idemsql"
+import (
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemsql"
+)
 
-var _ idemsql.InspectDialect = dialect{}
+var _ idemdriver.InspectDialect = dialect{}
 
 // InspectStatements is the SQL of the read API. UTC_TIMESTAMP(6) is one
 // value for a whole statement. Times leave as microseconds since the
@@ -13,7 +16,7 @@ var _ idemsql.InspectDialect = dialect{}
 // the columns of a one-row derived table; MySQL and MariaDB read such a
 // table before planning and use its values as constants, so the key bounds
 // are a range on the primary key.
-func (dialect) InspectStatements(table idemsql.Table) idemsql.InspectStatements {
+func (dialect) InspectStatements(table idemdriver.Table) idemdriver.InspectStatements {
 	t := table.Quote("`")
 	us := func(col string) string { return `TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', ` + col + `)` }
 	lease := func(now string) string {
@@ -36,7 +39,7 @@ WHEN t.error_class = 'released' THEN 'released' WHEN t.lease_until > ` + now + `
 	}
 	const now = `UTC_TIMESTAMP(6)`
 	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }
-	return idemsql.InspectStatements{
+	return idemdriver.InspectStatements{
 		Lookup: `SELECT ` + columns("t.result", now) + ` FROM ` + t + ` t WHERE t.idem_key = ?`,
 		List: `SELECT ` + columns("NULL", "p.now") + `
 FROM (SELECT ? AS status, ? AS lease, ? AS sweepable, ? AS purgeable, ? AS older, ? AS after_key, ? AS from_key, ? AS to_key, ` + now + ` AS now) p, ` + t + ` t

@@ -1,4 +1,4 @@
-package postgres
+package idempostgres
 
 import (
 	"context"

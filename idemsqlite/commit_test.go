@@ -1,6 +1,6 @@
 //go:build linux
 
-package sqlite_test
+package idemsqlite_test
 
 import (
 	"context"
@@ -17,8 +17,9 @@ import (
 
 	driver "modernc.org/sqlite"
 
-	"github.com/idemsql/idemsql/dialects/sqlite"
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
 
@@ -52,12 +53,12 @@ func TestCommitIOErrorMayHaveCommitted(t *testing.T) {
 		t.Fatalf("child's Run whose COMMIT failed with an I/O error: %q, want %q\n%s", got, want, out)
 	}
 
-	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	db, err := sql.Open("sqlite", idemsqlite.DSN(path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,11 +84,11 @@ func TestCommitIOErrorChild(t *testing.T) {
 	ctx := context.Background()
 	// No checkpoints: the log only grows, so its size says where the
 	// next frame goes.
-	db, err := sql.Open("sqlite", sqlite.DSN(path)+"&psow=0&_pragma=wal_autocheckpoint(0)")
+	db, err := sql.Open("sqlite", idemsqlite.DSN(path)+"&psow=0&_pragma=wal_autocheckpoint(0)")
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := sqlite.New()
+	store, err := idemsqlite.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +169,7 @@ func (t limitTx) Exec(ctx context.Context, q string, args ...any) (int64, error)
 	return r.RowsAffected()
 }
 
-func (t limitTx) QueryRow(ctx context.Context, q string, args ...any) idemsql.Row {
+func (t limitTx) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 

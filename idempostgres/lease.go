@@ -1,4 +1,4 @@
-package postgres
+package idempostgres
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
-var _ idemsql.LeaseDialect = dialect{}
+var _ idemdriver.LeaseDialect = dialect{}
 
 // LeaseStatements is the SQL of lease mode. Every lease time is
 // clock_timestamp(): the caller's transaction is short here, but now() would
@@ -21,7 +22,7 @@ var _ idemsql.LeaseDialect = dialect{}
 // lease_until (clock_timestamp(), volatile, would only be a filter over the
 // whole index), and it is never later than clock_timestamp(), so a bounded
 // scan never returns a row the UPDATEs' own checks would refuse.
-func (dialect) LeaseStatements(table idemsql.Table) idemsql.LeaseStatements {
+func (dialect) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatements {
 	t := table.Quote(`"`)
 	const (
 		now = `clock_timestamp()`
@@ -58,7 +59,7 @@ AND (error_class IS NULL OR expires_at <= statement_timestamp())`
 		return `SELECT idem_key, attempt, owner, fingerprint, ` + gen + `, error_class, error_message, lease_until IS NOT NULL
 FROM ` + t + ` WHERE ` + where + order + ` LIMIT $1 FOR UPDATE SKIP LOCKED`
 	}
-	return idemsql.LeaseStatements{
+	return idemdriver.LeaseStatements{
 		SkipLocked: true,
 		// The statements are written for READ COMMITTED, PostgreSQL's
 		// default. PostgreSQL takes no gap locks at any level, so this only

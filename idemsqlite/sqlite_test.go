@@ -1,4 +1,4 @@
-package sqlite
+package idemsqlite
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -44,23 +45,23 @@ func TestClassify(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = tx.Exec(`INSERT INTO t VALUES (2)`)
-	if got := Dialect.Classify(err); got != idemsql.KindRetryable || waitedForWriter(err) {
+	if got := Dialect.Classify(err); got != idemdriver.KindRetryable || waitedForWriter(err) {
 		t.Errorf("busy snapshot %v: %v, waited for a writer: %v", err, got, waitedForWriter(err))
 	}
 	_, err = db.Exec(`INSERT INTO missing VALUES (1)`)
-	if got := Dialect.Classify(err); got != idemsql.KindOther {
+	if got := Dialect.Classify(err); got != idemdriver.KindOther {
 		t.Errorf("no such table: %v", got)
 	}
-	if got := Dialect.Classify(context.DeadlineExceeded); got != idemsql.KindTxEnded {
+	if got := Dialect.Classify(context.DeadlineExceeded); got != idemdriver.KindTxEnded {
 		t.Errorf("an interrupt by a context may have rolled the transaction back: %v", got)
 	}
-	if got := Dialect.Classify(errors.New("x")); got != idemsql.KindOther {
+	if got := Dialect.Classify(errors.New("x")); got != idemdriver.KindOther {
 		t.Errorf("other: %v", got)
 	}
 }
 
 func TestStatementsFencedByToken(t *testing.T) {
-	st := Dialect.Statements(idemsql.Table{Name: "idem"})
+	st := Dialect.Statements(idemdriver.Table{Name: "idem"})
 	for name, q := range map[string]string{"Complete": st.Complete, "Fail": st.Fail, "Release": st.Release} {
 		if !strings.Contains(q, "WHERE idem_key = ? AND owner = ?") {
 			t.Errorf("%s is not fenced by the claim token:\n%s", name, q)

@@ -1,13 +1,16 @@
-package sqlite
+package idemsqlite
 
-import "github.com/idemsql/idemsql/idemsql"
+import (
+	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/idemsql"
+)
 
-var _ idemsql.InspectDialect = dialect{}
+var _ idemdriver.InspectDialect = dialect{}
 
 // InspectStatements is the SQL of the read API. Times are stored in unix
 // milliseconds and leave as microseconds. List names its arguments by
 // number (?1 ... ?9), so that each is bound once and used where needed.
-func (dialect) InspectStatements(table idemsql.Table) idemsql.InspectStatements {
+func (dialect) InspectStatements(table idemdriver.Table) idemdriver.InspectStatements {
 	t := table.Quote(`"`)
 	const now = nowMillis
 	us := func(col string) string { return col + ` * 1000` }
@@ -26,7 +29,7 @@ WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THE
 		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
 	)
 	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }
-	return idemsql.InspectStatements{
+	return idemdriver.InspectStatements{
 		Lookup: `SELECT ` + columns("result") + ` FROM ` + t + ` WHERE idem_key = ?`,
 		List: `SELECT ` + columns("NULL") + ` FROM ` + t + `
 WHERE (?1 = '' OR status = ?1)

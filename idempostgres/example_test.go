@@ -1,4 +1,4 @@
-package postgres_test
+package idempostgres_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/dialects/postgres"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -23,7 +23,7 @@ func ExampleStore_Pgx() {
 		panic(err)
 	}
 	defer pool.Close()
-	store, err := postgres.New()
+	store, err := idempostgres.New()
 	if err != nil {
 		panic(err)
 	}
@@ -55,7 +55,7 @@ func ExampleStore_Pool() {
 		panic(err)
 	}
 	defer pool.Close()
-	store, err := postgres.New()
+	store, err := idempostgres.New()
 	if err != nil {
 		panic(err)
 	}

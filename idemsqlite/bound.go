@@ -1,4 +1,4 @@
-package sqlite
+package idemsqlite
 
 import (
 	"context"
@@ -6,12 +6,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	driver "modernc.org/sqlite"
-
-	"github.com/idemsql/idemsql/idemsql"
 )
 
-var _ idemsql.ClaimBounder = dialect{}
+var _ idemdriver.ClaimBounder = dialect{}
 
 // BoundClaim sets the connection's busy_timeout for the claim and puts the
 // old value back, even if ctx ended. SQLite has one writer: a busy database
@@ -24,7 +23,7 @@ var _ idemsql.ClaimBounder = dialect{}
 // ends, and returns the connection to the pool), the value stays on the
 // connection. Run then drops the connection; Do in a transaction of the
 // caller's cannot reach it.
-func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func(idemsql.Executor) error) (bool, error) {
+func (dialect) BoundClaim(ctx context.Context, ex idemdriver.Executor, timeout time.Duration, failFast bool, claim func(idemdriver.Executor) error) (bool, error) {
 	var old int64
 	if err := ex.QueryRow(ctx, "PRAGMA busy_timeout").Scan(&old); err != nil {
 		return false, err

@@ -1,4 +1,4 @@
-package mysql
+package idemmysql
 
 import (
 	"fmt"
@@ -6,30 +6,29 @@ import (
 	"testing"
 
 	driver "github.com/go-sql-driver/mysql"
-
-	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 func TestClassify(t *testing.T) {
-	for n, want := range map[uint16]idemsql.ErrorKind{
-		1062: idemsql.KindDuplicateKey,
-		1213: idemsql.KindTxEnded, // the whole transaction was rolled back; the session runs on in autocommit
-		1020: idemsql.KindTxEnded,
-		1206: idemsql.KindTxEnded,
-		3101: idemsql.KindTxEnded,
-		1205: idemsql.KindLockTimeout,
-		3572: idemsql.KindLockTimeout,
-		1969: idemsql.KindStatementTimeout,
-		3024: idemsql.KindStatementTimeout,
-		1927: idemsql.KindConnLost,
-		1146: idemsql.KindOther,
+	for n, want := range map[uint16]idemdriver.ErrorKind{
+		1062: idemdriver.KindDuplicateKey,
+		1213: idemdriver.KindTxEnded, // the whole transaction was rolled back; the session runs on in autocommit
+		1020: idemdriver.KindTxEnded,
+		1206: idemdriver.KindTxEnded,
+		3101: idemdriver.KindTxEnded,
+		1205: idemdriver.KindLockTimeout,
+		3572: idemdriver.KindLockTimeout,
+		1969: idemdriver.KindStatementTimeout,
+		3024: idemdriver.KindStatementTimeout,
+		1927: idemdriver.KindConnLost,
+		1146: idemdriver.KindOther,
 	} {
 		err := fmt.Errorf("wrapped: %w", &driver.MySQLError{Number: n})
 		if got := Dialect.Classify(err); got != want {
 			t.Errorf("%d: %v, want %v", n, got, want)
 		}
 	}
-	if got := Dialect.Classify(driver.ErrInvalidConn); got != idemsql.KindConnLost {
+	if got := Dialect.Classify(driver.ErrInvalidConn); got != idemdriver.KindConnLost {
 		t.Errorf("ErrInvalidConn: %v", got)
 	}
 	if !(dialect{}).PrepareFailed(&driver.MySQLError{Number: 1461}) || (dialect{}).PrepareFailed(&driver.MySQLError{Number: 1062}) {
@@ -42,7 +41,7 @@ func TestClassify(t *testing.T) {
 // and must not touch a duplicate's row. There is no claim-completed fast
 // path: the fenced Complete is what tells that the claim did not survive.
 func TestStatementsFencedByToken(t *testing.T) {
-	st := Dialect.Statements(idemsql.Table{Name: "idem"})
+	st := Dialect.Statements(idemdriver.Table{Name: "idem"})
 	for name, q := range map[string]string{"Complete": st.Complete, "Fail": st.Fail, "Release": st.Release} {
 		if !strings.Contains(q, "WHERE idem_key = ? AND owner = ?") {
 			t.Errorf("%s is not fenced by the claim token:\n%s", name, q)
@@ -51,7 +50,7 @@ func TestStatementsFencedByToken(t *testing.T) {
 	if st.ClaimCompleted != "" {
 		t.Error("MySQL must not store a claim completed")
 	}
-	if q := Dialect.Statements(idemsql.Table{Schema: "billing", Name: "idem"}).Claim; !strings.Contains(q, "INSERT INTO `billing`.`idem`") {
+	if q := Dialect.Statements(idemdriver.Table{Schema: "billing", Name: "idem"}).Claim; !strings.Contains(q, "INSERT INTO `billing`.`idem`") {
 		t.Errorf("schema not quoted: %s", q)
 	}
 }

@@ -1,21 +1,22 @@
-package postgres
+package idempostgres
 
 import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
-var _ idemsql.InspectDialect = dialect{}
+var _ idemdriver.InspectDialect = dialect{}
 
 // InspectStatements is the SQL of the read API. now is
 // statement_timestamp(): the database's clock when the statement began,
 // one value for every row of it (clock_timestamp() would move from row to
 // row). Times leave as bigint microseconds; extract(epoch) is exact
 // numeric since PostgreSQL 14.
-func (dialect) InspectStatements(table idemsql.Table) idemsql.InspectStatements {
+func (dialect) InspectStatements(table idemdriver.Table) idemdriver.InspectStatements {
 	t := table.Quote(`"`)
 	const now = `statement_timestamp()`
 	us := func(col string) string { return `(extract(epoch FROM ` + col + `) * 1000000)::bigint` }
@@ -34,7 +35,7 @@ WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THE
 		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
 	)
 	count := func(cond string) string { return `count(*) FILTER (WHERE ` + cond + `)` }
-	return idemsql.InspectStatements{
+	return idemdriver.InspectStatements{
 		Lookup: `SELECT ` + columns("result") + ` FROM ` + t + ` WHERE idem_key = $1`,
 		List: `SELECT ` + columns("NULL::json") + ` FROM ` + t + `
 WHERE ($1::text = '' OR status = $1::text)
@@ -55,10 +56,10 @@ FROM ` + t,
 
 // pgx transactions run queries of many rows: List reads a page in one
 // statement.
-var _ idemsql.RowsQuerier = pgxExecutor{}
+var _ idemdriver.RowsQuerier = pgxExecutor{}
 
 // Query runs a query returning many rows in the transaction.
-func (e pgxExecutor) Query(ctx context.Context, query string, args ...any) (idemsql.Rows, error) {
+func (e pgxExecutor) Query(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
 	rows, err := e.tx.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package mysql
+package idemmysql
 
 import (
 	"context"
@@ -8,11 +8,10 @@ import (
 	"time"
 
 	driver "github.com/go-sql-driver/mysql"
-
-	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
-var _ idemsql.ClaimBounder = dialect{}
+var _ idemdriver.ClaimBounder = dialect{}
 
 // BoundClaim bounds the claim's lock waits with innodb_lock_wait_timeout. A
 // lock wait time-out (1205) rolls back only the statement, so the
@@ -28,7 +27,7 @@ var _ idemsql.ClaimBounder = dialect{}
 // claim and put back after it, even if ctx ended; if the transaction ended
 // under the claim (database/sql rolls it back when the context it began
 // with ends), the value stays on the connection, which Run then drops.
-func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time.Duration, failFast bool, claim func(idemsql.Executor) error) (bool, error) {
+func (dialect) BoundClaim(ctx context.Context, ex idemdriver.Executor, timeout time.Duration, failFast bool, claim func(idemdriver.Executor) error) (bool, error) {
 	var old int64
 	var rollbackOnTimeout, mariaDB bool
 	if err := ex.QueryRow(ctx, "SELECT @@SESSION.innodb_lock_wait_timeout, @@GLOBAL.innodb_rollback_on_timeout, VERSION() LIKE '%MariaDB%'").Scan(
@@ -53,7 +52,7 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 			return false, rerr
 		}
 	}
-	timedOut := err != nil && Dialect.Classify(err) == idemsql.KindLockTimeout
+	timedOut := err != nil && Dialect.Classify(err) == idemdriver.KindLockTimeout
 	if timedOut && rollbackOnTimeout {
 		err = fmt.Errorf("%w (the server runs with innodb_rollback_on_timeout=ON and rolled the whole transaction back: roll it back)", err)
 	}
@@ -62,7 +61,7 @@ func (dialect) BoundClaim(ctx context.Context, ex idemsql.Executor, timeout time
 
 // perStatement runs each statement with a prefix: MariaDB's SET STATEMENT.
 type perStatement struct {
-	ex     idemsql.Executor
+	ex     idemdriver.Executor
 	prefix string
 }
 
@@ -70,33 +69,33 @@ func (p perStatement) Exec(ctx context.Context, query string, args ...any) (int6
 	return p.ex.Exec(ctx, p.prefix+query, args...)
 }
 
-func (p perStatement) QueryRow(ctx context.Context, query string, args ...any) idemsql.Row {
+func (p perStatement) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
 	return p.ex.QueryRow(ctx, p.prefix+query, args...)
 }
 
-var _ idemsql.LockTimeoutEnder = dialect{}
+var _ idemdriver.LockTimeoutEnder = dialect{}
 
 // LockTimeoutEndsTx reads innodb_rollback_on_timeout, a start-up setting:
 // ON makes a lock wait time-out (1205) roll the whole transaction back, and
 // the session goes on in autocommit.
-func (dialect) LockTimeoutEndsTx(ctx context.Context, ex idemsql.Executor) (bool, error) {
+func (dialect) LockTimeoutEndsTx(ctx context.Context, ex idemdriver.Executor) (bool, error) {
 	var on bool
 	err := ex.QueryRow(ctx, "SELECT @@GLOBAL.innodb_rollback_on_timeout").Scan(&on)
 	return on, err
 }
 
-var _ idemsql.TxChecker = dialect{}
+var _ idemdriver.TxChecker = dialect{}
 
 // InTransaction reads MariaDB's @@in_transaction. MySQL 8 has no such
 // variable: the error makes the answer unknown.
-func (dialect) InTransaction(ctx context.Context, ex idemsql.Executor) (in, known bool) {
+func (dialect) InTransaction(ctx context.Context, ex idemdriver.Executor) (in, known bool) {
 	if err := ex.QueryRow(ctx, "SELECT @@in_transaction").Scan(&in); err != nil {
 		return false, false
 	}
 	return in, true
 }
 
-var _ idemsql.EarlyVisibility = dialect{}
+var _ idemdriver.EarlyVisibility = dialect{}
 
 // VisibleBeforeDurable: InnoDB makes a commit visible, and releases its
 // locks, before the redo log write and flush that its COMMIT waits for
@@ -109,7 +108,7 @@ var _ idemsql.EarlyVisibility = dialect{}
 // then no weaker than a first call. A writer whose session turned
 // sql_log_bin off commits without the binary log, which no other session
 // can see.
-func (dialect) VisibleBeforeDurable(ctx context.Context, ex idemsql.Executor) (bool, error) {
+func (dialect) VisibleBeforeDurable(ctx context.Context, ex idemdriver.Executor) (bool, error) {
 	var logBin bool
 	var flush int
 	if err := ex.QueryRow(ctx, "SELECT @@GLOBAL.log_bin, @@GLOBAL.innodb_flush_log_at_trx_commit").Scan(&logBin, &flush); err != nil {
