@@ -44,13 +44,19 @@ type txn interface {
 	QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row
 	Commit(ctx context.Context) error
 	Rollback(ctx context.Context) error
-	// Idem binds the transaction for idemsql.Do the way the docs advise:
-	// through the pool's binding (DB.Tx), which runs the store's statements
-	// prepared on SQLite and MySQL.
-	Idem() idemsql.Tx
-	// IdemSQL binds it with Store.SQL (or Pgx on pgx): no prepared
-	// statements.
-	IdemSQL() idemsql.Tx
+}
+
+// idemDo calls idemsql.Do in t with the store of t's driver: the pgx store
+// for a pgx transaction, the database/sql one otherwise, whose statements
+// run prepared on SQLite and MySQL.
+func idemDo[T any](ctx context.Context, t txn, k string, fn func(context.Context) (T, error), opts ...idemsql.Option) (idemsql.Result[T], error) {
+	switch t := t.(type) {
+	case *pgxTxn:
+		return idemsql.Do(ctx, t.b.pgxStore, t.tx, k, fn, opts...)
+	case *sqlTxn:
+		return idemsql.Do(ctx, t.b.store, t.tx, k, fn, opts...)
+	}
+	panic(fmt.Sprintf("unknown transaction %T", t))
 }
 
 // queries is the SQL a hand-written guard and the business transaction use.
@@ -71,11 +77,10 @@ type backend struct {
 	dialect  string // postgres, mysql, sqlite
 	db       *sql.DB
 	pool     *pgxpool.Pool // pgx path only
-	store    *idemsql.Store
-	pgStore  *idempostgres.Store
-	sqlDB    idemsql.DB[*sql.Tx] // the store bound to db, for Run and DB.Tx
-	pgxDB    idemsql.DB[pgx.Tx]  // the store bound to pool (pgx path)
-	hand     *idemsql.Store      // only its table is used, for migrations
+	dia      idemdriver.Dialect
+	store    *idemsql.Store[*sql.Tx] // on db
+	pgxStore *idemsql.Store[pgx.Tx]  // on pool (pgx path)
+	hand     *idemsql.Store[*sql.Tx] // only its table is used, for migrations
 	business string
 	q        queries
 	cleanup  func()
@@ -122,16 +127,7 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 	var err error
 	switch path {
 	case "pgx", "pgsql":
-		b.dialect = "postgres"
-		if b.pgStore, err = idempostgres.New(idemOpt); err != nil {
-			return nil, err
-		}
-		b.store = b.pgStore.Store
-		hs, err := idempostgres.New(handOpt)
-		if err != nil {
-			return nil, err
-		}
-		b.hand = hs.Store
+		b.dialect, b.dia = "postgres", idempostgres.Dialect
 		if path == "pgx" {
 			cfg, err := pgxpool.ParseConfig(postgresDSN())
 			if err != nil {
@@ -152,13 +148,7 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 			b.db = stdlib.OpenDB(*cfg)
 		}
 	case "mariadb":
-		b.dialect = "mysql"
-		if b.store, err = idemmysql.New(idemOpt); err != nil {
-			return nil, err
-		}
-		if b.hand, err = idemmysql.New(handOpt); err != nil {
-			return nil, err
-		}
+		b.dialect, b.dia = "mysql", idemmysql.Dialect
 		mcfg, err := mysql.ParseDSN(mysqlDSN(o.interpolate))
 		if err != nil {
 			return nil, err
@@ -175,13 +165,7 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 		}
 		b.db = sql.OpenDB(conn)
 	case "sqlite":
-		b.dialect = "sqlite"
-		if b.store, err = idemsqlite.New(idemOpt); err != nil {
-			return nil, err
-		}
-		if b.hand, err = idemsqlite.New(handOpt); err != nil {
-			return nil, err
-		}
+		b.dialect, b.dia = "sqlite", idemsqlite.Dialect
 		dir, err := os.MkdirTemp("", "idemsql-bench-")
 		if err != nil {
 			return nil, err
@@ -204,11 +188,21 @@ func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 		b.close()
 		return nil, err
 	}
-	b.sqlDB = b.store.DB(b.db, nil)
-	if b.pool != nil {
-		b.pgxDB = b.pgStore.Pool(b.pool, pgx.TxOptions{})
+	if b.store, err = idemsql.New(idemdriver.SQL(b.dia, b.db), idemOpt); err != nil {
+		b.close()
+		return nil, err
 	}
-	b.q = sqlFor(b.dialect, b.business, b.hand.Table(), b.store.Table(), o.batch)
+	if b.hand, err = idemsql.New(idemdriver.SQL(b.dia, b.db), handOpt); err != nil {
+		b.close()
+		return nil, err
+	}
+	if b.pool != nil {
+		if b.pgxStore, err = idemsql.New(idempostgres.New(b.pool), idemOpt); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
+	b.q = sqlFor(b.dialect, b.business, b.hand.Table().Name, b.store.Table().Name, o.batch)
 	if err := b.createTables(ctx); err != nil {
 		b.close()
 		return nil, err
@@ -268,9 +262,9 @@ func (b *backend) createTables(ctx context.Context) error {
 	if _, err := b.db.ExecContext(ctx, ddl); err != nil {
 		return fmt.Errorf("create %s: %w", b.business, err)
 	}
-	for _, s := range []*idemsql.Store{b.store, b.hand} {
+	for _, s := range []*idemsql.Store[*sql.Tx]{b.store, b.hand} {
 		if err := migrations.Up(ctx, b.db, s); err != nil {
-			return fmt.Errorf("migrate %s: %w", s.Table(), err)
+			return fmt.Errorf("migrate %s: %w", s.Table().Name, err)
 		}
 	}
 	var q string
@@ -286,8 +280,8 @@ func (b *backend) createTables(ctx context.Context) error {
 }
 
 func (b *backend) dropTables(ctx context.Context) error {
-	for _, t := range []string{b.business, b.store.Table(), b.hand.Table(),
-		migrations.VersionTable(b.store.Table()), migrations.VersionTable(b.hand.Table())} {
+	for _, t := range []string{b.business, b.store.Table().Name, b.hand.Table().Name,
+		migrations.VersionTable(b.store.Table().Name), migrations.VersionTable(b.hand.Table().Name)} {
 		if _, err := b.db.ExecContext(ctx, `DROP TABLE IF EXISTS `+t); err != nil {
 			return fmt.Errorf("drop %s: %w", t, err)
 		}
@@ -323,7 +317,7 @@ func (b *backend) begin(ctx context.Context) (txn, error) {
 
 // retryable says whether a failed transaction should run again from BEGIN.
 func (b *backend) retryable(err error) bool {
-	return errors.Is(err, idemsql.ErrRetryable) || b.store.Dialect().Classify(err) == idemdriver.KindRetryable
+	return errors.Is(err, idemsql.ErrRetryable) || b.dia.Classify(err) == idemdriver.KindRetryable
 }
 
 // duplicate says whether err is MySQL's duplicate-key error (the hand-written
@@ -352,8 +346,6 @@ func (t *pgxTxn) QueryRow(ctx context.Context, q string, args ...any) idemdriver
 }
 func (t *pgxTxn) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
 func (t *pgxTxn) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
-func (t *pgxTxn) Idem() idemsql.Tx                   { return t.b.pgxDB.Tx(t.tx) }
-func (t *pgxTxn) IdemSQL() idemsql.Tx                { return t.b.pgStore.Pgx(t.tx) }
 
 type sqlTxn struct {
 	tx        *sql.Tx
@@ -385,5 +377,3 @@ func (t *sqlTxn) QueryRow(ctx context.Context, q string, args ...any) idemdriver
 }
 func (t *sqlTxn) Commit(context.Context) error   { return t.tx.Commit() }
 func (t *sqlTxn) Rollback(context.Context) error { return t.tx.Rollback() }
-func (t *sqlTxn) Idem() idemsql.Tx               { return t.b.sqlDB.Tx(t.tx) }
-func (t *sqlTxn) IdemSQL() idemsql.Tx            { return t.b.store.SQL(t.tx) }

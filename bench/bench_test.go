@@ -76,15 +76,15 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	store, err := idemsqlite.New(idemsql.WithTable("idem"))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("idem"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	hand, err := idemsqlite.New(idemsql.WithTable("hand"))
+	hand, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("hand"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, s := range []*idemsql.Store{store, hand} {
+	for _, s := range []*idemsql.Store[*sql.Tx]{store, hand} {
 		if err := migrations.Up(ctx, db, s); err != nil {
 			b.Fatal(err)
 		}
@@ -149,7 +149,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			_, err = idemsql.Do(ctx, store.SQL(tx), k, func(ctx context.Context) (charge, error) {
+			_, err = idemsql.Do(ctx, store, tx, k, func(ctx context.Context) (charge, error) {
 				c := charge{Ref: k, Amount: 4200}
 				res, err := tx.ExecContext(ctx, q.business, k, c.Amount)
 				if err == nil {
@@ -165,7 +165,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		_, err = idemsql.Do(ctx, store.SQL(tx), "replayed", func(ctx context.Context) (charge, error) {
+		_, err = idemsql.Do(ctx, store, tx, "replayed", func(ctx context.Context) (charge, error) {
 			return charge{Ref: "replayed", Amount: 4200}, nil
 		}, idemsql.WithFingerprint(request("replayed")))
 		mustCommit(tx, err)
@@ -175,7 +175,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			_, err = idemsql.Do(ctx, store.SQL(tx), "replayed", func(ctx context.Context) (charge, error) {
+			_, err = idemsql.Do(ctx, store, tx, "replayed", func(ctx context.Context) (charge, error) {
 				b.Fatal("replay ran fn")
 				return charge{}, nil
 			}, idemsql.WithFingerprint(request("replayed")))
@@ -197,15 +197,15 @@ func BenchmarkSQLiteParse(b *testing.B) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	store, err := idemsqlite.New(idemsql.WithTable("idem"))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("idem"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	hand, err := idemsqlite.New(idemsql.WithTable("hand"))
+	hand, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("hand"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, s := range []*idemsql.Store{store, hand} {
+	for _, s := range []*idemsql.Store[*sql.Tx]{store, hand} {
 		if err := migrations.Up(ctx, db, s); err != nil {
 			b.Fatal(err)
 		}
@@ -214,7 +214,7 @@ func BenchmarkSQLiteParse(b *testing.B) {
 		b.Fatal(err)
 	}
 	q := sqlFor("sqlite", "business", "hand", "idem", 1000)
-	st := store.Dialect().Statements(idemdriver.Table{Name: "idem"})
+	st := idemsqlite.Dialect.Statements(idemdriver.Table{Name: "idem"})
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		b.Fatal(err)

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -142,9 +140,9 @@ func growPath(ctx context.Context, cfg config, b *backend, runID string) ([]grow
 	if cfg.purge == "lib" {
 		var st idemsql.PurgeStats
 		if b.pool != nil {
-			st, perr = idemsql.Purge(ctx, b.pgStore.Pool(b.pool, pgx.TxOptions{}), idemsql.WithBatchSize(cfg.growthBatch))
+			st, perr = idemsql.Purge(ctx, b.pgxStore, idemsql.WithBatchSize(cfg.growthBatch))
 		} else {
-			st, perr = idemsql.Purge(ctx, b.store.DB(b.db, nil), idemsql.WithBatchSize(cfg.growthBatch))
+			st, perr = idemsql.Purge(ctx, b.store, idemsql.WithBatchSize(cfg.growthBatch))
 		}
 		deleted, batches = st.Deleted, st.Batches
 	} else {
@@ -192,7 +190,7 @@ func humanRows(n int) string {
 // fill inserts n completed rows that expired a day ago, with random keys,
 // in chunks, in the database itself.
 func fill(ctx context.Context, b *backend, n int) error {
-	t := b.store.Table()
+	t := b.store.Table().Name
 	const chunk = 100_000
 	for lo := 1; lo <= n; lo += chunk {
 		hi := min(lo+chunk-1, n)

@@ -137,17 +137,7 @@ func (b *backend) handGuard(ctx context.Context, t txn, k string, req []byte) (c
 // idemGuard is the path most users take: idemsql.Do in a transaction they
 // began themselves, with the request body as the fingerprint.
 func (b *backend) idemGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
-	return b.idemDo(ctx, t, t.Idem(), k, req)
-}
-
-// idemSQLGuard is idemGuard with the transaction bound by Store.SQL, which
-// prepares nothing.
-func (b *backend) idemSQLGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
-	return b.idemDo(ctx, t, t.IdemSQL(), k, req)
-}
-
-func (b *backend) idemDo(ctx context.Context, t txn, tx idemsql.Tx, k string, req []byte) (charge, bool, error) {
-	res, err := idemsql.Do(ctx, tx, k, func(ctx context.Context) (charge, error) {
+	res, err := idemDo(ctx, t, k, func(ctx context.Context) (charge, error) {
 		return b.businessInsert(ctx, t, k)
 	}, idemsql.WithFingerprint(req))
 	return res.Value, res.Replayed, err
@@ -157,7 +147,7 @@ func (b *backend) idemDo(ctx context.Context, t txn, tx idemsql.Tx, k string, re
 // returns struct{}, so the row is stored completed with the claim and no
 // result UPDATE runs (not on MySQL).
 func (b *backend) idemVoidGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
-	res, err := idemsql.Do(ctx, t.Idem(), k, func(ctx context.Context) (struct{}, error) {
+	res, err := idemDo(ctx, t, k, func(ctx context.Context) (struct{}, error) {
 		_, err := b.businessInsert(ctx, t, k)
 		return struct{}{}, err
 	}, idemsql.WithFingerprint(req))
@@ -169,7 +159,6 @@ type guardFunc func(b *backend, ctx context.Context, t txn, k string, req []byte
 var (
 	handG guardFunc = (*backend).handGuard
 	idemG guardFunc = (*backend).idemGuard
-	sqlG  guardFunc = (*backend).idemSQLGuard
 	voidG guardFunc = (*backend).idemVoidGuard
 )
 
@@ -352,21 +341,17 @@ func xpPipelined(_ context.Context, b *backend, runID string) (op, error) {
 var variants = []variant{
 	{name: "bare", peer: "hand-first", desc: "BEGIN; INSERT business RETURNING id (LastInsertId on MySQL, SQLite); COMMIT", make: bareOp},
 	{name: "hand-first", peer: "hand-first", desc: "hand-written guard, new key: claim with fingerprint; business; UPDATE result", make: firstOp("hf", handG)},
-	{name: "idem-first", peer: "hand-first", desc: "idemsql.Do in the caller's transaction bound by DB.Tx, []byte fingerprint, new key", make: firstOp("if", idemG)},
-	{name: "idem-sqltx-first", peer: "hand-first", desc: "idem-first with the transaction bound by Store.SQL: no prepared statements", make: firstOp("is", sqlG), paths: sqlPaths},
+	{name: "idem-first", peer: "hand-first", desc: "idemsql.Do in the caller's transaction, []byte fingerprint, new key", make: firstOp("if", idemG)},
 	{name: "idem-first-void", peer: "hand-first", desc: "idemsql.Do, new key, fn returns struct{}: no result UPDATE (except MySQL)", make: firstOp("iv", voidG)},
 	{name: "run-first", peer: "hand-first", desc: "idemsql.Run (the library begins and commits), []byte fingerprint, new key", make: runFirst},
 	{name: "hand-replay", peer: "hand-replay", desc: "hand-written guard, completed key: claim (conflict); SELECT status, result", make: replayOp("hr", handG)},
-	{name: "idem-replay", peer: "hand-replay", desc: "idemsql.Do in the caller's transaction bound by DB.Tx, []byte fingerprint, completed key", make: replayOp("ir", idemG)},
-	{name: "idem-sqltx-replay", peer: "hand-replay", desc: "idem-replay with the transaction bound by Store.SQL: no prepared statements", make: replayOp("iq", sqlG), paths: sqlPaths},
+	{name: "idem-replay", peer: "hand-replay", desc: "idemsql.Do in the caller's transaction, []byte fingerprint, completed key", make: replayOp("ir", idemG)},
 	{name: "hand-storm", peer: "hand-storm", desc: "hand-written guard, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("hs", handG)},
 	{name: "idem-storm", peer: "hand-storm", desc: "idemsql.Do, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("ix", idemG)},
 	{name: "xp-noupdate", peer: "hand-first", desc: "experiment: hand guard without the result UPDATE", make: xpNoUpdate},
 	{name: "xp-readfirst", peer: "hand-replay", desc: "experiment: replay by one SELECT, no claim INSERT", make: xpReadFirst},
 	{name: "xp-pipelined", peer: "hand-first", desc: "experiment (pgx): BEGIN+claim batch; business; UPDATE+COMMIT batch", make: xpPipelined, paths: []string{"pgx"}},
 }
-
-var sqlPaths = []string{"pgsql", "mariadb", "sqlite"}
 
 // runFirst lets the library own the transaction: idemsql.Run begins, calls
 // Do, commits, and retries on its own.
@@ -377,11 +362,11 @@ func runFirst(_ context.Context, b *backend, runID string) (op, error) {
 		var err error
 		var res idemsql.Result[charge]
 		if b.pool != nil {
-			res, err = idemsql.Run(ctx, b.pgxDB, k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
+			res, err = idemsql.Run(ctx, b.pgxStore, k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
 				return b.businessInsert(ctx, &pgxTxn{tx: tx, b: b}, k)
 			}, fp)
 		} else {
-			res, err = idemsql.Run(ctx, b.sqlDB, k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
+			res, err = idemsql.Run(ctx, b.store, k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
 				return b.businessInsert(ctx, &sqlTxn{tx: tx, b: b, returning: b.dialect == "postgres"}, k)
 			}, fp)
 		}

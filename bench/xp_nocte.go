@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/jackc/pgx/v5"
 )
 
 // The xp-nocte-* experiment measures PostgreSQL without ClaimOrRead: the
@@ -21,24 +23,46 @@ func (d noCTE) Statements(t idemdriver.Table) idemdriver.Statements {
 }
 
 func noCTEGuard(ctx context.Context, b *backend) (guardFunc, error) {
-	s, err := idemsql.NewStore(noCTE{idempostgres.Dialect}, idemsql.WithTable(b.store.Table()))
+	table := idemsql.WithTable(b.store.Table().Name)
+	sqlS, err := idemsql.New[*sql.Tx](xpDriver[*sql.Tx]{Driver: idempostgres.NewSQL(b.db), dia: noCTE{idempostgres.Dialect}}, table)
 	if err != nil {
 		return nil, err
 	}
-	ps := &idempostgres.Store{Store: s}
+	var pgxS *idemsql.Store[pgx.Tx]
+	if b.pool != nil {
+		if pgxS, err = idemsql.New[pgx.Tx](xpDriver[pgx.Tx]{Driver: idempostgres.New(b.pool), dia: noCTE{idempostgres.Dialect}}, table); err != nil {
+			return nil, err
+		}
+	}
 	return func(b *backend, ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
-		var tx idemsql.Tx
+		fn := func(ctx context.Context) (charge, error) { return b.businessInsert(ctx, t, k) }
+		var res idemsql.Result[charge]
+		var err error
 		switch t := t.(type) {
 		case *pgxTxn:
-			tx = ps.Pgx(t.tx)
+			res, err = idemsql.Do(ctx, pgxS, t.tx, k, fn, idemsql.WithFingerprint(req))
 		case *sqlTxn:
-			tx = ps.SQL(t.tx)
+			res, err = idemsql.Do(ctx, sqlS, t.tx, k, fn, idemsql.WithFingerprint(req))
 		}
-		res, err := idemsql.Do(ctx, tx, k, func(ctx context.Context) (charge, error) {
-			return b.businessInsert(ctx, t, k)
-		}, idemsql.WithFingerprint(req))
 		return res.Value, res.Replayed, err
 	}, nil
+}
+
+// xpDriver is an experiment's driver: another's with the experiment's
+// dialect, and, if bind is set, its own binding of a transaction.
+type xpDriver[X any] struct {
+	idemdriver.Driver[X]
+	dia  idemdriver.Dialect
+	bind func(X) idemdriver.Executor
+}
+
+func (d xpDriver[X]) Dialect() idemdriver.Dialect { return d.dia }
+
+func (d xpDriver[X]) Bind(tx X) idemdriver.Executor {
+	if d.bind != nil {
+		return d.bind(tx)
+	}
+	return d.Driver.Bind(tx)
 }
 
 func xpNoCTEFirst(ctx context.Context, b *backend, runID string) (op, error) {

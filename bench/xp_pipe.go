@@ -83,14 +83,16 @@ func (r errRow) Scan(...any) error { return r.err }
 func pipeGuard(ctx context.Context, b *backend) (guardFunc, error) {
 	var st idemdriver.Statements
 	capture := captureDialect{pipeDialect{idempostgres.Dialect}, &st}
-	s, err := idemsql.NewStore(capture, idemsql.WithTable(b.store.Table()))
+	var read string
+	s, err := idemsql.New[pgx.Tx](xpDriver[pgx.Tx]{Driver: idempostgres.New(b.pool), dia: capture,
+		bind: func(tx pgx.Tx) idemdriver.Executor { return pipeExec{tx: tx, claim: st.Claim, read: read} }},
+		idemsql.WithTable(b.store.Table().Name))
 	if err != nil {
 		return nil, err
 	}
-	read := st.Read[len("SELECT "):]
+	read = st.Read[len("SELECT "):]
 	return func(b *backend, ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
-		tx := s.Bind(pipeExec{tx: t.(*pgxTxn).tx, claim: st.Claim, read: read})
-		res, err := idemsql.Do(ctx, tx, k, func(ctx context.Context) (charge, error) {
+		res, err := idemsql.Do(ctx, s, t.(*pgxTxn).tx, k, func(ctx context.Context) (charge, error) {
 			return b.businessInsert(ctx, t, k)
 		}, idemsql.WithFingerprint(req))
 		return res.Value, res.Replayed, err

@@ -32,11 +32,9 @@ type ClaimBounder interface {
 // [LeaseStatements].Touch), so that its own COMMIT returns only once the
 // row is durable.
 //
-// The core asks once per *sql.DB that the store runs statements on
-// through idemsql.Store.DB (idemsql.Run, lease mode, idemsql.DB.Tx), when it first prepares
-// them there (the dialect must also be a [StatementPreparer]). A
-// transaction bound with idemsql.Store.SQL or idemsql.Store.Bind, a pool of another
-// type, a call through idemsql.DB.Tx before the statements are prepared, and a
+// The driver of [SQL] asks once, in the background with its first
+// preparation, and its executors report the answer ([DurabilityReporter]).
+// An executor of another driver, a call before the answer came, and a
 // pool whose answer was an error cannot tell: they count as seeing commits
 // early.
 type EarlyVisibility interface {

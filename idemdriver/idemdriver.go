@@ -18,9 +18,11 @@ type Dialect interface {
 	Classify(err error) ErrorKind
 }
 
-// Table names the idempotency table: Name, in Schema when Schema is not
-// empty (idemsql.WithSchema).
+// Table names a store's idempotency table: Name, in Schema when Schema is
+// not empty (idemsql.WithSchema), on a database of the dialect named
+// Dialect ("postgres", "mysql", "sqlite"), which the migrations need.
 type Table struct {
+	Dialect      string
 	Schema, Name string
 }
 
@@ -48,9 +50,9 @@ type SchemaSupport interface {
 	SupportsSchemas() bool
 }
 
-// Executor runs statements in the caller's transaction. idemsql.Store.SQL
-// adapts a *sql.Tx; idempostgres adapts a pgx.Tx. Implement it to bind
-// another driver.
+// Executor runs statements in a transaction: [Driver.Bind] adapts the
+// caller's, and a [Tx] is one. [SQL]'s adapt a *sql.Tx, idempostgres's a
+// pgx.Tx.
 type Executor interface {
 	// Exec runs a statement and reports the rows it affected.
 	Exec(ctx context.Context, query string, args ...any) (rowsAffected int64, err error)
@@ -74,8 +76,8 @@ type Rows interface {
 }
 
 // RowsQuerier is implemented by an [Executor] that runs queries returning
-// many rows. idemsql.List uses it where the transaction is not a *sql.Tx (pgx);
-// over an Executor without it, List reads one row per statement.
+// many rows ([SQL]'s and idempostgres's do). Sweep, Purge and List use it;
+// over an Executor without it they read one row per statement.
 type RowsQuerier interface {
 	Query(ctx context.Context, query string, args ...any) (Rows, error)
 }

@@ -129,9 +129,9 @@ type LeaseStatements struct {
 	// SkipLocked says the locking statements below skip rows that other
 	// transactions hold (PostgreSQL, MySQL 8, MariaDB 10.6+).
 	SkipLocked bool
-	// Isolation is the isolation level of the transactions of idemsql.Sweep and
-	// idemsql.Purge, begun through an idemsql.IsolationPool whatever level the pool was
-	// bound with; sql.LevelDefault leaves the pool's. Their locking scans
+	// Isolation is the isolation level of the transactions of idemsql.Sweep
+	// and idemsql.Purge, whatever level the store's other transactions run
+	// at; sql.LevelDefault leaves the store's. Their locking scans
 	// must lock no more than the rows they return: under MySQL's REPEATABLE
 	// READ they would also take gap locks, and every claim of a new key
 	// whose index entry lands in a locked gap would wait for the batch.
@@ -248,8 +248,8 @@ type LeaseStatements struct {
 	// rows of n of those keys, re-checking the same conditions. The keys of
 	// a batch are locked by one PurgeLock and deleted by PurgeKeys in chunks
 	// of at most 500 keys. Over a transaction that returns many rows
-	// (database/sql's, or an Executor that is a [RowsQuerier])
-	// PurgeLock is run once per batch, and so are the sweep statements;
+	// (an Executor that is a [RowsQuerier]) PurgeLock is run once per
+	// batch, and so are the sweep statements;
 	// over another they are run with limit 1 for each row.
 	PurgeLock string
 	PurgeKeys func(n int) string
@@ -304,3 +304,15 @@ type InspectStatements struct {
 	// created_at (NULL if none) and its created_at; now. No args.
 	Stats string
 }
+
+// Error classes that the core records and the statements test for, as
+// idemsql names them.
+const (
+	// AbandonedClass (idemsql.AbandonedClass) marks a claim that
+	// idemsql.Sweep gave up: Purge keeps such a row, and the next claim of
+	// its key keeps its generation.
+	AbandonedClass = "abandoned"
+	// ReleasedClass (idemsql.ReleasedClass) marks an in_progress claim whose
+	// holder ended its lease without an outcome.
+	ReleasedClass = "released"
+)

@@ -25,7 +25,7 @@ import (
 // from going unnoticed.
 type mode struct {
 	name string
-	new  func(idemsql.DB[*sql.Tx], idemhttp.Config) (func(http.Handler) http.Handler, error)
+	new  func(*idemsql.Store[*sql.Tx], idemhttp.Config) (func(http.Handler) http.Handler, error)
 }
 
 var modes = []mode{
@@ -41,7 +41,7 @@ func eachMode(t *testing.T, f func(t *testing.T, m mode)) {
 
 // mount is guarded (middleware_test.go) in a given mode and on a given
 // database, so that two middlewares can share one table.
-func mount(t *testing.T, m mode, db idemsql.DB[*sql.Tx], cfg idemhttp.Config, h http.HandlerFunc) http.Handler {
+func mount(t *testing.T, m mode, db *idemsql.Store[*sql.Tx], cfg idemhttp.Config, h http.HandlerFunc) http.Handler {
 	t.Helper()
 	if cfg.Principal == nil && !cfg.Unscoped {
 		cfg.Principal = func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }

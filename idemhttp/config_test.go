@@ -75,11 +75,11 @@ func TestConfigInvalid(t *testing.T) {
 	}
 }
 
-func TestNewRejectsUnboundDB(t *testing.T) {
-	if _, err := New(idemsql.DB[any]{}, Config{Unscoped: true}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Fatalf("New with a zero DB: %v", err)
+func TestNewRejectsNilStore(t *testing.T) {
+	if _, err := New[any](nil, Config{Unscoped: true}); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("New with a nil store: %v", err)
 	}
-	if _, err := NewExternal(idemsql.DB[any]{}, Config{Unscoped: true}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Fatalf("NewExternal with a zero DB: %v", err)
+	if _, err := NewExternal[any](nil, Config{Unscoped: true}); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("NewExternal with a nil store: %v", err)
 	}
 }

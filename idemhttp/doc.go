@@ -3,11 +3,11 @@
 // stored response commits in the same database transaction as the
 // handler's own writes.
 //
-//	store, err := sqlite.New()
+//	store, err := idemsql.New(idemsqlite.New(db))
 //	if err != nil {
 //		return err
 //	}
-//	guard, err := idemhttp.New(store.DB(db, nil), idemhttp.Config{
+//	guard, err := idemhttp.New(store, idemhttp.Config{
 //		Principal: func(r *http.Request) (string, error) { return accountID(r), nil },
 //	})
 //	mux.Handle("POST /orders", guard(http.HandlerFunc(createOrder)))

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/idemsql/idemsql/idemhttp"
+	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -26,7 +27,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	guard, err := idemhttp.New(store.DB(db, nil), idemhttp.Config{
+	guard, err := idemhttp.New(store, idemhttp.Config{
 		// Keys are per account; here the account comes from a header an
 		// authenticating proxy would set.
 		Principal: func(r *http.Request) (string, error) { return r.Header.Get("X-Account"), nil },

@@ -12,11 +12,11 @@ import (
 )
 
 // New returns a middleware that runs each guarded request through
-// [idemsql.Run] on db, so that the handler's writes and the stored response
+// [idemsql.Run] on the store, so that the handler's writes and the stored response
 // commit in one transaction: atomic mode. The handler gets the transaction
-// from the request's context with [Tx] or [MustTx] (X is *sql.Tx for a
-// database/sql binding, pgx.Tx for a pgx pool) and must do its writes in
-// it.
+// from the request's context with [Tx] or [MustTx] (X is the store's
+// transaction type: *sql.Tx on database/sql, pgx.Tx on a pgx pool) and must
+// do its writes in it.
 //
 // The handler writes to a buffer; nothing reaches the client before the
 // transaction's outcome is known. Then:
@@ -48,13 +48,13 @@ import (
 //
 // See the package documentation for every answer of the middleware itself.
 // The configuration is checked here; an error wraps [idemsql.ErrInvalidOption].
-func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, error) {
+func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Handler, error) {
 	s, err := cfg.settings()
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBound(db); err != nil {
-		return nil, err
+	if store == nil {
+		return nil, invalid("nil store")
 	}
 	base := append([]idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast),
 		idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
@@ -66,7 +66,7 @@ func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, 
 			}
 			defer putBuf(a.body)
 			var last *capture
-			res, err := idemsql.Run(r.Context(), db, a.key, func(ctx context.Context, tx X) (Response, error) {
+			res, err := idemsql.Run(r.Context(), store, a.key, func(ctx context.Context, tx X) (Response, error) {
 				abort := &abortSlot{}
 				ctx = context.WithValue(context.WithValue(ctx, txKey{}, tx), keyKey{}, a.key)
 				ctx = context.WithValue(ctx, abortKey{}, abort)
@@ -107,13 +107,13 @@ func New[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, 
 // system: the handler runs at most once at a time per key, and a crash
 // between the call and the record can repeat the call, which the
 // DownstreamKey lets the other system absorb.
-func NewExternal[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.Handler, error) {
+func NewExternal[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Handler, error) {
 	s, err := cfg.settings()
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBound(db); err != nil {
-		return nil, err
+	if store == nil {
+		return nil, invalid("nil store")
 	}
 	base := append([]idemsql.Option{idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
 	return func(next http.Handler) http.Handler {
@@ -124,23 +124,13 @@ func NewExternal[X any](db idemsql.DB[X], cfg Config) (func(http.Handler) http.H
 			}
 			defer putBuf(a.body)
 			var last *capture
-			res, err := idemsql.RunExternal(r.Context(), db, a.key, func(ctx context.Context, l idemsql.LeaseInfo) (Response, error) {
+			res, err := idemsql.RunExternal(r.Context(), store, a.key, func(ctx context.Context, l idemsql.LeaseInfo) (Response, error) {
 				ctx = context.WithValue(context.WithValue(ctx, leaseKey{}, l), keyKey{}, a.key)
 				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
 			}, a.options(base)...)
 			s.finish(w, r, res, err, last)
 		})
 	}, nil
-}
-
-// checkBound reports a DB that is not bound to a store and a pool. The
-// empty key makes Run return before any SQL, whichever it checks first.
-func checkBound[X any](db idemsql.DB[X]) error {
-	_, err := idemsql.Run(context.Background(), db, "", func(context.Context, X) (struct{}, error) { return struct{}{}, nil })
-	if errors.Is(err, idemsql.ErrInvalidOption) {
-		return invalid("the idemsql.DB is not bound to a store and a pool (Store.DB, postgres.Store.Pool): %v", err)
-	}
-	return nil
 }
 
 // admitted is a guarded request that passed the middleware's checks.

@@ -22,21 +22,21 @@ import (
 // The HTTP side of the middleware, on SQLite; integration/http_*_test.go
 // runs the database side on every backend.
 
-func newDB(t *testing.T) (*sql.DB, idemsql.DB[*sql.Tx]) {
+func newDB(t *testing.T) (*sql.DB, *idemsql.Store[*sql.Tx]) {
 	t.Helper()
 	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "t.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := migrations.Up(context.Background(), db, store); err != nil {
 		t.Fatal(err)
 	}
-	return db, store.DB(db, nil)
+	return db, store
 }
 
 func guarded(t *testing.T, cfg idemhttp.Config, h http.HandlerFunc) http.Handler {

@@ -2,7 +2,6 @@ package idemmysql
 
 import (
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
 var _ idemdriver.InspectDialect = dialect{}
@@ -35,7 +34,7 @@ WHEN t.error_class = 'released' THEN 'released' WHEN t.lease_until > ` + now + `
 		return `t.status = 'in_progress' AND (t.lease_until IS NULL OR t.lease_until <= ` + now + ` AND (t.error_class IS NULL OR t.expires_at <= ` + now + `))`
 	}
 	purgeable := func(now string) string {
-		return `t.expires_at < ` + now + ` AND t.status <> 'in_progress' AND (t.error_class IS NULL OR t.error_class <> '` + idemsql.AbandonedClass + `')`
+		return `t.expires_at < ` + now + ` AND t.status <> 'in_progress' AND (t.error_class IS NULL OR t.error_class <> '` + idemdriver.AbandonedClass + `')`
 	}
 	const now = `UTC_TIMESTAMP(6)`
 	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
 var _ idemdriver.LeaseDialect = dialect{}
@@ -31,7 +30,7 @@ func (dialect) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatement
 		stale = `status = 'in_progress' AND lease_until <= UTC_TIMESTAMP(6) AND (error_class IS NULL OR expires_at <= UTC_TIMESTAMP(6))`
 		// An abandoned claim is kept: it holds the downstream key of an
 		// effect that may have happened (idemsql.AbandonedClass).
-		purgeable = `expires_at < UTC_TIMESTAMP(6) AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
+		purgeable = `expires_at < UTC_TIMESTAMP(6) AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemdriver.AbandonedClass + `')`
 		// fence is the condition of every write of a holder. A released
 		// claim's mark (error_class) ends its fence.
 		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress' AND error_class IS NULL`
@@ -91,7 +90,7 @@ WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		// MySQL assigns from left to right and later expressions see the
 		// new values: created_at goes first, before status and error_class
 		// change. The placeholders keep their order: created_at takes none.
-		Reclaim: `UPDATE ` + t + ` SET created_at = CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END,
+		Reclaim: `UPDATE ` + t + ` SET created_at = CASE WHEN status = 'failed' AND error_class = '` + idemdriver.AbandonedClass + `' THEN created_at ELSE ` + now + ` END,
 status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `, updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `

@@ -12,8 +12,8 @@
 // (updated_at), taking its lock exclusive, so that its COMMIT waits for the
 // log flush and a replay never answers with an outcome that a crash of the
 // server then erases; concurrent duplicates of one key then take turns.
-// The store asks the server once per pool ([idemsql.Store.DB]); a
-// transaction bound with Store.SQL always writes.
+// The store's driver asks the server once, in the background after the
+// first call; until it knows, a duplicate writes.
 //
 // The DSN needs nothing special for idemsql itself. Add parseTime=true if
 // you read the time columns yourself, and consider interpolateParams=true:
@@ -22,6 +22,7 @@
 package idemmysql
 
 import (
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"strconv"
@@ -30,17 +31,17 @@ import (
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
-// Dialect is the MySQL/MariaDB dialect, for [idemsql.NewStore].
+// Dialect is the MySQL/MariaDB dialect, for a driver of another pool type
+// than New's.
 var Dialect idemdriver.Dialect = dialect{}
 
-// New returns a MySQL/MariaDB store; bind it to a transaction with
-// Store.SQL (or to a pool with Store.DB). Options as for
-// [idemsql.NewStore].
-func New(opts ...idemsql.Option) (*idemsql.Store, error) {
-	return idemsql.NewStore(Dialect, opts...)
+// New returns the driver of a go-sql-driver/mysql pool, for idemsql.New:
+// the store's transactions are *sql.Tx, its statements run prepared once
+// per connection ([idemdriver.SQL]).
+func New(db *sql.DB) idemdriver.Driver[*sql.Tx] {
+	return idemdriver.SQL(Dialect, db)
 }
 
 type dialect struct{}

@@ -16,14 +16,14 @@ type charge struct {
 
 // Do in a pgx transaction of the caller's (this example needs a PostgreSQL
 // server, so it is compiled, not run).
-func ExampleStore_Pgx() {
+func ExampleNew() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, "postgres://localhost/app")
 	if err != nil {
 		panic(err)
 	}
 	defer pool.Close()
-	store, err := idempostgres.New()
+	store, err := idemsql.New(idempostgres.New(pool))
 	if err != nil {
 		panic(err)
 	}
@@ -33,7 +33,7 @@ func ExampleStore_Pgx() {
 		panic(err)
 	}
 	defer tx.Rollback(ctx)
-	res, err := idemsql.Do(ctx, store.Pgx(tx), "charge:order-1", func(ctx context.Context) (charge, error) {
+	res, err := idemsql.Do(ctx, store, tx, "charge:order-1", func(ctx context.Context) (charge, error) {
 		var c charge
 		err := tx.QueryRow(ctx, `INSERT INTO charges (order_id) VALUES ($1) RETURNING id`, 1).Scan(&c.ID)
 		return c, err
@@ -42,24 +42,24 @@ func ExampleStore_Pgx() {
 		panic(err) // errors.Is(err, idemsql.ErrRetryable): run the transaction again
 	}
 	if err := tx.Commit(ctx); err != nil {
-		panic(err)
+		panic(store.CommitError(ctx, err))
 	}
 	_ = res.Replayed
 }
 
 // Run owns the transaction: fn gets a pgx.Tx.
-func ExampleStore_Pool() {
+func ExampleNew_run() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, "postgres://localhost/app")
 	if err != nil {
 		panic(err)
 	}
 	defer pool.Close()
-	store, err := idempostgres.New()
+	store, err := idemsql.New(idempostgres.New(pool))
 	if err != nil {
 		panic(err)
 	}
-	res, err := idemsql.Run(ctx, store.Pool(pool, pgx.TxOptions{}), "charge:order-1", func(ctx context.Context, tx pgx.Tx) (charge, error) {
+	res, err := idemsql.Run(ctx, store, "charge:order-1", func(ctx context.Context, tx pgx.Tx) (charge, error) {
 		var c charge
 		err := tx.QueryRow(ctx, `INSERT INTO charges (order_id) VALUES ($1) RETURNING id`, 1).Scan(&c.ID)
 		return c, err

@@ -1,15 +1,10 @@
 package idempostgres
 
 import (
-	"context"
 	"database/sql"
-	"fmt"
 	"strconv"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
 var _ idemdriver.LeaseDialect = dialect{}
@@ -33,7 +28,7 @@ func (dialect) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatement
 		unheld = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= clock_timestamp() OR error_class IS NOT NULL)`
 		// An abandoned claim is kept: it holds the downstream key of an
 		// effect that may have happened (idemsql.AbandonedClass).
-		purgeable = `expires_at < clock_timestamp() AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
+		purgeable = `expires_at < clock_timestamp() AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemdriver.AbandonedClass + `')`
 		// A marked claim's lease_until is the end of its retention (End);
 		// the expires_at test keeps a claim released by an older version,
 		// whose lease_until is the moment of its release, with callers.
@@ -54,7 +49,7 @@ AND (error_class IS NULL OR expires_at <= statement_timestamp())`
 	// A re-claimed row starts a new generation (a new downstream key),
 	// unless Sweep abandoned it: the abandoned claim may hide an effect,
 	// which the next run must repeat under the same downstream key.
-	newGeneration := `CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END`
+	newGeneration := `CASE WHEN status = 'failed' AND error_class = '` + idemdriver.AbandonedClass + `' THEN created_at ELSE ` + now + ` END`
 	sweep := func(where, order string) string {
 		return `SELECT idem_key, attempt, owner, fingerprint, ` + gen + `, error_class, error_message, lease_until IS NOT NULL
 FROM ` + t + ` WHERE ` + where + order + ` LIMIT $1 FOR UPDATE SKIP LOCKED`
@@ -122,27 +117,3 @@ AND ` + purgeable,
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-var _ idemsql.IsolationPool[pgx.Tx] = pgxPool{}
-
-// BeginIsolation begins a transaction with the pool's options at the given
-// isolation level, for lease mode's housekeeping.
-func (p pgxPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (idemsql.PoolTx[pgx.Tx], error) {
-	opts := p.opts
-	switch level {
-	case sql.LevelDefault:
-	case sql.LevelReadUncommitted:
-		opts.IsoLevel = pgx.ReadUncommitted
-	case sql.LevelReadCommitted:
-		opts.IsoLevel = pgx.ReadCommitted
-	case sql.LevelRepeatableRead, sql.LevelSnapshot:
-		opts.IsoLevel = pgx.RepeatableRead
-	case sql.LevelSerializable:
-		opts.IsoLevel = pgx.Serializable
-	default:
-		return nil, fmt.Errorf("%w: isolation level %v", idemsql.ErrInvalidOption, level)
-	}
-	opts.AccessMode = pgx.ReadWrite
-	p.opts = opts
-	return p.Begin(ctx)
-}

@@ -12,34 +12,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
-// Dialect is the PostgreSQL dialect, for [idemsql.NewStore].
+// Dialect is the PostgreSQL dialect, for a driver of another pool type
+// than New's and NewSQL's.
 var Dialect idemdriver.Dialect = dialect{}
-
-// Store is an [idemsql.Store] for PostgreSQL that can also bind pgx
-// transactions.
-type Store struct {
-	*idemsql.Store
-}
-
-// New returns a PostgreSQL store. Options as for [idemsql.NewStore].
-func New(opts ...idemsql.Option) (*Store, error) {
-	s, err := idemsql.NewStore(Dialect, opts...)
-	if err != nil {
-		return nil, err
-	}
-	return &Store{s}, nil
-}
-
-// Pgx binds the store to a native pgx transaction, for [idemsql.Do].
-func (s *Store) Pgx(tx pgx.Tx) idemsql.Tx {
-	if tx == nil {
-		return s.Bind(nil)
-	}
-	return s.Bind(pgxExecutor{tx})
-}
 
 var _ idemdriver.Executor = pgxExecutor{}
 

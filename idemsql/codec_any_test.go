@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -15,7 +16,7 @@ import (
 // an interface: a value that would come back as another type is refused
 // before anything is stored, and one that comes back as it is goes through.
 func TestInterfaceResultReplaysAsItWasReturned(t *testing.T) {
-	store, err := idemsql.NewStore(nopDialect{})
+	store, err := idemsql.New(execDriver{nopDialect{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +34,8 @@ func TestInterfaceResultReplaysAsItWasReturned(t *testing.T) {
 		{map[string]any(nil), "a map[string]interface {} held by an interface type"},
 		{map[string]any{"ref": "r", "amount": 5.0, "tags": []any{"a", true, nil}}, ""},
 	} {
-		tx := store.Bind(&nopExec{claimed: true})
-		_, err := idemsql.Do(context.Background(), tx, "k", func(context.Context) (any, error) { return c.v, nil })
+		tx := idemdriver.Executor(&nopExec{claimed: true})
+		_, err := idemsql.Do(context.Background(), store, tx, "k", func(context.Context) (any, error) { return c.v, nil })
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%#v: %v", c.v, err)

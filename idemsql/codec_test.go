@@ -232,14 +232,14 @@ func TestJSONMarshalKeepsWhatAReplayReturns(t *testing.T) {
 }
 
 // openCodecDB opens a migrated SQLite database for one test.
-func openCodecDB(t *testing.T) (*sql.DB, *idemsql.Store) {
+func openCodecDB(t *testing.T) (*sql.DB, *idemsql.Store[*sql.Tx]) {
 	t.Helper()
 	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "codec.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,9 +250,9 @@ func openCodecDB(t *testing.T) (*sql.DB, *idemsql.Store) {
 }
 
 func TestReplayIsWhatTheFirstCallGot(t *testing.T) {
-	db, store := openCodecDB(t)
+	_, store := openCodecDB(t)
 	ctx := context.Background()
-	pool := store.DB(db, nil)
+	pool := store
 
 	type v1 struct {
 		ID   string `json:"id"`

@@ -45,7 +45,7 @@ import (
 // error for a COMMIT that a cancelled ctx interrupted, so that one is
 // ErrCommitUnknown too (except on SQLite, whose driver rolls such a COMMIT
 // back).
-func (s *Store) CommitError(ctx context.Context, err error) error {
+func (s *Store[X]) CommitError(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -63,7 +63,7 @@ type committer interface {
 // transaction is rolled back, and the error is the context's alone. (pgx
 // and database/sql would not send it either, but database/sql says so with
 // an error that a driver also returns for a COMMIT the context interrupted.)
-func (s *Store) commit(ctx context.Context, tx committer, op, key string, wrote bool) *Error {
+func (s *core) commit(ctx context.Context, tx committer, op, key string, wrote bool) *Error {
 	if cerr := ctx.Err(); cerr != nil {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return &Error{Op: op, Key: key, Err: fmt.Errorf("not committed: %w", cerr), notCommitted: true}
@@ -81,7 +81,7 @@ func (s *Store) commit(ctx context.Context, tx committer, op, key string, wrote 
 // with ctx ended, the context's alone. When the connection broke, or ctx
 // ended, during the COMMIT of a transaction that wrote, nobody can tell:
 // ErrCommitUnknown, the context's error inside if it ended.
-func (s *Store) commitError(ctx context.Context, op, key string, err error, wrote bool) *Error {
+func (s *core) commitError(ctx context.Context, op, key string, err error, wrote bool) *Error {
 	e := &Error{Op: op, Key: key, Err: err}
 	cerr := ctx.Err()
 	if cerr != nil && !errors.Is(err, cerr) {
@@ -111,7 +111,7 @@ func (s *Store) commitError(ctx context.Context, op, key string, err error, wrot
 // SafeToRetry says so (pgconn's) — unless the dialect reads it as a broken
 // connection: pgx says "conn closed", SafeToRetry and all, also for a
 // statement that went out.
-func (s *Store) notSent(err error) bool {
+func (s *core) notSent(err error) bool {
 	if errors.Is(err, driver.ErrBadConn) {
 		return true
 	}

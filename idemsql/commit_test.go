@@ -45,7 +45,7 @@ func (commitDialect) Classify(err error) idemdriver.ErrorKind {
 // the database refused it; a context that ended is the class of a COMMIT
 // it certainly stopped.
 func TestCommitError(t *testing.T) {
-	store, err := idemsql.NewStore(commitDialect{})
+	store, err := idemsql.New(execDriver{commitDialect{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,8 @@ type Result[T any] struct {
 	Replayed bool
 }
 
-// Do runs fn at most once per key, in the caller's transaction tx.
+// Do runs fn at most once per key, in the caller's transaction tx, which
+// the caller began on the store's pool.
 //
 // Do first claims the key by inserting its row into the idempotency table,
 // in tx, before fn runs. fn does its business writes in the same
@@ -89,11 +90,12 @@ type Result[T any] struct {
 //     fewer; not on MySQL), so a nested call replays the empty result
 //     instead; its fn does not run either.
 //
-// Bind tx with [Store.SQL], the postgres dialect's Pgx, or, where the store
-// is also bound to the transaction's pool, [DB.Tx]: on SQLite and MySQL
-// that one runs the store's statements prepared once per connection, which
-// is what makes Do as cheap as a hand-written guard there
-// (docs/performance.md).
+// On SQLite and MySQL the store's statements run prepared once per
+// connection of its pool, which is what makes Do as cheap as a
+// hand-written guard there (docs/performance.md). A transaction of another
+// *sql.DB than the store's runs them as text (database/sql runs no
+// statement prepared on one pool in a transaction of another), and is
+// taken to be on the store's server.
 //
 // fn receives ctx. Errors that reach the database come back as [*Error]
 // with exactly one class: [ErrRetryable] (roll back and run the whole
@@ -107,28 +109,31 @@ type Result[T any] struct {
 // Options: [WithTTL], [WithFingerprint], [WithOnDuplicate], [WithInFlight],
 // [WithLockTimeout], [WithRecordedFailures], [WithCodec],
 // [WithMaxResultSize].
-func Do[T any](ctx context.Context, tx Tx, key string, fn func(ctx context.Context) (T, error), opts ...Option) (Result[T], error) {
-	if tx.store == nil || tx.exec == nil {
+func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ctx context.Context) (T, error), opts ...Option) (Result[T], error) {
+	if s == nil {
 		return Result[T]{}, errUnbound
 	}
-	cfg, err := tx.store.callSettings(key, opts)
+	ex := s.driver.Bind(tx)
+	if ex == nil {
+		return Result[T]{}, errUnbound
+	}
+	cfg, err := s.callSettings(key, opts)
 	if err != nil {
 		return Result[T]{}, err
 	}
 	if fn == nil {
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	s := tx.store
 	start := time.Now()
 	ctx, call := s.startCall(ctx, "Do", key, start)
 	defer call.unwinding()
-	res, _, err := do(ctx, s, tx.exec, key, fn, &cfg, start)
+	res, _, err := do(ctx, &s.core, ex, key, fn, &cfg, start)
 	call.finish(res.Replayed, err)
 	return res, err
 }
 
 // callSettings checks the key and merges a call's options over the store's.
-func (s *Store) callSettings(key string, opts []Option) (settings, error) {
+func (s *core) callSettings(key string, opts []Option) (settings, error) {
 	if err := ValidateKey(key); err != nil {
 		return settings{}, err
 	}
@@ -195,7 +200,7 @@ const fastPathMinTTL = time.Hour
 // attempt, for a retried transaction): events are timed from it, and an
 // outcome is judged expired as of then, so that a retry never counts as
 // expired what the call's first attempt would have replayed.
-func do[T any](ctx context.Context, s *Store, ex idemdriver.Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
+func do[T any](ctx context.Context, s *core, ex idemdriver.Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
 	var res Result[T]
 	if err := ctx.Err(); err != nil {
 		return res, outcomeFailed, &Error{Op: "claim", Key: key, Err: err} // the context's class alone
@@ -278,7 +283,7 @@ func claimLost(op, key string) error {
 // back, and then nothing is left; a caller that recovers and commits keeps
 // fn's partial writes, and the key then answers with that failure instead of
 // running fn a second time.
-func callFn[T any](ctx context.Context, s *Store, ex idemdriver.Executor, key string, tok claimToken, cfg *settings, fn func(context.Context) (T, error)) (T, error) {
+func callFn[T any](ctx context.Context, s *core, ex idemdriver.Executor, key string, tok claimToken, cfg *settings, fn func(context.Context) (T, error)) (T, error) {
 	panicked := true
 	defer func() {
 		if panicked {
@@ -301,12 +306,12 @@ const panicWriteLimit = 5 * time.Second
 // transaction comes back matching [ErrRetryable], and nothing more is sent:
 // on MySQL and SQLite a statement sent now would run outside the
 // transaction. So does an error of fn's own when the dialect shows that
-// the session already left the transaction ([TxChecker]): fn swallowed the
+// the session already left the transaction ([idemdriver.TxChecker]): fn swallowed the
 // error that ended it, or committed the transaction itself. Otherwise the
 // claim is removed, or, for a [Permanent] error under
 // [WithRecordedFailures], recorded. If ctx ended, fn's error comes
 // back as it is: the context is its class.
-func (s *Store) fnFailed(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
+func (s *core) fnFailed(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
 	if errors.Is(fnErr, ErrRetryable) {
 		// fn asks for the transaction to run again, or passes on a nested
 		// call's lost transaction: it is rolled back either way.
@@ -418,19 +423,22 @@ type claimOutcome struct {
 	row     storedRow // when not claimed
 }
 
-// boundedClaim claims under the in-flight policy.
-func (s *Store) boundedClaim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+// boundedClaim claims under the in-flight policy. Whether a replay must
+// write is ex's to tell: the executor a dialect wraps ex in to bound the
+// claim (MariaDB's per-statement setting) knows nothing of the server.
+func (s *core) boundedClaim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+	early := visibleBeforeDurable(ex)
 	failFast := cfg.inFlight == InFlightFailFast
 	if !failFast && cfg.lockTimeout == 0 {
-		return s.claim(ctx, ex, key, cfg, known, tok, start)
+		return s.claim(ctx, ex, key, cfg, known, early, tok, start)
 	}
 	if failFast && s.stmts.TryLock != "" {
-		return s.claimUnlessLocked(ctx, ex, key, cfg, known, tok, start)
+		return s.claimUnlessLocked(ctx, ex, key, cfg, known, early, tok, start)
 	}
 	var c claimOutcome
 	var claimErr error
 	timedOut, err := s.dialect.(idemdriver.ClaimBounder).BoundClaim(ctx, ex, cfg.lockTimeout, failFast, func(bex idemdriver.Executor) error {
-		c, claimErr = s.claim(ctx, bex, key, cfg, known, tok, start)
+		c, claimErr = s.claim(ctx, bex, key, cfg, known, early, tok, start)
 		var e *Error
 		if errors.As(claimErr, &e) && e.Err != nil {
 			return e.Err // the driver's error, for the dialect to read
@@ -440,8 +448,8 @@ func (s *Store) boundedClaim(ctx context.Context, ex idemdriver.Executor, key st
 	if ctx.Err() != nil {
 		// database/sql may have rolled the transaction back under the
 		// claim, before the dialect could put a session setting back.
-		if d, ok := ex.(sessionDropper); ok {
-			d.dropSession()
+		if d, ok := ex.(idemdriver.SessionDropper); ok {
+			d.DropSession()
 		}
 	}
 	switch {
@@ -465,13 +473,13 @@ func (s *Store) boundedClaim(ctx context.Context, ex idemdriver.Executor, key st
 // claimUnlessLocked is a fail-fast claim through the dialect's TryLock:
 // when another transaction holds the key's lock, it answers from the
 // committed row, without waiting, or ErrInProgress.
-func (s *Store) claimUnlessLocked(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+func (s *core) claimUnlessLocked(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known, early bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	var got bool
 	if err := ex.QueryRow(ctx, s.stmts.TryLock, key).Scan(&got); err != nil {
 		return claimOutcome{}, s.dbError(ctx, "claim", key, err)
 	}
 	if got {
-		return s.claim(ctx, ex, key, cfg, known, tok, start)
+		return s.claim(ctx, ex, key, cfg, known, early, tok, start)
 	}
 	// The holder may be claiming the key, or replaying it: a committed
 	// outcome replays as any duplicate's would. An expired one is being
@@ -495,13 +503,15 @@ const maxClaimRounds = 4
 func micros(d time.Duration) int64 { return d.Microseconds() }
 
 // claim claims the key, or reads the row that holds it. With known, a claim
-// stores the row completed with the empty result.
-func (s *Store) claim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
+// stores the row completed with the empty result; with early (the server
+// may show a commit before it is durable), a claim of a key that exists
+// writes its row.
+func (s *core) claim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known, early bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	ttl := cfg.ttl.Microseconds()
 	claimSQL, claimOrReadSQL, reclaimSQL := s.stmts.Claim, s.stmts.ClaimOrRead, s.stmts.Reclaim
 	if known {
 		claimSQL, claimOrReadSQL, reclaimSQL = s.stmts.ClaimCompleted, s.stmts.ClaimOrReadCompleted, s.stmts.ReclaimCompleted
-	} else if s.stmts.ClaimOrTouch != "" && visibleBeforeDurable(ex) {
+	} else if s.stmts.ClaimOrTouch != "" && early {
 		// A replay must not answer before the outcome it read is durable.
 		claimSQL = s.stmts.ClaimOrTouch
 	}
@@ -563,7 +573,7 @@ func (s *Store) claim(ctx context.Context, ex idemdriver.Executor, key string, c
 		Err: fmt.Errorf("the row changed under %d consecutive claims", maxClaimRounds)}
 }
 
-func replay[T any](s *Store, key string, r storedRow, cfg *settings) (Result[T], error) {
+func replay[T any](s *core, key string, r storedRow, cfg *settings) (Result[T], error) {
 	var res Result[T]
 	if !bytes.Equal(r.fingerprint, cfg.fingerprint) {
 		return res, &Error{Op: "claim", Key: key, Kind: ErrFingerprintMismatch}
@@ -598,7 +608,7 @@ func replay[T any](s *Store, key string, r storedRow, cfg *settings) (Result[T],
 
 // recordFailure undoes fn's writes back to the savepoint and stores the
 // failure in the claim.
-func (s *Store) recordFailure(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint, class string, cfg *settings, cause error) (outcome, error) {
+func (s *core) recordFailure(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint, class string, cfg *settings, cause error) (outcome, error) {
 	ctx = context.WithoutCancel(ctx) // the failure is fn's answer; record it even if ctx ended
 	if _, err := ex.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
 		return s.recordFailed(ctx, key, cause, err)
@@ -615,7 +625,7 @@ func (s *Store) recordFailure(ctx context.Context, ex idemdriver.Executor, key s
 	return outcomeRecorded, &FailureError{Key: key, Class: class, Message: msg, Err: cause}
 }
 
-func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) (outcome, error) {
+func (s *core) recordFailed(ctx context.Context, key string, cause, err error) (outcome, error) {
 	e := s.dbError(ctx, "record failure", key, err)
 	if endsTx(s.classify(err)) {
 		if o := failedOutcome(e); o == outcomeRetry {
@@ -632,17 +642,17 @@ func (s *Store) recordFailed(ctx context.Context, key string, cause, err error) 
 // anyway leaves the key free. It runs even when ctx is already cancelled.
 // If the transaction can no longer commit, the claim goes with it, and that
 // is not worth reporting.
-func (s *Store) release(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, cause error) error {
+func (s *core) release(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, cause error) error {
 	return s.released(key, s.sendRelease(ctx, ex, key, tok), cause)
 }
 
-func (s *Store) sendRelease(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken) error {
+func (s *core) sendRelease(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken) error {
 	_, err := ex.Exec(context.WithoutCancel(ctx), s.stmts.Release, key, tok.owner)
 	return err
 }
 
 // released is cause, after a release that failed with err (if not nil).
-func (s *Store) released(key string, err, cause error) error {
+func (s *core) released(key string, err, cause error) error {
 	if err == nil || endsTx(s.classify(err)) {
 		return cause
 	}

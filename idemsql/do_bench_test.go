@@ -3,6 +3,7 @@ package idemsql_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"testing"
 
 	"github.com/idemsql/idemsql/idemdriver"
@@ -20,6 +21,16 @@ func (nopDialect) Statements(table idemdriver.Table) idemdriver.Statements {
 	return idemdriver.Statements{Claim: "claim", Read: "read", Reclaim: "reclaim", Complete: "complete", Release: "release"}
 }
 func (nopDialect) Classify(error) idemdriver.ErrorKind { return idemdriver.KindOther }
+
+// execDriver is a driver whose transactions are the executors a test
+// makes: Do binds them as they are, and Run has no pool.
+type execDriver struct{ d idemdriver.Dialect }
+
+func (d execDriver) Dialect() idemdriver.Dialect { return d.d }
+func (execDriver) Begin(context.Context, sql.IsolationLevel) (idemdriver.Tx[idemdriver.Executor], error) {
+	return nil, errors.New("execDriver has no pool")
+}
+func (execDriver) Bind(ex idemdriver.Executor) idemdriver.Executor { return ex }
 
 // nopExec claims every key (claimed) or finds every key completed.
 type nopExec struct {
@@ -74,7 +85,7 @@ type benchCharge struct {
 }
 
 func BenchmarkDoNopExecutor(b *testing.B) {
-	store, err := idemsql.NewStore(nopDialect{})
+	store, err := idemsql.New(execDriver{nopDialect{}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,39 +93,39 @@ func BenchmarkDoNopExecutor(b *testing.B) {
 	fn := func(context.Context) (benchCharge, error) { return benchCharge{Ref: "order-42", Amount: 4200}, nil }
 
 	b.Run("first", func(b *testing.B) {
-		tx := store.Bind(&nopExec{claimed: true})
+		tx := idemdriver.Executor(&nopExec{claimed: true})
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := idemsql.Do(ctx, tx, "charge:order-42", fn); err != nil {
+			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("first-fingerprint", func(b *testing.B) {
-		tx := store.Bind(&nopExec{claimed: true})
+		tx := idemdriver.Executor(&nopExec{claimed: true})
 		req := map[string]int64{"order": 42, "amount": 4200}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := idemsql.Do(ctx, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
+			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("first-fingerprint-bytes", func(b *testing.B) {
-		tx := store.Bind(&nopExec{claimed: true})
+		tx := idemdriver.Executor(&nopExec{claimed: true})
 		req := []byte(`{"order":42,"amount":4200}`)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := idemsql.Do(ctx, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
+			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("replay", func(b *testing.B) {
-		tx := store.Bind(&nopExec{result: []byte(`{"ref":"order-42","amount":4200}`)})
+		tx := idemdriver.Executor(&nopExec{result: []byte(`{"ref":"order-42","amount":4200}`)})
 		b.ReportAllocs()
 		for b.Loop() {
-			res, err := idemsql.Do(ctx, tx, "charge:order-42", fn)
+			res, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn)
 			if err != nil || !res.Replayed {
 				b.Fatal(err)
 			}

@@ -14,14 +14,14 @@
 // database this is exactly once, with no lease, no clock and nothing left
 // behind by a crash.
 //
-//	store, err := postgres.New() // once, at start-up
+//	store, err := idemsql.New(idempostgres.New(pool)) // once, at start-up
 //	...
 //	tx, err := pool.Begin(ctx) // the caller's transaction
 //	if err != nil {
 //		return err
 //	}
 //	defer tx.Rollback(ctx)
-//	res, err := idemsql.Do(ctx, store.Pgx(tx), "charge:"+orderID,
+//	res, err := idemsql.Do(ctx, store, tx, "charge:"+orderID,
 //		func(ctx context.Context) (Charge, error) {
 //			return insertCharge(ctx, tx, orderID) // business writes in tx
 //		})
@@ -65,12 +65,12 @@
 //
 // # Dialects
 //
-// The dialect packages bind a store to each database: idempostgres
-// (pgx.Tx with Store.Pgx, *sql.Tx through pgx's stdlib), idemmysql (MySQL
-// 8, MariaDB 10.6+) and idemsqlite (modernc.org/sqlite); package idemdriver
-// holds the contract they implement. On database/sql, bind a transaction with
-// Store.DB(db, nil).Tx(tx), which runs prepared statements on SQLite and
-// MySQL, or with Store.SQL(tx). The table comes from the goose migrations
+// A store is made with [New] from a dialect package's driver for a pool:
+// idempostgres.New (a pgx pool; pgx.Tx), idempostgres.NewSQL (pgx's
+// database/sql driver), idemmysql.New (MySQL 8, MariaDB 10.6+) and
+// idemsqlite.New (modernc.org/sqlite). Every call takes the store; [Do]
+// also the caller's transaction. Package idemdriver holds the contract a
+// dialect implements. The table comes from the goose migrations
 // in package migrations ([WithTable], [WithSchema]).
 //
 // # Watching and reading

@@ -198,7 +198,7 @@ func endsTx(k idemdriver.ErrorKind) bool {
 // classify is the dialect's classification, with the meanings every
 // database/sql driver shares: a broken connection, a transaction that is
 // already over.
-func (s *Store) classify(err error) idemdriver.ErrorKind {
+func (s *core) classify(err error) idemdriver.ErrorKind {
 	if k := s.dialect.Classify(err); k != idemdriver.KindOther {
 		return k
 	}
@@ -220,7 +220,7 @@ func (s *Store) classify(err error) idemdriver.ErrorKind {
 // dbError wraps a driver error of step op with its one meaning. A context
 // that ended is its own class: the error matches ctx's error and no
 // sentinel of the library, whatever the driver made of it.
-func (s *Store) dbError(ctx context.Context, op, key string, err error) *Error {
+func (s *core) dbError(ctx context.Context, op, key string, err error) *Error {
 	e := &Error{Op: op, Key: key, Err: err}
 	if cerr := ctx.Err(); cerr != nil {
 		if !errors.Is(err, cerr) {

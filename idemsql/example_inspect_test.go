@@ -9,7 +9,7 @@ import (
 )
 
 func ExampleLookup() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
 
@@ -17,7 +17,7 @@ func ExampleLookup() {
 		ID    int64 `json:"id"`
 		Total int64 `json:"total"`
 	}
-	if _, err := idemsql.Run(ctx, store.DB(db, nil), "order:42", func(ctx context.Context, tx *sql.Tx) (Order, error) {
+	if _, err := idemsql.Run(ctx, store, "order:42", func(ctx context.Context, tx *sql.Tx) (Order, error) {
 		res, err := tx.ExecContext(ctx, `INSERT INTO orders (total) VALUES (1999)`)
 		if err != nil {
 			return Order{}, err
@@ -29,7 +29,7 @@ func ExampleLookup() {
 		return
 	}
 
-	r, found, err := idemsql.Lookup(ctx, store.DB(db, nil), "order:42")
+	r, found, err := idemsql.Lookup(ctx, store, "order:42")
 	if err != nil || !found {
 		fmt.Println(found, err)
 		return
@@ -42,7 +42,7 @@ func ExampleLookup() {
 	fmt.Println(r.Status, r.Attempt, r.Lease, r.Expired, string(r.Result))
 	fmt.Printf("order %d, total %d\n", o.ID, o.Total)
 
-	_, found, err = idemsql.Lookup(ctx, store.DB(db, nil), "order:43")
+	_, found, err = idemsql.Lookup(ctx, store, "order:43")
 	fmt.Println("order:43 found:", found, err)
 	// Output:
 	// completed 1 none false {"id":1,"total":1999}
@@ -51,10 +51,10 @@ func ExampleLookup() {
 }
 
 func ExampleList() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
-	pool := store.DB(db, nil)
+	pool := store
 
 	for _, key := range []string{"refund:1", "refund:2", "refund:3", "charge:1"} {
 		if _, err := idemsql.Run(ctx, pool, key, func(context.Context, *sql.Tx) (struct{}, error) {

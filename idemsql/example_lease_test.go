@@ -13,7 +13,7 @@ type receipt struct {
 }
 
 func ExampleRunExternal() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
 	calls := 0
@@ -22,7 +22,7 @@ func ExampleRunExternal() {
 		return receipt{ChargeID: "ch_1"}, nil
 	}
 	for range 2 {
-		res, err := idemsql.RunExternal(ctx, store.DB(db, nil), "charge:order-7", charge, idemsql.WithLease(10*time.Second))
+		res, err := idemsql.RunExternal(ctx, store, "charge:order-7", charge, idemsql.WithLease(10*time.Second))
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -37,10 +37,10 @@ func ExampleRunExternal() {
 }
 
 func ExampleClaimLease() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
-	pool := store.DB(db, nil)
+	pool := store
 
 	c, err := idemsql.ClaimLease(ctx, pool, "email:welcome-42", idemsql.WithLease(time.Minute))
 	if err != nil || !c.Held {
@@ -60,10 +60,10 @@ func ExampleClaimLease() {
 }
 
 func ExampleSweep() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
-	pool := store.DB(db, nil)
+	pool := store
 
 	// A holder that claims and dies: its lease runs out.
 	if _, err := idemsql.ClaimLease(ctx, pool, "charge:order-8", idemsql.WithLease(50*time.Millisecond)); err != nil {
@@ -87,10 +87,10 @@ func ExampleSweep() {
 }
 
 func ExamplePurge() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
-	pool := store.DB(db, nil)
+	pool := store
 	if _, err := idemsql.RunExternal(ctx, pool, "report:2026-11", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
 		return receipt{ChargeID: "r1"}, nil
 	}, idemsql.WithTTL(time.Millisecond), idemsql.WithLease(10*time.Millisecond)); err != nil {

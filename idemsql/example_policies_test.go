@@ -12,12 +12,12 @@ import (
 
 // Run owns the transaction and retries it when the database asks.
 func ExampleRun() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
 
 	for range 2 {
-		res, err := idemsql.Run(ctx, store.DB(db, nil), "order-request-7", func(ctx context.Context, tx *sql.Tx) (int64, error) {
+		res, err := idemsql.Run(ctx, store, "order-request-7", func(ctx context.Context, tx *sql.Tx) (int64, error) {
 			var id int64
 			err := tx.QueryRowContext(ctx, `INSERT INTO orders (total) VALUES (1999) RETURNING id`).Scan(&id)
 			return id, err
@@ -35,11 +35,11 @@ func ExampleRun() {
 // Under OnDuplicateError a duplicate is an error that still carries the
 // stored result: for APIs that must answer "already done".
 func ExampleWithOnDuplicate() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
 	create := func() (idemsql.Result[string], error) {
-		return idemsql.Run(ctx, store.DB(db, nil), "signup:ada@example.com", func(ctx context.Context, tx *sql.Tx) (string, error) {
+		return idemsql.Run(ctx, store, "signup:ada@example.com", func(ctx context.Context, tx *sql.Tx) (string, error) {
 			return "account 42", nil
 		}, idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
 	}
@@ -61,7 +61,7 @@ func ExampleWithInFlight() {
 
 	first, _ := db.BeginTx(ctx, nil)
 	defer first.Rollback()
-	_, _ = idemsql.Do(ctx, store.SQL(first), "report:2026-11", func(ctx context.Context) (string, error) {
+	_, _ = idemsql.Do(ctx, store, first, "report:2026-11", func(ctx context.Context) (string, error) {
 		return "rendering", nil
 	})
 
@@ -71,7 +71,7 @@ func ExampleWithInFlight() {
 	defer second.Close()
 	tx, _ := second.BeginTx(ctx, nil)
 	defer tx.Rollback()
-	_, err := idemsql.Do(ctx, store.SQL(tx), "report:2026-11", func(ctx context.Context) (string, error) {
+	_, err := idemsql.Do(ctx, store, tx, "report:2026-11", func(ctx context.Context) (string, error) {
 		return "rendering again", nil
 	}, idemsql.WithInFlight(idemsql.InFlightFailFast))
 	fmt.Println(errors.Is(err, idemsql.ErrInProgress))
@@ -85,7 +85,7 @@ func ExampleWithRecordedFailures() {
 	defer done()
 	ctx := context.Background()
 	charge := func() error {
-		_, err := idemsql.Run(ctx, store.DB(db, nil), "charge:order-9", func(ctx context.Context, tx *sql.Tx) (int, error) {
+		_, err := idemsql.Run(ctx, store, "charge:order-9", func(ctx context.Context, tx *sql.Tx) (int, error) {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO orders (total) VALUES (5000)`); err != nil {
 				return 0, err
 			}
@@ -116,11 +116,11 @@ type invoiceRequest struct {
 // WrapRun is the counterpart of a decorator: the guarded function derives
 // its key from a namespace and its argument.
 func ExampleWrapRun() {
-	db, store, done := openExampleDB()
+	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
 
-	createInvoice := idemsql.WrapRun(store.DB(db, nil), idemsql.ArgsKey[invoiceRequest]("create_invoice"),
+	createInvoice := idemsql.WrapRun(store, idemsql.ArgsKey[invoiceRequest]("create_invoice"),
 		func(ctx context.Context, tx *sql.Tx, r invoiceRequest) (int64, error) {
 			var id int64
 			err := tx.QueryRowContext(ctx, `INSERT INTO orders (total) VALUES (?) RETURNING id`, r.Cents).Scan(&id)
@@ -147,7 +147,7 @@ func ExampleWrap() {
 	defer done()
 	ctx := context.Background()
 
-	refund := idemsql.Wrap(store.SQL, func(orderID int64) (string, error) {
+	refund := idemsql.Wrap(store, func(orderID int64) (string, error) {
 		return fmt.Sprintf("refund:%d", orderID), nil
 	}, func(ctx context.Context, tx *sql.Tx, orderID int64) (string, error) {
 		_, err := tx.ExecContext(ctx, `INSERT INTO orders (total) VALUES (-100)`)
@@ -177,7 +177,7 @@ func ExampleWithLockTimeout() {
 
 	first, _ := db.BeginTx(ctx, nil)
 	defer first.Rollback()
-	_, _ = idemsql.Do(ctx, store.SQL(first), "export:42", func(ctx context.Context) (string, error) {
+	_, _ = idemsql.Do(ctx, store, first, "export:42", func(ctx context.Context) (string, error) {
 		return "exporting", nil
 	})
 
@@ -185,7 +185,7 @@ func ExampleWithLockTimeout() {
 	defer second.Close()
 	tx, _ := second.BeginTx(ctx, nil)
 	defer tx.Rollback()
-	_, err := idemsql.Do(ctx, store.SQL(tx), "export:42", func(ctx context.Context) (string, error) {
+	_, err := idemsql.Do(ctx, store, tx, "export:42", func(ctx context.Context) (string, error) {
 		return "exporting again", nil
 	}, idemsql.WithLockTimeout(50*time.Millisecond))
 	fmt.Println(errors.Is(err, idemsql.ErrLockTimeout))

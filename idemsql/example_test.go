@@ -22,7 +22,7 @@ func openDeferred(db *sql.DB) (*sql.DB, error) {
 }
 
 // openExampleDB opens a migrated SQLite database in a temporary directory.
-func openExampleDB() (*sql.DB, *idemsql.Store, func()) {
+func openExampleDB() (*sql.DB, *idemsql.Store[*sql.Tx], func()) {
 	dir, err := os.MkdirTemp("", "idemsql-example-")
 	if err != nil {
 		panic(err)
@@ -33,7 +33,7 @@ func openExampleDB() (*sql.DB, *idemsql.Store, func()) {
 		panic(err)
 	}
 	exampleDBPath[db] = path
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		panic(err)
 	}
@@ -58,7 +58,7 @@ func ExampleDo() {
 			return idemsql.Result[int64]{}, err
 		}
 		defer tx.Rollback()
-		res, err := idemsql.Do(ctx, store.SQL(tx), key, func(ctx context.Context) (int64, error) {
+		res, err := idemsql.Do(ctx, store, tx, key, func(ctx context.Context) (int64, error) {
 			var id int64
 			err := tx.QueryRowContext(ctx, `INSERT INTO orders (total) VALUES (4200) RETURNING id`).Scan(&id)
 			return id, err
@@ -101,7 +101,7 @@ func ExampleWithFingerprint() {
 			return err
 		}
 		defer tx.Rollback()
-		_, err = idemsql.Do(ctx, store.SQL(tx), key, func(ctx context.Context) (string, error) {
+		_, err = idemsql.Do(ctx, store, tx, key, func(ctx context.Context) (string, error) {
 			return "sent", nil
 		}, idemsql.WithFingerprint(t))
 		if err != nil {

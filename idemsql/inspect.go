@@ -120,21 +120,19 @@ func (r Record) Decode(v any) error {
 
 // Lookup reads the key's row. found is false, with a nil error, when the
 // table holds no row for the key; a row past its retention is found, with
-// Expired set. It runs one read-only statement: on a pool bound with
-// [Store.DB] outside any transaction, on another [Pool] in a transaction
-// it rolls back. It takes no lock, so a claim never waits for it. Under a
-// pool whose transactions are SERIALIZABLE (bound with such options), the
-// database may still count the read as a conflict of others: bind a pool
-// with default options for reads.
-func Lookup[X any](ctx context.Context, db DB[X], key string) (r Record, found bool, err error) {
+// Expired set. It runs one read-only statement: on database/sql outside
+// any transaction, on pgx in a transaction at the server's default
+// isolation level that it rolls back. It takes no lock, so a claim never
+// waits for it.
+func Lookup[X any](ctx context.Context, s *Store[X], key string) (r Record, found bool, err error) {
 	if err := ValidateKey(key); err != nil {
 		return Record{}, false, err
 	}
-	in, err := newInspector(db)
+	in, err := newInspector(s)
 	if err != nil {
 		return Record{}, false, err
 	}
-	err = readDB(ctx, db, func(rd reader) error {
+	err = readDB(ctx, s, func(rd reader) error {
 		r, err = in.scanRecord(rd.QueryRow(ctx, in.is.Lookup, key), true)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
@@ -201,17 +199,17 @@ type ListPage struct {
 // between pages are neither skipped twice nor lost, except where their key
 // moved past the cursor. Each page is one read-only statement, taken as
 // [Lookup] takes its own.
-func List[X any](ctx context.Context, db DB[X], f ListFilter) (ListPage, error) {
+func List[X any](ctx context.Context, s *Store[X], f ListFilter) (ListPage, error) {
 	args, limit, err := f.args()
 	if err != nil {
 		return ListPage{}, err
 	}
-	in, err := newInspector(db)
+	in, err := newInspector(s)
 	if err != nil {
 		return ListPage{}, err
 	}
 	var recs []Record
-	err = readDB(ctx, db, func(rd reader) error {
+	err = readDB(ctx, s, func(rd reader) error {
 		recs, err = in.list(ctx, rd, args, limit+1)
 		return err
 	})
@@ -331,13 +329,13 @@ type TableStats struct {
 // Stats counts the table's rows by status and lease state, in one
 // read-only statement that scans the whole table: cheap for an operator's
 // look, not for a hot path. Taken as [Lookup] takes its own.
-func Stats[X any](ctx context.Context, db DB[X]) (TableStats, error) {
-	in, err := newInspector(db)
+func Stats[X any](ctx context.Context, s *Store[X]) (TableStats, error) {
+	in, err := newInspector(s)
 	if err != nil {
 		return TableStats{}, err
 	}
 	var st TableStats
-	err = readDB(ctx, db, func(rd reader) error {
+	err = readDB(ctx, s, func(rd reader) error {
 		var oldest sql.NullString
 		var oldestAt sql.NullInt64
 		var now int64
@@ -358,19 +356,19 @@ func Stats[X any](ctx context.Context, db DB[X]) (TableStats, error) {
 
 // inspector is one read's view of a store.
 type inspector struct {
-	s  *Store
+	s  *core
 	is idemdriver.InspectStatements
 }
 
-func newInspector[X any](db DB[X]) (*inspector, error) {
-	if db.store == nil || db.pool == nil {
-		return nil, errUnboundDB
+func newInspector[X any](st *Store[X]) (*inspector, error) {
+	if st == nil {
+		return nil, errNoStore
 	}
-	d, ok := db.store.dialect.(idemdriver.InspectDialect)
+	d, ok := st.dialect.(idemdriver.InspectDialect)
 	if !ok {
-		return nil, fmt.Errorf("%w: dialect %s has no read API", ErrInvalidOption, db.store.dialect.Name())
+		return nil, fmt.Errorf("%w: dialect %s has no read API", ErrInvalidOption, st.dialect.Name())
 	}
-	return &inspector{s: db.store, is: d.InspectStatements(db.store.table())}, nil
+	return &inspector{s: &st.core, is: d.InspectStatements(st.table())}, nil
 }
 
 // reader runs the read API's statements.
@@ -380,46 +378,32 @@ type reader interface {
 	query() func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error)
 }
 
-// readDB runs f on db. A database/sql pool bound with Store.DB is read
-// outside any transaction: each statement is its own snapshot, and no
-// isolation level or BEGIN IMMEDIATE of the pool's (SQLite's _txlock) turns
-// the read into one that locks or waits for writers. Another pool is read
-// in a transaction that is rolled back.
-func readDB[X any](ctx context.Context, db DB[X], f func(reader) error) error {
-	if p, ok := any(db.pool).(sqlPool); ok {
-		return f(sqlDBReader{p.db})
+// readDB runs f on the store's pool: outside any transaction where the
+// driver can ([idemdriver.Reader]: database/sql's), so that each statement
+// is its own snapshot, and no isolation level or BEGIN IMMEDIATE (SQLite's
+// _txlock) turns the read into one that locks or waits for writers; else in
+// a transaction that is rolled back.
+func readDB[X any](ctx context.Context, s *Store[X], f func(reader) error) error {
+	if r, ok := s.driver.(idemdriver.Reader); ok {
+		return f(txReader{ex: r, q: r.Query})
 	}
-	tx, err := db.pool.Begin(ctx)
+	tx, err := s.driver.Begin(ctx, sql.LevelDefault)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	r := txReader{ex: tx}
-	if t, ok := any(tx.Tx()).(*sql.Tx); ok {
-		r.q = func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
-			return t.QueryContext(ctx, query, args...)
-		}
-	} else if q, ok := any(tx).(idemdriver.RowsQuerier); ok {
+	if q, ok := any(tx).(idemdriver.RowsQuerier); ok {
 		r.q = q.Query
 	}
 	return f(r)
 }
 
-type sqlDBReader struct{ db *sql.DB }
-
-func (r sqlDBReader) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
-	return r.db.QueryRowContext(ctx, query, args...)
-}
-
-func (r sqlDBReader) query() func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
-	return func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error) {
-		return r.db.QueryContext(ctx, query, args...)
-	}
-}
-
 type txReader struct {
-	ex idemdriver.Executor
-	q  func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error)
+	ex interface {
+		QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row
+	}
+	q func(ctx context.Context, query string, args ...any) (idemdriver.Rows, error)
 }
 
 func (r txReader) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {

@@ -107,14 +107,14 @@ func TestRecordDecode(t *testing.T) {
 }
 
 func TestReadAPIUnbound(t *testing.T) {
-	var db DB[any]
-	if _, _, err := Lookup(t.Context(), db, "k"); !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("Lookup on an unbound DB: %v", err)
+	var s *Store[any]
+	if _, _, err := Lookup(t.Context(), s, "k"); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("Lookup on a nil store: %v", err)
 	}
-	if _, err := List(t.Context(), db, ListFilter{}); !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("List on an unbound DB: %v", err)
+	if _, err := List(t.Context(), s, ListFilter{}); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("List on a nil store: %v", err)
 	}
-	if _, err := Stats(t.Context(), db); !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("Stats on an unbound DB: %v", err)
+	if _, err := Stats(t.Context(), s); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("Stats on a nil store: %v", err)
 	}
 }

@@ -312,7 +312,7 @@ type Claim struct {
 //
 // Options: those of [ClaimLease], and [WithHeartbeat], [WithOnDuplicate],
 // [WithRecordedFailures].
-func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Option) (Result[T], error) {
+func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Option) (Result[T], error) {
 	var res Result[T]
 	if err := ValidateKey(key); err != nil {
 		return res, err
@@ -320,7 +320,7 @@ func RunExternal[X, T any](ctx context.Context, db DB[X], key string, fn func(ct
 	if fn == nil {
 		return res, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	lr, err := newLeaser(db, opts)
+	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return res, err
 	}

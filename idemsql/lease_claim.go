@@ -14,15 +14,15 @@ import (
 	"github.com/idemsql/idemsql/idemdriver"
 )
 
-// leaser is one lease-mode call's view of a store and a pool.
+// leaser is one lease-mode call's view of a store.
 type leaser struct {
-	s     *Store
+	s     *core
 	ls    idemdriver.LeaseStatements
 	cfg   settings
 	begin func(context.Context) (leaseTx, error)
 	start time.Time // when the call began, for the observer's durations
 	// beginHousekeeping begins the transactions of Sweep and Purge, at the
-	// dialect's isolation level where the pool can choose one.
+	// dialect's isolation level where it has one.
 	beginHousekeeping func(context.Context) (leaseTx, error)
 }
 
@@ -32,11 +32,11 @@ type leaseTx interface {
 	Rollback(ctx context.Context) error
 }
 
-func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
-	if db.store == nil || db.pool == nil {
-		return nil, errUnboundDB
+func newLeaser[X any](st *Store[X], opts []Option) (*leaser, error) {
+	if st == nil {
+		return nil, errNoStore
 	}
-	s := db.store
+	s := &st.core
 	ld, ok := s.dialect.(idemdriver.LeaseDialect)
 	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s has no lease mode", ErrInvalidOption, s.dialect.Name())
@@ -49,24 +49,19 @@ func newLeaser[X any](db DB[X], opts []Option) (*leaser, error) {
 		return nil, fmt.Errorf("%w: heartbeat %v is more than half the lease %v",
 			ErrInvalidOption, lr.cfg.lease.heartbeatEvery(), lr.cfg.lease.leaseDuration())
 	}
-	pool := db.pool
-	lr.begin = func(ctx context.Context) (leaseTx, error) {
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return tx, nil
-	}
-	lr.beginHousekeeping = lr.begin
-	if ip, ok := pool.(IsolationPool[X]); ok && lr.ls.Isolation != sql.LevelDefault {
-		level := lr.ls.Isolation
-		lr.beginHousekeeping = func(ctx context.Context) (leaseTx, error) {
-			tx, err := ip.BeginIsolation(ctx, level)
+	beginAt := func(level sql.IsolationLevel) func(context.Context) (leaseTx, error) {
+		return func(ctx context.Context) (leaseTx, error) {
+			tx, err := st.driver.Begin(ctx, level)
 			if err != nil {
 				return nil, err
 			}
 			return tx, nil
 		}
+	}
+	lr.begin = beginAt(lr.cfg.isolation)
+	lr.beginHousekeeping = lr.begin
+	if lr.ls.Isolation != sql.LevelDefault {
+		lr.beginHousekeeping = beginAt(lr.ls.Isolation)
 	}
 	return lr, nil
 }
@@ -359,7 +354,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 
 // ClaimLease is the first step of lease mode for callers who drive the steps
 // themselves; most use [RunExternal]. It commits, in a short transaction of
-// its own on db, a claim on key: an in_progress row with lease_until = the
+// its own, a claim on key: an in_progress row with lease_until = the
 // database's clock + the lease ([WithLease]), an owner token unique to this
 // claim and an attempt number. A key whose holder's lease ran out (or was
 // released) is taken over (attempt+1, same downstream key); a key whose
@@ -382,11 +377,11 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 // Options: [WithLease], [WithLeaseWait], [WithTTL], [WithFingerprint],
 // [WithCodec], [WithMaxResultSize], [WithMaxAttempts], [WithBackoff],
 // [WithResultType].
-func ClaimLease[X any](ctx context.Context, db DB[X], key string, opts ...Option) (Claim, error) {
+func ClaimLease[X any](ctx context.Context, s *Store[X], key string, opts ...Option) (Claim, error) {
 	if err := ValidateKey(key); err != nil {
 		return Claim{}, err
 	}
-	lr, err := newLeaser(db, opts)
+	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return Claim{}, err
 	}

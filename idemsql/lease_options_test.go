@@ -9,21 +9,14 @@ import (
 	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
-	"github.com/idemsql/idemsql/idemsqlite"
 )
 
 // Options are checked before any SQL: the pool below is never connected.
 func TestLeaseOptionScopes(t *testing.T) {
-	s, err := idemsqlite.New(idemsql.WithLease(time.Minute), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	g, err := idemsql.New(unconnected(t), idemsql.WithLease(time.Minute), idemsql.WithInFlight(idemsql.InFlightFailFast))
 	if err != nil {
 		t.Fatalf("a store takes the options of both modes: %v", err)
 	}
-	db, err := sql.Open("sqlite", "file:unused?mode=memory")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	g := s.DB(db, nil)
 	ctx := context.Background()
 	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
 	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
@@ -67,19 +60,13 @@ func TestErrorWithoutKey(t *testing.T) {
 // WithResultType is a lease-mode option, and RunExternal refuses one whose
 // type is not its fn's, before any SQL: the pool below is never connected.
 func TestWithResultType(t *testing.T) {
-	s, err := idemsqlite.New()
+	g, err := idemsql.New(unconnected(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := idemsqlite.New(idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.New(unconnected(t), idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("a store with WithResultType: %v, want ErrInvalidOption", err)
 	}
-	db, err := sql.Open("sqlite", "file:unused?mode=memory")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	g := s.DB(db, nil)
 	ctx := context.Background()
 	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
 	if _, err := idemsql.RunExternal(ctx, g, "k", fn, idemsql.WithResultType[string]()); !errors.Is(err, idemsql.ErrInvalidOption) {

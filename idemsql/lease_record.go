@@ -273,7 +273,7 @@ func (l Lease) try(ctx context.Context, w fencedWrite, uncertain bool) (tryResul
 // holder's write gone through. Where the server shows a commit before it is
 // durable, that COMMIT may still be waiting for its log flush: the
 // transaction then writes the row, so that its own COMMIT returns only once
-// the write it confirms is durable ([EarlyVisibility]).
+// the write it confirms is durable ([idemdriver.EarlyVisibility]).
 func (l Lease) confirmed(ctx context.Context, tx leaseTx) (tryResult, error) {
 	lr := l.lr
 	if lr.ls.Touch == "" || !visibleBeforeDurable(tx) {

@@ -120,8 +120,9 @@ type SweepStats struct {
 // it over, until its retention has run out, and then resolves it too.
 //
 // Rows are taken in batches ([WithBatchSize]), each in a short transaction
-// at the dialect's isolation level ([LeaseStatements].Isolation) where the
-// pool is an [IsolationPool], so that a batch locks only its rows. A batch
+// at the dialect's isolation level (idemdriver.LeaseStatements.Isolation:
+// READ COMMITTED on PostgreSQL and MySQL/MariaDB), so that a batch locks
+// only its rows. A batch
 // locks its rows with one statement per kind of claim, through an index
 // scan bounded by the database's clock: without a handler, live and
 // released leases outside the range are never walked; with one, the scan
@@ -149,8 +150,8 @@ type SweepStats struct {
 // changed between the sweeper's read and its update is skipped. The error
 // joins the handlers' errors and any database error. [SweepEvery] runs it
 // in a loop.
-func Sweep[X any](ctx context.Context, db DB[X], h SweepHandler, opts ...Option) (SweepStats, error) {
-	lr, err := newLeaser(db, opts)
+func Sweep[X any](ctx context.Context, s *Store[X], h SweepHandler, opts ...Option) (SweepStats, error) {
+	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return SweepStats{}, err
 	}
@@ -337,7 +338,7 @@ func (lr *leaser) lockStale(ctx context.Context, ex idemdriver.Executor, stmt sw
 		return nil
 	}
 	args := func(limit int) []any { return append(append([]any{}, stmt.before...), limit) }
-	many, err = queryEach(ctx, ex, preparer(lr.s.dialect), stmt.q, scan, args(limit)...)
+	many, err = queryEach(ctx, ex, stmt.q, scan, args(limit)...)
 	if !many {
 		err = scan(ex.QueryRow(ctx, stmt.q, args(1)...))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -392,25 +393,14 @@ func (lr *leaser) sweepRow(ctx context.Context, ex idemdriver.Executor, h SweepH
 }
 
 // queryEach runs a query that returns many rows, calling each for every
-// row, where ex can (a [RowsQuerier], or a database/sql transaction); ok
-// is false where it cannot, and then nothing ran.
-// dia, if not nil, says when the server refused to prepare the query for
-// the driver ([Inliner]).
-func queryEach(ctx context.Context, ex idemdriver.Executor, dia idemdriver.StatementPreparer, query string, each func(idemdriver.Row) error, args ...any) (ok bool, err error) {
-	var rows idemdriver.Rows
-	switch x := ex.(type) {
-	case idemdriver.RowsQuerier:
-		rows, err = x.Query(ctx, query, args...)
-	case interface{ Tx() *sql.Tx }:
-		var r *sql.Rows
-		r, err = x.Tx().QueryContext(ctx, query, args...)
-		if text, ok := inlined(dia, err, query, args); ok {
-			r, err = x.Tx().QueryContext(ctx, text)
-		}
-		rows = r
-	default:
+// row, where ex can ([idemdriver.RowsQuerier]); ok is false where it
+// cannot, and then nothing ran.
+func queryEach(ctx context.Context, ex idemdriver.Executor, query string, each func(idemdriver.Row) error, args ...any) (ok bool, err error) {
+	q, ok := ex.(idemdriver.RowsQuerier)
+	if !ok {
 		return false, nil
 	}
+	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return true, err
 	}
@@ -487,12 +477,12 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 // then returns nil. report, if not nil, gets each pass's outcome. It
 // returns an error at once only for a bad argument or option.
 //
-//	go idemsql.SweepEvery(ctx, store.DB(db, nil), time.Minute, nil, logSweep)
-func SweepEvery[X any](ctx context.Context, db DB[X], every time.Duration, h SweepHandler, report func(SweepStats, error), opts ...Option) error {
+//	go idemsql.SweepEvery(ctx, store, time.Minute, nil, logSweep)
+func SweepEvery[X any](ctx context.Context, s *Store[X], every time.Duration, h SweepHandler, report func(SweepStats, error), opts ...Option) error {
 	if every <= 0 {
 		return fmt.Errorf("%w: sweep interval %v", ErrInvalidOption, every)
 	}
-	lr, err := newLeaser(db, opts)
+	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return err
 	}

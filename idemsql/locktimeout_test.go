@@ -52,12 +52,12 @@ func (e *recordingExec) Exec(ctx context.Context, query string, args ...any) (in
 // rolled back, the claim is removed and fn's error comes back as it is.
 func TestLockTimeoutInFnThatEndsTheTransaction(t *testing.T) {
 	for _, ends := range []bool{true, false} {
-		store, err := idemsql.NewStore(lockTimeoutDialect{ends: ends})
+		store, err := idemsql.New(execDriver{lockTimeoutDialect{ends: ends}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ex := &recordingExec{nopExec: nopExec{claimed: true}}
-		_, err = idemsql.Do(context.Background(), store.Bind(ex), "k", func(context.Context) (int, error) {
+		_, err = idemsql.Do(context.Background(), store, idemdriver.Executor(ex), "k", func(context.Context) (int, error) {
 			return 0, errLockWait
 		})
 		released := len(ex.sent) > 0 && ex.sent[len(ex.sent)-1] == "release"
@@ -94,12 +94,12 @@ func TestFnErrorAfterTheTransactionEnded(t *testing.T) {
 	for _, c := range []struct {
 		in, known, retry bool
 	}{{false, true, true}, {true, true, false}, {false, false, false}} {
-		store, err := idemsql.NewStore(txCheckDialect{in: c.in, known: c.known})
+		store, err := idemsql.New(execDriver{txCheckDialect{in: c.in, known: c.known}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ex := &recordingExec{nopExec: nopExec{claimed: true}}
-		_, err = idemsql.Do(context.Background(), store.Bind(ex), "k", func(context.Context) (int, error) { return 0, errOwn })
+		_, err = idemsql.Do(context.Background(), store, idemdriver.Executor(ex), "k", func(context.Context) (int, error) { return 0, errOwn })
 		released := len(ex.sent) > 0 && ex.sent[len(ex.sent)-1] == "release"
 		if !errors.Is(err, errOwn) || errors.Is(err, idemsql.ErrRetryable) != c.retry || released == c.retry {
 			t.Errorf("%+v: err = %v, statements %v", c, err, ex.sent)
@@ -110,12 +110,12 @@ func TestFnErrorAfterTheTransactionEnded(t *testing.T) {
 // A lock time-out that fn wraps in Permanent is not recorded as the key's
 // answer: the claim is removed and the next call runs again.
 func TestPermanentTimeoutIsNotRecorded(t *testing.T) {
-	store, err := idemsql.NewStore(lockTimeoutDialect{ends: false})
+	store, err := idemsql.New(execDriver{lockTimeoutDialect{ends: false}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ex := &recordingExec{nopExec: nopExec{claimed: true}}
-	_, err = idemsql.Do(context.Background(), store.Bind(ex), "k", func(context.Context) (int, error) {
+	_, err = idemsql.Do(context.Background(), store, idemdriver.Executor(ex), "k", func(context.Context) (int, error) {
 		return 0, idemsql.Permanent("busy", errLockWait)
 	}, idemsql.WithRecordedFailures(true))
 	var fe *idemsql.FailureError
@@ -128,12 +128,12 @@ func TestPermanentTimeoutIsNotRecorded(t *testing.T) {
 // swallowing an error that ended the transaction: the call's error is
 // ErrRetryable alone, the nested error's text kept.
 func TestNestedClassUnderRetryableIsText(t *testing.T) {
-	store, err := idemsql.NewStore(txCheckDialect{in: false, known: true})
+	store, err := idemsql.New(execDriver{txCheckDialect{in: false, known: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nested := &idemsql.Error{Op: "claim", Key: "inner", Kind: idemsql.ErrLockTimeout}
-	_, err = idemsql.Do(context.Background(), store.Bind(&nopExec{claimed: true}), "k", func(context.Context) (int, error) { return 0, nested })
+	_, err = idemsql.Do(context.Background(), store, idemdriver.Executor(&nopExec{claimed: true}), "k", func(context.Context) (int, error) { return 0, nested })
 	if !errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrLockTimeout) || !strings.Contains(err.Error(), nested.Error()) {
 		t.Fatalf("err = %v; want ErrRetryable alone, saying what fn returned", err)
 	}

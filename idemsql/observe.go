@@ -153,7 +153,7 @@ func WithObserver(o Observer) Option {
 
 // observe reports an event of a call that started at start, if the store
 // has an observer.
-func (s *Store) observe(ctx context.Context, kind EventKind, mode, key string, attempt int64, start time.Time, err error) {
+func (s *core) observe(ctx context.Context, kind EventKind, mode, key string, attempt int64, start time.Time, err error) {
 	if s.defaults.observer == nil {
 		return
 	}
@@ -163,7 +163,7 @@ func (s *Store) observe(ctx context.Context, kind EventKind, mode, key string, a
 
 // startCall begins a call for a [CallTracer]; finish ends it. Without one,
 // both cost a nil check.
-func (s *Store) startCall(ctx context.Context, op, key string, start time.Time) (context.Context, *tracedCall) {
+func (s *core) startCall(ctx context.Context, op, key string, start time.Time) (context.Context, *tracedCall) {
 	t, ok := s.defaults.observer.(CallTracer)
 	if !ok {
 		return ctx, nil // no tracer: nothing allocated
@@ -243,7 +243,7 @@ func outcomeOf(replayed bool, err error) string {
 // observeRefusal reports why a duplicate got no result: a fingerprint
 // mismatch, a key in progress, an abandoned claim. A replayed failure is a
 // replay.
-func (s *Store) observeRefusal(ctx context.Context, mode, key string, attempt int64, start time.Time, err error) {
+func (s *core) observeRefusal(ctx context.Context, mode, key string, attempt int64, start time.Time, err error) {
 	if s.defaults.observer == nil {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -20,7 +21,7 @@ func (t *endTracer) StartCall(ctx context.Context, _ idemsql.Call) (context.Cont
 // not left open and the call is counted; the panic goes on to the caller.
 func TestTracedCallEndsWhenFnPanics(t *testing.T) {
 	tr := &endTracer{}
-	store, err := idemsql.NewStore(nopDialect{}, idemsql.WithObserver(tr))
+	store, err := idemsql.New(execDriver{nopDialect{}}, idemsql.WithObserver(tr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,14 +31,14 @@ func TestTracedCallEndsWhenFnPanics(t *testing.T) {
 				t.Fatalf("recovered %v, want fn's panic", r)
 			}
 		}()
-		_, _ = idemsql.Do(context.Background(), store.Bind(&nopExec{claimed: true}), "k", func(context.Context) (int, error) {
+		_, _ = idemsql.Do(context.Background(), store, idemdriver.Executor(&nopExec{claimed: true}), "k", func(context.Context) (int, error) {
 			panic("boom")
 		})
 	}()
 	if len(tr.ends) != 1 || tr.ends[0].Outcome != idemsql.OutcomeFailed || tr.ends[0].Err == nil {
 		t.Fatalf("call ends %+v, want one, failed", tr.ends)
 	}
-	_, err = idemsql.Do(context.Background(), store.Bind(&nopExec{claimed: true}), "k", func(context.Context) (int, error) { return 1, nil })
+	_, err = idemsql.Do(context.Background(), store, idemdriver.Executor(&nopExec{claimed: true}), "k", func(context.Context) (int, error) { return 1, nil })
 	if err != nil || len(tr.ends) != 2 || tr.ends[1].Outcome != idemsql.OutcomeExecuted {
 		t.Fatalf("after a normal call: %v, ends %+v", err, tr.ends)
 	}

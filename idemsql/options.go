@@ -1,6 +1,7 @@
 package idemsql
 
 import (
+	"database/sql"
 	"fmt"
 	"regexp"
 	"time"
@@ -63,6 +64,7 @@ type settings struct {
 	customCodec    bool
 	maxResultSize  int
 
+	isolation   sql.IsolationLevel // Run's and lease mode's transactions
 	maxAttempts int
 	backoffBase time.Duration
 	backoffMax  time.Duration
@@ -122,7 +124,7 @@ const (
 	// without waiting instead of bounding a wait, so that its claim is
 	// written in the transaction itself, not in a subtransaction: see
 	// docs/guide.md. On MySQL and MariaDB without a binary log, where
-	// a duplicate writes the key's row ([EarlyVisibility]), another
+	// a duplicate writes the key's row ([idemdriver.EarlyVisibility]), another
 	// duplicate's transaction that has not ended holds the key too: a call
 	// meeting it gets ErrInProgress rather than the replay.
 	InFlightFailFast
@@ -228,6 +230,23 @@ func WithMaxAttempts(n int) Option {
 			return fmt.Errorf("%w: max attempts %d is outside [1, 1000]", ErrInvalidOption, n)
 		}
 		s.maxAttempts = n
+		return nil
+	}}
+}
+
+// WithIsolation sets the isolation level of the transactions the library
+// begins: [Run]'s, and lease mode's short ones (default
+// sql.LevelDefault, the server's own). [Sweep] and [Purge] run at the
+// dialect's level where it has one (READ COMMITTED on PostgreSQL and
+// MySQL/MariaDB, whose locking scans would take gap locks under REPEATABLE
+// READ). [Do] runs in the caller's transaction, whose level is the
+// caller's. Store or call.
+func WithIsolation(level sql.IsolationLevel) Option {
+	return Option{name: "WithIsolation", apply: func(s *settings) error {
+		if level < sql.LevelDefault || level > sql.LevelLinearizable {
+			return fmt.Errorf("%w: unknown isolation level %d", ErrInvalidOption, level)
+		}
+		s.isolation = level
 		return nil
 	}}
 }

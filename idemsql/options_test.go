@@ -1,6 +1,7 @@
 package idemsql_test
 
 import (
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"bytes"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/idemsqlite"
@@ -23,8 +25,8 @@ func jsonUnmarshalNumber(b []byte, v any) error {
 func TestStoreOptions(t *testing.T) {
 	good := []string{"idempotency_keys", "_x", "keys2", strings.Repeat("t", 48)}
 	for _, name := range good {
-		s, err := idemsqlite.New(idemsql.WithTable(name))
-		if err != nil || s.Table() != name {
+		s, err := idemsql.New(unconnected(t), idemsql.WithTable(name))
+		if err != nil || s.Table().Name != name {
 			t.Errorf("WithTable(%q): %v", name, err)
 		}
 	}
@@ -33,17 +35,17 @@ func TestStoreOptions(t *testing.T) {
 	// quote it.
 	bad := []string{"", "1abc", "a b", `a"b`, "a;DROP TABLE x", "schema.table", "ключ", strings.Repeat("t", 49), "IdemKeys", "Keys2"}
 	for _, name := range bad {
-		if _, err := idemsqlite.New(idemsql.WithTable(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		if _, err := idemsql.New(unconnected(t), idemsql.WithTable(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("WithTable(%q): err = %v, want ErrInvalidOption", name, err)
 		}
-		if _, err := idempostgres.New(idemsql.WithSchema(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		if _, err := idemsql.New(idempostgres.New(nil), idemsql.WithSchema(name)); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("WithSchema(%q): err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	if s, err := idempostgres.New(idemsql.WithSchema("billing")); err != nil || s.Schema() != "billing" {
+	if s, err := idemsql.New(idempostgres.New(nil), idemsql.WithSchema("billing")); err != nil || s.Table().Schema != "billing" {
 		t.Errorf("WithSchema on PostgreSQL: %v", err)
 	}
-	if _, err := idemsqlite.New(idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.New(unconnected(t), idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("WithSchema on SQLite: err = %v, want ErrInvalidOption", err)
 	}
 	for name, opt := range map[string]idemsql.Option{
@@ -53,15 +55,27 @@ func TestStoreOptions(t *testing.T) {
 		"call-only on store":  idemsql.WithFingerprint("x"),
 		"unencodable request": idemsql.WithFingerprint(make(chan int)),
 	} {
-		if _, err := idemsqlite.New(opt); !errors.Is(err, idemsql.ErrInvalidOption) {
+		if _, err := idemsql.New(unconnected(t), opt); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("%s: err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	if _, err := idemsql.NewStore(nil); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Errorf("nil dialect: %v", err)
+	if _, err := idemsql.New[*sql.Tx](nil); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Errorf("nil driver: %v", err)
 	}
-	s, err := idemsqlite.New()
-	if err != nil || s.Table() != idemsql.DefaultTable {
+	s, err := idemsql.New(unconnected(t))
+	if err != nil || s.Table().Name != idemsql.DefaultTable {
 		t.Fatalf("defaults: %v %v", s, err)
 	}
+}
+
+// unconnected is the driver of a SQLite pool that never connects: options
+// are checked before any SQL.
+func unconnected(t *testing.T) idemdriver.Driver[*sql.Tx] {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:unused?mode=memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return idemsqlite.New(db)
 }

@@ -35,13 +35,13 @@ type PurgeStats struct {
 // and writers wait for it: keep batches small there (the default, 100
 // rows, is a few milliseconds; thousands of rows are tens). Elsewhere a
 // batch locks only the rows it deletes: its transaction runs at the
-// dialect's isolation level ([LeaseStatements].Isolation, READ COMMITTED on
-// MySQL/MariaDB and PostgreSQL) where the pool is an [IsolationPool].
+// dialect's isolation level (idemdriver.LeaseStatements.Isolation, READ
+// COMMITTED on MySQL/MariaDB and PostgreSQL).
 //
 // It needs a dialect with lease mode (all shipped ones), which holds its
 // SQL.
-func Purge[X any](ctx context.Context, db DB[X], opts ...Option) (PurgeStats, error) {
-	lr, err := newLeaser(db, opts)
+func Purge[X any](ctx context.Context, s *Store[X], opts ...Option) (PurgeStats, error) {
+	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return PurgeStats{}, err
 	}
@@ -126,7 +126,7 @@ func (lr *leaser) lockPurgeable(ctx context.Context, ex idemdriver.Executor, lim
 		keys = append(keys, key)
 		return nil
 	}
-	many, err := queryEach(ctx, ex, preparer(lr.s.dialect), lr.ls.PurgeLock, scan, limit)
+	many, err := queryEach(ctx, ex, lr.ls.PurgeLock, scan, limit)
 	if !many {
 		limit = 1
 		if err = scan(ex.QueryRow(ctx, lr.ls.PurgeLock, 1)); errors.Is(err, sql.ErrNoRows) {
@@ -141,11 +141,11 @@ func (lr *leaser) lockPurgeable(ctx context.Context, ex idemdriver.Executor, lim
 
 // PurgeEvery runs [Purge] at once and then every interval until ctx ends,
 // then returns nil. report, if not nil, gets each pass's outcome.
-func PurgeEvery[X any](ctx context.Context, db DB[X], every time.Duration, report func(PurgeStats, error), opts ...Option) error {
+func PurgeEvery[X any](ctx context.Context, s *Store[X], every time.Duration, report func(PurgeStats, error), opts ...Option) error {
 	if every <= 0 {
 		return fmt.Errorf("%w: purge interval %v", ErrInvalidOption, every)
 	}
-	lr, err := newLeaser(db, opts)
+	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return err
 	}

@@ -58,11 +58,11 @@ func TestCommitIOErrorMayHaveCommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := idemsql.Run(context.Background(), store.DB(db, nil), "real", func(context.Context, *sql.Tx) (string, error) {
+	res, err := idemsql.Run(context.Background(), store, "real", func(context.Context, *sql.Tx) (string, error) {
 		return "ran again", nil
 	})
 	if err != nil || !res.Replayed || res.Value != "the failed commit's" {
@@ -88,7 +88,7 @@ func TestCommitIOErrorChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,10 @@ func TestCommitIOErrorChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &limitPool{db: db}
-	pdb := idemsql.BindPool[*sql.Tx](store, p)
+	pdb, err := idemsql.New[*sql.Tx](p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	runs := 0
 	run := func(key, value string) error {
 		_, err := idemsql.Run(ctx, pdb, key, func(ctx context.Context, tx *sql.Tx) (string, error) {
@@ -141,14 +144,17 @@ func TestCommitIOErrorChild(t *testing.T) {
 	os.Exit(0) // dies with the database open: the next open recovers the log
 }
 
-// limitPool begins database/sql transactions whose next COMMIT may not grow
-// any file past limit bytes.
+// limitPool is a driver that begins database/sql transactions whose next
+// COMMIT may not grow any file past limit bytes.
 type limitPool struct {
 	db    *sql.DB
 	limit int64
 }
 
-func (p *limitPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
+func (p *limitPool) Dialect() idemdriver.Dialect      { return idemsqlite.Dialect }
+func (p *limitPool) Bind(*sql.Tx) idemdriver.Executor { return nil }
+
+func (p *limitPool) Begin(ctx context.Context, _ sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
 	tx, err := p.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,6 @@ package idemsqlite
 
 import (
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
 var _ idemdriver.InspectDialect = dialect{}
@@ -26,7 +25,7 @@ WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THE
 		// without a lease, or one whose lease ran out (a released claim
 		// once its retention has run out too).
 		sweepable = `status = 'in_progress' AND (lease_until IS NULL OR lease_until <= ` + now + ` AND (error_class IS NULL OR expires_at <= ` + now + `))`
-		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
+		purgeable = `expires_at < ` + now + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemdriver.AbandonedClass + `')`
 	)
 	count := func(cond string) string { return `COALESCE(SUM(CASE WHEN ` + cond + ` THEN 1 ELSE 0 END), 0)` }
 	return idemdriver.InspectStatements{

@@ -2,7 +2,6 @@ package idemsqlite
 
 import (
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
 var _ idemdriver.LeaseDialect = dialect{}
@@ -28,7 +27,7 @@ func (dialect) LeaseStatements(table idemdriver.Table) idemdriver.LeaseStatement
 		stale = `status = 'in_progress' AND lease_until <= ` + nowMillis + ` AND (error_class IS NULL OR expires_at <= ` + nowMillis + `)`
 		// An abandoned claim is kept: it holds the downstream key of an
 		// effect that may have happened (idemsql.AbandonedClass).
-		purgeable = `expires_at < ` + nowMillis + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemsql.AbandonedClass + `')`
+		purgeable = `expires_at < ` + nowMillis + ` AND status <> 'in_progress' AND (error_class IS NULL OR error_class <> '` + idemdriver.AbandonedClass + `')`
 		// fence is the condition of every write of a holder. A released
 		// claim's mark (error_class) ends its fence.
 		fence = `idem_key = ? AND attempt = ? AND owner = ? AND status = 'in_progress' AND error_class IS NULL`
@@ -59,7 +58,7 @@ WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		// which the next run must repeat under the same downstream key.
 		Reclaim: `UPDATE ` + t + ` SET status = 'in_progress', fingerprint = ?, result = NULL, error_class = NULL, error_message = NULL,
 attempt = attempt + 1, owner = ?, lease_until = ` + now + plus + `,
-created_at = CASE WHEN status = 'failed' AND error_class = '` + idemsql.AbandonedClass + `' THEN created_at ELSE ` + now + ` END,
+created_at = CASE WHEN status = 'failed' AND error_class = '` + idemdriver.AbandonedClass + `' THEN created_at ELSE ` + now + ` END,
 updated_at = ` + now + `,
 completed_at = NULL, expires_at = ` + now + plus + `
 WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + ` AND status <> 'in_progress'`,

@@ -18,6 +18,7 @@ package idemsqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/url"
 	"strings"
@@ -25,16 +26,17 @@ import (
 	driver "modernc.org/sqlite"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
 )
 
-// Dialect is the SQLite dialect, for [idemsql.NewStore].
+// Dialect is the SQLite dialect, for a driver of another pool type than
+// New's.
 var Dialect idemdriver.Dialect = dialect{}
 
-// New returns a SQLite store; bind it to a transaction with Store.SQL.
-// Options as for [idemsql.NewStore].
-func New(opts ...idemsql.Option) (*idemsql.Store, error) {
-	return idemsql.NewStore(Dialect, opts...)
+// New returns the driver of a modernc.org/sqlite pool (open it with
+// [DSN]), for idemsql.New: the store's transactions are *sql.Tx, its
+// statements run prepared once per connection ([idemdriver.SQL]).
+func New(db *sql.DB) idemdriver.Driver[*sql.Tx] {
+	return idemdriver.SQL(Dialect, db)
 }
 
 // DSN returns a modernc.org/sqlite DSN for the database file at path that is

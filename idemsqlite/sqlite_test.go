@@ -67,7 +67,12 @@ func TestStatementsFencedByToken(t *testing.T) {
 			t.Errorf("%s is not fenced by the claim token:\n%s", name, q)
 		}
 	}
-	if _, err := New(idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
+	db, err := sql.Open("sqlite", "file:unused?mode=memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := idemsql.New(New(db), idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("WithSchema on SQLite: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -46,8 +47,15 @@ type env struct {
 	t       *testing.T
 	dialect string // "postgres", "mysql", "sqlite"
 	backend string // the backend's name, in the conformance suite
-	store   *idemsql.Store
-	db      *sql.DB // for setup and assertions, outside any tested transaction
+	// store is the database/sql store on db (pgx's stdlib on PostgreSQL),
+	// with the test's options; pgxStore, on the pgx backend, the pgx store
+	// of the same table and options, on the pool that db wraps.
+	store    *idemsql.Store[*sql.Tx]
+	sqlDrv   idemdriver.Driver[*sql.Tx] // store's
+	pgxStore *idemsql.Store[pgx.Tx]
+	pool     *pgxpool.Pool // the pgx backend's
+	opts     []idemsql.Option
+	db       *sql.DB // for setup and assertions, outside any tested transaction
 	// deferredDB, on SQLite, opens DEFERRED transactions (db's are
 	// IMMEDIATE); elsewhere it is db.
 	deferredDB *sql.DB
@@ -77,7 +85,6 @@ type bizFunc func(ctx context.Context, exec func(ctx context.Context, query stri
 
 // testTx is a transaction of the driver under test.
 type testTx interface {
-	Bind() idemsql.Tx
 	Exec(ctx context.Context, query string, args ...any) error
 	QueryInt(ctx context.Context, query string, args ...any) (int64, error)
 	Commit(ctx context.Context) error
@@ -92,20 +99,63 @@ func uniqueSuffix(t *testing.T) string {
 	return hex.EncodeToString(b[:])
 }
 
+// doIn calls idemsql.Do in tx with the store of tx's driver.
+func doIn[T any](ctx context.Context, tx testTx, key string, fn func(context.Context) (T, error), opts ...idemsql.Option) (idemsql.Result[T], error) {
+	switch t := tx.(type) {
+	case pgxTestTx:
+		return idemsql.Do(ctx, t.store, t.tx, key, fn, opts...)
+	case sqlTestTx:
+		return idemsql.Do(ctx, t.store, t.tx, key, fn, opts...)
+	}
+	panic(fmt.Sprintf("unknown test transaction %T", tx))
+}
+
+// sqlDriver is the database/sql driver of the dialect on db.
+func sqlDriver(dialect string, db *sql.DB) idemdriver.Driver[*sql.Tx] {
+	switch dialect {
+	case "postgres":
+		return idempostgres.NewSQL(db)
+	case "mysql":
+		return idemmysql.New(db)
+	}
+	return idemsqlite.New(db)
+}
+
+// newStore makes a database/sql store of the dialect on db.
+func newStore(dialect string, db *sql.DB, opts ...idemsql.Option) (*idemsql.Store[*sql.Tx], error) {
+	return idemsql.New(sqlDriver(dialect, db), opts...)
+}
+
+// dialectOf is the dialect named so.
+func dialectOf(name string) idemdriver.Dialect { return sqlDriver(name, nil).Dialect() }
+
+// setStores makes the env's stores on its table with opts.
+func (e *env) setStores(opts ...idemsql.Option) {
+	e.t.Helper()
+	e.sqlDrv = sqlDriver(e.dialect, e.db)
+	store, err := idemsql.New(e.sqlDrv, opts...)
+	if err != nil {
+		e.t.Fatalf("new store: %v", err)
+	}
+	e.store, e.opts = store, opts
+	if e.pool != nil {
+		if e.pgxStore, err = idemsql.New(idempostgres.New(e.pool), opts...); err != nil {
+			e.t.Fatalf("new pgx store: %v", err)
+		}
+	}
+}
+
 // prepare migrates a table of the test's own and creates the business table.
-func prepare(t *testing.T, e *env, newStore func(...idemsql.Option) (*idemsql.Store, error), bizDDL string, opts ...idemsql.Option) {
+func prepare(t *testing.T, e *env, bizDDL string, opts ...idemsql.Option) {
 	t.Helper()
 	suffix := uniqueSuffix(t)
 	e.table = "idem_" + suffix
 	e.biz = "biz_" + suffix
-	store, err := newStore(append([]idemsql.Option{idemsql.WithTable(e.table)}, opts...)...)
-	if err != nil {
-		t.Fatalf("new store: %v", err)
-	}
-	e.store = store
-	if store.Schema() != "" {
+	e.setStores(append([]idemsql.Option{idemsql.WithTable(e.table)}, opts...)...)
+	store := e.store
+	if schema := store.Table().Schema; schema != "" {
 		// The tests' own SQL names the table as the migrations do.
-		e.table = idemdriver.Table{Schema: store.Schema(), Name: e.table}.String()
+		e.table = idemdriver.Table{Schema: schema, Name: e.table}.String()
 	}
 	ctx := context.Background()
 	if err := migrations.Up(ctx, e.db, store); err != nil {
@@ -134,14 +184,6 @@ const (
 	sqliteBizDDL = `CREATE TABLE %s (id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT NOT NULL, amount INTEGER NOT NULL)`
 )
 
-func pgStore(opts ...idemsql.Option) (*idemsql.Store, error) {
-	s, err := idempostgres.New(opts...)
-	if err != nil {
-		return nil, err
-	}
-	return s.Store, nil
-}
-
 func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 	dsn := postgresDSN(t)
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -155,11 +197,10 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	t.Cleanup(func() { db.Close(); pool.Close() })
-	e := &env{t: t, dialect: "postgres", db: db}
-	prepare(t, e, pgStore, pgBizDDL, opts...)
-	// The store is read at each call, so that a test may replace it
+	e := &env{t: t, dialect: "postgres", db: db, pool: pool}
+	prepare(t, e, pgBizDDL, opts...)
+	// The stores are read at each call, so that a test may replace them
 	// (withStoreOptions).
-	pgs := func() *idempostgres.Store { return &idempostgres.Store{Store: e.store} }
 	e.begin = func(ctx context.Context, iso sql.IsolationLevel) (testTx, error) {
 		txo := pgx.TxOptions{}
 		switch iso {
@@ -172,15 +213,14 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		if err != nil {
 			return nil, err
 		}
-		return pgxTestTx{tx: tx, store: pgs()}, nil
+		return pgxTestTx{tx: tx, store: e.pgxStore}, nil
 	}
 	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
 	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
-		txo := pgx.TxOptions{}
 		if iso == sql.LevelSerializable {
-			txo.IsoLevel = pgx.Serializable
+			opts = append([]idemsql.Option{idemsql.WithIsolation(iso)}, opts...)
 		}
-		return idemsql.Run(ctx, pgs().Pool(pool, txo), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+		return idemsql.Run(ctx, e.pgxStore, key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
 			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
 				_, err := tx.Exec(ctx, q, args...)
 				return err
@@ -188,18 +228,18 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		}, opts...)
 	}
 	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
-		return idemsql.Run(ctx, pgs().Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
-			return fn(ctx, pgxTestTx{tx: tx, store: pgs()})
+		return idemsql.Run(ctx, e.pgxStore, key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+			return fn(ctx, pgxTestTx{tx: tx, store: e.pgxStore})
 		}, opts...)
 	}
 	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error) {
-		return idemsql.Run(ctx, pgs().Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (struct{}, error) {
-			return struct{}{}, fn(ctx, pgxTestTx{tx: tx, store: pgs()})
+		return idemsql.Run(ctx, e.pgxStore, key, func(ctx context.Context, tx pgx.Tx) (struct{}, error) {
+			return struct{}{}, fn(ctx, pgxTestTx{tx: tx, store: e.pgxStore})
 		}, opts...)
 	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
-		return idemsql.WrapRun(pgs().Pool(pool, pgx.TxOptions{}), keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
+		return idemsql.WrapRun(e.pgxStore, keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)
 			return insert(ctx, func(ctx context.Context, q string, args ...any) error {
 				_, err := tx.Exec(ctx, q, args...)
@@ -212,10 +252,9 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 
 type pgxTestTx struct {
 	tx    pgx.Tx
-	store *idempostgres.Store
+	store *idemsql.Store[pgx.Tx]
 }
 
-func (p pgxTestTx) Bind() idemsql.Tx { return p.store.Pgx(p.tx) }
 func (p pgxTestTx) Exec(ctx context.Context, q string, args ...any) error {
 	_, err := p.tx.Exec(ctx, q, args...)
 	return err
@@ -229,30 +268,9 @@ func (p pgxTestTx) Rollback(ctx context.Context) error { return p.tx.Rollback(ct
 
 type sqlTestTx struct {
 	tx    *sql.Tx
-	store *idemsql.Store
-	// pool, when set, is the *sql.DB that began tx: Bind then binds through
-	// the pool (DB.Tx, prepared statements on SQLite and MySQL) instead of
-	// Store.SQL.
-	pool *sql.DB
+	store *idemsql.Store[*sql.Tx]
 }
 
-func (s sqlTestTx) Bind() idemsql.Tx {
-	if s.pool != nil {
-		return s.store.DB(s.pool, nil).Tx(s.tx)
-	}
-	return s.store.SQL(s.tx)
-}
-
-// sqlBindings alternates the transactions that useSQL begins between the
-// two database/sql bindings, so that every test runs through both.
-var sqlBindings atomic.Uint64
-
-func poolBinding(db *sql.DB) *sql.DB {
-	if sqlBindings.Add(1)%2 == 0 {
-		return db
-	}
-	return nil
-}
 func (s sqlTestTx) Exec(ctx context.Context, q string, args ...any) error {
 	_, err := s.tx.ExecContext(ctx, q, args...)
 	return err
@@ -274,11 +292,14 @@ func useSQL(e *env) {
 		if err != nil {
 			return nil, err
 		}
-		return sqlTestTx{tx: tx, store: e.store, pool: poolBinding(e.db)}, nil
+		return sqlTestTx{tx: tx, store: e.store}, nil
 	}
 	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
 	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
-		return idemsql.Run(ctx, e.store.DB(e.db, &sql.TxOptions{Isolation: iso}), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
+		if iso != sql.LevelDefault {
+			opts = append([]idemsql.Option{idemsql.WithIsolation(iso)}, opts...)
+		}
+		return idemsql.Run(ctx, e.store, key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
 			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
 				_, err := tx.ExecContext(ctx, q, args...)
 				return err
@@ -286,18 +307,18 @@ func useSQL(e *env) {
 		}, opts...)
 	}
 	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
-		return idemsql.Run(ctx, e.store.DB(e.db, nil), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
+		return idemsql.Run(ctx, e.store, key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
 			return fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
 	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error) {
-		return idemsql.Run(ctx, e.store.DB(e.db, nil), key, func(ctx context.Context, tx *sql.Tx) (struct{}, error) {
+		return idemsql.Run(ctx, e.store, key, func(ctx context.Context, tx *sql.Tx) (struct{}, error) {
 			return struct{}{}, fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
 	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
-		return idemsql.WrapRun(e.store.DB(e.db, nil), keyer, func(ctx context.Context, tx *sql.Tx, r invoiceReq) (invoice, error) {
+		return idemsql.WrapRun(e.store, keyer, func(ctx context.Context, tx *sql.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)
 			return insert(ctx, func(ctx context.Context, q string, args ...any) error {
 				_, err := tx.ExecContext(ctx, q, args...)
@@ -315,7 +336,7 @@ func setupPgStdlib(t *testing.T, opts ...idemsql.Option) *env {
 	db.SetMaxOpenConns(48)
 	t.Cleanup(func() { db.Close() })
 	e := &env{t: t, dialect: "postgres", db: db}
-	prepare(t, e, pgStore, pgBizDDL, opts...)
+	prepare(t, e, pgBizDDL, opts...)
 	useSQL(e)
 	return e
 }
@@ -327,7 +348,7 @@ func setupMySQL(t *testing.T, opts ...idemsql.Option) *env {
 // setupMySQLAt is setupMySQL on the server that dsn names.
 func setupMySQLAt(t *testing.T, dsn string, opts ...idemsql.Option) *env {
 	e := &env{t: t, dialect: "mysql", db: openMySQL(t, dsn)}
-	prepare(t, e, idemmysql.New, mysqlBizDDL, opts...)
+	prepare(t, e, mysqlBizDDL, opts...)
 	useSQL(e)
 	return e
 }
@@ -355,14 +376,16 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 	}
 	t.Cleanup(func() { deferred.Close(); db.Close() })
 	e := &env{t: t, dialect: "sqlite", db: db, deferredDB: deferred}
-	prepare(t, e, idemsqlite.New, sqliteBizDDL, opts...)
+	prepare(t, e, sqliteBizDDL, opts...)
 	useSQL(e)
 	e.beginOther = func(ctx context.Context) (testTx, error) {
 		tx, err := deferred.BeginTx(ctx, nil)
 		if err != nil {
 			return nil, err
 		}
-		return sqlTestTx{tx: tx, store: e.store, pool: poolBinding(deferred)}, nil
+		// A transaction of another *sql.DB than the store's: its statements
+		// run as text.
+		return sqlTestTx{tx: tx, store: e.store}, nil
 	}
 	return e
 }
@@ -371,22 +394,12 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 // more options; the env's transactions and Run use it from then on.
 func (e *env) withStoreOptions(opts ...idemsql.Option) *env {
 	e.t.Helper()
-	newStore := map[string]func(...idemsql.Option) (*idemsql.Store, error){
-		"postgres": pgStore, "mysql": idemmysql.New, "sqlite": idemsqlite.New,
-	}[e.dialect]
-	name := e.table
-	if i := strings.LastIndexByte(name, '.'); i >= 0 {
-		name = name[i+1:]
+	table := e.store.Table()
+	base := []idemsql.Option{idemsql.WithTable(table.Name)}
+	if table.Schema != "" {
+		base = append(base, idemsql.WithSchema(table.Schema))
 	}
-	base := []idemsql.Option{idemsql.WithTable(name)}
-	if schema := e.store.Schema(); schema != "" {
-		base = append(base, idemsql.WithSchema(schema))
-	}
-	store, err := newStore(append(base, opts...)...)
-	if err != nil {
-		e.t.Fatalf("store: %v", err)
-	}
-	e.store = store
+	e.setStores(append(base, opts...)...)
 	return e
 }
 
@@ -494,4 +507,61 @@ func (e *env) resultField(key, field string) string {
 		expr = "CAST(json_extract(result, '$." + field + "') AS TEXT)"
 	}
 	return e.queryString("SELECT "+expr+" FROM "+e.table+" WHERE idem_key = ?", key)
+}
+
+// testDriver is a driver a test changes: dia, begin and bind, where set,
+// replace inner's. It has none of inner's optional interfaces (prepared
+// statements, reads outside a transaction).
+type testDriver[X any] struct {
+	inner idemdriver.Driver[X]
+	dia   idemdriver.Dialect // nil: inner's
+	begin func(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[X], error)
+	bind  func(tx X) idemdriver.Executor
+}
+
+func (d testDriver[X]) Dialect() idemdriver.Dialect {
+	if d.dia != nil {
+		return d.dia
+	}
+	return d.inner.Dialect()
+}
+
+func (d testDriver[X]) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[X], error) {
+	if d.begin != nil {
+		return d.begin(ctx, level)
+	}
+	return d.inner.Begin(ctx, level)
+}
+
+func (d testDriver[X]) Bind(tx X) idemdriver.Executor {
+	if d.bind != nil {
+		return d.bind(tx)
+	}
+	return d.inner.Bind(tx)
+}
+
+// storeOn makes a store on d with the env's table and options.
+func storeOn[X any](e *env, d idemdriver.Driver[X]) *idemsql.Store[X] {
+	e.t.Helper()
+	s, err := idemsql.New(d, e.opts...)
+	if err != nil {
+		e.t.Fatalf("new store: %v", err)
+	}
+	return s
+}
+
+// execDriver binds the executor it is given as the transaction, for tests
+// that wrap a transaction's executor. It begins none.
+type execDriver struct{ dia idemdriver.Dialect }
+
+func (d execDriver) Dialect() idemdriver.Dialect { return d.dia }
+func (execDriver) Begin(context.Context, sql.IsolationLevel) (idemdriver.Tx[idemdriver.Executor], error) {
+	return nil, errors.New("execDriver has no pool")
+}
+func (execDriver) Bind(ex idemdriver.Executor) idemdriver.Executor { return ex }
+
+// exStore is a store with the env's options whose Do runs its statements
+// through the executor it is given.
+func (e *env) exStore() *idemsql.Store[idemdriver.Executor] {
+	return storeOn(e, execDriver{dialectOf(e.dialect)})
 }

@@ -10,17 +10,17 @@ import (
 	"github.com/idemsql/idemsql/idemsql"
 )
 
-// TestDoThroughPoolBinding runs Do in transactions bound by DB.Tx after Run
-// has started preparing the store's statements on the pool, so that Do runs
-// them prepared once they are ready (SQLite, MySQL; idemsql's own tests
-// check the switch): first call, replay, fingerprint mismatch, a failed
-// fn's release, the struct{} fast path.
-func TestDoThroughPoolBinding(t *testing.T) {
+// TestDoThroughPreparedStatements runs Do in transactions of the store's
+// pool after Run has started preparing the store's statements on it, so
+// that Do runs them prepared once they are ready (SQLite, MySQL;
+// idemdriver's own tests check the switch): first call, replay,
+// fingerprint mismatch, a failed fn's release, the struct{} fast path.
+func TestDoThroughPreparedStatements(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			e := b.setup(t)
 			ctx := context.Background()
-			pool := e.store.DB(e.db, nil)
+			pool := e.store
 			var runs atomic.Int64
 			// Run starts preparing the statements on e.db.
 			if _, err := idemsql.Run(ctx, pool, "warm", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
@@ -32,8 +32,8 @@ func TestDoThroughPoolBinding(t *testing.T) {
 				if err != nil {
 					t.Fatalf("begin: %v", err)
 				}
-				tx := sqlTestTx{tx: sqlTx, store: e.store, pool: e.db}
-				res, err := idemsql.Do(ctx, pool.Tx(sqlTx), key, func(ctx context.Context) (invoice, error) { return fn(ctx, tx) },
+				tx := sqlTestTx{tx: sqlTx, store: e.store}
+				res, err := idemsql.Do(ctx, pool, sqlTx, key, func(ctx context.Context) (invoice, error) { return fn(ctx, tx) },
 					idemsql.WithFingerprint([]byte(fp)))
 				if err != nil {
 					_ = sqlTx.Rollback()
@@ -64,7 +64,7 @@ func TestDoThroughPoolBinding(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := idemsql.Do(ctx, pool.Tx(sqlTx), "failed", func(context.Context) (int, error) { return 0, boom }); !errors.Is(err, boom) {
+			if _, err := idemsql.Do(ctx, pool, sqlTx, "failed", func(context.Context) (int, error) { return 0, boom }); !errors.Is(err, boom) {
 				t.Fatalf("fn error: %v", err)
 			}
 			if err := sqlTx.Commit(); err != nil {
@@ -78,7 +78,7 @@ func TestDoThroughPoolBinding(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				res, err := idemsql.Do(ctx, pool.Tx(sqlTx), "void", func(context.Context) (struct{}, error) { return struct{}{}, nil })
+				res, err := idemsql.Do(ctx, pool, sqlTx, "void", func(context.Context) (struct{}, error) { return struct{}{}, nil })
 				if err != nil || res.Replayed != (i == 1) {
 					t.Fatalf("struct{} call %d: %+v, %v", i, res, err)
 				}

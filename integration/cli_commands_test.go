@@ -394,7 +394,7 @@ func testCLISweep(t *testing.T, c *cliEnv) {
 	}
 
 	// --release: the next call runs again.
-	ops := opsFor(c.store.DB(c.db, nil))
+	ops := opsFor(c.store)
 	if cl, err := ops.claim(context.Background(), "pay:stale2", idemsql.WithLease(time.Hour)); err != nil || !cl.Held {
 		t.Fatalf("claim: %+v %v", cl, err)
 	}

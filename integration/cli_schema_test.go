@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemmysql"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -91,16 +90,12 @@ func TestCLISchema(t *testing.T) {
 
 			// Rows put there through the library: one completed, one past
 			// its retention, one stale claim.
-			newStore := pgStore
-			if b.dialect == "mysql" {
-				newStore = idemmysql.New
-			}
-			store, err := newStore(idemsql.WithTable(table), idemsql.WithSchema(schema))
+			store, err := newStore(b.dialect, admin.db, idemsql.WithTable(table), idemsql.WithSchema(schema))
 			if err != nil {
 				t.Fatal(err)
 			}
 			e := &env{t: t, dialect: b.dialect, db: admin.db, store: store, table: qualified}
-			ops := opsFor(store.DB(admin.db, nil))
+			ops := opsFor(store)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			for _, key := range []string{"s:done", "s:old"} {

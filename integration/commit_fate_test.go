@@ -164,7 +164,7 @@ func TestLeaseCommitRefusedAfterItsTryTimedOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reader.Close()
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestLeaseCommitRefusedAfterItsTryTimedOut(t *testing.T) {
 		}
 	}()
 	const lease = time.Second
-	_, err = idemsql.RunExternal(ctx, store.DB(db, nil), "refused-commit", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	_, err = idemsql.RunExternal(ctx, store, "refused-commit", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
 		// A reader's lock, held until the test ends: the recording's COMMIT
 		// cannot get the exclusive lock it needs. (Not on fn's context,
 		// which ends when fn returns.)
@@ -220,7 +220,7 @@ func (e *env) doThenCommit(ctx context.Context, key string, runs *atomic.Int64, 
 		e.t.Fatalf("begin: %v", err)
 	}
 	defer tx.Rollback(context.Background())
-	if _, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 1, runs)); err != nil {
+	if _, err := doIn(ctx, tx, key, e.charge(tx, key, 1, runs)); err != nil {
 		e.t.Fatalf("Do: %v", err)
 	}
 	before(tx)
@@ -282,7 +282,7 @@ func testCommitErrorConnectionKilled(t *testing.T, e *env) {
 		if err != nil {
 			t.Fatalf("begin: %v", err)
 		}
-		if _, err := idemsql.Do(ctx, tx.Bind(), "conn-closed", e.charge(tx, "conn-closed", 1, &runs)); err != nil {
+		if _, err := doIn(ctx, tx, "conn-closed", e.charge(tx, "conn-closed", 1, &runs)); err != nil {
 			t.Fatalf("Do: %v", err)
 		}
 		kill(tx)

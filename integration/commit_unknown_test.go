@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -23,8 +24,8 @@ type killAtCommitPool struct {
 	e *env
 }
 
-func (p killAtCommitPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
-	tx, err := p.e.db.BeginTx(ctx, nil)
+func (p killAtCommitPool) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
+	tx, err := p.e.db.BeginTx(ctx, &sql.TxOptions{Isolation: level})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +73,7 @@ func testCommitUnknown(t *testing.T, e *env) {
 		_, err := tx.ExecContext(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, n)
 		return invoice{Key: key, Amount: n}, err
 	}
-	_, err := idemsql.Run(ctx, idemsql.BindPool[*sql.Tx](e.store, killAtCommitPool{e: e}), key, fn)
+	_, err := idemsql.Run(ctx, storeOn(e, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, e.db), begin: killAtCommitPool{e: e}.Begin}), key, fn)
 	if !errors.Is(err, idemsql.ErrCommitUnknown) {
 		t.Fatalf("err = %v, want ErrCommitUnknown", err)
 	}
@@ -80,7 +81,7 @@ func testCommitUnknown(t *testing.T, e *env) {
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("fn ran %d times: Run retried a COMMIT of unknown outcome", n)
 	}
-	res, err := idemsql.Run(ctx, e.store.DB(e.db, nil), key, fn)
+	res, err := idemsql.Run(ctx, e.store, key, fn)
 	if err != nil || res.Replayed || res.Value.Amount != 2 {
 		t.Fatalf("again: %+v, %v; want fn to run (the COMMIT had not gone through)", res, err)
 	}

@@ -91,7 +91,7 @@ func (e *env) guarded(key string, amount int64, runs *atomic.Int64, opts ...idem
 	if err != nil {
 		e.t.Fatalf("begin: %v", err)
 	}
-	res, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, amount, runs), opts...)
+	res, err := doIn(ctx, tx, key, e.charge(tx, key, amount, runs), opts...)
 	if err != nil {
 		_ = tx.Rollback(ctx)
 		return res, err
@@ -115,7 +115,7 @@ func (e *env) mustGuarded(key string, amount int64, runs *atomic.Int64, opts ...
 // library's class, or, for an error of the caller's own COMMIT, the
 // driver's error.
 func (e *env) retryable(err error) bool {
-	switch e.store.Dialect().Classify(err) {
+	switch dialectOf(e.dialect).Classify(err) {
 	case idemdriver.KindRetryable, idemdriver.KindTxEnded:
 		return true
 	}
@@ -130,7 +130,7 @@ func (e *env) guardedWithRetry(ctx context.Context, iso sql.IsolationLevel, key 
 		if err != nil {
 			return idemsql.Result[invoice]{}, err
 		}
-		res, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 100, runs))
+		res, err := doIn(ctx, tx, key, e.charge(tx, key, 100, runs))
 		if err == nil {
 			err = tx.Commit(ctx)
 		} else {
@@ -308,7 +308,7 @@ func testFnErrorLeavesNoRow(t *testing.T, e *env) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = idemsql.Do(ctx, tx.Bind(), key, func(ctx context.Context) (invoice, error) {
+		_, err = doIn(ctx, tx, key, func(ctx context.Context) (invoice, error) {
 			return invoice{}, declined
 		})
 		if err != declined {
@@ -340,7 +340,7 @@ func testCallerRollbackLeavesNoRow(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := idemsql.Do(ctx, tx.Bind(), "rb-1", e.charge(tx, "rb-1", 1, &runs)); err != nil {
+	if _, err := doIn(ctx, tx, "rb-1", e.charge(tx, "rb-1", 1, &runs)); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
@@ -382,7 +382,7 @@ func (e *env) waitBehind(ctx context.Context, key string, runs *atomic.Int64, en
 			if e.dialect != "sqlite" && attempt == 0 {
 				asking <- e.connID(ctx, tx)
 			}
-			res, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 100, runs))
+			res, err := doIn(ctx, tx, key, e.charge(tx, key, 100, runs))
 			if err == nil {
 				err = tx.Commit(ctx)
 			} else {
@@ -417,7 +417,7 @@ func testWaiterRunsAfterHolderRollsBack(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := idemsql.Do(ctx, holder.Bind(), "wait-1", e.charge(holder, "wait-1", 1, &runs)); err != nil {
+	if _, err := doIn(ctx, holder, "wait-1", e.charge(holder, "wait-1", 1, &runs)); err != nil {
 		t.Fatal(err)
 	}
 	o := e.waitBehind(ctx, "wait-1", &runs, holder.Rollback)
@@ -434,7 +434,7 @@ func testCancelledContext(t *testing.T, e *env) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = idemsql.Do(ctx, tx.Bind(), "cancel-1", e.charge(tx, "cancel-1", 1, &runs))
+	_, err = doIn(ctx, tx, "cancel-1", e.charge(tx, "cancel-1", 1, &runs))
 	if !errors.Is(err, context.Canceled) || runs.Load() != 0 {
 		t.Fatalf("cancelled before: err=%v runs=%d", err, runs.Load())
 	}
@@ -454,7 +454,7 @@ func testCancelledContext(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	ctx, cancel = context.WithCancel(context.Background())
-	_, err = idemsql.Do(ctx, tx.Bind(), "cancel-2", func(ctx context.Context) (invoice, error) {
+	_, err = doIn(ctx, tx, "cancel-2", func(ctx context.Context) (invoice, error) {
 		runs.Add(1)
 		cancel()
 		return invoice{}, ctx.Err()
@@ -491,7 +491,7 @@ func testBadKeys(t *testing.T, e *env) {
 		"invalid utf8": "abc\xff",
 		"nul byte":     "a\x00b",
 	} {
-		_, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 1, &runs))
+		_, err := doIn(ctx, tx, key, e.charge(tx, key, 1, &runs))
 		if !errors.Is(err, idemsql.ErrInvalidKey) {
 			t.Fatalf("%s: err = %v, want ErrInvalidKey", name, err)
 		}
@@ -501,7 +501,7 @@ func testBadKeys(t *testing.T, e *env) {
 	}
 	// The transaction is untouched: it can still claim a good key.
 	longest := strings.Repeat("é", idemsql.MaxKeyLen/2) + "x" // exactly MaxKeyLen bytes
-	if _, err := idemsql.Do(ctx, tx.Bind(), longest, e.charge(tx, longest, 1, &runs)); err != nil {
+	if _, err := doIn(ctx, tx, longest, e.charge(tx, longest, 1, &runs)); err != nil {
 		t.Fatalf("longest valid key: %v", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -546,16 +546,19 @@ func testBadOptions(t *testing.T, e *env) {
 		"negative TTL":      idemsql.WithTTL(-time.Second),
 		"unencodable fp":    idemsql.WithFingerprint(map[string]any{"f": func() {}}),
 	} {
-		_, err := idemsql.Do(ctx, tx.Bind(), "opt-1", e.charge(tx, "opt-1", 1, &runs), opt)
+		_, err := doIn(ctx, tx, "opt-1", e.charge(tx, "opt-1", 1, &runs), opt)
 		if !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Fatalf("%s: err = %v, want ErrInvalidOption", name, err)
 		}
 	}
-	if _, err := idemsql.Do[invoice](ctx, tx.Bind(), "opt-1", nil); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := doIn[invoice](ctx, tx, "opt-1", nil); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Fatalf("nil fn: %v", err)
 	}
-	if _, err := idemsql.Do(ctx, idemsql.Tx{}, "opt-1", e.charge(tx, "opt-1", 1, &runs)); err == nil {
-		t.Fatal("zero Tx accepted")
+	if _, err := idemsql.Do(ctx, nil, (*sql.Tx)(nil), "opt-1", e.charge(tx, "opt-1", 1, &runs)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("nil store: %v", err)
+	}
+	if _, err := idemsql.Do(ctx, e.store, nil, "opt-1", e.charge(tx, "opt-1", 1, &runs)); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("nil transaction: %v", err)
 	}
 	if runs.Load() != 0 {
 		t.Fatal("fn ran despite a bad option")
@@ -568,7 +571,7 @@ func testUnencodableResult(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = idemsql.Do(ctx, tx.Bind(), "enc-1", func(ctx context.Context) (float64, error) {
+	_, err = doIn(ctx, tx, "enc-1", func(ctx context.Context) (float64, error) {
 		return math.Inf(1), nil
 	})
 	if !errors.Is(err, idemsql.ErrEncode) {
@@ -591,7 +594,7 @@ func testReplayIntoWrongType(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	_, err = idemsql.Do(ctx, tx.Bind(), "type-1", func(ctx context.Context) ([]int, error) {
+	_, err = doIn(ctx, tx, "type-1", func(ctx context.Context) ([]int, error) {
 		t.Fatal("fn ran for a completed key")
 		return nil, nil
 	})
@@ -612,8 +615,8 @@ func testNestedClaimInSameTx(t *testing.T, e *env) {
 	}
 	defer tx.Rollback(ctx)
 	var inner error
-	_, err = idemsql.Do(ctx, tx.Bind(), "nest-1", func(ctx context.Context) (invoice, error) {
-		_, inner = idemsql.Do(ctx, tx.Bind(), "nest-1", e.charge(tx, "nest-1", 1, &runs))
+	_, err = doIn(ctx, tx, "nest-1", func(ctx context.Context) (invoice, error) {
+		_, inner = doIn(ctx, tx, "nest-1", e.charge(tx, "nest-1", 1, &runs))
 		return invoice{}, nil
 	})
 	if err != nil {
@@ -642,7 +645,7 @@ func testSnapshotIsolationRetryable(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		first := e.mustGuarded(key, 1, &runs)
-		_, err = idemsql.Do(ctx, late.Bind(), key, e.charge(late, key, 1, &runs))
+		_, err = doIn(ctx, late, key, e.charge(late, key, 1, &runs))
 		if !errors.Is(err, idemsql.ErrRetryable) {
 			t.Fatalf("%s: err = %v, want ErrRetryable", iso, err)
 		}
@@ -688,7 +691,7 @@ func testReadBeforeDoUnderRepeatableRead(t *testing.T, e *env) {
 	if n, _ := late.QueryInt(ctx, "SELECT COUNT(*) FROM "+e.table); n != 0 {
 		t.Fatalf("the snapshot trap did not arm: plain read sees %d rows", n)
 	}
-	res, err := idemsql.Do(ctx, late.Bind(), "rr-1", e.charge(late, "rr-1", 1, &runs))
+	res, err := doIn(ctx, late, "rr-1", e.charge(late, "rr-1", 1, &runs))
 	if e.snapshotIsolation() {
 		if !errors.Is(err, idemsql.ErrRetryable) || runs.Load() != 1 {
 			t.Fatalf("innodb_snapshot_isolation: %+v, %v (runs %d); want ErrRetryable", res, err, runs.Load())

@@ -63,7 +63,11 @@ func TestCrashPostgres(t *testing.T) {
 	t.Cleanup(pool.Close)
 	db := stdlib.OpenDBFromPool(pool)
 	t.Cleanup(func() { db.Close() })
-	store, err := idempostgres.New()
+	store, err := idemsql.New(idempostgres.NewSQL(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgxStore, err := idemsql.New(idempostgres.New(pool))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +82,7 @@ func TestCrashPostgres(t *testing.T) {
 
 	paths := []crashPath{
 		{name: "pgx Run", call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-			return idemsql.Run(ctx, store.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (string, error) {
+			return idemsql.Run(ctx, pgxStore, key, func(ctx context.Context, tx pgx.Tx) (string, error) {
 				_, err := tx.Exec(ctx, insert, key, value)
 				return value, err
 			})
@@ -89,7 +93,7 @@ func TestCrashPostgres(t *testing.T) {
 				return idemsql.Result[string]{}, err
 			}
 			defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-			res, err := idemsql.Do(ctx, store.Pgx(tx), key, func(ctx context.Context) (string, error) {
+			res, err := idemsql.Do(ctx, pgxStore, tx, key, func(ctx context.Context) (string, error) {
 				_, err := tx.Exec(ctx, insert, key, value)
 				return value, err
 			})
@@ -98,10 +102,10 @@ func TestCrashPostgres(t *testing.T) {
 			}
 			return res, tx.Commit(ctx)
 		}},
-		sqlRun("stdlib Run", store.Store, db, insert),
-		sqlDo("stdlib Do", store.Store, db, insert),
+		sqlRun("stdlib Run", store, db, insert),
+		sqlDo("stdlib Do", store, db, insert),
 		{name: "pgx RunExternal", lease: true, call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-			return idemsql.RunExternal(ctx, store.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
+			return idemsql.RunExternal(ctx, pgxStore, key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
 				_, err := pool.Exec(ctx, insert, key, value)
 				return value, err
 			}, lease...)
@@ -125,7 +129,14 @@ func TestCrashMariaDB(t *testing.T) {
 	}
 	db.SetMaxOpenConns(*crashClients + 4)
 	t.Cleanup(func() { db.Close() })
-	store, err := idemmysql.New()
+	// Transactions of another pool run the store's statements as text.
+	other, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.SetMaxOpenConns(*crashClients + 4)
+	t.Cleanup(func() { other.Close() })
+	store, err := idemsql.New(idemmysql.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,12 +151,10 @@ idem_key VARBINARY(255) NOT NULL, value VARCHAR(64) NOT NULL) ENGINE = InnoDB`);
 	lease := []idemsql.Option{idemsql.WithLease(time.Second), idemsql.WithLeaseWait(time.Millisecond)}
 	paths := []crashPath{
 		sqlRun("Run", store, db, insert),
-		sqlDo("Do (DB.Tx)", store, db, insert),
-		{name: "Do (Store.SQL)", call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-			return sqlDoWith(ctx, db, store.SQL, key, value, insert)
-		}},
+		sqlDo("Do", store, db, insert),
+		sqlDo("Do (another pool's transaction)", store, other, insert),
 		{name: "RunExternal", lease: true, call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-			return idemsql.RunExternal(ctx, store.DB(db, nil), key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
+			return idemsql.RunExternal(ctx, store, key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
 				_, err := db.ExecContext(ctx, insert, key, value)
 				return value, err
 			}, lease...)
@@ -165,35 +174,31 @@ type crashPath struct {
 	call  func(ctx context.Context, key, value string) (idemsql.Result[string], error)
 }
 
-func sqlRun(name string, store *idemsql.Store, db *sql.DB, insert string) crashPath {
+func sqlRun(name string, store *idemsql.Store[*sql.Tx], db *sql.DB, insert string) crashPath {
 	return crashPath{name: name, call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-		return idemsql.Run(ctx, store.DB(db, nil), key, func(ctx context.Context, tx *sql.Tx) (string, error) {
+		return idemsql.Run(ctx, store, key, func(ctx context.Context, tx *sql.Tx) (string, error) {
 			_, err := tx.ExecContext(ctx, insert, key, value)
 			return value, err
 		})
 	}}
 }
 
-func sqlDo(name string, store *idemsql.Store, db *sql.DB, insert string) crashPath {
+func sqlDo(name string, store *idemsql.Store[*sql.Tx], db *sql.DB, insert string) crashPath {
 	return crashPath{name: name, call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-		return sqlDoWith(ctx, db, store.DB(db, nil).Tx, key, value, insert)
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return idemsql.Result[string]{}, err
+		}
+		defer func() { _ = tx.Rollback() }()
+		res, err := idemsql.Do(ctx, store, tx, key, func(ctx context.Context) (string, error) {
+			_, err := tx.ExecContext(ctx, insert, key, value)
+			return value, err
+		})
+		if err != nil {
+			return res, err
+		}
+		return res, tx.Commit()
 	}}
-}
-
-func sqlDoWith(ctx context.Context, db *sql.DB, bind func(*sql.Tx) idemsql.Tx, key, value, insert string) (idemsql.Result[string], error) {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return idemsql.Result[string]{}, err
-	}
-	defer func() { _ = tx.Rollback() }()
-	res, err := idemsql.Do(ctx, bind(tx), key, func(ctx context.Context) (string, error) {
-		_, err := tx.ExecContext(ctx, insert, key, value)
-		return value, err
-	})
-	if err != nil {
-		return res, err
-	}
-	return res, tx.Commit()
 }
 
 // crashAnswer is what one caller was told.

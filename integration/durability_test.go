@@ -7,7 +7,9 @@ import (
 	"io"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -20,9 +22,10 @@ import (
 // PostgreSQL shows a commit only after its WAL flush, SQLite after its WAL
 // write, a server with a binary log after writing that, and a Galera node
 // after the cluster certified it (a write there would also be a write set
-// that concurrent replays on other nodes conflict with). Where the library
-// cannot know the server (a MySQL transaction bound with Store.SQL), it
-// writes.
+// that concurrent replays on other nodes conflict with). The store's
+// driver asks its server in the background after the first call; a replay
+// before the answer writes (TestReplayWritesUntilTheServerIsKnown), so the
+// checks below wait for it.
 func TestReplayWaitsForDurability(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -37,6 +40,7 @@ func TestReplayWaitsForDurability(t *testing.T) {
 			if _, err := e.run(ctx, sql.LevelDefault, "k", fn); err != nil {
 				t.Fatal(err)
 			}
+			e.waitServerKnown(t, early)
 
 			// Run: the pool was asked what its server does.
 			before := e.updatedAt(t, "k")
@@ -48,21 +52,22 @@ func TestReplayWaitsForDurability(t *testing.T) {
 				t.Errorf("Run's replay wrote the row: %v, want %v", wrote, early)
 			}
 
-			// Do, in the caller's transaction, through each binding.
+			// Do, in the caller's transaction: of the store's pool, or of
+			// another, taken to be on the store's server.
 			for _, bind := range e.bindings() {
 				tx, err := bind.begin(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
 				before := e.updatedAt(t, "k")
-				res, err := idemsql.Do(ctx, tx.Bind(), "k", e.charge(tx, "k", 1, &runs))
+				res, err := doIn(ctx, tx, "k", e.charge(tx, "k", 1, &runs))
 				if err != nil || !res.Replayed {
 					t.Fatalf("Do (%s): %+v, %v; want a replay", bind.name, res, err)
 				}
 				if err := tx.Commit(ctx); err != nil {
 					t.Fatal(err)
 				}
-				want := early || bind.unknown && e.dialect == "mysql"
+				want := early
 				if wrote := e.updatedAt(t, "k") != before; wrote != want {
 					t.Errorf("Do (%s): the replay's transaction wrote the row: %v, want %v", bind.name, wrote, want)
 				}
@@ -127,7 +132,7 @@ func TestReplayWaitsForDurability(t *testing.T) {
 // other transactions before the commit is durable: on MySQL and MariaDB,
 // without a binary log, outside Galera, with a COMMIT that waits for the
 // log.
-func (e *leaseEnv) commitsVisibleEarly(t *testing.T) bool {
+func (e *env) commitsVisibleEarly(t *testing.T) bool {
 	t.Helper()
 	if e.dialect != "mysql" {
 		return false
@@ -154,31 +159,111 @@ func (e *env) updatedAt(t *testing.T, key string) string {
 	return fmt.Sprint(v)
 }
 
-// txBinding begins a transaction bound one way.
+// txBinding begins a caller's transaction one way.
 type txBinding struct {
-	name string
-	// unknown: the binding cannot tell which server it reaches.
-	unknown bool
-	begin   func(ctx context.Context) (testTx, error)
+	name  string
+	begin func(ctx context.Context) (testTx, error)
 }
 
-// bindings are the ways a caller's transaction is bound on the backend:
-// database/sql's two (DB.Tx, through the pool, and Store.SQL), or pgx's.
+// bindings are the caller's transactions Do takes on the backend: pgx's, or
+// on database/sql one of the store's pool (statements prepared on MySQL and
+// SQLite) and one of another pool on the same database (statements as
+// text).
 func (e *leaseEnv) bindings() []txBinding {
 	if e.backend == "postgres-pgx" {
-		return []txBinding{{name: "Pgx", begin: func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }}}
+		return []txBinding{{name: "pgx", begin: func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }}}
+	}
+	other := e.deferredDB
+	if other == e.db {
+		var err error
+		if other, err = sql.Open(e.sqlDriver()); err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { other.Close() })
 	}
 	sqlBegin := func(pool *sql.DB) func(ctx context.Context) (testTx, error) {
 		return func(ctx context.Context) (testTx, error) {
-			tx, err := e.db.BeginTx(ctx, nil)
+			tx, err := pool.BeginTx(ctx, nil)
 			if err != nil {
 				return nil, err
 			}
-			return sqlTestTx{tx: tx, store: e.store, pool: pool}, nil
+			return sqlTestTx{tx: tx, store: e.store}, nil
 		}
 	}
 	return []txBinding{
-		{name: "DB.Tx", begin: sqlBegin(e.db)},
-		{name: "Store.SQL", unknown: true, begin: sqlBegin(nil)},
+		{name: "the store's pool", begin: sqlBegin(e.db)},
+		{name: "another pool", begin: sqlBegin(other)},
+	}
+}
+
+// waitServerKnown waits until the driver of e.store has learnt from the
+// server that its commits are durable before they are visible, where that
+// is so (early false). Until then its replays write, which is safe.
+func (e *env) waitServerKnown(t *testing.T, early bool) {
+	t.Helper()
+	if early || e.dialect != "mysql" {
+		return // the other dialects' replays write nothing either way
+	}
+	deadline := time.Now().Add(hangGuard)
+	for {
+		tx, err := e.db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		known := !e.sqlDrv.Bind(tx).(idemdriver.DurabilityReporter).VisibleBeforeDurable()
+		_ = tx.Rollback()
+		if known {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the store's driver never learnt that its server's commits are durable when visible")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Until the store's driver has learnt what its server does, a replay
+// counts the server as one that shows commits early, and writes: here the
+// transaction holds the pool's only connection, so the driver cannot ask.
+func TestReplayWritesUntilTheServerIsKnown(t *testing.T) {
+	for _, b := range backends {
+		if b.dialect != "mysql" {
+			continue // the other dialects' replays never need to write
+		}
+		t.Run(b.name, func(t *testing.T) {
+			e := b.setup(t)
+			ctx := t.Context()
+			var runs atomic.Int64
+			e.mustGuarded("k", 1, &runs)
+			dsn := mysqlDSN(t)
+			if b.name == "galera" {
+				dsn = galeraDSNs(t)[0]
+			}
+			db := openMySQL(t, dsn)
+			db.SetMaxOpenConns(1)
+			store := storeOn(e, sqlDriver(e.dialect, db))
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			before := e.updatedAt(t, "k")
+			res, err := idemsql.Do(ctx, store, tx, "k", func(context.Context) (invoice, error) {
+				runs.Add(1)
+				return invoice{}, nil
+			})
+			if err != nil || !res.Replayed {
+				t.Fatalf("Do: %+v, %v; want a replay", res, err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if e.updatedAt(t, "k") == before {
+				t.Error("a replay before the driver knew its server wrote nothing")
+			}
+			if runs.Load() != 1 {
+				t.Errorf("fn ran %d times, want 1", runs.Load())
+			}
+		})
 	}
 }

@@ -45,7 +45,7 @@ func testFnStatementContextEnds(t *testing.T, e *env) {
 					t.Fatal(err)
 				}
 				callCtx, cancelCall := context.WithCancel(ctx)
-				_, err = idemsql.Do(callCtx, tx.Bind(), key, func(ctx context.Context) (invoice, error) {
+				_, err = doIn(callCtx, tx, key, func(ctx context.Context) (invoice, error) {
 					if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
 						return invoice{}, err
 					}
@@ -232,7 +232,7 @@ func testFnCommitsThenFails(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		fn := commitsThenFails(key)
-		_, err = idemsql.Do(ctx, tx.Bind(), key, func(ctx context.Context) (invoice, error) { return fn(ctx, tx) })
+		_, err = doIn(ctx, tx, key, func(ctx context.Context) (invoice, error) { return fn(ctx, tx) })
 		_ = tx.Rollback(ctx)
 		if !errors.Is(err, idemsql.ErrRetryable) || !errors.Is(err, errValidation) {
 			t.Errorf("err = %v, want ErrRetryable wrapping fn's error", err)

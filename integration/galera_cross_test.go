@@ -52,7 +52,7 @@ func newGaleraCluster(t *testing.T) *galeraCluster {
 			// time.
 			syncRead(t, e.db, "SELECT COUNT(*) FROM "+e.table+" JOIN "+e.biz+" ON FALSE")
 		}
-		c.nodes = append(c.nodes, &leaseEnv{env: e, backend: "galera", dsn: dsn, ops: opsFor(e.store.DB(e.db, nil))})
+		c.nodes = append(c.nodes, &leaseEnv{env: e, backend: "galera", dsn: dsn, ops: opsFor(e.store)})
 	}
 	check := *first
 	check.db = openMySQL(t, withParam(t, dsns[0], "wsrep_sync_wait", "1"))
@@ -348,7 +348,7 @@ func (c *galeraCluster) doWithRetry(ctx context.Context, node *leaseEnv, key str
 		}
 		biz := c.business(node, key, amount)
 		var fnErr error
-		res, err := idemsql.Do(ctx, tx.Bind(), key, func(ctx context.Context) (invoice, error) {
+		res, err := doIn(ctx, tx, key, func(ctx context.Context) (invoice, error) {
 			v, err := biz(ctx, tx.Exec)
 			fnErr = err
 			return v, err

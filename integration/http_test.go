@@ -98,7 +98,7 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		db := (&idempostgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{})
+		db := storeOn(e, idempostgres.New(pool))
 		h.atomic = func(cfg idemhttp.Config) (func(http.Handler) http.Handler, error) { return idemhttp.New(db, cfg) }
 		h.external = func(cfg idemhttp.Config) (func(http.Handler) http.Handler, error) {
 			return idemhttp.NewExternal(db, cfg)
@@ -109,12 +109,12 @@ func newHTTPEnv(t *testing.T, b backend, conns int) *httpEnv {
 		}
 		h.inUse = func() int { return int(pool.Stat().AcquiredConns()) }
 		h.tx = func(ctx context.Context) testTx {
-			return pgxTestTx{tx: idemhttp.MustTx[pgx.Tx](ctx), store: &idempostgres.Store{Store: e.store}}
+			return pgxTestTx{tx: idemhttp.MustTx[pgx.Tx](ctx), store: db}
 		}
 		return h
 	}
 	e.db.SetMaxOpenConns(conns)
-	db := e.store.DB(e.db, nil)
+	db := e.store
 	h.atomic = func(cfg idemhttp.Config) (func(http.Handler) http.Handler, error) { return idemhttp.New(db, cfg) }
 	h.external = func(cfg idemhttp.Config) (func(http.Handler) http.Handler, error) {
 		return idemhttp.NewExternal(db, cfg)

@@ -28,7 +28,7 @@ type inspectOps struct {
 	stats  func(ctx context.Context) (idemsql.TableStats, error)
 }
 
-func inspectOpsFor[X any](name string, db idemsql.DB[X]) inspectOps {
+func inspectOpsFor[X any](name string, db *idemsql.Store[X]) inspectOps {
 	return inspectOps{
 		name: name,
 		lookup: func(ctx context.Context, key string) (idemsql.Record, bool, error) {
@@ -53,15 +53,14 @@ func readPaths(t *testing.T, b backend, e *env) []inspectOps {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		pg := &idempostgres.Store{Store: e.store}
 		return []inspectOps{
-			inspectOpsFor("pgx pool", pg.Pool(pool, pgx.TxOptions{})),
-			inspectOpsFor("pgx, one row per query", idemsql.BindPool[pgx.Tx](e.store, rowPool{pool})),
+			inspectOpsFor("pgx pool", storeOn(e, idempostgres.New(pool))),
+			inspectOpsFor("pgx, one row per query", storeOn(e, testDriver[pgx.Tx]{inner: idempostgres.New(pool), begin: rowPool{pool}.Begin})),
 		}
 	}
 	return []inspectOps{
-		inspectOpsFor("sql.DB", e.store.DB(e.db, nil)),
-		inspectOpsFor("sql.Tx", idemsql.BindPool[*sql.Tx](e.store, sqlTxPool{e.db})),
+		inspectOpsFor("sql.DB", e.store),
+		inspectOpsFor("sql.Tx", storeOn(e, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, e.db), begin: sqlTxPool{e.db}.Begin})),
 	}
 }
 
@@ -69,7 +68,7 @@ func readPaths(t *testing.T, b backend, e *env) []inspectOps {
 // Executor without RowsQuerier), as a Pool of another driver might.
 type rowPool struct{ p *pgxpool.Pool }
 
-func (p rowPool) Begin(ctx context.Context) (idemsql.PoolTx[pgx.Tx], error) {
+func (p rowPool) Begin(ctx context.Context, _ sql.IsolationLevel) (idemdriver.Tx[pgx.Tx], error) {
 	tx, err := p.p.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -90,12 +89,12 @@ func (t rowTx) Tx() pgx.Tx                         { return t.tx }
 func (t rowTx) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
 func (t rowTx) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
 
-// sqlTxPool is a database/sql Pool of the caller's own, read in a
-// transaction.
+// sqlTxPool begins database/sql transactions of a driver of the caller's
+// own, which reads in a transaction.
 type sqlTxPool struct{ db *sql.DB }
 
-func (p sqlTxPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
-	tx, err := p.db.BeginTx(ctx, nil)
+func (p sqlTxPool) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
+	tx, err := p.db.BeginTx(ctx, &sql.TxOptions{Isolation: level})
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +112,9 @@ func (t sqlTxPoolTx) Exec(ctx context.Context, q string, args ...any) (int64, er
 }
 func (t sqlTxPoolTx) QueryRow(ctx context.Context, q string, args ...any) idemdriver.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
+}
+func (t sqlTxPoolTx) Query(ctx context.Context, q string, args ...any) (idemdriver.Rows, error) {
+	return t.tx.QueryContext(ctx, q, args...)
 }
 func (t sqlTxPoolTx) Tx() *sql.Tx                    { return t.tx }
 func (t sqlTxPoolTx) Commit(context.Context) error   { return t.tx.Commit() }
@@ -140,7 +142,7 @@ func makeInspectFixture(t *testing.T, e *env) inspectFixture {
 	if !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatalf("recorded failure: %v", err)
 	}
-	ops := opsFor(e.store.DB(e.db, nil))
+	ops := opsFor(e.store)
 	claim := func(key string) idemsql.Lease {
 		c, err := ops.claim(ctx, key, idemsql.WithLease(time.Hour))
 		if err != nil || !c.Held {
@@ -489,11 +491,11 @@ func checkWithoutParseTime(t *testing.T, b backend, e *env) {
 	}
 	cfg.ParseTime = false
 	db := openMySQL(t, cfg.FormatDSN())
-	with, _, err := idemsql.Lookup(context.Background(), e.store.DB(e.db, nil), "acct:done")
+	with, _, err := idemsql.Lookup(context.Background(), e.store, "acct:done")
 	if err != nil {
 		t.Fatal(err)
 	}
-	without, _, err := idemsql.Lookup(context.Background(), e.store.DB(db, nil), "acct:done")
+	without, _, err := idemsql.Lookup(context.Background(), storeOn(e, sqlDriver(e.dialect, db)), "acct:done")
 	if err != nil {
 		t.Fatal(err)
 	}

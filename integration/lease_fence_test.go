@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -284,7 +285,7 @@ func testLeaseExpiredInProgress(t *testing.T, e *leaseEnv) {
 		t.Fatal(err)
 	}
 	ran := false
-	_, err = idemsql.Do(ctx, tx.Bind(), "exp-2", func(context.Context) (int, error) { ran = true; return 1, nil })
+	_, err = doIn(ctx, tx, "exp-2", func(context.Context) (int, error) { ran = true; return 1, nil })
 	_ = tx.Rollback(ctx)
 	if !errors.Is(err, idemsql.ErrInProgress) || ran {
 		t.Fatalf("atomic mode on an expired live claim: %v (ran %v)", err, ran)
@@ -309,11 +310,8 @@ func testLeaseRaceWithoutLockStale(t *testing.T, e *leaseEnv) {
 	if e.dialect == "sqlite" {
 		t.Skip("SQLite has no LockStale: the plain race case already covers it")
 	}
-	s, err := idemsql.NewStore(leaseOnly{e.store.Dialect()}, idemsql.WithTable(e.table))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raceOneWinner(t, e, opsFor(s.DB(e.db, nil)), "nolock")
+	s := storeOn(e.env, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, e.db), dia: leaseOnly{dialectOf(e.dialect)}})
+	raceOneWinner(t, e, opsFor(s), "nolock")
 }
 
 // Options of atomic mode are refused by lease-mode calls, and the reverse.

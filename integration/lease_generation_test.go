@@ -14,19 +14,19 @@ import (
 // stallingPool holds back its n-th Begin until release is closed, so a test
 // can put other work between a caller's read and its takeover.
 type stallingPool struct {
-	inner   idemsql.Pool[*sql.Tx]
+	inner   func(context.Context, sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error)
 	n       atomic.Int64
 	stallAt int64
 	reached chan struct{}
 	release chan struct{}
 }
 
-func (p *stallingPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
+func (p *stallingPool) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
 	if p.n.Add(1) == p.stallAt {
 		close(p.reached)
 		<-p.release
 	}
-	return p.inner.Begin(ctx)
+	return p.inner(ctx, level)
 }
 
 // A takeover must take over the claim it read, not a later claim that
@@ -42,7 +42,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			e := b.setup(t)
 			ctx := context.Background()
-			db := e.store.DB(e.db, nil)
+			db := e.store
 			opts := []idemsql.Option{idemsql.WithLease(300 * time.Millisecond),
 				idemsql.WithHeartbeat(100 * time.Millisecond), idemsql.WithTTL(300 * time.Millisecond)}
 			key := "gen-aba"
@@ -55,7 +55,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 			// B's first transaction (the read) goes through; its second (the
 			// takeover) waits.
 			pool := &stallingPool{stallAt: 2, reached: make(chan struct{}), release: make(chan struct{})}
-			pool.inner = plainPool{e.db}
+			pool.inner = plainPool{e.db}.Begin
 			type outcome struct {
 				downstream string
 				err        error
@@ -63,7 +63,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 			done := make(chan outcome, 1)
 			go func() {
 				var ds string
-				_, err := idemsql.RunExternal(ctx, idemsql.BindPool[*sql.Tx](e.store, pool), key,
+				_, err := idemsql.RunExternal(ctx, storeOn(e, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, e.db), begin: pool.Begin}), key,
 					func(ctx context.Context, l idemsql.LeaseInfo) (string, error) {
 						ds = l.DownstreamKey
 						return "B", nil
@@ -104,8 +104,8 @@ type plainPool struct{ db *sql.DB }
 
 type plainTx struct{ tx *sql.Tx }
 
-func (p plainPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
-	tx, err := p.db.BeginTx(ctx, nil)
+func (p plainPool) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
+	tx, err := p.db.BeginTx(ctx, &sql.TxOptions{Isolation: level})
 	if err != nil {
 		return nil, err
 	}

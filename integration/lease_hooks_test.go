@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsqlite"
 )
 
@@ -122,14 +122,14 @@ func (e *leaseEnv) hookedOps(t *testing.T, h *hooks) leaseOps {
 		p := &hookPgxPool{p: pool, h: h, idQuery: idQuery}
 		h.warm = func(ctx context.Context, n int) error {
 			return warm(n, func() (func(), error) {
-				tx, err := p.Begin(ctx)
+				tx, err := p.Begin(ctx, sql.LevelDefault)
 				if err != nil {
 					return nil, err
 				}
 				return func() { _ = tx.Rollback(ctx) }, nil
 			})
 		}
-		return opsFor(idemsql.BindPool[pgx.Tx](e.store, p))
+		return opsFor(storeOn(e.env, testDriver[pgx.Tx]{inner: idempostgres.New(pool), begin: p.Begin}))
 	}
 	db := e.openHooked(t, h, idQuery)
 	h.warm = func(ctx context.Context, n int) error {
@@ -141,7 +141,7 @@ func (e *leaseEnv) hookedOps(t *testing.T, h *hooks) leaseOps {
 			return func() { _ = tx.Rollback() }, nil
 		})
 	}
-	return opsFor(e.store.DB(db, nil))
+	return opsFor(storeOn(e.env, sqlDriver(e.dialect, db)))
 }
 
 // hookedPoolSize is the most connections a hooked pool opens.
@@ -399,13 +399,9 @@ type hookPgxPool struct {
 	idQuery string
 }
 
-func (p *hookPgxPool) Begin(ctx context.Context) (idemsql.PoolTx[pgx.Tx], error) {
-	return p.begin(ctx, pgx.TxOptions{})
-}
-
-// BeginIsolation lets lease mode's housekeeping choose its isolation level,
-// as the postgres dialect's own pools do.
-func (p *hookPgxPool) BeginIsolation(ctx context.Context, level sql.IsolationLevel) (idemsql.PoolTx[pgx.Tx], error) {
+// Begin begins at the level lease mode's housekeeping asks for, as the
+// pgx driver's own Begin does.
+func (p *hookPgxPool) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[pgx.Tx], error) {
 	opts := pgx.TxOptions{}
 	if level == sql.LevelReadCommitted {
 		opts.IsoLevel = pgx.ReadCommitted
@@ -413,7 +409,7 @@ func (p *hookPgxPool) BeginIsolation(ctx context.Context, level sql.IsolationLev
 	return p.begin(ctx, opts)
 }
 
-func (p *hookPgxPool) begin(ctx context.Context, opts pgx.TxOptions) (idemsql.PoolTx[pgx.Tx], error) {
+func (p *hookPgxPool) begin(ctx context.Context, opts pgx.TxOptions) (idemdriver.Tx[pgx.Tx], error) {
 	if err := p.h.beforeBegin(ctx); err != nil {
 		return nil, err
 	}

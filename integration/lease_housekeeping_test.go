@@ -86,7 +86,7 @@ func testHousekeepingBlocksNothing(t *testing.T, e *leaseEnv, which string) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		_, err = idemsql.Do(ctx, tx.Bind(), key, func(context.Context) (int, error) { return i, nil },
+		_, err = doIn(ctx, tx, key, func(context.Context) (int, error) { return i, nil },
 			idemsql.WithInFlight(idemsql.InFlightFailFast))
 		if err == nil {
 			err = tx.Commit(ctx)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemsql/idemsql/idempostgres"
@@ -140,7 +139,7 @@ func (e *leaseEnv) opsWithPoolSize(t *testing.T, n int) leaseOps {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		return opsFor((&idempostgres.Store{Store: e.store}).Pool(pool, pgx.TxOptions{}))
+		return opsFor(storeOn(e.env, idempostgres.New(pool)))
 	}
 	db, err := sql.Open(e.sqlDriver())
 	if err != nil {
@@ -148,5 +147,5 @@ func (e *leaseEnv) opsWithPoolSize(t *testing.T, n int) leaseOps {
 	}
 	db.SetMaxOpenConns(n)
 	t.Cleanup(func() { db.Close() })
-	return opsFor(e.store.DB(db, nil))
+	return opsFor(storeOn(e.env, sqlDriver(e.dialect, db)))
 }

@@ -317,7 +317,7 @@ func testLeaseCommittedWithoutLease(t *testing.T, e *leaseEnv) {
 	defer tx.Rollback(ctx)
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err = idemsql.Do(ctx, tx.Bind(), "atomic-live", func(context.Context) (int, error) {
+	_, err = doIn(ctx, tx, "atomic-live", func(context.Context) (int, error) {
 		for _, h := range []idemsql.SweepHandler{nil, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 			return idemsql.ResolveAbandoned("touched a live claim"), nil
 		}} {

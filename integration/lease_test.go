@@ -17,10 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsql/idemsql/idemmysql"
 	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/idemsqlite"
@@ -88,7 +86,7 @@ type leaseOps struct {
 	run func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error)
 }
 
-func opsFor[X any](db idemsql.DB[X]) leaseOps {
+func opsFor[X any](db *idemsql.Store[X]) leaseOps {
 	return leaseOps{
 		do: func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error) {
 			return idemsql.RunExternal(ctx, db, key, fn, opts...)
@@ -140,7 +138,7 @@ func newLeaseEnv(t *testing.T, b backend) *leaseEnv {
 		t.Cleanup(closeFn)
 		e.ops = ops
 	} else {
-		e.ops = opsFor(e.store.DB(e.db, nil))
+		e.ops = opsFor(e.store)
 	}
 	return e
 }
@@ -154,26 +152,25 @@ func openLeaseOps(backend, dsn, table string) (leaseOps, func(), error) {
 		if err != nil {
 			return leaseOps{}, nil, err
 		}
-		s, err := idempostgres.New(opt)
+		s, err := idemsql.New(idempostgres.New(pool), opt)
 		if err != nil {
 			pool.Close()
 			return leaseOps{}, nil, err
 		}
-		return opsFor(s.Pool(pool, pgx.TxOptions{})), pool.Close, nil
+		return opsFor(s), pool.Close, nil
 	}
-	var driver string
-	var newStore func(...idemsql.Option) (*idemsql.Store, error)
+	var driver, dialect string
 	switch backend {
 	case "postgres-stdlib":
-		driver, newStore = "pgx", pgStore
+		driver, dialect = "pgx", "postgres"
 	case "mysql", "galera":
-		driver, newStore = "mysql", idemmysql.New
+		driver, dialect = "mysql", "mysql"
 	case "sqlite":
-		driver, newStore, dsn = "sqlite", idemsqlite.New, idemsqlite.DSN(dsn)
+		driver, dialect, dsn = "sqlite", "sqlite", idemsqlite.DSN(dsn)
 	case "sqlite-deferred":
 		// DEFERRED transactions: readers run side by side in WAL mode, so
 		// contenders really do all see a stale row before one writes.
-		driver, newStore = "sqlite", idemsqlite.New
+		driver, dialect = "sqlite", "sqlite"
 		dsn = "file:" + dsn + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
 	default:
 		return leaseOps{}, nil, fmt.Errorf("unknown backend %q", backend)
@@ -182,12 +179,12 @@ func openLeaseOps(backend, dsn, table string) (leaseOps, func(), error) {
 	if err != nil {
 		return leaseOps{}, nil, err
 	}
-	s, err := newStore(opt)
+	s, err := newStore(dialect, db, opt)
 	if err != nil {
 		db.Close()
 		return leaseOps{}, nil, err
 	}
-	return opsFor(s.DB(db, nil)), func() { db.Close() }, nil
+	return opsFor(s), func() { db.Close() }, nil
 }
 
 // Environment of a child process.
@@ -801,7 +798,7 @@ func testLeasePurge(t *testing.T, e *leaseEnv) {
 			t.Fatal(err)
 		}
 		defer holder.Rollback(ctx)
-		if _, err := idemsql.Do(ctx, holder.Bind(), "old-held", func(context.Context) (int, error) { return 1, nil }); err != nil {
+		if _, err := doIn(ctx, holder, "old-held", func(context.Context) (int, error) { return 1, nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/idemsql/idemsql/idemdriver"
-	"github.com/idemsql/idemsql/idemmysql"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
@@ -24,12 +23,11 @@ import (
 
 // migrateTarget is one database on which a fleet migrates at once.
 type migrateTarget struct {
-	name     string
-	driver   string // database/sql driver name
-	dialect  string
-	dsn      string // for sql.Open
-	cliDSN   string // for the command
-	newStore func(...idemsql.Option) (*idemsql.Store, error)
+	name    string
+	driver  string // database/sql driver name
+	dialect string
+	dsn     string // for sql.Open
+	cliDSN  string // for the command
 	// versions are the migrations the dialect has.
 	versions []int64
 }
@@ -46,13 +44,13 @@ func migrateTargets(t *testing.T) []migrateTarget {
 	}
 	path := filepath.Join(t.TempDir(), "fleet.db")
 	var out []migrateTarget
-	out = append(out, migrateTarget{name: "postgres", driver: "pgx", dialect: "postgres", dsn: postgresDSN(t), cliDSN: postgresDSN(t), newStore: pgStore, versions: []int64{1}})
-	out = append(out, migrateTarget{name: "mysql", driver: "mysql", dialect: "mysql", dsn: mysqlDSN(t), cliDSN: noParseTime(mysqlDSN(t)), newStore: idemmysql.New, versions: []int64{1, 2}})
-	out = append(out, migrateTarget{name: "sqlite", driver: "sqlite", dialect: "sqlite", dsn: idemsqlite.DSN(path), cliDSN: path, newStore: idemsqlite.New, versions: []int64{1}})
+	out = append(out, migrateTarget{name: "postgres", driver: "pgx", dialect: "postgres", dsn: postgresDSN(t), cliDSN: postgresDSN(t), versions: []int64{1}})
+	out = append(out, migrateTarget{name: "mysql", driver: "mysql", dialect: "mysql", dsn: mysqlDSN(t), cliDSN: noParseTime(mysqlDSN(t)), versions: []int64{1, 2}})
+	out = append(out, migrateTarget{name: "sqlite", driver: "sqlite", dialect: "sqlite", dsn: idemsqlite.DSN(path), cliDSN: path, versions: []int64{1}})
 	// Every process through the same node: GET_LOCK serialises them there
 	// (it is node-local: see docs/distributed.md).
 	galera := galeraDSNs(t)[0]
-	out = append(out, migrateTarget{name: "galera", driver: "mysql", dialect: "mysql", dsn: galera, cliDSN: noParseTime(galera), newStore: idemmysql.New, versions: []int64{1, 2}})
+	out = append(out, migrateTarget{name: "galera", driver: "mysql", dialect: "mysql", dsn: galera, cliDSN: noParseTime(galera), versions: []int64{1, 2}})
 	return out
 }
 
@@ -158,18 +156,15 @@ func TestMigrateChild(t *testing.T) {
 	if _, err := fmt.Sscan(f[4], &at); err != nil {
 		t.Fatal(err)
 	}
-	newStore := map[string]func(...idemsql.Option) (*idemsql.Store, error){
-		"postgres": pgStore, "mysql": idemmysql.New, "sqlite": idemsqlite.New,
-	}[dialect]
-	store, err := newStore(idemsql.WithTable(table))
-	if err != nil {
-		t.Fatal(err)
-	}
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	store, err := newStore(dialect, db, idemsql.WithTable(table))
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Until(time.Unix(0, at)))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -180,14 +175,15 @@ func TestMigrateChild(t *testing.T) {
 
 // open gives a store for table and a pool for the test's own checks; the
 // table and its version table are dropped when the test ends.
-func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Option) (*idemsql.Store, *sql.DB) {
+func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Option) (*idemsql.Store[*sql.Tx], *sql.DB) {
 	t.Helper()
-	store, err := mt.newStore(append([]idemsql.Option{idemsql.WithTable(table)}, opts...)...)
+	admin, err := sql.Open(mt.driver, mt.dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := sql.Open(mt.driver, mt.dsn)
+	store, err := newStore(mt.dialect, admin, append([]idemsql.Option{idemsql.WithTable(table)}, opts...)...)
 	if err != nil {
+		admin.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -196,7 +192,7 @@ func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Option)
 		if err := migrations.Down(ctx, admin, store); err != nil {
 			t.Errorf("migrate down: %v", err)
 		}
-		versions := idemdriver.Table{Schema: store.Schema(), Name: migrations.VersionTable(table)}
+		versions := idemdriver.Table{Schema: store.Table().Schema, Name: migrations.VersionTable(table)}
 		q := `"`
 		if mt.dialect == "mysql" {
 			q = "`"
@@ -211,14 +207,14 @@ func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Option)
 // check asserts what a fleet's migration must leave: each version recorded
 // once (and goose's version 0), every migration applied, a table a guarded
 // call can use.
-func (mt migrateTarget) check(t *testing.T, db *sql.DB, store *idemsql.Store, table string) {
+func (mt migrateTarget) check(t *testing.T, db *sql.DB, store *idemsql.Store[*sql.Tx], table string) {
 	t.Helper()
 	ctx := context.Background()
 	q := `"`
 	if mt.dialect == "mysql" {
 		q = "`"
 	}
-	versions := idemdriver.Table{Schema: store.Schema(), Name: migrations.VersionTable(table)}.Quote(q)
+	versions := idemdriver.Table{Schema: store.Table().Schema, Name: migrations.VersionTable(table)}.Quote(q)
 	rows, err := db.QueryContext(ctx, "SELECT version_id, COUNT(*) FROM "+versions+" GROUP BY version_id ORDER BY version_id")
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +253,7 @@ func (mt migrateTarget) check(t *testing.T, db *sql.DB, store *idemsql.Store, ta
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := idemsql.Do(ctx, store.SQL(tx), key, func(context.Context) (int, error) { return 7, nil })
+		res, err := idemsql.Do(ctx, store, tx, key, func(context.Context) (int, error) { return 7, nil })
 		if err != nil {
 			_ = tx.Rollback()
 			t.Fatalf("Do on the migrated table: %v", err)

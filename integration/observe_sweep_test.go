@@ -37,7 +37,7 @@ func (o *observed) wantSweep(what string, before time.Time, want []wantEvent) {
 func testObserverSweep(t *testing.T, e *env) {
 	e, o := withRecorder(t, e, "lease")
 	ctx := context.Background()
-	db := e.store.DB(e.db, nil)
+	db := e.store
 	type w = wantEvent
 
 	// Without a handler: a lease that ran out and a claim committed without
@@ -146,7 +146,7 @@ func testObserverSweep(t *testing.T, e *env) {
 func testObserverPurge(t *testing.T, e *env) {
 	e, o := withRecorder(t, e, "lease")
 	ctx := context.Background()
-	db := e.store.DB(e.db, nil)
+	db := e.store
 	type w = wantEvent
 	fn := func(context.Context, idemsql.LeaseInfo) (receipt, error) { return receipt{By: "fn"}, nil }
 	completed := func(keys ...string) {

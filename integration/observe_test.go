@@ -299,7 +299,7 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 		}
 		defer other.Rollback(ctxT)
 		before = time.Now()
-		if _, err := idemsql.Do(ctxT, other.Bind(), "obs-4", e.charge(other, "obs-4", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast)); !errors.Is(err, idemsql.ErrInProgress) {
+		if _, err := doIn(ctxT, other, "obs-4", e.charge(other, "obs-4", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast)); !errors.Is(err, idemsql.ErrInProgress) {
 			t.Fatal(err)
 		}
 		// The holder's claim is not committed: no attempt to report.
@@ -331,7 +331,7 @@ func init() {
 func testObserverLeaseMode(t *testing.T, e *env) {
 	e, o := withRecorder(t, e, "lease")
 	ctx := context.Background()
-	db := e.store.DB(e.db, nil)
+	db := e.store
 	var calls atomic.Int64
 	fn := func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
 		calls.Add(1)

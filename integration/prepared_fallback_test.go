@@ -18,8 +18,9 @@ import (
 // MySQL: when the server cannot prepare a statement on the transaction's
 // connection (max_prepared_stmt_count reached), idemsql's statements run
 // unprepared instead of failing the call: Run through the store's
-// prepared statements and through text, Do through Store.SQL, lease mode
-// and Purge. Without interpolateParams the driver prepares a statement
+// prepared statements and through text, Do in a transaction of the store's
+// pool (prepared statements) and of another pool (text), lease mode and
+// Purge. Without interpolateParams the driver prepares a statement
 // even to run it as text, so the text carries its arguments as literals
 // then. On a MariaDB server of the test's own: the limit is the server's,
 // and would fail the tests of others that share one.
@@ -35,7 +36,7 @@ func TestPreparedStatementFallback(t *testing.T) {
 			cfg.InterpolateParams = interpolate
 			e := setupMySQLAt(t, cfg.FormatDSN())
 			ctx := context.Background()
-			bound := e.store.DB(e.db, nil)
+			bound := e.store
 			var runs atomic.Int64
 			insert := func(ctx context.Context, tx *sql.Tx) (invoice, error) {
 				runs.Add(1)
@@ -84,18 +85,24 @@ func TestPreparedStatementFallback(t *testing.T) {
 			if res, err := idemsql.Run(ctx, bound, "prep-2", insert); err != nil || !res.Replayed || runs.Load() != 2 {
 				t.Fatalf("replay: %+v %v runs=%d", res, err, runs.Load())
 			}
-			if _, err := idemsql.Run(ctx, e.store.DB(openMySQL(t, cfg.FormatDSN()), nil), "prep-3", insert); err != nil {
+			other := openMySQL(t, cfg.FormatDSN())
+			if _, err := idemsql.Run(ctx, storeOn(e, sqlDriver(e.dialect, other)), "prep-3", insert); err != nil {
 				t.Fatalf("Run on a new pool, statements not prepared: %v", err)
 			}
-			tx, err := e.db.BeginTx(ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := idemsql.Do(ctx, e.store.SQL(tx), "prep-4", func(context.Context) (int, error) { return 4, nil }); err != nil {
-				t.Fatalf("Do through Store.SQL: %v", err)
-			}
-			if err := tx.Commit(); err != nil {
-				t.Fatal(err)
+			for _, c := range []struct {
+				name, key string
+				pool      *sql.DB
+			}{{"the store's pool", "prep-4", e.db}, {"another pool", "prep-6", other}} {
+				tx, err := c.pool.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := idemsql.Do(ctx, e.store, tx, c.key, func(context.Context) (int, error) { return 4, nil }); err != nil {
+					t.Fatalf("Do in a transaction of %s: %v", c.name, err)
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if _, err := idemsql.RunExternal(ctx, bound, "prep-5", func(context.Context, idemsql.LeaseInfo) (int, error) { return 5, nil }); err != nil {
 				t.Fatalf("RunExternal: %v", err)
@@ -107,7 +114,7 @@ func TestPreparedStatementFallback(t *testing.T) {
 				t.Fatalf("%d statements prepared with max_prepared_stmt_count = 0", n)
 			}
 			restore()
-			for _, key := range []string{"prep-2", "prep-3", "prep-4", "prep-5"} {
+			for _, key := range []string{"prep-2", "prep-3", "prep-4", "prep-5", "prep-6"} {
 				if n := e.idemRows(key); n != 1 {
 					t.Errorf("%d rows for %s, want 1", n, key)
 				}

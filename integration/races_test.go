@@ -93,7 +93,7 @@ func testReclaimLosesRace(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer btx.Rollback(ctx)
-	g := newGated(t, btx, e.store.Dialect().Statements(idemdriver.Table{Name: e.table}).Reclaim)
+	g := newGated(t, btx, dialectOf(e.dialect).Statements(idemdriver.Table{Name: e.table}).Reclaim)
 	reached := g.reached
 	type outcome struct {
 		res idemsql.Result[invoice]
@@ -101,7 +101,7 @@ func testReclaimLosesRace(t *testing.T, e *env) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := idemsql.Do(ctx, e.store.Bind(g), "lose-1", e.charge(btx, "lose-1", 3, &runs))
+		res, err := idemsql.Do(ctx, e.exStore(), idemdriver.Executor(g), "lose-1", e.charge(btx, "lose-1", 3, &runs))
 		done <- outcome{res, err}
 	}()
 	<-reached
@@ -163,9 +163,9 @@ func testOwnClaimReclaimedInsideFn(t *testing.T, e *env) {
 	}
 	defer tx.Rollback(ctx)
 	var inner error
-	res, err := idemsql.Do(ctx, tx.Bind(), "own-1", func(ctx context.Context) (invoice, error) {
+	res, err := doIn(ctx, tx, "own-1", func(ctx context.Context) (invoice, error) {
 		time.Sleep(20 * time.Millisecond)
-		_, inner = idemsql.Do(ctx, tx.Bind(), "own-1", e.charge(tx, "own-1", 1, &runs))
+		_, inner = doIn(ctx, tx, "own-1", e.charge(tx, "own-1", 1, &runs))
 		return invoice{Key: "outer"}, nil
 	}, idemsql.WithTTL(time.Millisecond))
 	if !errors.Is(inner, idemsql.ErrReentrant) || runs.Load() != 0 {
@@ -194,7 +194,7 @@ func testDuplicatesNeedNoRetry(t *testing.T, e *env) {
 				errs[i] = err
 				return
 			}
-			_, err = idemsql.Do(ctx, tx.Bind(), "noretry", e.charge(tx, "noretry", 1, &runs))
+			_, err = doIn(ctx, tx, "noretry", e.charge(tx, "noretry", 1, &runs))
 			if err == nil {
 				err = tx.Commit(ctx)
 			} else {
@@ -228,7 +228,7 @@ func testWaiterReplaysAfterHolderReclaims(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer holder.Rollback(ctx)
-	first, err := idemsql.Do(ctx, holder.Bind(), "rewait-1", e.charge(holder, "rewait-1", 2, &runs))
+	first, err := doIn(ctx, holder, "rewait-1", e.charge(holder, "rewait-1", 2, &runs))
 	if err != nil || first.Replayed {
 		t.Fatalf("holder: replayed=%v err=%v", first.Replayed, err)
 	}

@@ -122,7 +122,7 @@ func testReservedName(t *testing.T, b backend, bin, schema, name string) {
 	if res, err := e.run(ctx, sql.LevelDefault, "r-2", e.insertBiz("r-2", 2, &runs)); err != nil || !res.Replayed || runs.Load() != 2 {
 		t.Fatalf("Run again: %+v %v runs=%d", res, err, runs.Load())
 	}
-	db := e.store.DB(e.db, nil)
+	db := e.store
 	var calls atomic.Int64
 	for range 2 {
 		if _, err := idemsql.RunExternal(ctx, db, "r-3", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {

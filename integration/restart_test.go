@@ -35,7 +35,7 @@ func TestRunRidesOutServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		store, err := idempostgres.New()
+		store, err := idemsql.New(idempostgres.New(pool))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,9 +44,9 @@ func TestRunRidesOutServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		prepareRestart(t, db, store.Store, pgBizDDL)
+		prepareRestart(t, db, store, pgBizDDL)
 		run := func(ctx context.Context, key string) error {
-			_, err := idemsql.Run(ctx, store.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (int, error) {
+			_, err := idemsql.Run(ctx, store, key, func(ctx context.Context, tx pgx.Tx) (int, error) {
 				_, err := tx.Exec(ctx, "INSERT INTO biz (idem_key, amount) VALUES ($1, 1)", key)
 				return 1, err
 			})
@@ -62,13 +62,13 @@ func TestRunRidesOutServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		store, err := idemmysql.New()
+		store, err := idemsql.New(idemmysql.New(db))
 		if err != nil {
 			t.Fatal(err)
 		}
 		prepareRestart(t, db, store, mysqlBizDDL)
 		run := func(ctx context.Context, key string) error {
-			_, err := idemsql.Run(ctx, store.DB(db, nil), key, func(ctx context.Context, tx *sql.Tx) (int, error) {
+			_, err := idemsql.Run(ctx, store, key, func(ctx context.Context, tx *sql.Tx) (int, error) {
 				_, err := tx.ExecContext(ctx, "INSERT INTO biz (idem_key, amount) VALUES (?, 1)", key)
 				return 1, err
 			})
@@ -78,7 +78,7 @@ func TestRunRidesOutServerRestart(t *testing.T) {
 	})
 }
 
-func prepareRestart(t *testing.T, db *sql.DB, store *idemsql.Store, bizDDL string) {
+func prepareRestart(t *testing.T, db *sql.DB, store migrations.Target, bizDDL string) {
 	t.Helper()
 	if err := migrations.Up(context.Background(), db, store); err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func testRunRollsBackInnerFailure(t *testing.T, e *env) {
 			if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), "outer-1"); err != nil {
 				return invoice{}, err
 			}
-			_, inner := idemsql.Do(ctx, tx.Bind(), fmt.Sprintf("inner-%d", i), func(ctx context.Context) (invoice, error) {
+			_, inner := doIn(ctx, tx, fmt.Sprintf("inner-%d", i), func(ctx context.Context) (invoice, error) {
 				return invoice{}, idemsql.Permanent("card_declined", errDeclined)
 			}, idemsql.WithRecordedFailures(true))
 			return invoice{}, inner
@@ -93,14 +93,14 @@ func testHolderSlowerThanTTL(t *testing.T, e *env, empty bool) {
 		var replayed bool
 		if empty {
 			var r idemsql.Result[struct{}]
-			r, err = idemsql.Do(ctx, tx.Bind(), key, func(ctx context.Context) (struct{}, error) {
+			r, err = doIn(ctx, tx, key, func(ctx context.Context) (struct{}, error) {
 				runs.Add(1)
 				return struct{}{}, tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 2)"), key)
 			}, idemsql.WithTTL(ttl))
 			replayed = r.Replayed
 		} else {
 			var r idemsql.Result[invoice]
-			r, err = idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 2, &runs), idemsql.WithTTL(ttl))
+			r, err = doIn(ctx, tx, key, e.charge(tx, key, 2, &runs), idemsql.WithTTL(ttl))
 			replayed = r.Replayed
 		}
 		if err == nil {
@@ -118,9 +118,9 @@ func testHolderSlowerThanTTL(t *testing.T, e *env, empty bool) {
 		return nil
 	}
 	if empty {
-		_, err = idemsql.Do(ctx, holder.Bind(), key, func(ctx context.Context) (struct{}, error) { return struct{}{}, slow(ctx) }, idemsql.WithTTL(ttl))
+		_, err = doIn(ctx, holder, key, func(ctx context.Context) (struct{}, error) { return struct{}{}, slow(ctx) }, idemsql.WithTTL(ttl))
 	} else {
-		_, err = idemsql.Do(ctx, holder.Bind(), key, func(ctx context.Context) (invoice, error) {
+		_, err = doIn(ctx, holder, key, func(ctx context.Context) (invoice, error) {
 			return invoice{Key: key, Amount: 1}, slow(ctx)
 		}, idemsql.WithTTL(ttl))
 	}
@@ -177,7 +177,7 @@ func testRecoveredPanicThenCommit(t *testing.T, e *env) {
 	}
 	func() {
 		defer func() { _ = recover() }()
-		_, _ = idemsql.Do(ctx, tx.Bind(), "rpanic-1", func(ctx context.Context) (invoice, error) {
+		_, _ = doIn(ctx, tx, "rpanic-1", func(ctx context.Context) (invoice, error) {
 			runs.Add(1)
 			if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), "rpanic-1"); err != nil {
 				return invoice{}, err
@@ -214,13 +214,13 @@ func testAbandonedClaim(t *testing.T, e *env) {
 // countingPool counts the transactions Run begins.
 type countingPool struct {
 	db    *sql.DB
-	store *idemsql.Store
+	store *idemsql.Store[*sql.Tx]
 	n     atomic.Int64
 }
 
-func (p *countingPool) Begin(ctx context.Context) (idemsql.PoolTx[*sql.Tx], error) {
+func (p *countingPool) Begin(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
 	p.n.Add(1)
-	tx, err := p.db.BeginTx(ctx, nil)
+	tx, err := p.db.BeginTx(ctx, &sql.TxOptions{Isolation: level})
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +250,7 @@ func testFailFastIsOneClass(t *testing.T, e *env) {
 		db = e.deferredDB
 	}
 	pool := &countingPool{db: db, store: e.store}
-	bound := idemsql.BindPool[*sql.Tx](e.store, pool)
+	bound := storeOn(e, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, db), begin: pool.Begin})
 	fn := func(ctx context.Context, tx *sql.Tx) (invoice, error) { runs.Add(1); return invoice{}, nil }
 
 	_, err := idemsql.Run(ctx, bound, "one-1", fn, idemsql.WithInFlight(idemsql.InFlightFailFast))
@@ -306,7 +306,7 @@ func testRetryableCauseNeverRecorded(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	_, err = idemsql.Do(ctx, tx.Bind(), "perm-dl", func(ctx context.Context) (invoice, error) {
+	_, err = doIn(ctx, tx, "perm-dl", func(ctx context.Context) (invoice, error) {
 		if err := d.lose(ctx, tx); err != nil {
 			return invoice{}, idemsql.Permanent("declined", err)
 		}
@@ -344,7 +344,7 @@ func testStatementTimeoutWhileWaiting(t *testing.T, e *env) {
 	if err := other.Exec(ctx, set); err != nil {
 		t.Fatal(err)
 	}
-	_, err = idemsql.Do(ctx, other.Bind(), "stmt-1", e.charge(other, "stmt-1", 1, &runs))
+	_, err = doIn(ctx, other, "stmt-1", e.charge(other, "stmt-1", 1, &runs))
 	if !errors.Is(err, idemsql.ErrLockTimeout) || runs.Load() != 1 {
 		t.Fatalf("err = %v, runs = %d; want ErrLockTimeout", err, runs.Load())
 	}
@@ -365,7 +365,7 @@ func testBusySnapshotIsRetryable(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	e.mustGuarded("snap-other", 1, &runs) // another writer commits after it
-	_, err = idemsql.Do(ctx, tx.Bind(), "snap-1", e.charge(tx, "snap-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	_, err = doIn(ctx, tx, "snap-1", e.charge(tx, "snap-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
 	if !errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrInProgress) {
 		t.Fatalf("err = %v, want ErrRetryable alone", err)
 	}
@@ -387,7 +387,7 @@ func testStoredResultIsExact(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx)
-		res, err := idemsql.Do(ctx, tx.Bind(), "exact-1", func(ctx context.Context) (json.RawMessage, error) {
+		res, err := doIn(ctx, tx, "exact-1", func(ctx context.Context) (json.RawMessage, error) {
 			return json.RawMessage(want), nil
 		}, idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
 		if cerr := tx.Commit(ctx); cerr != nil {

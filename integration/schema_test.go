@@ -45,7 +45,7 @@ func TestSchema(t *testing.T) {
 			if res, err := e.run(ctx, sql.LevelDefault, "s-2", e.insertBiz("s-2", 2, &runs)); err != nil || res.Replayed {
 				t.Fatalf("Run: %+v %v", res, err)
 			}
-			db := e.store.DB(e.db, nil)
+			db := e.store
 			var calls atomic.Int64
 			if _, err := idemsql.RunExternal(ctx, db, "s-3", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
 				calls.Add(1)

@@ -134,7 +134,7 @@ func testDuplicatePolicyError(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	res, err := idemsql.Do(ctx, tx.Bind(), "dup-1", e.charge(tx, "dup-1", 3, &runs), idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+	res, err := doIn(ctx, tx, "dup-1", e.charge(tx, "dup-1", 3, &runs), idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
 	var de *idemsql.DuplicateError
 	if !errors.Is(err, idemsql.ErrDuplicate) || !errors.As(err, &de) {
 		t.Fatalf("err = %v, want a *DuplicateError", err)
@@ -163,7 +163,7 @@ func (e *env) holdKey(ctx context.Context, key string, runs *atomic.Int64) testT
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := idemsql.Do(ctx, holder.Bind(), key, e.charge(holder, key, 1, runs)); err != nil {
+	if _, err := doIn(ctx, holder, key, e.charge(holder, key, 1, runs)); err != nil {
 		e.t.Fatal(err)
 	}
 	return holder
@@ -202,7 +202,7 @@ func testFailFastWhileHeld(t *testing.T, e *env) {
 	defer other.Rollback(ctx)
 	before := e.lockSetting(ctx, other)
 	started := time.Now()
-	_, err = idemsql.Do(ctx, other.Bind(), "ff-1", e.charge(other, "ff-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	_, err = doIn(ctx, other, "ff-1", e.charge(other, "ff-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
 	if !errors.Is(err, idemsql.ErrInProgress) {
 		t.Fatalf("err = %v, want ErrInProgress", err)
 	}
@@ -248,7 +248,7 @@ func testFailFastConcurrent(t *testing.T, e *env) {
 				errs <- err
 				return
 			}
-			_, err = idemsql.Do(ctx, tx.Bind(), "ff-race", e.charge(tx, "ff-race", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+			_, err = doIn(ctx, tx, "ff-race", e.charge(tx, "ff-race", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
 			switch {
 			case errors.Is(err, idemsql.ErrInProgress):
 				if errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrLockTimeout) {
@@ -292,7 +292,7 @@ func testLockTimeout(t *testing.T, e *env) {
 	}
 	defer other.Rollback(ctx)
 	before := e.lockSetting(ctx, other)
-	_, err = idemsql.Do(ctx, other.Bind(), "lt-1", e.charge(other, "lt-1", 1, &runs), idemsql.WithLockTimeout(200*time.Millisecond))
+	_, err = doIn(ctx, other, "lt-1", e.charge(other, "lt-1", 1, &runs), idemsql.WithLockTimeout(200*time.Millisecond))
 	if !errors.Is(err, idemsql.ErrLockTimeout) {
 		t.Fatalf("err = %v, want ErrLockTimeout", err)
 	}
@@ -554,7 +554,7 @@ func testEmptyResult(t *testing.T, e *env) {
 				return struct{}{}, errDeclined
 			}
 		}
-		res, err := idemsql.Do(ctx, tx.Bind(), key, fn)
+		res, err := doIn(ctx, tx, key, fn)
 		if commit {
 			if cerr := tx.Commit(ctx); cerr != nil {
 				t.Fatal(cerr)
@@ -602,7 +602,7 @@ func testEmptyResult(t *testing.T, e *env) {
 					errs[i] = err
 					return
 				}
-				_, err = idemsql.Do(ctx, tx.Bind(), "empty-race", notify(tx, "empty-race"))
+				_, err = doIn(ctx, tx, "empty-race", notify(tx, "empty-race"))
 				if err == nil {
 					err = tx.Commit(ctx)
 				} else {
@@ -635,11 +635,11 @@ func testNestedRecordedFailures(t *testing.T, e *env) {
 	}
 	defer tx.Rollback(ctx)
 	rec := idemsql.WithRecordedFailures(true)
-	_, err = idemsql.Do(ctx, tx.Bind(), "nrf-outer", func(ctx context.Context) (invoice, error) {
+	_, err = doIn(ctx, tx, "nrf-outer", func(ctx context.Context) (invoice, error) {
 		if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), "nrf-outer"); err != nil {
 			return invoice{}, err
 		}
-		_, inner := idemsql.Do(ctx, tx.Bind(), "nrf-inner", func(ctx context.Context) (invoice, error) {
+		_, inner := doIn(ctx, tx, "nrf-inner", func(ctx context.Context) (invoice, error) {
 			if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 2)"), "nrf-inner"); err != nil {
 				return invoice{}, err
 			}

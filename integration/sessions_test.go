@@ -77,6 +77,7 @@ func TestFirstRunsOnABusyPoolKeepTheirContexts(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			e := b.setup(t)
 			db := e.onePool()
+			busy := storeOn(e, sqlDriver(e.dialect, db))
 			held, err := db.Conn(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -99,7 +100,7 @@ func TestFirstRunsOnABusyPoolKeepTheirContexts(t *testing.T) {
 					defer wg.Done()
 					ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 					defer cancel()
-					_, err := idemsql.Run(ctx, e.store.DB(db, nil), "busy-1", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil })
+					_, err := idemsql.Run(ctx, busy, "busy-1", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil })
 					errs <- err
 				}()
 			}
@@ -119,7 +120,7 @@ func TestFirstRunsOnABusyPoolKeepTheirContexts(t *testing.T) {
 				}
 			}
 			release()
-			if _, err := idemsql.Run(context.Background(), e.store.DB(db, nil), "busy-1", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
+			if _, err := idemsql.Run(context.Background(), busy, "busy-1", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
 				t.Fatalf("Run once the pool is free: %v", err)
 			}
 		})
@@ -176,7 +177,7 @@ func TestBoundedClaimCutShortByContextLeavesNoSetting(t *testing.T) {
 
 			short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancelShort()
-			_, err := idemsql.Run(short, e.store.DB(db, nil), "cut-1", func(ctx context.Context, tx *sql.Tx) (int, error) {
+			_, err := idemsql.Run(short, storeOn(e, sqlDriver(e.dialect, db)), "cut-1", func(ctx context.Context, tx *sql.Tx) (int, error) {
 				runs.Add(1)
 				return 1, nil
 			}, idemsql.WithLockTimeout(20*time.Second))
@@ -259,7 +260,7 @@ func TestBoundedClaimInCallersTxLeavesNoSetting(t *testing.T) {
 					t.Fatal(err)
 				}
 				x := &endTxBeforeClaim{t: t, tx: tx, cancel: cancel}
-				_, err = idemsql.Do(context.Background(), e.store.Bind(x), "cut-2", func(context.Context) (int, error) { return 1, nil }, opt)
+				_, err = idemsql.Do(context.Background(), e.exStore(), idemdriver.Executor(x), "cut-2", func(context.Context) (int, error) { return 1, nil }, opt)
 				if err == nil || !x.fired {
 					t.Fatalf("err = %v (claim reached: %v), want the claim to fail on the ended transaction", err, x.fired)
 				}
@@ -336,12 +337,15 @@ func TestFailFastBesideAReplay(t *testing.T) {
 			defer cancel()
 			var runs atomic.Int64
 			e.mustGuarded("ffr-1", 1, &runs)
+			// Until the store knows its server, every replay writes (and
+			// then the fail-fast call, too, would wait for the row).
+			e.waitServerKnown(t, e.commitsVisibleEarly(t))
 			replaying, err := e.begin(ctx, sql.LevelDefault)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer replaying.Rollback(ctx)
-			if res, err := idemsql.Do(ctx, replaying.Bind(), "ffr-1", e.charge(replaying, "ffr-1", 1, &runs)); err != nil || !res.Replayed {
+			if res, err := doIn(ctx, replaying, "ffr-1", e.charge(replaying, "ffr-1", 1, &runs)); err != nil || !res.Replayed {
 				t.Fatalf("replay in the open transaction: %+v %v", res, err)
 			}
 			failFast := idemsql.WithInFlight(idemsql.InFlightFailFast)
@@ -367,8 +371,8 @@ func TestFailFastBesideAReplay(t *testing.T) {
 			}
 			defer tx.Rollback(ctx)
 			var inner error
-			if _, err := idemsql.Do(ctx, tx.Bind(), "ffr-2", func(ctx context.Context) (invoice, error) {
-				_, inner = idemsql.Do(ctx, tx.Bind(), "ffr-2", e.charge(tx, "ffr-2", 1, &runs), failFast)
+			if _, err := doIn(ctx, tx, "ffr-2", func(ctx context.Context) (invoice, error) {
+				_, inner = doIn(ctx, tx, "ffr-2", e.charge(tx, "ffr-2", 1, &runs), failFast)
 				return invoice{}, nil
 			}, failFast); err != nil {
 				t.Fatalf("outer: %v", err)

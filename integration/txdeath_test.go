@@ -250,7 +250,7 @@ func (e *env) duplicate(ctx context.Context, key string, runs *atomic.Int64, cla
 		if id != nil {
 			id <- e.connID(ctx, tx)
 		}
-		res, err := idemsql.Do(ctx, tx.Bind(), key, e.charge(tx, key, 2, runs))
+		res, err := doIn(ctx, tx, key, e.charge(tx, key, 2, runs))
 		if err == nil {
 			err = tx.Commit(ctx)
 		} else {
@@ -342,7 +342,7 @@ func deadlockWhileDuplicateWaits(t *testing.T, e *env, then afterDeadlock) {
 	dupID := make(chan int64, 1)
 	dup := e.duplicate(ctx, key, &runs, claimed, dupID, committed)
 	ex := &afterFn{Executor: executorOf(t, holder), fnDone: fnDone, release: committed}
-	_, err = idemsql.Do(ctx, e.store.Bind(ex), key, func(ctx context.Context) (invoice, error) {
+	_, err = idemsql.Do(ctx, e.exStore(), idemdriver.Executor(ex), key, func(ctx context.Context) (invoice, error) {
 		defer close(fnDone)
 		if err := holder.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
 			return invoice{}, err
@@ -378,7 +378,7 @@ func deadlockWhileDuplicateWaits(t *testing.T, e *env, then afterDeadlock) {
 		}
 		err = idemsql.ErrRetryable // what afterDuplicate checks of the holder's error does not apply
 	default:
-		if k := e.store.Dialect().Classify(err); k != idemdriver.KindRetryable && k != idemdriver.KindTxEnded {
+		if k := dialectOf(e.dialect).Classify(err); k != idemdriver.KindRetryable && k != idemdriver.KindTxEnded {
 			t.Errorf("the deadlock is not reachable in the error (%v): %v", k, err)
 		}
 		if e.dialect == "mysql" && ex.sent.Load() != 0 {
@@ -402,7 +402,7 @@ func testDeadlockSwallowedByFn(t *testing.T, e *env) {
 	}
 	defer tx.Rollback(ctx)
 	var lost error
-	_, err = idemsql.Do(ctx, tx.Bind(), "dl-swallow", func(ctx context.Context) (struct{}, error) {
+	_, err = doIn(ctx, tx, "dl-swallow", func(ctx context.Context) (struct{}, error) {
 		lost = d.lose(ctx, tx)
 		return struct{}{}, nil // the bug under test: the error is dropped
 	})
@@ -439,7 +439,7 @@ func testConnectionKilledInFn(t *testing.T, e *env) {
 	claimed, committed := make(chan struct{}), make(chan struct{})
 	dupID := make(chan int64, 1)
 	dup := e.duplicate(ctx, key, &runs, claimed, dupID, committed)
-	_, err = idemsql.Do(ctx, holder.Bind(), key, func(ctx context.Context) (invoice, error) {
+	_, err = doIn(ctx, holder, key, func(ctx context.Context) (invoice, error) {
 		if err := holder.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), key); err != nil {
 			return invoice{}, err
 		}
@@ -473,7 +473,7 @@ func testInterruptedStatementInFn(t *testing.T, e *env) {
 	ex := &afterFn{Executor: executorOf(t, holder), fnDone: fnDone, release: committed}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = idemsql.Do(ctx, e.store.Bind(ex), key, func(ctx context.Context) (invoice, error) {
+	_, err = idemsql.Do(ctx, e.exStore(), idemdriver.Executor(ex), key, func(ctx context.Context) (invoice, error) {
 		defer close(fnDone)
 		if err := holder.Exec(ctx, "INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)", key); err != nil {
 			return invoice{}, err
@@ -751,9 +751,9 @@ func (e *env) onePoolRun(t *testing.T) func(ctx context.Context, key string, fn 
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
-		pg := &idempostgres.Store{Store: e.store}
+		pg := storeOn(e, idempostgres.New(pool))
 		return func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error)) (idemsql.Result[invoice], error) {
-			return idemsql.Run(ctx, pg.Pool(pool, pgx.TxOptions{}), key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
+			return idemsql.Run(ctx, pg, key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
 				return fn(ctx, pgxTestTx{tx: tx, store: pg})
 			})
 		}
@@ -770,9 +770,10 @@ func (e *env) onePoolRun(t *testing.T) func(ctx context.Context, key string, fn 
 	}
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
+	store := storeOn(e, sqlDriver(e.dialect, db))
 	return func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error)) (idemsql.Result[invoice], error) {
-		return idemsql.Run(ctx, e.store.DB(db, nil), key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
-			return fn(ctx, sqlTestTx{tx: tx, store: e.store})
+		return idemsql.Run(ctx, store, key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
+			return fn(ctx, sqlTestTx{tx: tx, store: store})
 		})
 	}
 }

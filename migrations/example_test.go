@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/idemsqlite"
 	"github.com/idemsql/idemsql/migrations"
 )
@@ -19,7 +20,7 @@ func ExampleUp() {
 		panic(err)
 	}
 	defer db.Close()
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		panic(err)
 	}

@@ -29,17 +29,17 @@ import (
 // a fleet of n starts in about n seconds; pg_advisory_lock and GET_LOCK
 // hand the lock over as soon as it is free.
 
-// lockerFor returns the session locker for the target's dialect.
-func lockerFor(db *sql.DB, target Target, table idemdriver.Table) (lock.SessionLocker, error) {
-	switch target.Dialect().Name() {
+// lockerFor returns the session locker for the table's dialect.
+func lockerFor(db *sql.DB, table idemdriver.Table) (lock.SessionLocker, error) {
+	switch table.Dialect {
 	case "postgres":
 		return pgLocker{key: pgLockKey(table)}, nil
 	case "mysql":
 		return mysqlLocker{table: table}, nil
 	case "sqlite":
-		return &sqliteLocker{db: db, dialect: target.Dialect()}, nil
+		return &sqliteLocker{db: db}, nil
 	}
-	return nil, fmt.Errorf("%w: no migrations for dialect %q", idemsql.ErrInvalidOption, target.Dialect().Name())
+	return nil, fmt.Errorf("%w: no migrations for dialect %q", idemsql.ErrInvalidOption, table.Dialect)
 }
 
 // pgLocker takes a session advisory lock. Its key is the table's, not
@@ -120,10 +120,9 @@ func (l mysqlLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
 // The file stays after the migration: deleting it while another process
 // waits on it would let a third lock a new file.
 type sqliteLocker struct {
-	db      *sql.DB
-	dialect idemdriver.Dialect
-	lockDB  *sql.DB
-	conn    *sql.Conn
+	db     *sql.DB
+	lockDB *sql.DB
+	conn   *sql.Conn
 }
 
 func (l *sqliteLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
@@ -156,7 +155,7 @@ func (l *sqliteLocker) lock(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || l.dialect.Classify(err) != idemdriver.KindRetryable {
+		if ctx.Err() != nil || !sqliteBusy(err) {
 			return err // not busy: the lock file cannot be written
 		}
 		select {
@@ -197,3 +196,15 @@ type driverConnector struct {
 
 func (c driverConnector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.name) }
 func (c driverConnector) Driver() driver.Driver                        { return c.d }
+
+// sqliteBusy reports SQLITE_BUSY or SQLITE_LOCKED (in the low byte of the
+// extended code of modernc.org/sqlite's errors): another connection holds
+// the lock.
+func sqliteBusy(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	code := coded.Code() & 0xff
+	return code == 5 || code == 6
+}

@@ -26,7 +26,7 @@ import (
 // and MySQL/MariaDB when the integration suite's DSNs name them.
 type lockCase struct {
 	name, driver, dsn string
-	newStore          func(...idemsql.Option) (Target, error)
+	newStore          func(*sql.DB, ...idemsql.Option) (Target, error)
 	// kill ends the session of conn from another one, as the server does
 	// when the process that holds it dies.
 	kill func(t *testing.T, admin *sql.DB, conn *sql.Conn)
@@ -35,7 +35,7 @@ type lockCase struct {
 func lockCases(t *testing.T) []lockCase {
 	out := []lockCase{{
 		name: "sqlite", driver: "sqlite", dsn: idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")),
-		newStore: func(o ...idemsql.Option) (Target, error) { return idemsqlite.New(o...) },
+		newStore: func(db *sql.DB, o ...idemsql.Option) (Target, error) { return idemsql.New(idemsqlite.New(db), o...) },
 	}}
 	env := func(name string) string {
 		v := os.Getenv(name)
@@ -46,7 +46,9 @@ func lockCases(t *testing.T) []lockCase {
 	}
 	if dsn := env("IDEMSQL_POSTGRES_DSN"); dsn != "" {
 		out = append(out, lockCase{name: "postgres", driver: "pgx", dsn: dsn,
-			newStore: func(o ...idemsql.Option) (Target, error) { return idempostgres.New(o...) },
+			newStore: func(db *sql.DB, o ...idemsql.Option) (Target, error) {
+				return idemsql.New(idempostgres.NewSQL(db), o...)
+			},
 			kill: func(t *testing.T, admin *sql.DB, conn *sql.Conn) {
 				var pid int64
 				if err := conn.QueryRowContext(context.Background(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
@@ -59,7 +61,7 @@ func lockCases(t *testing.T) []lockCase {
 	}
 	if dsn := env("IDEMSQL_MYSQL_DSN"); dsn != "" {
 		out = append(out, lockCase{name: "mysql", driver: "mysql", dsn: dsn,
-			newStore: func(o ...idemsql.Option) (Target, error) { return idemmysql.New(o...) },
+			newStore: func(db *sql.DB, o ...idemsql.Option) (Target, error) { return idemsql.New(idemmysql.New(db), o...) },
 			kill: func(t *testing.T, admin *sql.DB, conn *sql.Conn) {
 				var id int64
 				if err := conn.QueryRowContext(context.Background(), `SELECT CONNECTION_ID()`).Scan(&id); err != nil {
@@ -89,14 +91,14 @@ func (c lockCase) target(t *testing.T, db *sql.DB) Target {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	target, err := c.newStore(idemsql.WithTable("idem_lock_" + hex.EncodeToString(b[:])))
+	target, err := c.newStore(db, idemsql.WithTable("idem_lock_"+hex.EncodeToString(b[:])))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = Down(context.Background(), db, target)
-		versions := idemdriver.Table{Name: VersionTable(target.Table())}
-		_, _ = db.Exec("DROP TABLE IF EXISTS " + versions.Quote(quoteChar(target.Dialect().Name())))
+		versions := idemdriver.Table{Name: VersionTable(target.Table().Name)}
+		_, _ = db.Exec("DROP TABLE IF EXISTS " + versions.Quote(quoteChar(target.Table().Dialect)))
 	})
 	return target
 }
@@ -110,7 +112,7 @@ func TestUpWaitsForTheLockUntilItsHolderDies(t *testing.T) {
 			ctx := context.Background()
 			holderDB, db := c.open(t), c.open(t)
 			target := c.target(t, db)
-			locker, err := lockerFor(holderDB, target, idemdriver.Table{Name: target.Table()})
+			locker, err := lockerFor(holderDB, idemdriver.Table{Dialect: target.Table().Dialect, Name: target.Table().Name})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +137,7 @@ func TestUpWaitsForTheLockUntilItsHolderDies(t *testing.T) {
 			if st[0].Applied {
 				t.Fatal("Up migrated while another session held the lock")
 			}
-			if exists, err := tableExists(ctx, db, target.Dialect().Name(), idemdriver.Table{Name: VersionTable(target.Table())}); err != nil || exists {
+			if exists, err := tableExists(ctx, db, target.Table().Dialect, idemdriver.Table{Name: VersionTable(target.Table().Name)}); err != nil || exists {
 				t.Fatalf("Up created the version table while another session held the lock: %v %v", exists, err)
 			}
 
@@ -186,7 +188,7 @@ func TestUpConcurrently(t *testing.T) {
 			if err := errors.Join(errs...); err != nil {
 				t.Fatal(err)
 			}
-			versions := idemdriver.Table{Name: VersionTable(target.Table())}.Quote(quoteChar(target.Dialect().Name()))
+			versions := idemdriver.Table{Name: VersionTable(target.Table().Name)}.Quote(quoteChar(target.Table().Dialect))
 			var rows, distinct int
 			if err := admin.QueryRow("SELECT COUNT(*), COUNT(DISTINCT version_id) FROM "+versions).Scan(&rows, &distinct); err != nil {
 				t.Fatal(err)

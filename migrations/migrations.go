@@ -89,13 +89,10 @@ var gooseDialects = map[string]goose.Dialect{
 	"sqlite":   goose.DialectSQLite3,
 }
 
-// Target is what the migrations need to know of a store: its dialect, its
-// table and the table's schema ("" for none). *idemsql.Store and
-// *postgres.Store satisfy it.
+// Target is what the migrations need to know of a store: its table's
+// dialect, schema ("" for none) and name. *idemsql.Store satisfies it.
 type Target interface {
-	Dialect() idemdriver.Dialect
-	Table() string
-	Schema() string
+	Table() idemdriver.Table
 }
 
 // VersionTable is the goose version table [Up] keeps for a table, in the
@@ -144,13 +141,13 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 	if db == nil || target == nil {
 		return nil, fmt.Errorf("%w: nil database or target", idemsql.ErrInvalidOption)
 	}
-	name := target.Dialect().Name()
+	table := target.Table()
+	name := table.Dialect
 	fsys, err := FS(name)
 	if err != nil {
 		return nil, err
 	}
 	q := quoteChar(name)
-	table := idemdriver.Table{Schema: target.Schema(), Name: target.Table()}
 	// The names were validated as lowercase identifiers by WithTable and
 	// WithSchema, so textual replacement cannot inject SQL; quoting lets
 	// a reserved word (order, user) name the table or its schema.
@@ -162,7 +159,7 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("idemsql migrations: %w", err)
 	}
-	locker, err := lockerFor(db, target, table)
+	locker, err := lockerFor(db, table)
 	if err != nil {
 		return nil, err
 	}

@@ -74,7 +74,7 @@ INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1)`); e
 	if _, err := cli.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}

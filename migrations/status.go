@@ -37,8 +37,9 @@ func Status(ctx context.Context, db *sql.DB, target Target) ([]MigrationStatus, 
 	if err != nil {
 		return nil, err
 	}
-	versions := idemdriver.Table{Schema: target.Schema(), Name: VersionTable(target.Table())}
-	exists, err := tableExists(ctx, db, target.Dialect().Name(), versions)
+	table := target.Table()
+	versions := idemdriver.Table{Schema: table.Schema, Name: VersionTable(table.Name)}
+	exists, err := tableExists(ctx, db, table.Dialect, versions)
 	if err != nil {
 		return nil, fmt.Errorf("idemsql migrations: %w", err)
 	}

@@ -19,7 +19,7 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := idemsqlite.New(idemsql.WithTable("idem"))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("idem"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func Example_prometheus() {
 	defer os.RemoveAll(dir)
 	db, _ := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "app.db")))
 	defer db.Close()
-	store, err := idemsqlite.New(idemsql.WithObserver(obs))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithObserver(obs))
 	if err != nil {
 		panic(err)
 	}
@@ -45,7 +45,7 @@ func Example_prometheus() {
 		panic(err)
 	}
 	for range 3 { // one execution, two replays
-		if _, err := idemsql.Run(ctx, store.DB(db, nil), "invoice-7", func(ctx context.Context, tx *sql.Tx) (int, error) {
+		if _, err := idemsql.Run(ctx, store, "invoice-7", func(ctx context.Context, tx *sql.Tx) (int, error) {
 			return 7, nil
 		}); err != nil {
 			panic(err)

@@ -22,13 +22,13 @@ import (
 )
 
 // open returns a migrated SQLite database and a store that reports to obs.
-func open(t testing.TB, obs idemsql.Observer) (*sql.DB, *idemsql.Store) {
+func open(t testing.TB, obs idemsql.Observer) (*sql.DB, *idemsql.Store[*sql.Tx]) {
 	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := idemsqlite.New(idemsql.WithObserver(obs))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithObserver(obs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,11 +47,11 @@ func TestSpansAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, store := open(t, obs)
+	_, store := open(t, obs)
 
 	ctx, parent := tp.Tracer("app").Start(context.Background(), "request")
 	for range 2 {
-		if _, err := idemsql.Run(ctx, store.DB(db, nil), "order-1", func(ctx context.Context, tx *sql.Tx) (int, error) {
+		if _, err := idemsql.Run(ctx, store, "order-1", func(ctx context.Context, tx *sql.Tx) (int, error) {
 			return 7, nil
 		}); err != nil {
 			t.Fatal(err)
@@ -214,8 +214,8 @@ func TestDurationBucketsAreSeconds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, store := open(t, obs)
-	if _, err := idemsql.Run(context.Background(), store.DB(db, nil), "k", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
+	_, store := open(t, obs)
+	if _, err := idemsql.Run(context.Background(), store, "k", func(ctx context.Context, tx *sql.Tx) (int, error) { return 1, nil }); err != nil {
 		t.Fatal(err)
 	}
 	var rm metricdata.ResourceMetrics

@@ -31,7 +31,7 @@ type rig struct {
 	tp     *sdktrace.TracerProvider
 	reader *sdkmetric.ManualReader
 	db     *sql.DB
-	store  *idemsql.Store
+	store  *idemsql.Store[*sql.Tx]
 	calls  []wantCall
 	// untraced counts the step events of calls that make no span
 	// (ClaimLease), which idemsql.events counts too.
@@ -340,7 +340,7 @@ func TestDoSpans(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = idemsql.Do(ctx, r.store.SQL(tx), key, func(ctx context.Context) (int, error) {
+			_, err = idemsql.Do(ctx, r.store, tx, key, func(ctx context.Context) (int, error) {
 				inFn.saw(ctx)
 				return fn(ctx)
 			}, opts...)
@@ -400,7 +400,7 @@ func TestDoSpans(t *testing.T) {
 func TestRunSpans(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	pool := r.store.DB(r.db, nil)
+	pool := r.store
 	run := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Option) error {
 		t.Helper()
 		return r.call(ctx, "Run", key, outcome, events, func(ctx context.Context, inFn *fnSeen) error {
@@ -454,7 +454,7 @@ func TestRunSpans(t *testing.T) {
 func TestRunExternalSpans(t *testing.T) {
 	r := newRig(t)
 	app, parent := r.tp.Tracer("app").Start(context.Background(), "request")
-	pool := r.store.DB(r.db, nil)
+	pool := r.store
 	ext := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Option) error {
 		t.Helper()
 		return r.call(ctx, "RunExternal", key, outcome, events, func(ctx context.Context, inFn *fnSeen) error {

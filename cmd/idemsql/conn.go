@@ -159,7 +159,7 @@ func sqlitePath(dsn string) (string, error) {
 type conn struct {
 	target
 	db    *sql.DB
-	store *idemsql.Store
+	store *idemsql.Store[*sql.Tx]
 	table string // as messages show it: schema.name or name
 }
 
@@ -173,26 +173,7 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 	if cf.schema != "" {
 		opts = append(opts, idemsql.WithSchema(cf.schema))
 	}
-	var store *idemsql.Store
-	switch t.dialect {
-	case "postgres":
-		var s *idempostgres.Store
-		if s, err = idempostgres.New(opts...); err == nil {
-			store = s.Store
-		}
-	case "mysql":
-		store, err = idemmysql.New(opts...)
-	case "sqlite":
-		store, err = idemsqlite.New(opts...)
-	}
-	if err != nil {
-		return nil, usagef("%v", err)
-	}
-	if t.dialect == "sqlite" && !create {
-		if _, err := os.Stat(t.path); err != nil {
-			return nil, fmt.Errorf("no SQLite database at %s (`idemsql migrate up` creates it): %w", t.path, err)
-		}
-	}
+	// Opening a pool connects to nothing yet.
 	var db *sql.DB
 	if t.conn != nil {
 		c, err := mysql.NewConnector(t.conn)
@@ -203,6 +184,26 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 	} else if db, err = sql.Open(t.driver, t.dsn); err != nil {
 		return nil, fmt.Errorf("open %s: %w", t.shown, err)
 	}
+	var d idemdriver.Driver[*sql.Tx]
+	switch t.dialect {
+	case "postgres":
+		d = idempostgres.NewSQL(db)
+	case "mysql":
+		d = idemmysql.New(db)
+	case "sqlite":
+		d = idemsqlite.New(db)
+	}
+	store, err := idemsql.New(d, opts...)
+	if err != nil {
+		db.Close()
+		return nil, usagef("%v", err)
+	}
+	if t.dialect == "sqlite" && !create {
+		if _, err := os.Stat(t.path); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("no SQLite database at %s (`idemsql migrate up` creates it): %w", t.path, err)
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
@@ -210,7 +211,7 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 		return nil, fmt.Errorf("connect to %s: %w", t.shown, err)
 	}
 	c := &conn{target: t, db: db, store: store}
-	c.table = idemdriver.Table{Schema: store.Schema(), Name: store.Table()}.String()
+	c.table = store.Table().String()
 	return c, nil
 }
 
@@ -223,7 +224,7 @@ func (c *conn) explain(err error) error {
 		return nil
 	}
 	what := missing(c.dialect, err)
-	if what == "table" && c.store.Schema() != "" && !c.schemaExists() {
+	if what == "table" && c.store.Table().Schema != "" && !c.schemaExists() {
 		// PostgreSQL and MySQL report a table in a missing schema as a
 		// missing table.
 		what = "schema"
@@ -244,7 +245,7 @@ func (c *conn) errNoSchema(then string) error {
 	if c.dialect == "mysql" {
 		create = "CREATE DATABASE "
 	}
-	return fmt.Errorf("schema %s does not exist in %s: create it (%s%s), then %s", c.store.Schema(), c.shown, create, c.store.Schema(), then)
+	return fmt.Errorf("schema %s does not exist in %s: create it (%s%s), then %s", c.store.Table().Schema, c.shown, create, c.store.Table().Schema, then)
 }
 
 // tableExists looks the store's table up in the catalog, where its
@@ -257,9 +258,9 @@ func (c *conn) tableExists(ctx context.Context) (bool, error) {
 		q, args = `SELECT to_regclass($1) IS NOT NULL`, []any{c.table}
 	case "mysql":
 		q = `SELECT COUNT(*) > 0 FROM information_schema.tables WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?`
-		args = []any{c.store.Schema(), c.store.Table()}
+		args = []any{c.store.Table().Schema, c.store.Table().Name}
 	default:
-		q, args = `SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?`, []any{c.store.Table()}
+		q, args = `SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?`, []any{c.store.Table().Name}
 	}
 	var ok bool
 	err := c.db.QueryRowContext(ctx, q, args...).Scan(&ok)
@@ -276,7 +277,7 @@ func (c *conn) schemaExists() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var n int64
-	if err := c.db.QueryRowContext(ctx, q, c.store.Schema()).Scan(&n); err != nil {
+	if err := c.db.QueryRowContext(ctx, q, c.store.Table().Schema).Scan(&n); err != nil {
 		return true
 	}
 	return n > 0

@@ -130,7 +130,7 @@ func runLs(c *cli, def connFlags, args []string) error {
 		return err
 	}
 	defer db.Close()
-	pool := db.store.DB(db.db, nil)
+	pool := db.store
 
 	var out lsWriter = &lsTable{w: c.stdout}
 	if *asJSON {
@@ -268,7 +268,7 @@ func runShow(c *cli, def connFlags, args []string) error {
 		return err
 	}
 	defer db.Close()
-	r, found, err := idemsql.Lookup(c.ctx, db.store.DB(db.db, nil), key)
+	r, found, err := idemsql.Lookup(c.ctx, db.store, key)
 	if err != nil {
 		return db.explain(err)
 	}

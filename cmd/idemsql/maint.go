@@ -94,7 +94,7 @@ func runPurge(c *cli, def connFlags, args []string) error {
 	}
 	defer db.Close()
 	if dry {
-		st, err := idemsql.Stats(c.ctx, db.store.DB(db.db, nil))
+		st, err := idemsql.Stats(c.ctx, db.store)
 		if err != nil {
 			return db.explain(err)
 		}
@@ -103,7 +103,7 @@ func runPurge(c *cli, def connFlags, args []string) error {
 		return nil
 	}
 	p := newProgress(c, "purge", "deleted")
-	st, err := idemsql.Purge(c.hard, db.store.DB(db.db, nil), opt, idemsql.WithProgress(p.report))
+	st, err := idemsql.Purge(c.hard, db.store, opt, idemsql.WithProgress(p.report))
 	p.done()
 	switch {
 	case c.ctx.Err() != nil:
@@ -140,7 +140,7 @@ func runSweep(c *cli, def connFlags, args []string) error {
 		}
 	}
 	p := newProgress(c, "sweep", "swept")
-	st, err := idemsql.Sweep(c.hard, db.store.DB(db.db, nil), h, opt, idemsql.WithProgress(p.report))
+	st, err := idemsql.Sweep(c.hard, db.store, h, opt, idemsql.WithProgress(p.report))
 	p.done()
 	summary := fmt.Sprintf("%s: %s abandoned, %s released, %s lost to another holder, %s failed",
 		plural(int64(st.Found), "stale claim"), count(int64(st.Abandoned)), count(int64(st.Released)), count(int64(st.Lost)), count(int64(st.Failed)))
@@ -167,7 +167,7 @@ func batchOption(cmd string, n int) (idemsql.Option, error) {
 // holder, and, with a handler (--release), the claims their holders
 // released too.
 func sweepDryRun(c *cli, db *conn, how string, release bool) error {
-	pool := db.store.DB(db.db, nil)
+	pool := db.store
 	filters := []idemsql.ListFilter{{Sweepable: true, Limit: 1000}}
 	if release {
 		filters = append(filters, idemsql.ListFilter{Lease: idemsql.LeaseReleased, Limit: 1000})

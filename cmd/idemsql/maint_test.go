@@ -16,7 +16,7 @@ import (
 
 // staleClaims opens a migrated SQLite database with n stale lease-mode
 // claims.
-func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store) {
+func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store[*sql.Tx]) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")))
@@ -24,7 +24,7 @@ func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		if c, err := idemsql.ClaimLease(ctx, store.DB(db, nil), fmt.Sprintf("k%02d", i), idemsql.WithLease(10*time.Millisecond)); err != nil || !c.Held {
+		if c, err := idemsql.ClaimLease(ctx, store, fmt.Sprintf("k%02d", i), idemsql.WithLease(10*time.Millisecond)); err != nil || !c.Held {
 			t.Fatalf("claim: %+v %v", c, err)
 		}
 	}
@@ -43,7 +43,7 @@ func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store) {
 // An interrupt during a sweep lets the batch in flight finish, the
 // handler's writes included, and stops before the next batch.
 func TestSweepStopsBetweenBatches(t *testing.T) {
-	db, store := staleClaims(t, 6)
+	_, store := staleClaims(t, 6)
 	soft, stop := context.WithCancel(context.Background())
 	defer stop()
 	red := &redactor{}
@@ -53,11 +53,11 @@ func TestSweepStopsBetweenBatches(t *testing.T) {
 		stop() // Ctrl-C while the first batch's handlers run
 		return idemsql.ResolveReleased(), nil
 	}
-	st, err := idemsql.Sweep(context.Background(), store.DB(db, nil), h, idemsql.WithBatchSize(2), idemsql.WithProgress(p.report))
+	st, err := idemsql.Sweep(context.Background(), store, h, idemsql.WithBatchSize(2), idemsql.WithProgress(p.report))
 	if err != nil || st.Found != 2 || st.Released != 2 || st.Failed != 0 || st.Batches != 1 {
 		t.Fatalf("Sweep: %+v, %v; want the first batch of 2 released, then a stop", st, err)
 	}
-	s, err := idemsql.Stats(context.Background(), store.DB(db, nil))
+	s, err := idemsql.Stats(context.Background(), store)
 	if err != nil || s.Released != 2 || s.StaleLeases != 4 {
 		t.Fatalf("after the stop: %+v %v", s, err)
 	}
@@ -65,9 +65,9 @@ func TestSweepStopsBetweenBatches(t *testing.T) {
 
 // An interrupt during a purge stops it before its next batch.
 func TestPurgeStopsBetweenBatches(t *testing.T) {
-	db, store := staleClaims(t, 0)
+	_, store := staleClaims(t, 0)
 	for i := range 5 {
-		if _, err := idemsql.Run(context.Background(), store.DB(db, nil), fmt.Sprintf("p%d", i), func(context.Context, *sql.Tx) (struct{}, error) {
+		if _, err := idemsql.Run(context.Background(), store, fmt.Sprintf("p%d", i), func(context.Context, *sql.Tx) (struct{}, error) {
 			return struct{}{}, nil
 		}, idemsql.WithTTL(time.Millisecond)); err != nil {
 			t.Fatal(err)
@@ -82,7 +82,7 @@ func TestPurgeStopsBetweenBatches(t *testing.T) {
 		stop() // Ctrl-C while the first batch ran
 		return p.report(pr)
 	}
-	st, err := idemsql.Purge(context.Background(), store.DB(db, nil), idemsql.WithBatchSize(1), idemsql.WithProgress(report))
+	st, err := idemsql.Purge(context.Background(), store, idemsql.WithBatchSize(1), idemsql.WithProgress(report))
 	if err != nil || st.Deleted != 1 || st.Batches != 1 {
 		t.Fatalf("Purge: %+v %v; want one batch, then a stop", st, err)
 	}

@@ -63,13 +63,13 @@ func runMigrate(c *cli, def connFlags, args []string) error {
 		return err
 	}
 	defer db.Close()
-	if db.store.Schema() != "" && !db.schemaExists() {
+	if db.store.Table().Schema != "" && !db.schemaExists() {
 		// Else up reports goose's raw error, and status and down report
 		// the migrations pending or nothing applied, as if only the table
 		// were missing.
 		switch action {
 		case "down":
-			return fmt.Errorf("nothing to migrate down: schema %s does not exist in %s", db.store.Schema(), db.shown)
+			return fmt.Errorf("nothing to migrate down: schema %s does not exist in %s", db.store.Table().Schema, db.shown)
 		case "up":
 			return db.errNoSchema("run `idemsql migrate up` again")
 		}

@@ -42,7 +42,7 @@ func runStats(c *cli, def connFlags, args []string) error {
 		return err
 	}
 	defer db.Close()
-	st, err := idemsql.Stats(c.ctx, db.store.DB(db.db, nil))
+	st, err := idemsql.Stats(c.ctx, db.store)
 	if err != nil {
 		return db.explain(err)
 	}

@@ -44,7 +44,7 @@ type Invoice struct {
 
 type server struct {
 	db    *sql.DB
-	store *idemsql.Store
+	store *idemsql.Store[*sql.Tx]
 }
 
 // createInvoice is the server's handler: one transaction holds the
@@ -58,7 +58,7 @@ func (s *server) createInvoice(ctx context.Context, slowCharge time.Duration, ke
 	}
 	defer tx.Rollback() // a no-op after Commit
 
-	res, err := idemsql.Do(ctx, s.store.SQL(tx), key, func(ctx context.Context) (Invoice, error) {
+	res, err := idemsql.Do(ctx, s.store, tx, key, func(ctx context.Context) (Invoice, error) {
 		inv := Invoice{Customer: customer, Amount: amount}
 		err := tx.QueryRowContext(ctx,
 			`INSERT INTO invoices (customer, amount_cents) VALUES (?, ?) RETURNING id`, customer, amount).Scan(&inv.ID)
@@ -110,7 +110,7 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer db.Close()
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idemhttp"
 	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
@@ -96,7 +97,7 @@ func run(ctx context.Context, cfg config, ready func(addr, where string)) error 
 
 type api struct {
 	db       *sql.DB
-	idem     idemsql.DB[*sql.Tx]
+	idem     *idemsql.Store[*sql.Tx]
 	rebind   func(string) string // ? placeholders for the database
 	provider *provider
 }
@@ -104,7 +105,7 @@ type api struct {
 // open opens SQLite in a temporary directory, or PostgreSQL, migrates the
 // idempotency table and creates the example's own.
 func open(ctx context.Context, cfg config) (a *api, where string, cleanup func(), err error) {
-	var store *idemsql.Store
+	var d idemdriver.Driver[*sql.Tx]
 	var db *sql.DB
 	var ddl string
 	a = &api{rebind: func(q string) string { return q }}
@@ -119,10 +120,7 @@ func open(ctx context.Context, cfg config) (a *api, where string, cleanup func()
 			return nil, "", nil, err
 		}
 		cleanup = func() { db.Close(); os.RemoveAll(dir) }
-		if store, err = idemsqlite.New(); err != nil {
-			cleanup()
-			return nil, "", nil, err
-		}
+		d = idemsqlite.New(db)
 		ddl = `CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, account TEXT NOT NULL, item TEXT NOT NULL,
 			amount_cents INTEGER NOT NULL, charge_id TEXT)`
 	} else {
@@ -131,15 +129,15 @@ func open(ctx context.Context, cfg config) (a *api, where string, cleanup func()
 			return nil, "", nil, err
 		}
 		cleanup = func() { db.Close() }
-		pg, err := idempostgres.New()
-		if err != nil {
-			cleanup()
-			return nil, "", nil, err
-		}
-		store = pg.Store
+		d = idempostgres.NewSQL(db)
 		ddl = `CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, account text NOT NULL, item text NOT NULL,
 			amount_cents bigint NOT NULL, charge_id text)`
 		a.rebind = dollarPlaceholders
+	}
+	store, err := idemsql.New(d)
+	if err != nil {
+		cleanup()
+		return nil, "", nil, err
 	}
 	if err := migrations.Up(ctx, db, store); err != nil {
 		cleanup()
@@ -149,7 +147,7 @@ func open(ctx context.Context, cfg config) (a *api, where string, cleanup func()
 		cleanup()
 		return nil, "", nil, err
 	}
-	a.db, a.idem = db, store.DB(db, nil)
+	a.db, a.idem = db, store
 	return a, where, cleanup, nil
 }
 

@@ -122,19 +122,19 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer db.Close()
-	store, err := idemsqlite.New()
+	store, err := idemsql.New(idemsqlite.New(db))
 	if err != nil {
 		return err
 	}
 	if err := migrations.Up(ctx, db, store); err != nil {
 		return err
 	}
-	guard := store.DB(db, nil)
+	guard := store
 
 	scenarios := []struct {
 		title string
 		p     *provider
-		run   func(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.Tx], url, key string) error
+		run   func(ctx context.Context, out io.Writer, guard *idemsql.Store[*sql.Tx], url, key string) error
 		key   string
 	}{
 		{"A time-out after the charge, then a retry:", &provider{honourKey: true, loseFirst: true}, retryAfterError, "pay:order-41"},
@@ -155,7 +155,7 @@ func run(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-func retryAfterError(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.Tx], url, key string) error {
+func retryAfterError(ctx context.Context, out io.Writer, guard *idemsql.Store[*sql.Tx], url, key string) error {
 	var keys []string
 	pay := func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
 		keys = append(keys, l.DownstreamKey)
@@ -181,7 +181,7 @@ func retryAfterError(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.T
 	return nil
 }
 
-func crashAndTakeOver(ctx context.Context, out io.Writer, guard idemsql.DB[*sql.Tx], url, key string) error {
+func crashAndTakeOver(ctx context.Context, out io.Writer, guard *idemsql.Store[*sql.Tx], url, key string) error {
 	// Worker 1: claims, charges, and dies before recording the outcome. A
 	// real crash looks the same to the database: a claim nobody renews.
 	c, err := idemsql.ClaimLease(ctx, guard, key, idemsql.WithLease(lease))

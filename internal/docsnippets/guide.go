@@ -27,10 +27,10 @@ func insertInvoice(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, erro
 	return Invoice{ID: id, Amount: r.Amount}, err
 }
 
-func wrapRun(ctx context.Context, store *idemsql.Store, db *sql.DB) (idemsql.Result[Invoice], error) {
+func wrapRun(ctx context.Context, store *idemsql.Store[*sql.Tx]) (idemsql.Result[Invoice], error) {
 	// snippet: wraprun
-	// At start-up, once db is open.
-	createInvoice := idemsql.WrapRun(store.DB(db, nil), idemsql.ArgsKey[InvoiceReq]("create_invoice"),
+	// At start-up, once the store exists.
+	createInvoice := idemsql.WrapRun(store, idemsql.ArgsKey[InvoiceReq]("create_invoice"),
 		func(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) {
 			return insertInvoice(ctx, tx, r)
 		}, idemsql.WithTTL(5*time.Minute))
@@ -49,16 +49,14 @@ func deriveKey() (string, error) {
 	return key, err
 }
 
-func bindTx(ctx context.Context, store *idemsql.Store, db *sql.DB, key string, body []byte, fn func(context.Context) (Invoice, error)) error {
+func bindTx(ctx context.Context, store *idemsql.Store[*sql.Tx], db *sql.DB, key string, body []byte, fn func(context.Context) (Invoice, error)) error {
 	// snippet: bind-tx
-	idb := store.DB(db, nil) // once, at start-up; Run uses it too
-
-	tx, err := db.BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, nil) // db: the pool the store was made with
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	res, err := idemsql.Do(ctx, idb.Tx(tx), key, fn, idemsql.WithFingerprint(body))
+	res, err := idemsql.Do(ctx, store, tx, key, fn, idemsql.WithFingerprint(body))
 	// end snippet
 	if err != nil {
 		return err

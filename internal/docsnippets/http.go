@@ -12,15 +12,16 @@ import (
 
 	"github.com/idemsql/idemsql/idemhttp"
 	"github.com/idemsql/idemsql/idempostgres"
+	"github.com/idemsql/idemsql/idemsql"
 )
 
 func httpGuide(pool *pgxpool.Pool, mux *http.ServeMux) {
 	// snippet: http-guide
-	store, err := idempostgres.New()
+	store, err := idemsql.New(idempostgres.New(pool))
 	if err != nil {
 		log.Fatal(err)
 	}
-	guard, err := idemhttp.New(store.Pool(pool, pgx.TxOptions{}), idemhttp.Config{
+	guard, err := idemhttp.New(store, idemhttp.Config{
 		Principal: func(r *http.Request) (string, error) { return accountID(r), nil },
 	})
 	if err != nil {
@@ -32,7 +33,7 @@ func httpGuide(pool *pgxpool.Pool, mux *http.ServeMux) {
 
 // snippet: http-handler
 func createOrder(w http.ResponseWriter, r *http.Request) {
-	tx := idemhttp.MustTx[pgx.Tx](r.Context()) // *sql.Tx with store.DB(db, nil)
+	tx := idemhttp.MustTx[pgx.Tx](r.Context()) // *sql.Tx on a database/sql store
 	var id int64
 	err := tx.QueryRow(r.Context(), `INSERT INTO orders (item) VALUES ($1) RETURNING id`, r.FormValue("item")).Scan(&id)
 	if err != nil {

@@ -16,11 +16,9 @@ type provider interface {
 	LookUp(ctx context.Context, idempotencyKey string) (c Charge, found bool, err error)
 }
 
-func leaseRunExternal(ctx context.Context, store *idemsql.Store, sqlDB *sql.DB, psp provider, orderID string, amount int64) (idemsql.Result[Charge], error) {
+func leaseRunExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider, orderID string, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: lease-runexternal
-	db := store.DB(sqlDB, nil) // or pgStore.Pool(pgxPool, pgx.TxOptions{})
-
-	res, err := idemsql.RunExternal(ctx, db, "charge:"+orderID,
+	res, err := idemsql.RunExternal(ctx, store, "charge:"+orderID,
 		func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
 			// The provider's own guard (Stripe's Idempotency-Key): the same key
 			// across retries and takeovers.
@@ -34,7 +32,7 @@ func leaseRunExternal(ctx context.Context, store *idemsql.Store, sqlDB *sql.DB, 
 	return res, err
 }
 
-func leaseSweep(ctx context.Context, db idemsql.DB[*sql.Tx], psp provider) (idemsql.SweepStats, idemsql.PurgeStats, error) {
+func leaseSweep(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider) (idemsql.SweepStats, idemsql.PurgeStats, error) {
 	// snippet: lease-sweep
 	// Claims no holder has (lease run out, released by fn's error, committed
 	// without a lease), in batches with SKIP LOCKED: safe with several sweepers.
@@ -42,7 +40,7 @@ func leaseSweep(ctx context.Context, db idemsql.DB[*sql.Tx], psp provider) (idem
 	// says why the claim had no holder); a nil handler marks each one failed
 	// ("abandoned"), except released claims, left to callers until their
 	// retention has run out.
-	stats, err := idemsql.Sweep(ctx, db, func(ctx context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
+	stats, err := idemsql.Sweep(ctx, store, func(ctx context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		c, found, err := psp.LookUp(ctx, s.DownstreamKey)
 		switch {
 		case err != nil:
@@ -58,7 +56,7 @@ func leaseSweep(ctx context.Context, db idemsql.DB[*sql.Tx], psp provider) (idem
 
 	// Completed and failed rows past their retention, in bounded batches;
 	// never an in_progress row (Sweep resolves those). Serves atomic mode too.
-	purged, err := idemsql.Purge(ctx, db)
+	purged, err := idemsql.Purge(ctx, store)
 	// end snippet
 	return stats, purged, err
 }

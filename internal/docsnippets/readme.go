@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemsql/idemsql/idemhttp"
@@ -36,13 +37,12 @@ func insertCharge(ctx context.Context, tx *sql.Tx, orderID, amount int64) (Charg
 
 type Service struct {
 	pool  *pgxpool.Pool
-	store *idempostgres.Store
+	store *idemsql.Store[pgx.Tx]
 }
 
 type SQLService struct {
 	db    *sql.DB
-	store *idemsql.Store
-	idb   idemsql.DB[*sql.Tx]
+	store *idemsql.Store[*sql.Tx]
 }
 
 func accountID(r *http.Request) string { return r.Header.Get("X-Account") }
@@ -53,16 +53,16 @@ type paymentProvider interface {
 	Charge(ctx context.Context, amount int64, idempotencyKey string) (Charge, error)
 }
 
-func intro(ctx context.Context, tx idemsql.Tx, key string, fn func(context.Context) (Charge, error)) (idemsql.Result[Charge], error) {
+func intro(ctx context.Context, store *idemsql.Store[*sql.Tx], tx *sql.Tx, key string, fn func(context.Context) (Charge, error)) (idemsql.Result[Charge], error) {
 	// snippet: intro
-	res, err := idemsql.Do(ctx, tx, key, fn)
+	res, err := idemsql.Do(ctx, store, tx, key, fn)
 	// end snippet
 	return res, err
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
 	// snippet: migrate
-	store, err := idempostgres.New() // once, at start-up; mysql.New, sqlite.New alike
+	store, err := idemsql.New(idempostgres.NewSQL(db)) // once, at start-up
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func (s *Service) ChargeOrder(ctx context.Context, key string, orderID, amount i
 	}
 	defer tx.Rollback(ctx) // no-op after Commit
 
-	res, err := idemsql.Do(ctx, s.store.Pgx(tx), key, func(ctx context.Context) (Charge, error) {
+	res, err := idemsql.Do(ctx, s.store, tx, key, func(ctx context.Context) (Charge, error) {
 		c := Charge{Amount: amount}
 		err := tx.QueryRow(ctx,
 			`INSERT INTO charges (order_id, amount) VALUES ($1, $2) RETURNING id`,
@@ -107,8 +107,7 @@ func (s *Service) ChargeOrder(ctx context.Context, key string, orderID, amount i
 // snippet: databasesql
 // ChargeOrder is the same on database/sql: MySQL/MariaDB here; SQLite
 // alike; PostgreSQL through pgx's stdlib with $1, $2 and RETURNING id.
-// s.idb is s.store.DB(s.db, nil), bound once at start-up: its Tx runs the
-// store's statements prepared (store.SQL(tx) works too, unprepared).
+// s.store is idemsql.New(idemmysql.New(s.db)), made once at start-up.
 func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amount int64) (Charge, bool, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -116,7 +115,7 @@ func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amoun
 	}
 	defer tx.Rollback()
 
-	res, err := idemsql.Do(ctx, s.idb.Tx(tx), key, func(ctx context.Context) (Charge, error) {
+	res, err := idemsql.Do(ctx, s.store, tx, key, func(ctx context.Context) (Charge, error) {
 		r, err := tx.ExecContext(ctx, `INSERT INTO charges (order_id, amount) VALUES (?, ?)`, orderID, amount)
 		if err != nil {
 			return Charge{}, err
@@ -135,18 +134,18 @@ func (s *SQLService) ChargeOrder(ctx context.Context, key string, orderID, amoun
 
 // end snippet
 
-func run(ctx context.Context, store *idemsql.Store, db *sql.DB, key string, orderID, amount int64) (idemsql.Result[Charge], error) {
+func run(ctx context.Context, store *idemsql.Store[*sql.Tx], key string, orderID, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: run
-	res, err := idemsql.Run(ctx, store.DB(db, nil), key, func(ctx context.Context, tx *sql.Tx) (Charge, error) {
+	res, err := idemsql.Run(ctx, store, key, func(ctx context.Context, tx *sql.Tx) (Charge, error) {
 		return insertCharge(ctx, tx, orderID, amount)
 	})
 	// end snippet
 	return res, err
 }
 
-func httpMiddleware(store *idemsql.Store, db *sql.DB, mux *http.ServeMux) error {
+func httpMiddleware(store *idemsql.Store[*sql.Tx], mux *http.ServeMux) error {
 	// snippet: http
-	guard, err := idemhttp.New(store.DB(db, nil), idemhttp.Config{
+	guard, err := idemhttp.New(store, idemhttp.Config{
 		Principal: func(r *http.Request) (string, error) { return accountID(r), nil },
 	})
 	if err != nil {
@@ -165,9 +164,9 @@ func httpMiddleware(store *idemsql.Store, db *sql.DB, mux *http.ServeMux) error 
 	return nil
 }
 
-func runExternal(ctx context.Context, store *idemsql.Store, db *sql.DB, psp paymentProvider, orderID, amount int64) (idemsql.Result[Charge], error) {
+func runExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp paymentProvider, orderID, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: runexternal
-	res, err := idemsql.RunExternal(ctx, store.DB(db, nil), "charge:"+strconv.FormatInt(orderID, 10),
+	res, err := idemsql.RunExternal(ctx, store, "charge:"+strconv.FormatInt(orderID, 10),
 		func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
 			// The payment provider's own guard: the same key across retries
 			// and takeovers, so a repeat after a crash is absorbed there.
@@ -177,16 +176,16 @@ func runExternal(ctx context.Context, store *idemsql.Store, db *sql.DB, psp paym
 	return res, err
 }
 
-func observerSlog() (*idempostgres.Store, error) {
+func observerSlog(pool *pgxpool.Pool) (*idemsql.Store[pgx.Tx], error) {
 	// snippet: observer-slog
-	store, err := idempostgres.New(idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
+	store, err := idemsql.New(idempostgres.New(pool), idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
 	// end snippet
 	return store, err
 }
 
-func lookup(ctx context.Context, store *idemsql.Store, db *sql.DB) error {
+func lookup(ctx context.Context, store *idemsql.Store[*sql.Tx]) error {
 	// snippet: lookup
-	rec, found, err := idemsql.Lookup(ctx, store.DB(db, nil), "charge:order-1")
+	rec, found, err := idemsql.Lookup(ctx, store, "charge:order-1")
 	if err != nil || !found {
 		return err
 	}

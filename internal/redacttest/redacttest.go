@@ -42,7 +42,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	}
 	t.Cleanup(func() { db.Close() })
 	o := &retryCanceller{inner: obs}
-	store, err := idemsqlite.New(idemsql.WithObserver(o))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithObserver(o))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	if err := migrations.Up(ctx, db, store); err != nil {
 		t.Fatal(err)
 	}
-	pool := store.DB(db, nil)
+	pool := store
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	// check checks an error about key k ("": any of the library's
@@ -90,7 +90,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = idemsql.Do(cancelled, store.SQL(tx), kStart, func(ctx context.Context) (int, error) { return 1, nil })
+	_, err = idemsql.Do(cancelled, store, tx, kStart, func(ctx context.Context) (int, error) { return 1, nil })
 	check("Do with an ended context", kStart, err, context.Canceled)
 	_ = tx.Rollback()
 	_, err = idemsql.Run(cancelled, pool, kStart, one)
@@ -100,14 +100,14 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	// the outer call passes on (or records).
 	kOuter, kOuter2, kInner := key("outer"), key("outer-2"), key("inner")
 	_, err = idemsql.Run(ctx, pool, kOuter, func(ctx context.Context, tx *sql.Tx) (int, error) {
-		_, err := idemsql.Do(ctx, store.SQL(tx), kA, func(ctx context.Context) (int, error) { return 2, nil },
+		_, err := idemsql.Do(ctx, store, tx, kA, func(ctx context.Context) (int, error) { return 2, nil },
 			idemsql.WithFingerprint("yet another request"))
 		check("nested mismatch", kA, err, idemsql.ErrFingerprintMismatch)
 		return 0, fmt.Errorf("charging: %w", err)
 	})
 	check("outer call of a nested mismatch", kA, err, idemsql.ErrFingerprintMismatch)
 	_, err = idemsql.Run(ctx, pool, kOuter2, func(ctx context.Context, tx *sql.Tx) (int, error) {
-		_, err := idemsql.Do(cancelled, store.SQL(tx), kInner, func(ctx context.Context) (int, error) { return 2, nil })
+		_, err := idemsql.Do(cancelled, store, tx, kInner, func(ctx context.Context) (int, error) { return 2, nil })
 		check("nested call with an ended context", kInner, err, context.Canceled)
 		return 0, fmt.Errorf("charging: %w", err)
 	}, idemsql.WithMaxAttempts(2))
@@ -115,7 +115,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	// the text must hold neither key.
 	check("outer call of a nested call with an ended context", "", err, nil)
 	_, err = idemsql.Run(ctx, pool, kOuter, func(ctx context.Context, tx *sql.Tx) (int, error) {
-		_, err := idemsql.Do(ctx, store.SQL(tx), kA, func(ctx context.Context) (int, error) { return 2, nil },
+		_, err := idemsql.Do(ctx, store, tx, kA, func(ctx context.Context) (int, error) { return 2, nil },
 			idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
 		check("nested duplicate", kA, err, idemsql.ErrDuplicate)
 		return 0, idemsql.Permanent("nested", fmt.Errorf("charging: %w", err))
@@ -213,7 +213,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 
 // claimOnceStale claims key once the lease of its holder ran out by the
 // database's clock.
-func claimOnceStale(t *testing.T, pool idemsql.DB[*sql.Tx], key string) idemsql.Lease {
+func claimOnceStale(t *testing.T, pool *idemsql.Store[*sql.Tx], key string) idemsql.Lease {
 	t.Helper()
 	for range 500 {
 		c, err := idemsql.ClaimLease(context.Background(), pool, key)
