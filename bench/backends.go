@@ -49,7 +49,7 @@ type txn interface {
 // idemDo calls idemsql.Do in t with the store of t's driver: the pgx store
 // for a pgx transaction, the database/sql one otherwise, whose statements
 // run prepared on SQLite and MySQL.
-func idemDo[T any](ctx context.Context, t txn, k string, fn func(context.Context) (T, error), opts ...idemsql.Option) (idemsql.Result[T], error) {
+func idemDo[T any](ctx context.Context, t txn, k string, fn func(context.Context) (T, error), opts ...idemsql.Options) (idemsql.Result[T], error) {
 	switch t := t.(type) {
 	case *pgxTxn:
 		return idemsql.Do(ctx, t.b.pgxStore, t.tx, k, fn, opts...)
@@ -122,7 +122,7 @@ type openOptions struct {
 func open(ctx context.Context, path string, o openOptions) (*backend, error) {
 	b := &backend{path: path, cleanup: func() {}}
 	base := "bench_" + path + o.suffix
-	idemOpt, handOpt := idemsql.WithTable(base+"_idem"), idemsql.WithTable(base+"_hand")
+	idemOpt, handOpt := idemsql.Options{Table: base + "_idem"}, idemsql.Options{Table: base + "_hand"}
 	b.business = base + "_business"
 	var err error
 	switch path {

@@ -76,11 +76,11 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("idem"))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Table: "idem"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	hand, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("hand"))
+	hand, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Table: "hand"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 					c.ID, _ = res.LastInsertId()
 				}
 				return c, err
-			}, idemsql.WithFingerprint(request(k)))
+			}, idemsql.Options{Fingerprint: request(k)})
 			mustCommit(tx, err)
 		}
 	})
@@ -167,7 +167,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 		}
 		_, err = idemsql.Do(ctx, store, tx, "replayed", func(ctx context.Context) (charge, error) {
 			return charge{Ref: "replayed", Amount: 4200}, nil
-		}, idemsql.WithFingerprint(request("replayed")))
+		}, idemsql.Options{Fingerprint: request("replayed")})
 		mustCommit(tx, err)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -178,7 +178,7 @@ func BenchmarkSQLiteAllocs(b *testing.B) {
 			_, err = idemsql.Do(ctx, store, tx, "replayed", func(ctx context.Context) (charge, error) {
 				b.Fatal("replay ran fn")
 				return charge{}, nil
-			}, idemsql.WithFingerprint(request("replayed")))
+			}, idemsql.Options{Fingerprint: request("replayed")})
 			mustCommit(tx, err)
 		}
 	})
@@ -197,11 +197,11 @@ func BenchmarkSQLiteParse(b *testing.B) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("idem"))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Table: "idem"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	hand, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("hand"))
+	hand, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Table: "hand"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -140,9 +140,9 @@ func growPath(ctx context.Context, cfg config, b *backend, runID string) ([]grow
 	if cfg.purge == "lib" {
 		var st idemsql.PurgeStats
 		if b.pool != nil {
-			st, perr = idemsql.Purge(ctx, b.pgxStore, idemsql.WithBatchSize(cfg.growthBatch))
+			st, perr = idemsql.Purge(ctx, b.pgxStore, idemsql.Options{BatchSize: cfg.growthBatch})
 		} else {
-			st, perr = idemsql.Purge(ctx, b.store, idemsql.WithBatchSize(cfg.growthBatch))
+			st, perr = idemsql.Purge(ctx, b.store, idemsql.Options{BatchSize: cfg.growthBatch})
 		}
 		deleted, batches = st.Deleted, st.Batches
 	} else {

@@ -139,7 +139,7 @@ func (b *backend) handGuard(ctx context.Context, t txn, k string, req []byte) (c
 func (b *backend) idemGuard(ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
 	res, err := idemDo(ctx, t, k, func(ctx context.Context) (charge, error) {
 		return b.businessInsert(ctx, t, k)
-	}, idemsql.WithFingerprint(req))
+	}, idemsql.Options{Fingerprint: req})
 	return res.Value, res.Replayed, err
 }
 
@@ -150,7 +150,7 @@ func (b *backend) idemVoidGuard(ctx context.Context, t txn, k string, req []byte
 	res, err := idemDo(ctx, t, k, func(ctx context.Context) (struct{}, error) {
 		_, err := b.businessInsert(ctx, t, k)
 		return struct{}{}, err
-	}, idemsql.WithFingerprint(req))
+	}, idemsql.Options{Fingerprint: req})
 	return charge{}, res.Replayed, err
 }
 
@@ -358,7 +358,7 @@ var variants = []variant{
 func runFirst(_ context.Context, b *backend, runID string) (op, error) {
 	return func(ctx context.Context, seq uint64) error {
 		k := key("rf", runID, seq)
-		fp := idemsql.WithFingerprint(request(k))
+		fp := idemsql.Options{Fingerprint: request(k)}
 		var err error
 		var res idemsql.Result[charge]
 		if b.pool != nil {

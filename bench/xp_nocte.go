@@ -23,7 +23,7 @@ func (d noCTE) Statements(t idemdriver.Table) idemdriver.Statements {
 }
 
 func noCTEGuard(ctx context.Context, b *backend) (guardFunc, error) {
-	table := idemsql.WithTable(b.store.Table().Name)
+	table := idemsql.Options{Table: b.store.Table().Name}
 	sqlS, err := idemsql.New[*sql.Tx](xpDriver[*sql.Tx]{Driver: idempostgres.NewSQL(b.db), dia: noCTE{idempostgres.Dialect}}, table)
 	if err != nil {
 		return nil, err
@@ -40,9 +40,9 @@ func noCTEGuard(ctx context.Context, b *backend) (guardFunc, error) {
 		var err error
 		switch t := t.(type) {
 		case *pgxTxn:
-			res, err = idemsql.Do(ctx, pgxS, t.tx, k, fn, idemsql.WithFingerprint(req))
+			res, err = idemsql.Do(ctx, pgxS, t.tx, k, fn, idemsql.Options{Fingerprint: req})
 		case *sqlTxn:
-			res, err = idemsql.Do(ctx, sqlS, t.tx, k, fn, idemsql.WithFingerprint(req))
+			res, err = idemsql.Do(ctx, sqlS, t.tx, k, fn, idemsql.Options{Fingerprint: req})
 		}
 		return res.Value, res.Replayed, err
 	}, nil

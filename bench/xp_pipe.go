@@ -86,7 +86,7 @@ func pipeGuard(ctx context.Context, b *backend) (guardFunc, error) {
 	var read string
 	s, err := idemsql.New[pgx.Tx](xpDriver[pgx.Tx]{Driver: idempostgres.New(b.pool), dia: capture,
 		bind: func(tx pgx.Tx) idemdriver.Executor { return pipeExec{tx: tx, claim: st.Claim, read: read} }},
-		idemsql.WithTable(b.store.Table().Name))
+		idemsql.Options{Table: b.store.Table().Name})
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +94,7 @@ func pipeGuard(ctx context.Context, b *backend) (guardFunc, error) {
 	return func(b *backend, ctx context.Context, t txn, k string, req []byte) (charge, bool, error) {
 		res, err := idemsql.Do(ctx, s, t.(*pgxTxn).tx, k, func(ctx context.Context) (charge, error) {
 			return b.businessInsert(ctx, t, k)
-		}, idemsql.WithFingerprint(req))
+		}, idemsql.Options{Fingerprint: req})
 		return res.Value, res.Replayed, err
 	}, nil
 }

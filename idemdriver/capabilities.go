@@ -6,7 +6,7 @@ import (
 )
 
 // ClaimBounder is implemented by dialects that can bound how long a claim
-// waits for another transaction holding the key (idemsql.WithLockTimeout, and
+// waits for another transaction holding the key (idemsql.Options.LockTimeout, and
 // idemsql.InFlightFailFast where the dialect has no TryLock statement).
 // BoundClaim runs claim, which sends the claim's statements through the
 // executor it is given, with the database's lock wait bounded: for each

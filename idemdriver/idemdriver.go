@@ -19,7 +19,7 @@ type Dialect interface {
 }
 
 // Table names a store's idempotency table: Name, in Schema when Schema is
-// not empty (idemsql.WithSchema), on a database of the dialect named
+// not empty (idemsql.Options.Schema), on a database of the dialect named
 // Dialect ("postgres", "mysql", "sqlite"), which the migrations need.
 type Table struct {
 	Dialect      string
@@ -45,7 +45,7 @@ func (t Table) Quote(q string) string {
 }
 
 // SchemaSupport is implemented by dialects whose tables may live in a named
-// schema (idemsql.WithSchema).
+// schema (idemsql.Options.Schema).
 type SchemaSupport interface {
 	SupportsSchemas() bool
 }

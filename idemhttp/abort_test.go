@@ -30,7 +30,7 @@ func TestAbortOutsideTheMiddlewarePanics(t *testing.T) {
 // request runs the handler again.
 func TestAbortWithPermanentStoresNothing(t *testing.T) {
 	db, bound := newDB(t)
-	mw, err := idemhttp.New(bound, idemhttp.Config{Unscoped: true, Options: []idemsql.Option{idemsql.WithRecordedFailures(true)}})
+	mw, err := idemhttp.New(bound, idemhttp.Config{Unscoped: true, Options: idemsql.Options{RecordFailures: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

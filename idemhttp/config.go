@@ -83,12 +83,11 @@ type Config struct {
 	// logging.
 	OnError func(r *http.Request, err error)
 
-	// Options are given to every idemsql call, after the middleware's own
-	// (so they win): idemsql.WithTTL, idemsql.WithLease in lease mode, and
-	// so on. The middleware sets idemsql.WithFingerprint, a
-	// idemsql.WithMaxResultSize that fits MaxResponseBytes, and in atomic
-	// mode idemsql.WithInFlight(idemsql.InFlightFailFast).
-	Options []idemsql.Option
+	// Options are given to every idemsql call: TTL, Lease in lease mode,
+	// and so on. The middleware fills in Fingerprint (unless set here:
+	// then it wins), MaxResultSize (unless set here) to fit
+	// MaxResponseBytes, and in atomic mode sets FailFast.
+	Options idemsql.Options
 }
 
 // Defaults.
@@ -129,7 +128,7 @@ type settings struct {
 	namespace        string
 	problemBase      string
 	onError          func(*http.Request, error)
-	options          []idemsql.Option
+	options          idemsql.Options
 	maxEncodedResult int
 }
 
@@ -208,6 +207,9 @@ func (c *Config) settings() (*settings, error) {
 	// The stored body is a JSON string (escapes may take six bytes per
 	// byte) or base64, plus the status and headers.
 	s.maxEncodedResult = min(6*s.maxResponse+64<<10, 64<<20)
+	if s.options.MaxResultSize == 0 {
+		s.options.MaxResultSize = s.maxEncodedResult
+	}
 	if s.store == nil {
 		s.store = func(status int) bool { return status < 500 }
 	}

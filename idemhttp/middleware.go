@@ -56,8 +56,8 @@ func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Ha
 	if store == nil {
 		return nil, invalid("nil store")
 	}
-	base := append([]idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast),
-		idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
+	base := s.options
+	base.FailFast = true
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a, ok := s.admit(w, r, next)
@@ -77,7 +77,7 @@ func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Ha
 					return Response{}, &abortedError{err: aerr}
 				}
 				return resp, err
-			}, a.options(base)...)
+			}, a.options(base))
 			s.finish(w, r, res, err, last)
 		})
 	}, nil
@@ -98,7 +98,7 @@ func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Ha
 //   - A duplicate that arrives while the handler runs is answered 409 on
 //     every database, since the claim is committed first.
 //   - If the handler panics, nothing is recorded and the panic goes on; the
-//     key answers 409 until the lease runs out (idemsql.WithLease, default
+//     key answers 409 until the lease runs out (idemsql.Options.Lease, default
 //     30s), then the next request takes it over and runs the handler again
 //     with the same DownstreamKey.
 //
@@ -115,7 +115,7 @@ func NewExternal[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler)
 	if store == nil {
 		return nil, invalid("nil store")
 	}
-	base := append([]idemsql.Option{idemsql.WithMaxResultSize(s.maxEncodedResult)}, s.options...)
+	base := s.options
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a, ok := s.admit(w, r, next)
@@ -127,7 +127,7 @@ func NewExternal[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler)
 			res, err := idemsql.RunExternal(r.Context(), store, a.key, func(ctx context.Context, l idemsql.LeaseInfo) (Response, error) {
 				ctx = context.WithValue(context.WithValue(ctx, leaseKey{}, l), keyKey{}, a.key)
 				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
-			}, a.options(base)...)
+			}, a.options(base))
 			s.finish(w, r, res, err, last)
 		})
 	}, nil
@@ -140,9 +140,13 @@ type admitted struct {
 	fp   []byte
 }
 
-func (a *admitted) options(base []idemsql.Option) []idemsql.Option {
-	opts := make([]idemsql.Option, 0, len(base)+1)
-	return append(append(opts, idemsql.WithFingerprint(a.fp)), base...)
+// options are the call's: Config.Options, with the request's fingerprint
+// unless the configuration set one.
+func (a *admitted) options(base idemsql.Options) idemsql.Options {
+	if base.Fingerprint == nil {
+		base.Fingerprint = a.fp
+	}
+	return base
 }
 
 // admit checks a request. It returns false when the request was answered

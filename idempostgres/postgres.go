@@ -144,5 +144,5 @@ func (dialect) Classify(err error) idemdriver.ErrorKind {
 	return idemdriver.KindOther
 }
 
-// SupportsSchemas: the table may live in another schema ([idemsql.WithSchema]).
+// SupportsSchemas: the table may live in another schema ([idemsql.Options.Schema]).
 func (dialect) SupportsSchemas() bool { return true }

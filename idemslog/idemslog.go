@@ -1,5 +1,5 @@
 // Package idemslog logs what idemsql does through log/slog: give the
-// observer it returns to a store with idemsql.WithObserver.
+// observer it returns to a store with idemsql.Options.Observers.
 //
 //	store, err := postgres.New(idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
 //

@@ -41,18 +41,18 @@ type Codec interface {
 //
 // The library recognises the built-in codecs by their type, so assigning
 // another codec to this variable does not make that codec the default; use
-// [WithCodec].
+// [Options.Codec].
 var JSON Codec = jsonCodec{}
 
 // LenientJSON is [JSON] except that Unmarshal ignores a stored field the
 // result type does not have, as encoding/json does by default. Use it,
-// with [WithCodec], when result types evolve on purpose: a field removed
+// with [Options.Codec], when result types evolve on purpose: a field removed
 // in a new deployment must not make the results stored by the old one
 // fail to replay. A field added to the result type replays as its zero
 // value with either codec. Marshal refuses the same results as JSON's.
 var LenientJSON Codec = jsonCodec{lenient: true}
 
-// jsonCodec is the built-in codec. [WithCodec] recognises it by its type:
+// jsonCodec is the built-in codec. [Options.Codec] recognises it by its type:
 // keep it a comparable struct.
 type jsonCodec struct {
 	lenient bool // decode ignoring unknown fields

@@ -275,7 +275,7 @@ func TestReplayIsWhatTheFirstCallGot(t *testing.T) {
 		t.Fatalf("replay into a type without the stored field: err = %v, ran = %v; want ErrDecode", err, ran)
 	}
 	res, err := idemsql.Run(ctx, pool, "evolve", func(context.Context, *sql.Tx) (v2, error) { ran = true; return v2{}, nil },
-		idemsql.WithCodec(idemsql.LenientJSON))
+		idemsql.Options{Codec: idemsql.LenientJSON})
 	if err != nil || !res.Replayed || res.Value.ID != "inv_1" || ran {
 		t.Fatalf("lenient replay: %+v, %v, ran = %v", res, err, ran)
 	}

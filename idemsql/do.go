@@ -48,11 +48,11 @@ type Result[T any] struct {
 //   - On rollback, for any reason, nothing is left: the key is free again.
 //   - A concurrent call with the same key waits on the database's lock until
 //     this transaction ends, then replays (after a commit) or runs fn itself
-//     (after a rollback). [WithInFlight] and [WithLockTimeout] change that.
+//     (after a rollback). [Options.FailFast] and [Options.LockTimeout] change that.
 //   - If fn returns an error, Do returns it and removes its claim; roll the
 //     transaction back to undo fn's writes. If the claim could not be
 //     removed the error says so ([ErrUnexpectedState]). With
-//     [WithRecordedFailures], an error made with [Permanent] is recorded
+//     [Options.RecordFailures], an error made with [Permanent] is recorded
 //     instead: see there.
 //   - If the database ended the transaction under fn (a deadlock, a
 //     serialization failure, a Galera abort, an interrupted SQLite
@@ -106,10 +106,10 @@ type Result[T any] struct {
 // may have committed), not with pgx's pgconn.SafeToRetry, which is true
 // for a COMMIT that broke after it went out.
 //
-// Options: [WithTTL], [WithFingerprint], [WithOnDuplicate], [WithInFlight],
-// [WithLockTimeout], [WithRecordedFailures], [WithCodec],
-// [WithMaxResultSize].
-func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ctx context.Context) (T, error), opts ...Option) (Result[T], error) {
+// Options: [Options.TTL], [Options.Fingerprint], [Options.ErrorOnDuplicate], [Options.FailFast],
+// [Options.LockTimeout], [Options.RecordFailures], [Options.Codec],
+// [Options.MaxResultSize].
+func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ctx context.Context) (T, error), opts ...Options) (Result[T], error) {
 	if s == nil {
 		return Result[T]{}, errUnbound
 	}
@@ -133,7 +133,7 @@ func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ct
 }
 
 // callSettings checks the key and merges a call's options over the store's.
-func (s *core) callSettings(key string, opts []Option) (settings, error) {
+func (s *core) callSettings(key string, opts []Options) (settings, error) {
 	if err := ValidateKey(key); err != nil {
 		return settings{}, err
 	}
@@ -143,7 +143,7 @@ func (s *core) callSettings(key string, opts []Option) (settings, error) {
 			return settings{}, err
 		}
 	}
-	if cfg.inFlight == InFlightFailFast || cfg.lockTimeout > 0 {
+	if cfg.failFast || cfg.lockTimeout > 0 {
 		if _, ok := s.dialect.(idemdriver.ClaimBounder); !ok {
 			return settings{}, fmt.Errorf("%w: dialect %s cannot bound lock waits", ErrInvalidOption, s.dialect.Name())
 		}
@@ -309,7 +309,7 @@ const panicWriteLimit = 5 * time.Second
 // the session already left the transaction ([idemdriver.TxChecker]): fn swallowed the
 // error that ended it, or committed the transaction itself. Otherwise the
 // claim is removed, or, for a [Permanent] error under
-// [WithRecordedFailures], recorded. If ctx ended, fn's error comes
+// [Options.RecordFailures], recorded. If ctx ended, fn's error comes
 // back as it is: the context is its class.
 func (s *core) fnFailed(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
 	if errors.Is(fnErr, ErrRetryable) {
@@ -428,7 +428,7 @@ type claimOutcome struct {
 // claim (MariaDB's per-statement setting) knows nothing of the server.
 func (s *core) boundedClaim(ctx context.Context, ex idemdriver.Executor, key string, cfg *settings, known bool, tok claimToken, start time.Time) (claimOutcome, error) {
 	early := visibleBeforeDurable(ex)
-	failFast := cfg.inFlight == InFlightFailFast
+	failFast := cfg.failFast
 	if !failFast && cfg.lockTimeout == 0 {
 		return s.claim(ctx, ex, key, cfg, known, early, tok, start)
 	}
@@ -584,7 +584,7 @@ func replay[T any](s *core, key string, r storedRow, cfg *settings) (Result[T], 
 			return res, &Error{Op: "decode", Key: key, Kind: ErrDecode, Err: fmt.Errorf("into %T: %w", res.Value, err)}
 		}
 		res.Replayed = true
-		if cfg.onDuplicate == OnDuplicateError {
+		if cfg.errorOnDuplicate {
 			return res, &DuplicateError{Key: key, Result: r.result}
 		}
 		return res, nil

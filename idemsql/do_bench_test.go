@@ -106,7 +106,7 @@ func BenchmarkDoNopExecutor(b *testing.B) {
 		req := map[string]int64{"order": 42, "amount": 4200}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
+			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn, idemsql.Options{Fingerprint: req}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -116,7 +116,7 @@ func BenchmarkDoNopExecutor(b *testing.B) {
 		req := []byte(`{"order":42,"amount":4200}`)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn, idemsql.WithFingerprint(req)); err != nil {
+			if _, err := idemsql.Do(ctx, store, tx, "charge:order-42", fn, idemsql.Options{Fingerprint: req}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -58,8 +58,8 @@
 // # Run, policies, wrappers
 //
 // [Run] owns the transaction for callers without one and retries it when
-// the database asks. [WithOnDuplicate], [WithInFlight], [WithLockTimeout]
-// and [WithRecordedFailures] choose what duplicates, in-flight duplicates
+// the database asks. [Options.ErrorOnDuplicate], [Options.FailFast], [Options.LockTimeout]
+// and [Options.RecordFailures] choose what duplicates, in-flight duplicates
 // and permanent failures get. [Wrap] and [WrapRun] turn a function into a
 // guarded one whose key derives from its argument.
 //
@@ -71,11 +71,11 @@
 // idemsqlite.New (modernc.org/sqlite). Every call takes the store; [Do]
 // also the caller's transaction. Package idemdriver holds the contract a
 // dialect implements. The table comes from the goose migrations
-// in package migrations ([WithTable], [WithSchema]).
+// in package migrations ([Options.Table], [Options.Schema]).
 //
 // # Watching and reading
 //
-// [WithObserver] reports each step (claims, replays, takeovers, lost
+// [Options.Observers] reports each step (claims, replays, takeovers, lost
 // leases, ...) to an [Observer]: package idemslog logs them with log/slog,
 // the otel module makes spans and metrics. [Lookup], [List] and [Stats]
 // read the table without SQL of the caller's own; cmd/idemsql puts them,

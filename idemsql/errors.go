@@ -30,7 +30,7 @@ var (
 	ErrFingerprintMismatch = errors.New("idemsql: key reused with a different request fingerprint")
 
 	// ErrInProgress: another holder has the key and has not finished: a
-	// transaction, under the [InFlightFailFast] policy, or a claim held
+	// transaction, under the [Options.FailFast] policy, or a claim held
 	// outside any transaction. fn did not run.
 	ErrInProgress = errors.New("idemsql: key is in progress")
 
@@ -55,7 +55,7 @@ var (
 	ErrCommitUnknown = errors.New("idemsql: commit outcome unknown")
 
 	// ErrLockTimeout: waiting for another transaction that holds the key took
-	// longer than the database's lock timeout ([WithLockTimeout]) or
+	// longer than the database's lock timeout ([Options.LockTimeout]) or
 	// statement timeout (PostgreSQL statement_timeout, MariaDB
 	// max_statement_time, MySQL max_execution_time). fn did not run. On
 	// PostgreSQL the transaction is aborted; on MySQL/MariaDB only the
@@ -77,17 +77,17 @@ var (
 	ErrDecode = errors.New("idemsql: cannot decode stored result")
 
 	// ErrResultTooLarge: the encoded result is larger than
-	// [WithMaxResultSize] allows. Like ErrEncode: roll back (atomic mode),
+	// [Options.MaxResultSize] allows. Like ErrEncode: roll back (atomic mode),
 	// recorded as [UnencodableClass] (lease mode).
 	ErrResultTooLarge = errors.New("idemsql: result too large")
 
-	// ErrDuplicate: under the [OnDuplicateError] policy, the key already
+	// ErrDuplicate: under the [Options.ErrorOnDuplicate] policy, the key already
 	// completed. The error is a [*DuplicateError] and the call's Result still
 	// carries the stored value.
 	ErrDuplicate = errors.New("idemsql: key already completed")
 
 	// ErrFailureRecorded: the key's outcome is a recorded permanent failure
-	// ([WithRecordedFailures]). The error is a [*FailureError] with the
+	// ([Options.RecordFailures]). The error is a [*FailureError] with the
 	// failure's class and message.
 	ErrFailureRecorded = errors.New("idemsql: permanent failure recorded")
 

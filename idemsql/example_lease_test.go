@@ -22,7 +22,7 @@ func ExampleRunExternal() {
 		return receipt{ChargeID: "ch_1"}, nil
 	}
 	for range 2 {
-		res, err := idemsql.RunExternal(ctx, store, "charge:order-7", charge, idemsql.WithLease(10*time.Second))
+		res, err := idemsql.RunExternal(ctx, store, "charge:order-7", charge, idemsql.Options{Lease: 10 * time.Second})
 		if err != nil {
 			fmt.Println(err)
 			return
@@ -42,7 +42,7 @@ func ExampleClaimLease() {
 	ctx := context.Background()
 	pool := store
 
-	c, err := idemsql.ClaimLease(ctx, pool, "email:welcome-42", idemsql.WithLease(time.Minute))
+	c, err := idemsql.ClaimLease(ctx, pool, "email:welcome-42", idemsql.Options{Lease: time.Minute})
 	if err != nil || !c.Held {
 		fmt.Println(c.Held, err)
 		return
@@ -66,7 +66,7 @@ func ExampleSweep() {
 	pool := store
 
 	// A holder that claims and dies: its lease runs out.
-	if _, err := idemsql.ClaimLease(ctx, pool, "charge:order-8", idemsql.WithLease(50*time.Millisecond)); err != nil {
+	if _, err := idemsql.ClaimLease(ctx, pool, "charge:order-8", idemsql.Options{Lease: 50 * time.Millisecond}); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -93,7 +93,7 @@ func ExamplePurge() {
 	pool := store
 	if _, err := idemsql.RunExternal(ctx, pool, "report:2026-11", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
 		return receipt{ChargeID: "r1"}, nil
-	}, idemsql.WithTTL(time.Millisecond), idemsql.WithLease(10*time.Millisecond)); err != nil {
+	}, idemsql.Options{TTL: time.Millisecond, Lease: 10 * time.Millisecond}); err != nil {
 		fmt.Println(err)
 		return
 	}

@@ -34,14 +34,14 @@ func ExampleRun() {
 
 // Under OnDuplicateError a duplicate is an error that still carries the
 // stored result: for APIs that must answer "already done".
-func ExampleWithOnDuplicate() {
+func ExampleOptions_errorOnDuplicate() {
 	_, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
 	create := func() (idemsql.Result[string], error) {
 		return idemsql.Run(ctx, store, "signup:ada@example.com", func(ctx context.Context, tx *sql.Tx) (string, error) {
 			return "account 42", nil
-		}, idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+		}, idemsql.Options{ErrorOnDuplicate: true})
 	}
 	res, err := create()
 	fmt.Println(res.Value, err)
@@ -54,7 +54,7 @@ func ExampleWithOnDuplicate() {
 
 // Under InFlightFailFast a duplicate that arrives while the first call is
 // still running gets ErrInProgress at once instead of waiting.
-func ExampleWithInFlight() {
+func ExampleOptions_failFast() {
 	db, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
@@ -73,14 +73,14 @@ func ExampleWithInFlight() {
 	defer tx.Rollback()
 	_, err := idemsql.Do(ctx, store, tx, "report:2026-11", func(ctx context.Context) (string, error) {
 		return "rendering again", nil
-	}, idemsql.WithInFlight(idemsql.InFlightFailFast))
+	}, idemsql.Options{FailFast: true})
 	fmt.Println(errors.Is(err, idemsql.ErrInProgress))
 	// Output: true
 }
 
 // With WithRecordedFailures a Permanent error is the key's final answer:
 // duplicates get it back without running fn, and fn's writes are undone.
-func ExampleWithRecordedFailures() {
+func ExampleOptions_recordFailures() {
 	db, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
@@ -90,7 +90,7 @@ func ExampleWithRecordedFailures() {
 				return 0, err
 			}
 			return 0, idemsql.Permanent("card_declined", errors.New("insufficient funds"))
-		}, idemsql.WithRecordedFailures(true))
+		}, idemsql.Options{RecordFailures: true})
 		return err
 	}
 	for range 2 {
@@ -125,7 +125,7 @@ func ExampleWrapRun() {
 			var id int64
 			err := tx.QueryRowContext(ctx, `INSERT INTO orders (total) VALUES (?) RETURNING id`, r.Cents).Scan(&id)
 			return id, err
-		}, idemsql.WithTTL(5*time.Minute))
+		}, idemsql.Options{TTL: 5 * time.Minute})
 
 	for _, r := range []invoiceRequest{{"ada", 100}, {"ada", 100}, {"bob", 100}} {
 		res, err := createInvoice(ctx, r)
@@ -170,7 +170,7 @@ func ExampleWrap() {
 
 // WithLockTimeout bounds how long a duplicate waits for the first call's
 // transaction.
-func ExampleWithLockTimeout() {
+func ExampleOptions_lockTimeout() {
 	db, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
@@ -187,7 +187,7 @@ func ExampleWithLockTimeout() {
 	defer tx.Rollback()
 	_, err := idemsql.Do(ctx, store, tx, "export:42", func(ctx context.Context) (string, error) {
 		return "exporting again", nil
-	}, idemsql.WithLockTimeout(50*time.Millisecond))
+	}, idemsql.Options{LockTimeout: 50 * time.Millisecond})
 	fmt.Println(errors.Is(err, idemsql.ErrLockTimeout))
 	// Output: true
 }

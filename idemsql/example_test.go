@@ -86,7 +86,7 @@ func ExampleDo() {
 	// orders in the table: 1
 }
 
-func ExampleWithFingerprint() {
+func ExampleOptions_fingerprint() {
 	db, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
@@ -103,7 +103,7 @@ func ExampleWithFingerprint() {
 		defer tx.Rollback()
 		_, err = idemsql.Do(ctx, store, tx, key, func(ctx context.Context) (string, error) {
 			return "sent", nil
-		}, idemsql.WithFingerprint(t))
+		}, idemsql.Options{Fingerprint: t})
 		if err != nil {
 			return err
 		}

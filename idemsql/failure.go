@@ -7,7 +7,7 @@ import (
 )
 
 // Permanent marks fn's error as a final answer for the key: a declined
-// card, a request that fails validation. With [WithRecordedFailures] the
+// card, a request that fails validation. With [Options.RecordFailures] the
 // failure is stored and every duplicate gets it back instead of running fn
 // again; without it, Permanent changes nothing. class names the failure for
 // machines ("card_declined"); err's message is stored for people. The
@@ -68,7 +68,7 @@ func (e *FailureError) Unwrap() []error {
 	return []error{ErrFailureRecorded}
 }
 
-// DuplicateError is returned under the [OnDuplicateError] policy when the key
+// DuplicateError is returned under the [Options.ErrorOnDuplicate] policy when the key
 // already completed. Result holds the stored result, also decoded into
 // Result.Value by the call. Like [Error]'s, its message never names the
 // key.

@@ -66,7 +66,7 @@ type Record struct {
 	// (host/pid/id and a number or random suffix).
 	Owner string
 	// Fingerprint is the request fingerprint the key was claimed with
-	// ([WithFingerprint]); empty for none.
+	// ([Options.Fingerprint]); empty for none.
 	Fingerprint []byte
 	// Result is the stored result, as encoded (JSON), for a completed row;
 	// nil otherwise, and always nil in a [List]. Decode it with

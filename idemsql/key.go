@@ -67,7 +67,7 @@ func DeriveKey(namespace string, args ...any) (string, error) {
 	return namespace + ":" + hex.EncodeToString(sum[:]), nil
 }
 
-// Fingerprint returns the SHA-256 of a request as [WithFingerprint] stores it:
+// Fingerprint returns the SHA-256 of a request as [Options.Fingerprint] stores it:
 // a []byte or string is hashed as given, any other value in its [Canonical]
 // form. A value that Canonical refuses is an error wrapping
 // [ErrInvalidOption]: a changed request must not pass for the same one.

@@ -68,7 +68,7 @@ type leaseSettings struct {
 	heartbeat time.Duration // 0: duration / 3
 	poll      time.Duration // > 0: wait for a live holder, polling this often
 	batch     int           // 0: DefaultBatchSize
-	result    reflect.Type  // nil: any; else the keys' result type (WithResultType)
+	result    reflect.Type  // nil: any; else the keys' result type (Options.ResultType)
 	progress  func(Progress) bool
 }
 
@@ -93,73 +93,45 @@ func (l leaseSettings) batchSize() int {
 	return l.batch
 }
 
-// WithLease sets how long a claim in lease mode stays held without a
-// heartbeat (default [DefaultLease]). While fn runs, [RunExternal] renews it
-// every third of that (see [WithHeartbeat]); if the holder dies, the key can
-// be taken over once the lease has run out. Pick it longer than a few
-// heartbeats and than a stall you want to tolerate (a GC pause, a slow
-// database). Store or lease-mode call; between [MinLease] and [MaxLease].
-func WithLease(d time.Duration) Option {
-	return Option{name: "WithLease", scope: inStore | inLease, apply: func(s *settings) error {
-		if d < MinLease || d > MaxLease {
-			return fmt.Errorf("%w: lease %v is outside [%v, %v]", ErrInvalidOption, d, MinLease, MaxLease)
+// apply applies the lease-mode fields of o.
+func (l *leaseSettings) apply(o Options) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: Options."+format, append([]any{ErrInvalidOption}, args...)...)
+	}
+	if o.Lease != 0 {
+		if o.Lease < MinLease || o.Lease > MaxLease {
+			return bad("Lease %v is outside [%v, %v]", o.Lease, MinLease, MaxLease)
 		}
-		s.lease.duration = d
-		return nil
-	}}
-}
-
-// WithHeartbeat sets how often [RunExternal] and [Sweep] renew a lease
-// while fn runs (default a third of the lease). It must be at most half the
-// lease, so that one late or failed renewal does not lose it. Store or
-// lease-mode call.
-func WithHeartbeat(every time.Duration) Option {
-	return Option{name: "WithHeartbeat", scope: inStore | inLease, apply: func(s *settings) error {
-		if every < time.Millisecond || every > MaxLease {
-			return fmt.Errorf("%w: heartbeat %v is outside [1ms, %v]", ErrInvalidOption, every, MaxLease)
+		l.duration = o.Lease
+	}
+	if o.Heartbeat != 0 {
+		if o.Heartbeat < time.Millisecond || o.Heartbeat > MaxLease {
+			return bad("Heartbeat %v is outside [1ms, %v]", o.Heartbeat, MaxLease)
 		}
-		s.lease.heartbeat = every
-		return nil
-	}}
-}
-
-// WithLeaseWait makes a lease-mode call that finds the key held by a live
-// lease wait instead of failing with [ErrInProgress]: it reads the row every
-// poll until the holder completes (then replays), fails, or its lease runs
-// out (then takes over), bounded by ctx. Store or lease-mode call; poll
-// between 1ms and 1m.
-func WithLeaseWait(poll time.Duration) Option {
-	return Option{name: "WithLeaseWait", scope: inStore | inLease, apply: func(s *settings) error {
-		if poll < time.Millisecond || poll > time.Minute {
-			return fmt.Errorf("%w: lease wait poll %v is outside [1ms, 1m]", ErrInvalidOption, poll)
+		l.heartbeat = o.Heartbeat
+	}
+	if o.LeaseWait != 0 {
+		if o.LeaseWait < time.Millisecond || o.LeaseWait > time.Minute {
+			return bad("LeaseWait %v is outside [1ms, 1m]", o.LeaseWait)
 		}
-		s.lease.poll = poll
-		return nil
-	}}
+		l.poll = o.LeaseWait
+	}
+	if o.BatchSize != 0 {
+		if o.BatchSize < 1 || o.BatchSize > 10000 {
+			return bad("BatchSize %d is outside [1, 10000]", o.BatchSize)
+		}
+		l.batch = o.BatchSize
+	}
+	if o.ResultType != nil {
+		l.result = o.ResultType
+	}
+	if o.Progress != nil {
+		l.progress = o.Progress
+	}
+	return nil
 }
 
-// WithResultType declares T as the type of the results of the keys a
-// lease-mode call handles, for the results stored without fn: a
-// [SweepHandler]'s [ResolveCompleted] and [Lease.Complete]. Every later call
-// with the key decodes the stored result into its own type; a result of
-// another type would make each of them fail with [ErrDecode]. With this
-// option such a result is refused before anything is stored: the handler's
-// claim counts as failed and its lease runs out (Sweep), or Complete
-// returns the error (Lease); either error matches [ErrEncode]. A T or a
-// non-nil *T is accepted. [RunExternal] stores fn's own T, and refuses the
-// option with another type ([ErrInvalidOption]).
-//
-//	idemsql.Sweep(ctx, db, reconcile, idemsql.WithResultType[Charge]())
-//
-// Lease-mode call only.
-func WithResultType[T any]() Option {
-	return Option{name: "WithResultType", scope: inLease, apply: func(s *settings) error {
-		s.lease.result = reflect.TypeFor[T]()
-		return nil
-	}}
-}
-
-// checkResult refuses a result that WithResultType says the key's readers
+// checkResult refuses a result that Options.ResultType says the key's readers
 // cannot decode.
 func (l leaseSettings) checkResult(result any) error {
 	if l.result == nil {
@@ -169,20 +141,7 @@ func (l leaseSettings) checkResult(result any) error {
 	if t == l.result || t != nil && t.Kind() == reflect.Pointer && t.Elem() == l.result && !reflect.ValueOf(result).IsNil() {
 		return nil
 	}
-	return fmt.Errorf("%w: a result of type %v where the key's results are %v (WithResultType)", ErrEncode, t, l.result)
-}
-
-// WithBatchSize sets how many rows [Sweep] and [Purge] handle in one
-// transaction (default [DefaultBatchSize]); each batch's locks are held only
-// for that transaction. Store or lease-mode call; between 1 and 10000.
-func WithBatchSize(n int) Option {
-	return Option{name: "WithBatchSize", scope: inStore | inLease, apply: func(s *settings) error {
-		if n < 1 || n > 10000 {
-			return fmt.Errorf("%w: batch size %d is outside [1, 10000]", ErrInvalidOption, n)
-		}
-		s.lease.batch = n
-		return nil
-	}}
+	return fmt.Errorf("%w: a result of type %v where the key's results are %v (Options.ResultType)", ErrEncode, t, l.result)
 }
 
 // LeaseInfo describes a claim held in lease mode: what fn sees in
@@ -262,11 +221,11 @@ type Claim struct {
 //
 // It claims the key (see [ClaimLease]) and commits the claim before fn runs:
 // an in_progress row with a lease from the database's clock. While fn runs,
-// a heartbeat renews the lease every third of it ([WithLease],
-// [WithHeartbeat]); if a renewal finds the key taken over, or none succeeds
+// a heartbeat renews the lease every third of it ([Options.Lease],
+// [Options.Heartbeat]); if a renewal finds the key taken over, or none succeeds
 // before the lease's end by the local clock ([LeaseInfo.Deadline]), fn's
 // context is cancelled with a cause matching [ErrLeaseLost] (see
-// [context.Cause]). ctx bounds the claim (and [WithLeaseWait]'s wait) and
+// [context.Cause]). ctx bounds the claim (and [Options.LeaseWait]'s wait) and
 // cancels fn's context, but not the heartbeat: fn may still be acting on
 // the external system after ctx ended, and the lease holds until fn
 // returns.
@@ -280,7 +239,7 @@ type Claim struct {
 //
 //   - A duplicate of a completed key replays: Result.Replayed, fn does not
 //     run. One of a key held by a live lease gets [ErrInProgress], or waits
-//     with [WithLeaseWait]. One of a key that holds a claim committed
+//     with [Options.LeaseWait]. One of a key that holds a claim committed
 //     without a lease (atomic mode's, see [ErrAbandoned]) gets
 //     ErrAbandoned: fn does not run.
 //   - If the holder dies, its lease runs out and the next call takes the key
@@ -296,7 +255,7 @@ type Claim struct {
 //     without an outcome: the next call takes the key over at once and runs
 //     fn again, with the same DownstreamKey, so a downstream system that
 //     saw the first call (a time-out after the charge) deduplicates the
-//     second. With [WithRecordedFailures], an error made with [Permanent] is
+//     second. With [Options.RecordFailures], an error made with [Permanent] is
 //     recorded instead and replayed to every duplicate.
 //   - If fn succeeded but its result cannot be encoded ([ErrEncode],
 //     [ErrResultTooLarge]), the effect happened: the key is recorded as
@@ -310,9 +269,9 @@ type Claim struct {
 // (Stripe's Idempotency-Key header): it is the same for every run of one
 // claim, so the external system absorbs the repeat.
 //
-// Options: those of [ClaimLease], and [WithHeartbeat], [WithOnDuplicate],
-// [WithRecordedFailures].
-func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Option) (Result[T], error) {
+// Options: those of [ClaimLease], and [Options.Heartbeat], [Options.ErrorOnDuplicate],
+// [Options.RecordFailures].
+func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Options) (Result[T], error) {
 	var res Result[T]
 	if err := ValidateKey(key); err != nil {
 		return res, err
@@ -325,7 +284,7 @@ func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func
 		return res, err
 	}
 	if want := lr.cfg.lease.result; want != nil && want != reflect.TypeFor[T]() {
-		return res, fmt.Errorf("%w: WithResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
+		return res, fmt.Errorf("%w: Options.ResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
 	}
 	ctx, call := lr.s.startCall(ctx, "RunExternal", key, lr.start)
 	defer call.unwinding()
@@ -349,31 +308,14 @@ func runExternal[T any](ctx context.Context, lr *leaser, key string, fn func(ctx
 	return runHeld(ctx, l, fn)
 }
 
-// Progress is what [WithProgress] reports after each batch of [Sweep] or
+// Progress is what Options.Progress is told after each batch of [Sweep] or
 // [Purge]: the totals of the pass so far.
 type Progress struct {
 	Batches int   // batches committed
 	Rows    int64 // Purge: rows deleted; Sweep: claims found
 }
 
-// WithProgress calls f after each batch that [Sweep] or [Purge] committed,
-// with the pass's totals so far; when f returns false, the pass ends there,
-// before the next batch, with a nil error. Each batch is a transaction of
-// its own, so stopping between two leaves nothing half done: for progress
-// lines and interruptible maintenance (the idemsql command's purge and
-// sweep stop this way on Ctrl-C). f runs on the pass's goroutine. Lease-mode
-// housekeeping only.
-func WithProgress(f func(Progress) bool) Option {
-	return Option{name: "WithProgress", scope: inLease, apply: func(s *settings) error {
-		if f == nil {
-			return fmt.Errorf("%w: nil progress func", ErrInvalidOption)
-		}
-		s.lease.progress = f
-		return nil
-	}}
-}
-
-// goOn reports a batch to the WithProgress func, if any, and whether to go
+// goOn reports a batch to the Options.Progress func, if any, and whether to go
 // on.
 func (l leaseSettings) goOn(p Progress) bool {
 	return l.progress == nil || l.progress(p)

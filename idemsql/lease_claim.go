@@ -32,7 +32,7 @@ type leaseTx interface {
 	Rollback(ctx context.Context) error
 }
 
-func newLeaser[X any](st *Store[X], opts []Option) (*leaser, error) {
+func newLeaser[X any](st *Store[X], opts []Options) (*leaser, error) {
 	if st == nil {
 		return nil, errNoStore
 	}
@@ -85,7 +85,7 @@ func (lr *leaser) newToken() string {
 // inTx runs f in a short transaction of its own and commits it, again from
 // the start when the database asks for a retry or BEGIN failed (nothing was
 // sent then: pgx's pools hand out connections the server has closed, and
-// their first statement fails), at most [WithMaxAttempts] times. f returns
+// their first statement fails), at most [Options.MaxAttempts] times. f returns
 // errors already wrapped by dbError, and whether it wrote: the COMMIT of a
 // transaction that wrote nothing cannot leave anything unknown, so one
 // that fails is retried too.
@@ -162,7 +162,7 @@ func (lr *leaser) lease(key string, attempt, generation int64, token string, sin
 		clock:         newLeaseClock(since, lr.cfg.lease.leaseDuration())}, lr: lr}
 }
 
-// maxLeaseContention bounds how often a call without [WithLeaseWait] retries
+// maxLeaseContention bounds how often a call without [Options.LeaseWait] retries
 // after losing a race for the row (another caller claimed, re-claimed or is
 // taking it over at the same moment) before it answers ErrInProgress.
 const maxLeaseContention = 20
@@ -355,7 +355,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 // ClaimLease is the first step of lease mode for callers who drive the steps
 // themselves; most use [RunExternal]. It commits, in a short transaction of
 // its own, a claim on key: an in_progress row with lease_until = the
-// database's clock + the lease ([WithLease]), an owner token unique to this
+// database's clock + the lease ([Options.Lease]), an owner token unique to this
 // claim and an attempt number. A key whose holder's lease ran out (or was
 // released) is taken over (attempt+1, same downstream key); a key whose
 // recorded outcome passed its retention is claimed anew.
@@ -367,17 +367,17 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 //   - Not held, nil error: the key completed earlier; Result is its stored
 //     result.
 //   - [ErrInProgress]: another holder's lease is live (unless
-//     [WithLeaseWait]). [ErrFingerprintMismatch]: another request used the
+//     [Options.LeaseWait]). [ErrFingerprintMismatch]: another request used the
 //     key. A [*FailureError]: a failure recorded earlier (for a stale claim
 //     given up by [Sweep], Class is [AbandonedClass]). [ErrAbandoned]: the
 //     key holds a claim committed without a lease or an outcome (an
 //     atomic-mode claim whose transaction committed anyway), which is never
 //     taken over; [Sweep] resolves it.
 //
-// Options: [WithLease], [WithLeaseWait], [WithTTL], [WithFingerprint],
-// [WithCodec], [WithMaxResultSize], [WithMaxAttempts], [WithBackoff],
-// [WithResultType].
-func ClaimLease[X any](ctx context.Context, s *Store[X], key string, opts ...Option) (Claim, error) {
+// Options: [Options.Lease], [Options.LeaseWait], [Options.TTL], [Options.Fingerprint],
+// [Options.Codec], [Options.MaxResultSize], [Options.MaxAttempts], [Options.Backoff],
+// [Options.ResultType].
+func ClaimLease[X any](ctx context.Context, s *Store[X], key string, opts ...Options) (Claim, error) {
 	if err := ValidateKey(key); err != nil {
 		return Claim{}, err
 	}

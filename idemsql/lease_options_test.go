@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 
 // Options are checked before any SQL: the pool below is never connected.
 func TestLeaseOptionScopes(t *testing.T) {
-	g, err := idemsql.New(unconnected(t), idemsql.WithLease(time.Minute), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	g, err := idemsql.New(unconnected(t), idemsql.Options{Lease: time.Minute, FailFast: true})
 	if err != nil {
 		t.Fatalf("a store takes the options of both modes: %v", err)
 	}
@@ -21,11 +22,11 @@ func TestLeaseOptionScopes(t *testing.T) {
 	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
 	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
 
-	for name, o := range map[string]idemsql.Option{
-		"WithInFlight":        idemsql.WithInFlight(idemsql.InFlightWait),
-		"WithLockTimeout":     idemsql.WithLockTimeout(time.Second),
-		"WithTable":           idemsql.WithTable("x"),
-		"heartbeat > lease/2": idemsql.WithHeartbeat(31 * time.Second),
+	for name, o := range map[string]idemsql.Options{
+		"FailFast":            idemsql.Options{FailFast: true},
+		"LockTimeout":         idemsql.Options{LockTimeout: time.Second},
+		"Table":               idemsql.Options{Table: "x"},
+		"heartbeat > lease/2": idemsql.Options{Heartbeat: 31 * time.Second},
 	} {
 		if _, err := idemsql.RunExternal(ctx, g, "k", fn, o); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Errorf("RunExternal with %s: %v, want ErrInvalidOption", name, err)
@@ -34,14 +35,14 @@ func TestLeaseOptionScopes(t *testing.T) {
 			t.Errorf("ClaimLease with %s: %v, want ErrInvalidOption", name, err)
 		}
 	}
-	for _, o := range []idemsql.Option{idemsql.WithLease(time.Second), idemsql.WithHeartbeat(time.Second),
-		idemsql.WithLeaseWait(time.Second), idemsql.WithBatchSize(5)} {
+	for _, o := range []idemsql.Options{{Lease: time.Second}, {Heartbeat: time.Second},
+		{LeaseWait: time.Second}, {BatchSize: 5}} {
 		_, err := idemsql.Run(ctx, g, "k", run, o)
 		if !errors.Is(err, idemsql.ErrInvalidOption) || !strings.Contains(err.Error(), "lease mode") {
 			t.Errorf("Run with a lease option: %v", err)
 		}
 	}
-	if _, err := idemsql.Sweep(ctx, g, nil, idemsql.WithLockTimeout(time.Second)); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.Sweep(ctx, g, nil, idemsql.Options{LockTimeout: time.Second}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("Sweep with WithLockTimeout: %v", err)
 	}
 }
@@ -64,16 +65,16 @@ func TestWithResultType(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := idemsql.New(unconnected(t), idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.New(unconnected(t), idemsql.Options{ResultType: reflect.TypeFor[int]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("a store with WithResultType: %v, want ErrInvalidOption", err)
 	}
 	ctx := context.Background()
 	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
-	if _, err := idemsql.RunExternal(ctx, g, "k", fn, idemsql.WithResultType[string]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.RunExternal(ctx, g, "k", fn, idemsql.Options{ResultType: reflect.TypeFor[string]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("RunExternal returning int with WithResultType[string]: %v, want ErrInvalidOption", err)
 	}
 	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
-	if _, err := idemsql.Run(ctx, g, "k", run, idemsql.WithResultType[int]()); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.Run(ctx, g, "k", run, idemsql.Options{ResultType: reflect.TypeFor[int]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("Run with WithResultType: %v, want ErrInvalidOption", err)
 	}
 }

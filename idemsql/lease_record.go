@@ -46,7 +46,7 @@ func (l Lease) renew(ctx context.Context, stop <-chan struct{}) (refused bool, e
 // returns [ErrLeaseLost], and records nothing, when the lease no longer
 // holds the key (taken over, resolved, released, or an outcome already
 // recorded). A lease that ran out without a takeover still completes: the
-// holder is still the latest. With [WithResultType], a result of another
+// holder is still the latest. With [Options.ResultType], a result of another
 // type is refused ([ErrEncode]) and nothing is written.
 //
 // A broken connection or a transaction the database refused does not make

@@ -72,7 +72,7 @@ const (
 // holder had finished: the handler resumed the effect (calling the
 // downstream system again with the same DownstreamKey) or found that it had
 // happened. result must be of the type the key's callers decode into (fn's
-// result type in [RunExternal]); give Sweep [WithResultType] to have that
+// result type in [RunExternal]); give Sweep [Options.ResultType] to have that
 // checked before anything is stored.
 func ResolveCompleted(result any) Resolution {
 	return Resolution{kind: resolveCompleted, result: result}
@@ -119,7 +119,7 @@ type SweepStats struct {
 // sweep with a handler; a sweep without one leaves it to callers, who take
 // it over, until its retention has run out, and then resolves it too.
 //
-// Rows are taken in batches ([WithBatchSize]), each in a short transaction
+// Rows are taken in batches ([Options.BatchSize]), each in a short transaction
 // at the dialect's isolation level (idemdriver.LeaseStatements.Isolation:
 // READ COMMITTED on PostgreSQL and MySQL/MariaDB), so that a batch locks
 // only its rows. A batch
@@ -140,7 +140,7 @@ type SweepStats struct {
 // run out, the key's next claim runs with the previous holder's
 // DownstreamKey, so that the downstream system can absorb an effect it may
 // have performed. With a handler, each row is taken over like a caller
-// would (attempt+1, a new lease of [WithLease]), the transaction commits,
+// would (attempt+1, a new lease of [Options.Lease]), the transaction commits,
 // and h runs for it ([Stale] says why it had no holder), concurrently for a
 // batch, with a heartbeat; its [Resolution] is recorded under the
 // sweeper's fence, with the tries of [Lease.Complete].
@@ -150,7 +150,7 @@ type SweepStats struct {
 // changed between the sweeper's read and its update is skipped. The error
 // joins the handlers' errors and any database error. [SweepEvery] runs it
 // in a loop.
-func Sweep[X any](ctx context.Context, s *Store[X], h SweepHandler, opts ...Option) (SweepStats, error) {
+func Sweep[X any](ctx context.Context, s *Store[X], h SweepHandler, opts ...Options) (SweepStats, error) {
 	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return SweepStats{}, err
@@ -222,7 +222,7 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 		for _, k := range b.keys {
 			seen[k] = true
 		}
-		if lr.s.defaults.observer != nil {
+		if len(lr.s.defaults.observers) > 0 {
 			if h == nil {
 				for _, k := range b.keys {
 					lr.observe(ctx, EventAbandoned, k, 0, nil)
@@ -478,7 +478,7 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 // returns an error at once only for a bad argument or option.
 //
 //	go idemsql.SweepEvery(ctx, store, time.Minute, nil, logSweep)
-func SweepEvery[X any](ctx context.Context, s *Store[X], every time.Duration, h SweepHandler, report func(SweepStats, error), opts ...Option) error {
+func SweepEvery[X any](ctx context.Context, s *Store[X], every time.Duration, h SweepHandler, report func(SweepStats, error), opts ...Options) error {
 	if every <= 0 {
 		return fmt.Errorf("%w: sweep interval %v", ErrInvalidOption, every)
 	}

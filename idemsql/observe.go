@@ -8,10 +8,10 @@ import (
 )
 
 // Observer sees what the library does, for logs and metrics: each step of
-// a call that matters to an operator is one [Event]. Give one to a store
-// with [WithObserver]; idemslog (log/slog) and the otel module
-// (OpenTelemetry) are ready-made ones. A store without an observer builds
-// no event and pays nothing.
+// a call that matters to an operator is one [Event]. Give observers to a
+// store in Options.Observers: every one of them sees every event. idemslog
+// (log/slog) and the otel module (OpenTelemetry) are ready-made ones. A
+// store without an observer builds no event and pays nothing.
 //
 // Observe is called synchronously, from the goroutine doing the step, often
 // while a transaction is open: keep it fast and never block in it. It must
@@ -139,44 +139,55 @@ type Event struct {
 	Err error
 }
 
-// WithObserver gives the store an [Observer]; every call of the store
-// reports to it. Store only.
-func WithObserver(o Observer) Option {
-	return Option{name: "WithObserver", scope: inStore, apply: func(s *settings) error {
-		if o == nil {
-			return fmt.Errorf("%w: nil observer", ErrInvalidOption)
-		}
-		s.observer = o
-		return nil
-	}}
-}
-
-// observe reports an event of a call that started at start, if the store
-// has an observer.
+// observe reports an event of a call that started at start to every
+// observer of the store.
 func (s *core) observe(ctx context.Context, kind EventKind, mode, key string, attempt int64, start time.Time, err error) {
-	if s.defaults.observer == nil {
+	if len(s.defaults.observers) == 0 {
 		return
 	}
-	s.defaults.observer.Observe(ctx, Event{Kind: kind, Mode: mode, Key: key, Dialect: s.dialect.Name(),
+	s.emit(ctx, Event{Kind: kind, Mode: mode, Key: key, Dialect: s.dialect.Name(),
 		Attempt: attempt, Duration: time.Since(start), Err: err})
 }
 
-// startCall begins a call for a [CallTracer]; finish ends it. Without one,
-// both cost a nil check.
-func (s *core) startCall(ctx context.Context, op, key string, start time.Time) (context.Context, *tracedCall) {
-	t, ok := s.defaults.observer.(CallTracer)
-	if !ok {
-		return ctx, nil // no tracer: nothing allocated
+// emit hands e to every observer of the store, in order.
+func (s *core) emit(ctx context.Context, e Event) {
+	for _, o := range s.defaults.observers {
+		o.Observe(ctx, e)
 	}
-	ctx, end := t.StartCall(ctx, Call{Op: op, Key: key, Dialect: s.dialect.Name()})
-	return ctx, &tracedCall{end: end, start: start}
 }
 
-// tracedCall is a call a [CallTracer] follows; nil when there is none.
+// startCall begins a call for the store's CallTracers, in order, each
+// with the context the one before returned; finish ends it for each, in
+// the reverse order. Without one, both cost a length check.
+func (s *core) startCall(ctx context.Context, op, key string, start time.Time) (context.Context, *tracedCall) {
+	var c *tracedCall
+	for _, o := range s.defaults.observers {
+		t, ok := o.(CallTracer)
+		if !ok {
+			continue
+		}
+		if c == nil {
+			c = &tracedCall{start: start}
+		}
+		var end func(CallEnd)
+		ctx, end = t.StartCall(ctx, Call{Op: op, Key: key, Dialect: s.dialect.Name()})
+		c.ends = append(c.ends, end)
+	}
+	return ctx, c // nil when no observer traces calls: nothing allocated
+}
+
+// tracedCall is a call that CallTracers follow; nil when there is none.
 type tracedCall struct {
-	end   func(CallEnd)
+	ends  []func(CallEnd)
 	start time.Time
 	done  bool
+}
+
+// end ends the call for every tracer, the last started first.
+func (c *tracedCall) end(e CallEnd) {
+	for i := len(c.ends) - 1; i >= 0; i-- {
+		c.ends[i](e)
+	}
 }
 
 // finish ends the call with its outcome.
@@ -244,7 +255,7 @@ func outcomeOf(replayed bool, err error) string {
 // mismatch, a key in progress, an abandoned claim. A replayed failure is a
 // replay.
 func (s *core) observeRefusal(ctx context.Context, mode, key string, attempt int64, start time.Time, err error) {
-	if s.defaults.observer == nil {
+	if len(s.defaults.observers) == 0 {
 		return
 	}
 	var kind EventKind

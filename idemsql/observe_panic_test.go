@@ -21,7 +21,7 @@ func (t *endTracer) StartCall(ctx context.Context, _ idemsql.Call) (context.Cont
 // not left open and the call is counted; the panic goes on to the caller.
 func TestTracedCallEndsWhenFnPanics(t *testing.T) {
 	tr := &endTracer{}
-	store, err := idemsql.New(execDriver{nopDialect{}}, idemsql.WithObserver(tr))
+	store, err := idemsql.New(execDriver{nopDialect{}}, idemsql.Options{Observers: []idemsql.Observer{tr}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ type PurgeStats struct {
 }
 
 // Purge deletes completed and failed rows whose retention (expires_at, by
-// the database's clock) has passed, in batches of [WithBatchSize], each in a
+// the database's clock) has passed, in batches of [Options.BatchSize], each in a
 // short transaction. It serves both modes. It never deletes an in_progress
 // row, expired or not: in lease mode such a row may stand for an effect
 // that happened, and [Sweep] resolves it; in atomic mode a committed row is
@@ -40,7 +40,7 @@ type PurgeStats struct {
 //
 // It needs a dialect with lease mode (all shipped ones), which holds its
 // SQL.
-func Purge[X any](ctx context.Context, s *Store[X], opts ...Option) (PurgeStats, error) {
+func Purge[X any](ctx context.Context, s *Store[X], opts ...Options) (PurgeStats, error) {
 	lr, err := newLeaser(s, opts)
 	if err != nil {
 		return PurgeStats{}, err
@@ -68,8 +68,8 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 		stats.Deleted += n
 		// One event per batch that deleted rows; a pass that found nothing
 		// says so once, and the empty batch that ends a pass says nothing.
-		if lr.s.defaults.observer != nil && (n > 0 || stats.Batches == 1) {
-			lr.s.defaults.observer.Observe(ctx, Event{Kind: EventPurged, Mode: "lease", Dialect: lr.s.dialect.Name(),
+		if len(lr.s.defaults.observers) > 0 && (n > 0 || stats.Batches == 1) {
+			lr.s.emit(ctx, Event{Kind: EventPurged, Mode: "lease", Dialect: lr.s.dialect.Name(),
 				Duration: time.Since(lr.start), Count: n})
 		}
 		if n < batch || !lr.cfg.lease.goOn(Progress{Batches: stats.Batches, Rows: stats.Deleted}) {
@@ -141,7 +141,7 @@ func (lr *leaser) lockPurgeable(ctx context.Context, ex idemdriver.Executor, lim
 
 // PurgeEvery runs [Purge] at once and then every interval until ctx ends,
 // then returns nil. report, if not nil, gets each pass's outcome.
-func PurgeEvery[X any](ctx context.Context, s *Store[X], every time.Duration, report func(PurgeStats, error), opts ...Option) error {
+func PurgeEvery[X any](ctx context.Context, s *Store[X], every time.Duration, report func(PurgeStats, error), opts ...Options) error {
 	if every <= 0 {
 		return fmt.Errorf("%w: purge interval %v", ErrInvalidOption, every)
 	}

@@ -16,8 +16,8 @@ import (
 // failure, a deadlock, a snapshot conflict, a Galera certification
 // failure, a busy SQLite database), ended it under fn, or the connection
 // broke before COMMIT, BEGIN included — Run rolls back and runs the whole
-// transaction again, after a random, growing, capped wait ([WithBackoff]),
-// at most [WithMaxAttempts] times ([DefaultMaxAttempts]: enough to ride
+// transaction again, after a random, growing, capped wait ([Options.Backoff]),
+// at most [Options.MaxAttempts] times ([DefaultMaxAttempts]: enough to ride
 // out a database server's restart), and never past ctx. A retried
 // transaction replays if another one won the key meanwhile, so fn's
 // committed effects never happen twice. When the attempts run out, the
@@ -34,7 +34,7 @@ import (
 // none: the error is ctx's alone.
 //
 // Run commits after fn ran and after a replay, and after a [Permanent]
-// failure was recorded ([WithRecordedFailures]): the record is the point.
+// failure was recorded ([Options.RecordFailures]): the record is the point.
 // Everything else is rolled back, whatever fn's error wraps. If fn panics,
 // the transaction is rolled back and the panic goes on. Other errors are
 // returned as they came, with the driver's error reachable by [errors.As].
@@ -42,7 +42,7 @@ import (
 // On SQLite the claim is the transaction's first statement, so the
 // transaction takes the write lock at once (waiting on busy_timeout) and
 // never meets SQLITE_BUSY_SNAPSHOT, whatever the DSN's _txlock.
-func Run[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, tx X) (T, error), opts ...Option) (Result[T], error) {
+func Run[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, tx X) (T, error), opts ...Options) (Result[T], error) {
 	if s == nil {
 		return Result[T]{}, errNoStore
 	}

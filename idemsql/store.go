@@ -45,9 +45,9 @@ type core struct {
 // New returns a store on the driver that a dialect package makes of a
 // pool: idempostgres.New(pgxpool), idempostgres.NewSQL(db),
 // idemmysql.New(db), idemsqlite.New(db). Every option but
-// [WithFingerprint] may be given: [WithTable] and [WithSchema] only here,
+// [Options.Fingerprint] may be given: [Options.Table] and [Options.Schema] only here,
 // the others as defaults for every call.
-func New[X any](d idemdriver.Driver[X], opts ...Option) (*Store[X], error) {
+func New[X any](d idemdriver.Driver[X], opts ...Options) (*Store[X], error) {
 	if d == nil || d.Dialect() == nil {
 		return nil, fmt.Errorf("%w: nil driver", ErrInvalidOption)
 	}
@@ -58,7 +58,7 @@ func New[X any](d idemdriver.Driver[X], opts ...Option) (*Store[X], error) {
 	}
 	if s.defaults.schema != "" {
 		if ss, ok := dia.(idemdriver.SchemaSupport); !ok || !ss.SupportsSchemas() {
-			return nil, fmt.Errorf("%w: WithSchema: dialect %s has no schemas", ErrInvalidOption, dia.Name())
+			return nil, fmt.Errorf("%w: Options.Schema: dialect %s has no schemas", ErrInvalidOption, dia.Name())
 		}
 	}
 	s.stmts = dia.Statements(s.table())

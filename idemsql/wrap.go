@@ -26,7 +26,7 @@ func ArgsKey[A any](namespace string) Keyer[A] {
 //		idemsql.WithTTL(5*time.Minute))
 //
 //	res, err := createInvoice(ctx, tx, InvoiceReq{UserID: 7, Amount: 1999})
-func Wrap[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Option) func(ctx context.Context, tx X, arg A) (Result[T], error) {
+func Wrap[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Options) func(ctx context.Context, tx X, arg A) (Result[T], error) {
 	return func(ctx context.Context, tx X, arg A) (Result[T], error) {
 		if s == nil || keyer == nil || fn == nil {
 			return Result[T]{}, fmt.Errorf("%w: Wrap needs a store, a keyer and fn", ErrInvalidOption)
@@ -49,7 +49,7 @@ func Wrap[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context,
 //		idemsql.WithTTL(5*time.Minute))
 //
 //	res, err := createInvoice(ctx, InvoiceReq{UserID: 7, Amount: 1999})
-func WrapRun[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Option) func(ctx context.Context, arg A) (Result[T], error) {
+func WrapRun[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Options) func(ctx context.Context, arg A) (Result[T], error) {
 	return func(ctx context.Context, arg A) (Result[T], error) {
 		if keyer == nil || fn == nil {
 			return Result[T]{}, fmt.Errorf("%w: WrapRun needs a keyer and fn", ErrInvalidOption)

@@ -72,7 +72,7 @@ func TestStatementsFencedByToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := idemsql.New(New(db), idemsql.WithSchema("billing")); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := idemsql.New(New(db), idemsql.Options{Schema: "billing"}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("WithSchema on SQLite: %v", err)
 	}
 }

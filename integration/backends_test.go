@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -31,7 +32,7 @@ type backend struct {
 	dialect string // "postgres", "mysql", "sqlite"
 	// setup gives the test a migrated idempotency table and a business
 	// table of its own, both dropped when the test ends.
-	setup func(t *testing.T, opts ...idemsql.Option) *env
+	setup func(t *testing.T, opts ...idemsql.Options) *env
 }
 
 var backends = []backend{
@@ -54,7 +55,7 @@ type env struct {
 	sqlDrv   idemdriver.Driver[*sql.Tx] // store's
 	pgxStore *idemsql.Store[pgx.Tx]
 	pool     *pgxpool.Pool // the pgx backend's
-	opts     []idemsql.Option
+	opts     []idemsql.Options
 	db       *sql.DB // for setup and assertions, outside any tested transaction
 	// deferredDB, on SQLite, opens DEFERRED transactions (db's are
 	// IMMEDIATE); elsewhere it is db.
@@ -67,16 +68,16 @@ type env struct {
 	// would wait in BEGIN for the first contender and never reach the claim.
 	beginOther func(ctx context.Context) (testTx, error)
 	// run calls idemsql.Run with the backend's own pool and transaction type.
-	run func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error)
+	run func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Options) (idemsql.Result[invoice], error)
 	// runTx calls idemsql.Run with the backend's own pool, handing fn the
 	// transaction as a testTx.
-	runTx func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error)
+	runTx func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) (invoice, error), opts ...idemsql.Options) (idemsql.Result[invoice], error)
 	// runVoid is runTx for an fn with no result (struct{}), which takes the
 	// path that stores the result with the claim.
-	runVoid func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error)
+	runVoid func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) error, opts ...idemsql.Options) (idemsql.Result[struct{}], error)
 	// wrapRun wraps the business insert with idemsql.WrapRun on the
 	// backend's own pool.
-	wrapRun func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error)
+	wrapRun func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq) (idemsql.Result[invoice], error)
 }
 
 // bizFunc is a guarded function written once for every backend: exec runs a
@@ -100,7 +101,7 @@ func uniqueSuffix(t *testing.T) string {
 }
 
 // doIn calls idemsql.Do in tx with the store of tx's driver.
-func doIn[T any](ctx context.Context, tx testTx, key string, fn func(context.Context) (T, error), opts ...idemsql.Option) (idemsql.Result[T], error) {
+func doIn[T any](ctx context.Context, tx testTx, key string, fn func(context.Context) (T, error), opts ...idemsql.Options) (idemsql.Result[T], error) {
 	switch t := tx.(type) {
 	case pgxTestTx:
 		return idemsql.Do(ctx, t.store, t.tx, key, fn, opts...)
@@ -122,7 +123,7 @@ func sqlDriver(dialect string, db *sql.DB) idemdriver.Driver[*sql.Tx] {
 }
 
 // newStore makes a database/sql store of the dialect on db.
-func newStore(dialect string, db *sql.DB, opts ...idemsql.Option) (*idemsql.Store[*sql.Tx], error) {
+func newStore(dialect string, db *sql.DB, opts ...idemsql.Options) (*idemsql.Store[*sql.Tx], error) {
 	return idemsql.New(sqlDriver(dialect, db), opts...)
 }
 
@@ -130,7 +131,7 @@ func newStore(dialect string, db *sql.DB, opts ...idemsql.Option) (*idemsql.Stor
 func dialectOf(name string) idemdriver.Dialect { return sqlDriver(name, nil).Dialect() }
 
 // setStores makes the env's stores on its table with opts.
-func (e *env) setStores(opts ...idemsql.Option) {
+func (e *env) setStores(opts ...idemsql.Options) {
 	e.t.Helper()
 	e.sqlDrv = sqlDriver(e.dialect, e.db)
 	store, err := idemsql.New(e.sqlDrv, opts...)
@@ -146,12 +147,12 @@ func (e *env) setStores(opts ...idemsql.Option) {
 }
 
 // prepare migrates a table of the test's own and creates the business table.
-func prepare(t *testing.T, e *env, bizDDL string, opts ...idemsql.Option) {
+func prepare(t *testing.T, e *env, bizDDL string, opts ...idemsql.Options) {
 	t.Helper()
 	suffix := uniqueSuffix(t)
 	e.table = "idem_" + suffix
 	e.biz = "biz_" + suffix
-	e.setStores(append([]idemsql.Option{idemsql.WithTable(e.table)}, opts...)...)
+	e.setStores(withOptions(idemsql.Options{Table: e.table}, opts...))
 	store := e.store
 	if schema := store.Table().Schema; schema != "" {
 		// The tests' own SQL names the table as the migrations do.
@@ -184,7 +185,7 @@ const (
 	sqliteBizDDL = `CREATE TABLE %s (id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT NOT NULL, amount INTEGER NOT NULL)`
 )
 
-func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
+func setupPgx(t *testing.T, opts ...idemsql.Options) *env {
 	dsn := postgresDSN(t)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -216,9 +217,9 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 		return pgxTestTx{tx: tx, store: e.pgxStore}, nil
 	}
 	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
-	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Options) (idemsql.Result[invoice], error) {
 		if iso == sql.LevelSerializable {
-			opts = append([]idemsql.Option{idemsql.WithIsolation(iso)}, opts...)
+			opts = []idemsql.Options{withOptions(idemsql.Options{Isolation: iso}, opts...)}
 		}
 		return idemsql.Run(ctx, e.pgxStore, key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
 			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
@@ -227,17 +228,17 @@ func setupPgx(t *testing.T, opts ...idemsql.Option) *env {
 			})
 		}, opts...)
 	}
-	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Options) (idemsql.Result[invoice], error) {
 		return idemsql.Run(ctx, e.pgxStore, key, func(ctx context.Context, tx pgx.Tx) (invoice, error) {
 			return fn(ctx, pgxTestTx{tx: tx, store: e.pgxStore})
 		}, opts...)
 	}
-	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error) {
+	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Options) (idemsql.Result[struct{}], error) {
 		return idemsql.Run(ctx, e.pgxStore, key, func(ctx context.Context, tx pgx.Tx) (struct{}, error) {
 			return struct{}{}, fn(ctx, pgxTestTx{tx: tx, store: e.pgxStore})
 		}, opts...)
 	}
-	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
+	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
 		return idemsql.WrapRun(e.pgxStore, keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)
@@ -295,9 +296,9 @@ func useSQL(e *env) {
 		return sqlTestTx{tx: tx, store: e.store}, nil
 	}
 	e.beginOther = func(ctx context.Context) (testTx, error) { return e.begin(ctx, sql.LevelDefault) }
-	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+	e.run = func(ctx context.Context, iso sql.IsolationLevel, key string, fn bizFunc, opts ...idemsql.Options) (idemsql.Result[invoice], error) {
 		if iso != sql.LevelDefault {
-			opts = append([]idemsql.Option{idemsql.WithIsolation(iso)}, opts...)
+			opts = []idemsql.Options{withOptions(idemsql.Options{Isolation: iso}, opts...)}
 		}
 		return idemsql.Run(ctx, e.store, key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
 			return fn(ctx, func(ctx context.Context, q string, args ...any) error {
@@ -306,17 +307,17 @@ func useSQL(e *env) {
 			})
 		}, opts...)
 	}
-	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+	e.runTx = func(ctx context.Context, key string, fn func(context.Context, testTx) (invoice, error), opts ...idemsql.Options) (idemsql.Result[invoice], error) {
 		return idemsql.Run(ctx, e.store, key, func(ctx context.Context, tx *sql.Tx) (invoice, error) {
 			return fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
-	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Option) (idemsql.Result[struct{}], error) {
+	e.runVoid = func(ctx context.Context, key string, fn func(context.Context, testTx) error, opts ...idemsql.Options) (idemsql.Result[struct{}], error) {
 		return idemsql.Run(ctx, e.store, key, func(ctx context.Context, tx *sql.Tx) (struct{}, error) {
 			return struct{}{}, fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
-	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Option) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
+	e.wrapRun = func(keyer idemsql.Keyer[invoiceReq], runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
 		return idemsql.WrapRun(e.store, keyer, func(ctx context.Context, tx *sql.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)
@@ -328,7 +329,7 @@ func useSQL(e *env) {
 	}
 }
 
-func setupPgStdlib(t *testing.T, opts ...idemsql.Option) *env {
+func setupPgStdlib(t *testing.T, opts ...idemsql.Options) *env {
 	db, err := sql.Open("pgx", postgresDSN(t))
 	if err != nil {
 		t.Fatalf("open: %v", err)
@@ -341,12 +342,12 @@ func setupPgStdlib(t *testing.T, opts ...idemsql.Option) *env {
 	return e
 }
 
-func setupMySQL(t *testing.T, opts ...idemsql.Option) *env {
+func setupMySQL(t *testing.T, opts ...idemsql.Options) *env {
 	return setupMySQLAt(t, mysqlDSN(t), opts...)
 }
 
 // setupMySQLAt is setupMySQL on the server that dsn names.
-func setupMySQLAt(t *testing.T, dsn string, opts ...idemsql.Option) *env {
+func setupMySQLAt(t *testing.T, dsn string, opts ...idemsql.Options) *env {
 	e := &env{t: t, dialect: "mysql", db: openMySQL(t, dsn)}
 	prepare(t, e, mysqlBizDDL, opts...)
 	useSQL(e)
@@ -364,7 +365,7 @@ func openMySQL(t *testing.T, dsn string) *sql.DB {
 	return db
 }
 
-func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
+func setupSQLite(t *testing.T, opts ...idemsql.Options) *env {
 	path := filepath.Join(t.TempDir(), "idem.db")
 	db, err := sql.Open("sqlite", idemsqlite.DSN(path))
 	if err != nil {
@@ -392,14 +393,10 @@ func setupSQLite(t *testing.T, opts ...idemsql.Option) *env {
 
 // withStoreOptions replaces the test's store by one on the same table with
 // more options; the env's transactions and Run use it from then on.
-func (e *env) withStoreOptions(opts ...idemsql.Option) *env {
+func (e *env) withStoreOptions(opts ...idemsql.Options) *env {
 	e.t.Helper()
 	table := e.store.Table()
-	base := []idemsql.Option{idemsql.WithTable(table.Name)}
-	if table.Schema != "" {
-		base = append(base, idemsql.WithSchema(table.Schema))
-	}
-	e.setStores(append(base, opts...)...)
+	e.setStores(withOptions(idemsql.Options{Table: table.Name, Schema: table.Schema}, opts...))
 	return e
 }
 
@@ -564,4 +561,19 @@ func (execDriver) Bind(ex idemdriver.Executor) idemdriver.Executor { return ex }
 // through the executor it is given.
 func (e *env) exStore() *idemsql.Store[idemdriver.Executor] {
 	return storeOn(e, execDriver{dialectOf(e.dialect)})
+}
+
+// withOptions is base with the fields that more set, the last one's winning:
+// a call takes one Options.
+func withOptions(base idemsql.Options, more ...idemsql.Options) idemsql.Options {
+	out := reflect.ValueOf(&base).Elem()
+	for _, o := range more {
+		v := reflect.ValueOf(o)
+		for i := range v.NumField() {
+			if !v.Field(i).IsZero() {
+				out.Field(i).Set(v.Field(i))
+			}
+		}
+	}
+	return base
 }

@@ -34,7 +34,7 @@ func TestDoThroughPreparedStatements(t *testing.T) {
 				}
 				tx := sqlTestTx{tx: sqlTx, store: e.store}
 				res, err := idemsql.Do(ctx, pool, sqlTx, key, func(ctx context.Context) (invoice, error) { return fn(ctx, tx) },
-					idemsql.WithFingerprint([]byte(fp)))
+					idemsql.Options{Fingerprint: []byte(fp)})
 				if err != nil {
 					_ = sqlTx.Rollback()
 					return res, err

@@ -395,7 +395,7 @@ func testCLISweep(t *testing.T, c *cliEnv) {
 
 	// --release: the next call runs again.
 	ops := opsFor(c.store)
-	if cl, err := ops.claim(context.Background(), "pay:stale2", idemsql.WithLease(time.Hour)); err != nil || !cl.Held {
+	if cl, err := ops.claim(context.Background(), "pay:stale2", idemsql.Options{Lease: time.Hour}); err != nil || !cl.Held {
 		t.Fatalf("claim: %+v %v", cl, err)
 	}
 	c.exec(t, "UPDATE "+c.table+" SET lease_until = "+c.secondsAgo(5)+" WHERE idem_key = ?", "pay:stale2")

@@ -90,7 +90,7 @@ func TestCLISchema(t *testing.T) {
 
 			// Rows put there through the library: one completed, one past
 			// its retention, one stale claim.
-			store, err := newStore(b.dialect, admin.db, idemsql.WithTable(table), idemsql.WithSchema(schema))
+			store, err := newStore(b.dialect, admin.db, idemsql.Options{Table: table, Schema: schema})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func TestCLISchema(t *testing.T) {
 				}
 			}
 			e.expire("s:old")
-			if cl, err := ops.claim(ctx, "s:stale", idemsql.WithLease(time.Hour)); err != nil || !cl.Held {
+			if cl, err := ops.claim(ctx, "s:stale", idemsql.Options{Lease: time.Hour}); err != nil || !cl.Held {
 				t.Fatalf("claim: %+v %v", cl, err)
 			}
 			e.exec(t, "UPDATE "+qualified+" SET lease_until = "+e.secondsAgo(5)+" WHERE idem_key = ?", "s:stale")

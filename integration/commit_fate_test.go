@@ -190,7 +190,7 @@ func TestLeaseCommitRefusedAfterItsTryTimedOut(t *testing.T) {
 		held = tx
 		var n int
 		return receipt{By: "fn"}, tx.QueryRow("SELECT COUNT(*) FROM idempotency_keys").Scan(&n)
-	}, idemsql.WithLease(lease))
+	}, idemsql.Options{Lease: lease})
 	if !errors.Is(err, idemsql.ErrLeaseLost) {
 		t.Fatalf("recording whose COMMIT was refused after its try's time-out: %v, want ErrLeaseLost", err)
 	}

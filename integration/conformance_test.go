@@ -84,7 +84,7 @@ func (e *env) charge(tx testTx, key string, amount int64, runs *atomic.Int64) fu
 
 // guarded runs one guarded charge in its own transaction and commits it when
 // Do succeeded.
-func (e *env) guarded(key string, amount int64, runs *atomic.Int64, opts ...idemsql.Option) (idemsql.Result[invoice], error) {
+func (e *env) guarded(key string, amount int64, runs *atomic.Int64, opts ...idemsql.Options) (idemsql.Result[invoice], error) {
 	e.t.Helper()
 	ctx := context.Background()
 	tx, err := e.begin(ctx, sql.LevelDefault)
@@ -102,7 +102,7 @@ func (e *env) guarded(key string, amount int64, runs *atomic.Int64, opts ...idem
 	return res, nil
 }
 
-func (e *env) mustGuarded(key string, amount int64, runs *atomic.Int64, opts ...idemsql.Option) idemsql.Result[invoice] {
+func (e *env) mustGuarded(key string, amount int64, runs *atomic.Int64, opts ...idemsql.Options) idemsql.Result[invoice] {
 	e.t.Helper()
 	res, err := e.guarded(key, amount, runs, opts...)
 	if err != nil {
@@ -245,15 +245,15 @@ func raceOneKey(t *testing.T, e *env, iso sql.IsolationLevel) {
 func testFingerprintMismatch(t *testing.T, e *env) {
 	var runs atomic.Int64
 	req := map[string]any{"amount": 10, "currency": "EUR"}
-	e.mustGuarded("pay-1", 10, &runs, idemsql.WithFingerprint(req))
+	e.mustGuarded("pay-1", 10, &runs, idemsql.Options{Fingerprint: req})
 
 	// The same request, spelled as another map: replays.
 	same := map[string]any{"currency": "EUR", "amount": 10}
-	if res := e.mustGuarded("pay-1", 10, &runs, idemsql.WithFingerprint(same)); !res.Replayed {
+	if res := e.mustGuarded("pay-1", 10, &runs, idemsql.Options{Fingerprint: same}); !res.Replayed {
 		t.Fatal("same fingerprint did not replay")
 	}
-	for name, opts := range map[string][]idemsql.Option{
-		"other request":  {idemsql.WithFingerprint(map[string]any{"amount": 11, "currency": "EUR"})},
+	for name, opts := range map[string][]idemsql.Options{
+		"other request":  {idemsql.Options{Fingerprint: map[string]any{"amount": 11, "currency": "EUR"}}},
 		"no fingerprint": nil,
 	} {
 		_, err := e.guarded("pay-1", 11, &runs, opts...)
@@ -289,7 +289,7 @@ func testExpiry(t *testing.T, e *env) {
 func testTTLPerStoreAndCall(t *testing.T, e *env) {
 	var runs atomic.Int64
 	e.mustGuarded("ttl-default", 1, &runs)
-	e.mustGuarded("ttl-call", 1, &runs, idemsql.WithTTL(2*time.Hour))
+	e.mustGuarded("ttl-call", 1, &runs, idemsql.Options{TTL: 2 * time.Hour})
 	near := func(got, want int64) bool { return got >= want-5 && got <= want+5 }
 	if got := e.ttlSeconds("ttl-default"); !near(got, int64(idemsql.DefaultTTL/time.Second)) {
 		t.Fatalf("default TTL stored as %ds", got)
@@ -539,14 +539,14 @@ func testBadOptions(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	for name, opt := range map[string]idemsql.Option{
-		"zero option":       {},
-		"store-only option": idemsql.WithTable("other"),
-		"zero TTL":          idemsql.WithTTL(0),
-		"negative TTL":      idemsql.WithTTL(-time.Second),
-		"unencodable fp":    idemsql.WithFingerprint(map[string]any{"f": func() {}}),
+	for name, opts := range map[string][]idemsql.Options{
+		"two Options":       {{TTL: time.Hour}, {Fingerprint: "x"}},
+		"store-only option": {{Table: "other"}},
+		"lease-mode option": {{Lease: time.Second}},
+		"negative TTL":      {{TTL: -time.Second}},
+		"unencodable fp":    {{Fingerprint: map[string]any{"f": func() {}}}},
 	} {
-		_, err := doIn(ctx, tx, "opt-1", e.charge(tx, "opt-1", 1, &runs), opt)
+		_, err := doIn(ctx, tx, "opt-1", e.charge(tx, "opt-1", 1, &runs), opts...)
 		if !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Fatalf("%s: err = %v, want ErrInvalidOption", name, err)
 		}

@@ -78,7 +78,7 @@ func TestCrashPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	const insert = `INSERT INTO crash_effects (idem_key, value) VALUES ($1, $2)`
-	lease := []idemsql.Option{idemsql.WithLease(time.Second), idemsql.WithLeaseWait(time.Millisecond)}
+	lease := idemsql.Options{Lease: time.Second, LeaseWait: time.Millisecond}
 
 	paths := []crashPath{
 		{name: "pgx Run", call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
@@ -108,7 +108,7 @@ func TestCrashPostgres(t *testing.T) {
 			return idemsql.RunExternal(ctx, pgxStore, key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
 				_, err := pool.Exec(ctx, insert, key, value)
 				return value, err
-			}, lease...)
+			}, lease)
 		}},
 	}
 	runCrash(t, srv, db, paths)
@@ -148,7 +148,7 @@ idem_key VARBINARY(255) NOT NULL, value VARCHAR(64) NOT NULL) ENGINE = InnoDB`);
 		t.Fatal(err)
 	}
 	const insert = `INSERT INTO crash_effects (idem_key, value) VALUES (?, ?)`
-	lease := []idemsql.Option{idemsql.WithLease(time.Second), idemsql.WithLeaseWait(time.Millisecond)}
+	lease := idemsql.Options{Lease: time.Second, LeaseWait: time.Millisecond}
 	paths := []crashPath{
 		sqlRun("Run", store, db, insert),
 		sqlDo("Do", store, db, insert),
@@ -157,7 +157,7 @@ idem_key VARBINARY(255) NOT NULL, value VARCHAR(64) NOT NULL) ENGINE = InnoDB`);
 			return idemsql.RunExternal(ctx, store, key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
 				_, err := db.ExecContext(ctx, insert, key, value)
 				return value, err
-			}, lease...)
+			}, lease)
 		}},
 	}
 	runCrash(t, srv, db, paths)

@@ -54,7 +54,7 @@ func testFnStatementContextEnds(t *testing.T, e *env) {
 						err = idemsql.Permanent("declined", err)
 					}
 					return invoice{}, err
-				}, idemsql.WithRecordedFailures(recorded))
+				}, idemsql.Options{RecordFailures: recorded})
 				cancelCall()
 				_ = tx.Rollback(ctx)
 				oneClass(t, err)

@@ -326,7 +326,7 @@ func TestGaleraRunHotKeys(t *testing.T) {
 	c := newGaleraCluster(t)
 	c.hotKeys(t, func(ctx context.Context, node *leaseEnv, key string, amount int64) (idemsql.Result[invoice], error) {
 		return node.run(ctx, sql.LevelDefault, key, c.business(node, key, amount),
-			idemsql.WithMaxAttempts(hotAttempts), idemsql.WithBackoff(time.Millisecond, 20*time.Millisecond))
+			idemsql.Options{MaxAttempts: hotAttempts, Backoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	})
 }
 
@@ -452,7 +452,7 @@ func TestGaleraFencedHolderRecordsNothing(t *testing.T) {
 	for round := range 4 {
 		key := fmt.Sprintf("fence-%d", round)
 		b := c.nodes[1+round%2]
-		claim, err := a.ops.claim(ctx, key, idemsql.WithLease(50*time.Millisecond))
+		claim, err := a.ops.claim(ctx, key, idemsql.Options{Lease: 50 * time.Millisecond})
 		if err != nil || !claim.Held {
 			t.Fatalf("round %d: A's claim: %+v, %v", round, claim, err)
 		}
@@ -494,7 +494,7 @@ func TestGaleraSweepAndPurgeFromTwoNodes(t *testing.T) {
 	for i := range stale {
 		c.nodes[i%3].staleClaim(t, fmt.Sprintf("stale-%02d", i))
 	}
-	live, err := c.nodes[2].ops.claim(ctx, "live", idemsql.WithLease(30*time.Second))
+	live, err := c.nodes[2].ops.claim(ctx, "live", idemsql.Options{Lease: 30 * time.Second})
 	if err != nil || !live.Held {
 		t.Fatalf("live claim: %+v, %v", live, err)
 	}
@@ -508,7 +508,7 @@ func TestGaleraSweepAndPurgeFromTwoNodes(t *testing.T) {
 	// ends early on a row another node holds.
 	sweeper := func(node *leaseEnv, i int) {
 		for range 50 {
-			st, err := node.ops.sweep(ctx, nil, idemsql.WithBatchSize(5))
+			st, err := node.ops.sweep(ctx, nil, idemsql.Options{BatchSize: 5})
 			found.Add(int64(st.Found))
 			byNode[i][0].Add(int64(st.Found))
 			abandoned.Add(int64(st.Abandoned))
@@ -526,7 +526,7 @@ func TestGaleraSweepAndPurgeFromTwoNodes(t *testing.T) {
 	}
 	purger := func(node *leaseEnv, i int) {
 		for range 50 {
-			st, err := node.ops.purge(ctx, idemsql.WithBatchSize(20))
+			st, err := node.ops.purge(ctx, idemsql.Options{BatchSize: 20})
 			deleted.Add(st.Deleted)
 			byNode[i][1].Add(st.Deleted)
 			switch {

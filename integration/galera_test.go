@@ -36,7 +36,7 @@ func galeraDSNs(t testing.TB) []string {
 
 // setupGalera is setupMySQL on node 1 of the cluster: the whole suite runs
 // there, as it would on one server.
-func setupGalera(t *testing.T, opts ...idemsql.Option) *env {
+func setupGalera(t *testing.T, opts ...idemsql.Options) *env {
 	return setupMySQLAt(t, galeraDSNs(t)[0], opts...)
 }
 

@@ -99,7 +99,7 @@ func testHTTPAbortRetryableExhausted(t *testing.T, h *httpEnv) {
 	}
 	var runs atomic.Int64
 	cfg := testConfig()
-	cfg.Options = []idemsql.Option{idemsql.WithMaxAttempts(attempts), idemsql.WithBackoff(time.Millisecond, time.Millisecond)}
+	cfg.Options = idemsql.Options{MaxAttempts: attempts, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}
 	srv := httptest.NewServer(h.guard(cfg, h.orderHandler(&runs, func(w http.ResponseWriter, r *http.Request) bool {
 		if d != nil && runs.Load() > 1 {
 			// The last attempt's opponent: it commits once that attempt's

@@ -87,10 +87,10 @@ func chargeHandler(t *testing.T, p *provider, runs *atomic.Int64, hook func(w ht
 	})
 }
 
-func (h *httpEnv) leaseGuard(next http.Handler, opts ...idemsql.Option) http.Handler {
+func (h *httpEnv) leaseGuard(next http.Handler, opts ...idemsql.Options) http.Handler {
 	h.t.Helper()
 	cfg := testConfig()
-	cfg.Options = opts
+	cfg.Options = withOptions(idemsql.Options{}, opts...)
 	mw, err := h.external(cfg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -186,7 +186,7 @@ func testHTTPLeasePanic(t *testing.T, h *httpEnv) {
 			panic("handler bug")
 		}
 		return false
-	}), idemsql.WithLease(time.Second))
+	}), idemsql.Options{Lease: time.Second})
 	q := request{key: "k", body: `{"amount":1}`}
 	func() {
 		defer func() {

@@ -138,13 +138,13 @@ func makeInspectFixture(t *testing.T, e *env) inspectFixture {
 	fx.done = e.mustGuarded("acct:done", 7, &runs)
 	_, err := e.runTx(ctx, "acct:failed", func(ctx context.Context, tx testTx) (invoice, error) {
 		return invoice{}, idemsql.Permanent("card_declined", errors.New("the card was declined"))
-	}, idemsql.WithRecordedFailures(true))
+	}, idemsql.Options{RecordFailures: true})
 	if !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatalf("recorded failure: %v", err)
 	}
 	ops := opsFor(e.store)
 	claim := func(key string) idemsql.Lease {
-		c, err := ops.claim(ctx, key, idemsql.WithLease(time.Hour))
+		c, err := ops.claim(ctx, key, idemsql.Options{Lease: time.Hour})
 		if err != nil || !c.Held {
 			t.Fatalf("claim %q: %+v %v", key, c, err)
 		}
@@ -515,7 +515,7 @@ func checkInspectSchema(t *testing.T, b backend, admin *env) {
 	}
 	admin.exec(t, create)
 	t.Cleanup(func() { _, _ = admin.db.Exec(drop) })
-	e := b.setup(t, idemsql.WithSchema(schema))
+	e := b.setup(t, idemsql.Options{Schema: schema})
 	var runs atomic.Int64
 	e.mustGuarded("in-schema", 5, &runs)
 	for _, ops := range readPaths(t, b, e) {

@@ -38,7 +38,7 @@ func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 		case <-time.After(3 * lease / 2):
 		}
 		return receipt{By: "fn", Attempt: l.Attempt}, nil
-	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+	}, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 	if err != nil || res.Value.By != "fn" {
 		t.Fatalf("after a slow claim: %+v, %v; want fn to run to the end", res, err)
 	}
@@ -68,12 +68,12 @@ func testLeaseDeadline(t *testing.T, e *leaseEnv) {
 				return receipt{By: "fn"}, nil
 			}
 		}
-	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/6))
+	}, idemsql.Options{Lease: lease, Heartbeat: lease / 6})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	c, err := e.ops.claim(ctx, "deadline-2", idemsql.WithLease(lease))
+	c, err := e.ops.claim(ctx, "deadline-2", idemsql.Options{Lease: lease})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}

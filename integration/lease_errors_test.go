@@ -48,7 +48,7 @@ func testLeaseUnrenewedThenReleased(t *testing.T, e *leaseEnv) {
 		case <-time.After(10 * lease):
 			return receipt{}, errors.New("fn was not cancelled")
 		}
-	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+	}, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 	if !errors.Is(err, context.Canceled) || errors.Is(err, idemsql.ErrLeaseLost) {
 		t.Errorf("call: %v; want fn's error, and not ErrLeaseLost: the release went through", err)
 	}
@@ -89,7 +89,7 @@ func testLeaseRestoredAfterOutage(t *testing.T, e *leaseEnv) {
 			time.Sleep(lease / 4)
 		}
 		return receipt{By: "fn"}, nil // deaf to ctx: the effect went through
-	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+	}, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 	if err != nil || res.Value.By != "fn" {
 		t.Fatalf("call: %+v, %v", res, err)
 	}
@@ -103,7 +103,7 @@ func testLeaseRestoredAfterOutage(t *testing.T, e *leaseEnv) {
 // ErrInProgress: one class.
 func testLeaseWaitEndedByContext(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
-	c, err := e.ops.claim(ctx, "waited-1", idemsql.WithLease(time.Minute))
+	c, err := e.ops.claim(ctx, "waited-1", idemsql.Options{Lease: time.Minute})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
@@ -112,7 +112,7 @@ func testLeaseWaitEndedByContext(t *testing.T, e *leaseEnv) {
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	var calls atomic.Int64
-	_, err = e.ops.do(wctx, "waited-1", external("x", &calls), idemsql.WithLeaseWait(time.Minute))
+	_, err = e.ops.do(wctx, "waited-1", external("x", &calls), idemsql.Options{LeaseWait: time.Minute})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait ended by ctx: %v, want the deadline", err)
 	}
@@ -149,7 +149,7 @@ func testLeaseRecordingGivesUp(t *testing.T, e *leaseEnv) {
 	_, err := ops.do(ctx, "gives-up-1", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
 		after.Store(true)
 		return receipt{By: "fn"}, nil
-	}, idemsql.WithLease(lease))
+	}, idemsql.Options{Lease: lease})
 	after.Store(false)
 	want := idemsql.ErrCommitUnknown
 	if e.dialect == "sqlite" {

@@ -58,7 +58,7 @@ func testLeaseStaleHolderFencedABA(t *testing.T, e *leaseEnv) {
 	if st, err := e.ops.sweep(ctx, nil); err != nil || st.Found != 0 {
 		t.Fatalf("sweep of a released row: %+v, %v", st, err)
 	}
-	c, err := e.ops.claim(ctx, "aba-1", idemsql.WithLease(10*time.Second))
+	c, err := e.ops.claim(ctx, "aba-1", idemsql.Options{Lease: 10 * time.Second})
 	if err != nil || !c.Held || c.Lease.Attempt != 3 || c.Lease.DownstreamKey != old.DownstreamKey {
 		t.Fatalf("claim after release: %+v, %v; old holder %+v", c, err, old.LeaseInfo)
 	}
@@ -70,7 +70,7 @@ func testLeaseStaleHolderFencedABA(t *testing.T, e *leaseEnv) {
 	if err := c.Lease.Release(ctx); err != nil {
 		t.Fatalf("release: %v", err)
 	}
-	c2, err := e.ops.claim(ctx, "aba-1", idemsql.WithLease(10*time.Second))
+	c2, err := e.ops.claim(ctx, "aba-1", idemsql.Options{Lease: 10 * time.Second})
 	if err != nil || !c2.Held || c2.Lease.Attempt != 4 || c2.Lease.DownstreamKey != old.DownstreamKey {
 		t.Fatalf("claim after the second release: %+v, %v", c2, err)
 	}
@@ -89,7 +89,7 @@ func testLeaseStaleHolderFencedABA(t *testing.T, e *leaseEnv) {
 		t.Fatal(err)
 	}
 	wantLost(t, "release of a deleted claim", a.Release(ctx))
-	b, err := e.ops.claim(ctx, "aba-2", idemsql.WithLease(10*time.Second))
+	b, err := e.ops.claim(ctx, "aba-2", idemsql.Options{Lease: 10 * time.Second})
 	if err != nil || !b.Held || b.Lease.Attempt != a.Attempt || b.Lease.Owner == a.Owner {
 		t.Fatalf("claim anew: %+v, %v", b, err)
 	}
@@ -135,7 +135,7 @@ func testLeaseFnErrorRetry(t *testing.T, e *leaseEnv) {
 	// (without a handler). The retention runs out in real time: a release
 	// keeps its end in lease_until too, which a hand-made expiry would miss.
 	const ttl = 500 * time.Millisecond
-	if _, err := e.ops.do(ctx, "retry-2", fail, idemsql.WithTTL(ttl), idemsql.WithLease(ttl/2)); err != timeout {
+	if _, err := e.ops.do(ctx, "retry-2", fail, idemsql.Options{TTL: ttl, Lease: ttl / 2}); err != timeout {
 		t.Fatal(err)
 	}
 	if st, err := e.ops.sweep(ctx, nil); err != nil || st.Found != 0 {
@@ -162,7 +162,7 @@ func testLeasePanicInFn(t *testing.T, e *leaseEnv) {
 		_, _ = e.ops.do(ctx, "panic-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
 			held = l
 			panic("boom")
-		}, idemsql.WithLease(lease), idemsql.WithHeartbeat(50*time.Millisecond))
+		}, idemsql.Options{Lease: lease, Heartbeat: 50 * time.Millisecond})
 	}()
 	e.wantRow(t, "panic-1", idemsql.StatusInProgress, 1, "")
 	// A leaked heartbeat would keep renewing the lease: the wait below
@@ -180,7 +180,7 @@ func testLeasePanicInFn(t *testing.T, e *leaseEnv) {
 func testLeaseUnencodableResult(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var calls atomic.Int64
-	_, err := e.ops.do(ctx, "big-1", external("x", &calls), idemsql.WithMaxResultSize(10))
+	_, err := e.ops.do(ctx, "big-1", external("x", &calls), idemsql.Options{MaxResultSize: 10})
 	if !errors.Is(err, idemsql.ErrResultTooLarge) {
 		t.Fatalf("too large: %v", err)
 	}
@@ -213,7 +213,7 @@ func testLeaseLostLeaseCause(t *testing.T, e *leaseEnv) {
 			case <-time.After(10 * time.Second):
 				return receipt{By: "deaf"}, nil
 			}
-		}, idemsql.WithLease(3*time.Second), idemsql.WithHeartbeat(50*time.Millisecond))
+		}, idemsql.Options{Lease: 3 * time.Second, Heartbeat: 50 * time.Millisecond})
 		done <- err
 	}()
 	<-started
@@ -240,7 +240,7 @@ func testLeaseLostLeaseCause(t *testing.T, e *leaseEnv) {
 // from completion.
 func testLeaseCompletionKeepsTTL(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
-	c, err := e.ops.claim(ctx, "ttl-1", idemsql.WithTTL(time.Hour), idemsql.WithLease(10*time.Second))
+	c, err := e.ops.claim(ctx, "ttl-1", idemsql.Options{TTL: time.Hour, Lease: 10 * time.Second})
 	if err != nil || !c.Held {
 		t.Fatal(c, err)
 	}
@@ -272,7 +272,7 @@ func testLeaseExpiredInProgress(t *testing.T, e *leaseEnv) {
 		t.Fatalf("expired stale claim: %+v, %v; want a takeover of %+v", res, err, old.LeaseInfo)
 	}
 
-	live, err := e.ops.claim(ctx, "exp-2", idemsql.WithLease(10*time.Second))
+	live, err := e.ops.claim(ctx, "exp-2", idemsql.Options{Lease: 10 * time.Second})
 	if err != nil || !live.Held {
 		t.Fatal(live, err)
 	}
@@ -318,12 +318,12 @@ func testLeaseRaceWithoutLockStale(t *testing.T, e *leaseEnv) {
 func testLeaseOptionScopes(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var calls atomic.Int64
-	for _, o := range []idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast), idemsql.WithLockTimeout(time.Second)} {
+	for _, o := range []idemsql.Options{{FailFast: true}, {LockTimeout: time.Second}} {
 		if _, err := e.ops.do(ctx, "scope-1", external("x", &calls), o); !errors.Is(err, idemsql.ErrInvalidOption) {
 			t.Fatalf("atomic option to RunExternal: %v", err)
 		}
 	}
-	for _, o := range []idemsql.Option{idemsql.WithLease(time.Second), idemsql.WithHeartbeat(time.Second), idemsql.WithLeaseWait(time.Second), idemsql.WithBatchSize(5)} {
+	for _, o := range []idemsql.Options{{Lease: time.Second}, {Heartbeat: time.Second}, {LeaseWait: time.Second}, {BatchSize: 5}} {
 		_, err := e.run(ctx, 0, "scope-2", func(context.Context, func(context.Context, string, ...any) error) (invoice, error) {
 			return invoice{}, nil
 		}, o)

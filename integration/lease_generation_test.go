@@ -43,10 +43,9 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 			e := b.setup(t)
 			ctx := context.Background()
 			db := e.store
-			opts := []idemsql.Option{idemsql.WithLease(300 * time.Millisecond),
-				idemsql.WithHeartbeat(100 * time.Millisecond), idemsql.WithTTL(300 * time.Millisecond)}
+			opts := idemsql.Options{Lease: 300 * time.Millisecond, Heartbeat: 100 * time.Millisecond, TTL: 300 * time.Millisecond}
 			key := "gen-aba"
-			a, err := idemsql.ClaimLease(ctx, db, key, opts...)
+			a, err := idemsql.ClaimLease(ctx, db, key, opts)
 			if err != nil || !a.Held {
 				t.Fatalf("A: %+v %v", a, err)
 			}
@@ -67,7 +66,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 					func(ctx context.Context, l idemsql.LeaseInfo) (string, error) {
 						ds = l.DownstreamKey
 						return "B", nil
-					}, opts...)
+					}, opts)
 				done <- outcome{ds, err}
 			}()
 			<-pool.reached
@@ -76,10 +75,10 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 				t.Fatalf("A's late completion: %v", err)
 			}
 			time.Sleep(600 * time.Millisecond) // A's outcome expires
-			if _, err := idemsql.Purge(ctx, db, opts...); err != nil {
+			if _, err := idemsql.Purge(ctx, db, opts); err != nil {
 				t.Fatal(err)
 			}
-			d, err := idemsql.ClaimLease(ctx, db, key, opts...)
+			d, err := idemsql.ClaimLease(ctx, db, key, opts)
 			if err != nil || !d.Held || d.Lease.Attempt != 1 {
 				t.Fatalf("D: %+v %v", d, err)
 			}

@@ -68,9 +68,9 @@ func testHousekeepingBlocksNothing(t *testing.T, e *leaseEnv, which string) {
 		var err error
 		switch which {
 		case "sweep":
-			_, err = ops.sweep(ctx, nil, idemsql.WithBatchSize(10))
+			_, err = ops.sweep(ctx, nil, idemsql.Options{BatchSize: 10})
 		case "purge":
-			_, err = ops.purge(ctx, idemsql.WithBatchSize(100))
+			_, err = ops.purge(ctx, idemsql.Options{BatchSize: 100})
 		}
 		done <- err
 	}()
@@ -87,7 +87,7 @@ func testHousekeepingBlocksNothing(t *testing.T, e *leaseEnv, which string) {
 		}
 		start := time.Now()
 		_, err = doIn(ctx, tx, key, func(context.Context) (int, error) { return i, nil },
-			idemsql.WithInFlight(idemsql.InFlightFailFast))
+			idemsql.Options{FailFast: true})
 		if err == nil {
 			err = tx.Commit(ctx)
 		} else {

@@ -39,7 +39,7 @@ func testLeaseSweepHandlerPanics(t *testing.T, e *leaseEnv) {
 		}
 		return idemsql.ResolveCompleted(receipt{By: "sweeper", Attempt: s.Attempt}), nil
 	}
-	st, err := e.ops.sweep(ctx, h, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+	st, err := e.ops.sweep(ctx, h, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 	if err == nil || !strings.Contains(err.Error(), "handler bug") {
 		t.Fatalf("sweep with a panicking handler: %v, want an error with the panic", err)
 	}
@@ -76,7 +76,7 @@ func testLeaseSweepHandlerPanics(t *testing.T, e *leaseEnv) {
 				default:
 				}
 			}
-		}, idemsql.WithLease(lease))
+		}, idemsql.Options{Lease: lease})
 	}()
 	select {
 	case err := <-reports:
@@ -108,7 +108,7 @@ func testLeasePanicFreesConnection(t *testing.T, e *leaseEnv) {
 			_, _ = ops.do(context.Background(), key, func(context.Context, idemsql.LeaseInfo) (receipt, error) {
 				time.Sleep(lease / 2) // a few renewals
 				panic("boom")
-			}, idemsql.WithLease(lease), idemsql.WithHeartbeat(5*time.Millisecond))
+			}, idemsql.Options{Lease: lease, Heartbeat: 5 * time.Millisecond})
 		}()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -118,7 +118,7 @@ func testLeasePanicFreesConnection(t *testing.T, e *leaseEnv) {
 		t.Fatalf("the call after the panics, on a pool of one connection: %v", err)
 	}
 	time.Sleep(2 * lease)
-	res, err := ops.do(ctx, "panic-pool-1", external("next", &calls), idemsql.WithLease(lease))
+	res, err := ops.do(ctx, "panic-pool-1", external("next", &calls), idemsql.Options{Lease: lease})
 	if err != nil || res.Value.Attempt != 2 {
 		t.Fatalf("takeover after the panic: %+v, %v", res, err)
 	}

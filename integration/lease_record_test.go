@@ -45,7 +45,7 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 	ops := e.hookedOps(t, h)
 	var calls atomic.Int64
 	const attempts = 10
-	tries := idemsql.WithMaxAttempts(attempts)
+	tries := idemsql.Options{MaxAttempts: attempts}
 	const idle = attempts + 2
 	res, err := ops.do(ctx, "killed-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
 		calls.Add(1)
@@ -156,7 +156,7 @@ func testLeaseRecordCommitReplyLost(t *testing.T, e *leaseEnv) {
 	e.wantReleased(t, "reply-2", 1)
 
 	_, err = ops.do(ctx, "reply-3", arm(receipt{}, idemsql.Permanent("card_declined", errors.New("declined"))),
-		idemsql.WithRecordedFailures(true))
+		idemsql.Options{RecordFailures: true})
 	check("failure")
 	var fe *idemsql.FailureError
 	if !errors.As(err, &fe) || fe.Class != "card_declined" || fe.Replayed {
@@ -201,7 +201,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 		close(stop)
 		wg.Wait()
 		return receipt{By: "fn"}, nil
-	}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+	}, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 	select {
 	case <-stop:
 	default:
@@ -233,7 +233,7 @@ func testLeaseCallerDeadline(t *testing.T, e *leaseEnv) {
 			time.Sleep(5 * lease / 2) // deaf to ctx
 			ctxEnded.Store(ctx.Err() != nil)
 			return receipt{By: "slow", Attempt: l.Attempt}, nil
-		}, idemsql.WithLease(lease), idemsql.WithHeartbeat(lease/4))
+		}, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 		done <- err
 	}()
 	<-started
@@ -255,7 +255,7 @@ func testLeaseCallerDeadline(t *testing.T, e *leaseEnv) {
 			return
 		case <-time.After(lease / 4):
 			probes++
-			if _, err := e.ops.do(context.Background(), "deadline-short", external("second", &calls), idemsql.WithLease(lease)); !errors.Is(err, idemsql.ErrInProgress) {
+			if _, err := e.ops.do(context.Background(), "deadline-short", external("second", &calls), idemsql.Options{Lease: lease}); !errors.Is(err, idemsql.ErrInProgress) {
 				t.Fatalf("another caller while fn runs past the caller's deadline: %v, want ErrInProgress", err)
 			}
 		}

@@ -18,7 +18,7 @@ func init() {
 // for a whole lease), and no outcome may be recorded through it.
 func testLeaseReleaseEndsFence(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
-	c, err := e.ops.claim(ctx, "rel-1", idemsql.WithLease(10*time.Second))
+	c, err := e.ops.claim(ctx, "rel-1", idemsql.Options{Lease: 10 * time.Second})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}

@@ -41,7 +41,7 @@ func (e *leaseEnv) releaseMany(t *testing.T, prefix string, n int) {
 		go func() {
 			defer wg.Done()
 			for key := range keys {
-				c, err := e.ops.claim(ctx, key, idemsql.WithLease(time.Minute))
+				c, err := e.ops.claim(ctx, key, idemsql.Options{Lease: time.Minute})
 				if err == nil && c.Held {
 					err = c.Lease.Release(ctx)
 				}
@@ -154,7 +154,7 @@ func testSweepScanBounded(t *testing.T, e *leaseEnv) {
 	}
 	w := &work{e: e, start: map[hookConn]int64{}}
 	ops := e.hookedOps(t, w.hooks())
-	st, err := ops.sweep(ctx, nil, idemsql.WithBatchSize(stale))
+	st, err := ops.sweep(ctx, nil, idemsql.Options{BatchSize: stale})
 	if err != nil || st.Found != stale || st.Abandoned != stale {
 		t.Fatalf("sweep: %+v, %v; want the %d stale claims abandoned", st, err, stale)
 	}
@@ -183,14 +183,14 @@ func testTakeOverDuringSweepBatch(t *testing.T, e *leaseEnv) {
 		t.Skip("SQLite has one writer: a batch holds it")
 	}
 	ctx := context.Background()
-	c, err := e.ops.claim(ctx, "retry-me", idemsql.WithLease(time.Minute))
+	c, err := e.ops.claim(ctx, "retry-me", idemsql.Options{Lease: time.Minute})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
 	if err := c.Lease.Release(ctx); err != nil { // released before any lease below ran out
 		t.Fatal(err)
 	}
-	live, err := e.ops.claim(ctx, "live", idemsql.WithLease(time.Minute)) // the next lease to run out
+	live, err := e.ops.claim(ctx, "live", idemsql.Options{Lease: time.Minute}) // the next lease to run out
 	if err != nil || !live.Held {
 		t.Fatalf("claim: %+v, %v", live, err)
 	}
@@ -202,7 +202,7 @@ func testTakeOverDuringSweepBatch(t *testing.T, e *leaseEnv) {
 	ops := e.hookedOps(t, &hooks{commit: g.hold})
 	done := make(chan error, 1)
 	go func() {
-		_, err := ops.sweep(ctx, nil, idemsql.WithBatchSize(10))
+		_, err := ops.sweep(ctx, nil, idemsql.Options{BatchSize: 10})
 		done <- err
 	}()
 	select {
@@ -408,7 +408,7 @@ func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 	time.Sleep(60 * time.Millisecond)
 	st, err := e.ops.sweep(ctx, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 		return idemsql.ResolveCompleted("charged"), nil // a string, where callers decode a receipt
-	}, idemsql.WithResultType[receipt](), idemsql.WithLease(lease))
+	}, idemsql.Options{ResultType: reflect.TypeFor[receipt](), Lease: lease})
 	if !errors.Is(err, idemsql.ErrEncode) || st.Failed != 1 || st.Completed != 0 {
 		t.Fatalf("sweep whose handler stores a string for receipts: %+v, %v; want it refused", st, err)
 	}
@@ -416,7 +416,7 @@ func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 	time.Sleep(2 * lease)
 	st, err = e.ops.sweep(ctx, func(_ context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		return idemsql.ResolveCompleted(&receipt{By: "sweeper", Attempt: s.Attempt}), nil
-	}, idemsql.WithResultType[receipt]())
+	}, idemsql.Options{ResultType: reflect.TypeFor[receipt]()})
 	if err != nil || st.Completed != 1 {
 		t.Fatalf("sweep whose handler stores a *receipt: %+v, %v", st, err)
 	}
@@ -425,7 +425,7 @@ func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 		t.Fatalf("replay: %+v, %v", res, err)
 	}
 
-	c, err := e.ops.claim(ctx, "typed-2", idemsql.WithResultType[receipt]())
+	c, err := e.ops.claim(ctx, "typed-2", idemsql.Options{ResultType: reflect.TypeFor[receipt]()})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}

@@ -76,34 +76,34 @@ type receipt struct {
 
 // leaseOps calls the lease-mode API on one backend's own pool type.
 type leaseOps struct {
-	do    func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error)
-	claim func(ctx context.Context, key string, opts ...idemsql.Option) (idemsql.Claim, error)
-	sweep func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error)
-	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error
-	purge func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error)
+	do    func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error)
+	claim func(ctx context.Context, key string, opts ...idemsql.Options) (idemsql.Claim, error)
+	sweep func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Options) (idemsql.SweepStats, error)
+	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Options) error
+	purge func(ctx context.Context, opts ...idemsql.Options) (idemsql.PurgeStats, error)
 	// run is atomic mode's Run on the same pool, for an fn that writes
 	// nothing of its own: the idempotency row is the effect.
-	run func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error)
+	run func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error)
 }
 
 func opsFor[X any](db *idemsql.Store[X]) leaseOps {
 	return leaseOps{
-		do: func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error) {
+		do: func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error) {
 			return idemsql.RunExternal(ctx, db, key, fn, opts...)
 		},
-		claim: func(ctx context.Context, key string, opts ...idemsql.Option) (idemsql.Claim, error) {
+		claim: func(ctx context.Context, key string, opts ...idemsql.Options) (idemsql.Claim, error) {
 			return idemsql.ClaimLease(ctx, db, key, opts...)
 		},
-		sweep: func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Option) (idemsql.SweepStats, error) {
+		sweep: func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Options) (idemsql.SweepStats, error) {
 			return idemsql.Sweep(ctx, db, h, opts...)
 		},
-		every: func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Option) error {
+		every: func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Options) error {
 			return idemsql.SweepEvery(ctx, db, every, h, report, opts...)
 		},
-		purge: func(ctx context.Context, opts ...idemsql.Option) (idemsql.PurgeStats, error) {
+		purge: func(ctx context.Context, opts ...idemsql.Options) (idemsql.PurgeStats, error) {
 			return idemsql.Purge(ctx, db, opts...)
 		},
-		run: func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Option) (idemsql.Result[receipt], error) {
+		run: func(ctx context.Context, key string, fn func(context.Context) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error) {
 			return idemsql.Run(ctx, db, key, func(ctx context.Context, _ X) (receipt, error) { return fn(ctx) }, opts...)
 		},
 	}
@@ -145,7 +145,7 @@ func newLeaseEnv(t *testing.T, b backend) *leaseEnv {
 
 // openLeaseOps connects on its own, as a child process does.
 func openLeaseOps(backend, dsn, table string) (leaseOps, func(), error) {
-	opt := idemsql.WithTable(table)
+	opt := idemsql.Options{Table: table}
 	switch backend {
 	case "postgres-pgx":
 		pool, err := pgxpool.New(context.Background(), dsn)
@@ -233,7 +233,7 @@ func TestLeaseChild(t *testing.T) {
 			}
 		}
 		return receipt{By: "child", Attempt: l.Attempt, Downstream: l.DownstreamKey}, nil
-	}, idemsql.WithLease(time.Duration(ms)*time.Millisecond))
+	}, idemsql.Options{Lease: time.Duration(ms) * time.Millisecond})
 	switch {
 	case errors.Is(err, idemsql.ErrLeaseLost):
 		fmt.Println(childDoneLine + "lease-lost")
@@ -353,7 +353,7 @@ const testLease = 3 * time.Second
 func testLeaseRunsOnceAndReplays(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var calls atomic.Int64
-	fp := idemsql.WithFingerprint("charge 10 EUR")
+	fp := idemsql.Options{Fingerprint: "charge 10 EUR"}
 	first, err := e.ops.do(ctx, "pay-1", external("a", &calls), fp)
 	if err != nil || first.Replayed || first.Value.Attempt != 1 {
 		t.Fatalf("first call: %+v, %v", first, err)
@@ -365,7 +365,7 @@ func testLeaseRunsOnceAndReplays(t *testing.T, e *leaseEnv) {
 	if err != nil || !again.Replayed || again.Value != first.Value {
 		t.Fatalf("duplicate: %+v, %v; want a replay of %+v", again, err, first.Value)
 	}
-	if _, err := e.ops.do(ctx, "pay-1", external("c", &calls), idemsql.WithFingerprint("charge 99 EUR")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+	if _, err := e.ops.do(ctx, "pay-1", external("c", &calls), idemsql.Options{Fingerprint: "charge 99 EUR"}); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
 		t.Fatalf("other request: %v, want ErrFingerprintMismatch", err)
 	}
 	if c, err := e.ops.claim(ctx, "pay-1", fp); err != nil || c.Held || !strings.Contains(string(c.Result), `"by":"a"`) {
@@ -390,7 +390,7 @@ func testLeaseRunsOnceAndReplays(t *testing.T, e *leaseEnv) {
 	decline := func(context.Context, idemsql.LeaseInfo) (receipt, error) {
 		return receipt{}, idemsql.Permanent("card_declined", errors.New("declined"))
 	}
-	if _, err := e.ops.do(ctx, "pay-3", decline, idemsql.WithRecordedFailures(true)); !errors.Is(err, idemsql.ErrFailureRecorded) {
+	if _, err := e.ops.do(ctx, "pay-3", decline, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatalf("permanent failure: %v", err)
 	}
 	var fe *idemsql.FailureError
@@ -410,7 +410,7 @@ func testLeaseRunsOnceAndReplays(t *testing.T, e *leaseEnv) {
 	}
 
 	// Bad use is refused before any SQL.
-	if _, err := e.ops.do(ctx, "pay-4", external("x", &calls), idemsql.WithLease(time.Second), idemsql.WithHeartbeat(600*time.Millisecond)); !errors.Is(err, idemsql.ErrInvalidOption) {
+	if _, err := e.ops.do(ctx, "pay-4", external("x", &calls), idemsql.Options{Lease: time.Second, Heartbeat: 600 * time.Millisecond}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Fatalf("heartbeat more than half the lease: %v", err)
 	}
 	if _, err := e.ops.do(ctx, "", external("x", &calls)); !errors.Is(err, idemsql.ErrInvalidKey) {
@@ -444,7 +444,7 @@ func testLeaseKilledHolderTakenOver(t *testing.T, e *leaseEnv) {
 
 	wctx, cancel := context.WithTimeout(ctx, 10*testLease)
 	defer cancel()
-	res, err := e.ops.do(wctx, "kill-1", external("parent", &calls), idemsql.WithLeaseWait(50*time.Millisecond))
+	res, err := e.ops.do(wctx, "kill-1", external("parent", &calls), idemsql.Options{LeaseWait: 50 * time.Millisecond})
 	if err != nil || res.Replayed || res.Value.Attempt != 2 {
 		t.Fatalf("takeover: %+v, %v", res, err)
 	}
@@ -473,7 +473,7 @@ func testLeasePausedHolderFenced(t *testing.T, e *leaseEnv) {
 	var calls atomic.Int64
 	wctx, cancel := context.WithTimeout(ctx, 10*testLease)
 	defer cancel()
-	res, err := e.ops.do(wctx, "stop-1", external("parent", &calls), idemsql.WithLeaseWait(50*time.Millisecond))
+	res, err := e.ops.do(wctx, "stop-1", external("parent", &calls), idemsql.Options{LeaseWait: 50 * time.Millisecond})
 	if err != nil || res.Value.Attempt != 2 {
 		t.Fatalf("takeover of the paused holder: %+v, %v", res, err)
 	}
@@ -511,7 +511,7 @@ func testLeaseHeartbeatKeepsSlowHolder(t *testing.T, e *leaseEnv) {
 			t.Fatalf("the holder stopped early: %q (open: %v)", line, ok)
 		case <-time.After(lease / 5):
 		}
-		if _, err := e.ops.do(ctx, "slow-1", external("parent", &calls), idemsql.WithLease(lease)); !errors.Is(err, idemsql.ErrInProgress) {
+		if _, err := e.ops.do(ctx, "slow-1", external("parent", &calls), idemsql.Options{Lease: lease}); !errors.Is(err, idemsql.ErrInProgress) {
 			t.Fatalf("probe: %v, want ErrInProgress", err)
 		}
 		if st, err := e.ops.sweep(ctx, nil); err != nil || st.Found != 0 {
@@ -541,7 +541,7 @@ func (e *leaseEnv) staleClaim(t *testing.T, key string) idemsql.Lease {
 
 func (e *leaseEnv) staleClaimWith(t *testing.T, ops leaseOps, key string) idemsql.Lease {
 	t.Helper()
-	c, err := ops.claim(context.Background(), key, idemsql.WithLease(20*time.Millisecond))
+	c, err := ops.claim(context.Background(), key, idemsql.Options{Lease: 20 * time.Millisecond})
 	if err != nil || !c.Held {
 		t.Fatalf("claim %q: %+v, %v", key, c, err)
 	}
@@ -579,7 +579,7 @@ func raceOneWinner(t *testing.T, e *leaseEnv, ops leaseOps, prefix string) {
 			go func() {
 				defer wg.Done()
 				<-start
-				c, err := ops.claim(ctx, key, idemsql.WithLease(10*time.Second))
+				c, err := ops.claim(ctx, key, idemsql.Options{Lease: 10 * time.Second})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -625,7 +625,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 	for i := range stale {
 		old = append(old, e.staleClaim(t, fmt.Sprintf("sweep-%02d", i)))
 	}
-	live, err := e.ops.claim(ctx, "sweep-live", idemsql.WithLease(30*time.Second))
+	live, err := e.ops.claim(ctx, "sweep-live", idemsql.Options{Lease: 30 * time.Second})
 	if err != nil || !live.Held {
 		t.Fatalf("live claim: %+v, %v", live, err)
 	}
@@ -648,7 +648,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 		go func() {
 			defer wg.Done()
 			var err error
-			stats[i], err = e.ops.sweep(ctx, h, idemsql.WithBatchSize(5), idemsql.WithLease(10*time.Second))
+			stats[i], err = e.ops.sweep(ctx, h, idemsql.Options{BatchSize: 5, Lease: 10 * time.Second})
 			if err != nil {
 				t.Errorf("sweeper %d: %+v, %v", i, stats[i], err)
 			}
@@ -775,7 +775,7 @@ func testLeasePurge(t *testing.T, e *leaseEnv) {
 	if _, err := e.ops.do(ctx, "fresh", external("x", &calls)); err != nil {
 		t.Fatal(err)
 	}
-	live, err := e.ops.claim(ctx, "live", idemsql.WithLease(30*time.Second))
+	live, err := e.ops.claim(ctx, "live", idemsql.Options{Lease: 30 * time.Second})
 	if err != nil || !live.Held {
 		t.Fatalf("live claim: %+v, %v", live, err)
 	}
@@ -805,7 +805,7 @@ func testLeasePurge(t *testing.T, e *leaseEnv) {
 
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, err := e.ops.purge(pctx, idemsql.WithBatchSize(10))
+	st, err := e.ops.purge(pctx, idemsql.Options{BatchSize: 10})
 	if err != nil {
 		t.Fatalf("purge: %+v, %v", st, err)
 	}
@@ -845,7 +845,7 @@ func testLeasePurge(t *testing.T, e *leaseEnv) {
 func testLeasePurgeMany(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var calls atomic.Int64
-	live, err := e.ops.claim(ctx, "bulk-live", idemsql.WithLease(30*time.Second))
+	live, err := e.ops.claim(ctx, "bulk-live", idemsql.Options{Lease: 30 * time.Second})
 	if err != nil || !live.Held {
 		t.Fatalf("live claim: %+v, %v", live, err)
 	}
@@ -858,14 +858,14 @@ func testLeasePurgeMany(t *testing.T, e *leaseEnv) {
 	// One batch of 1200: its keys are deleted in several statements.
 	e.insertCompleted(t, "bulk-a-", 1000)
 	e.expirePrefix(t, "bulk-")
-	st, err := e.ops.purge(ctx, idemsql.WithBatchSize(1200))
+	st, err := e.ops.purge(ctx, idemsql.Options{BatchSize: 1200})
 	if err != nil || st.Deleted != 1000 || st.Batches != 1 {
 		t.Fatalf("purge: %+v, %v; want 1000 rows in 1 batch", st, err)
 	}
 	// Small batches: eight full ones and a last, empty one.
 	e.insertCompleted(t, "bulk-b-", 2000)
 	e.expirePrefix(t, "bulk-")
-	st, err = e.ops.purge(ctx, idemsql.WithBatchSize(250))
+	st, err = e.ops.purge(ctx, idemsql.Options{BatchSize: 250})
 	if err != nil || st.Deleted != 2000 || st.Batches != 9 {
 		t.Fatalf("purge: %+v, %v; want 2000 rows in 9 batches", st, err)
 	}

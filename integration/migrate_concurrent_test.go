@@ -161,7 +161,7 @@ func TestMigrateChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := newStore(dialect, db, idemsql.WithTable(table))
+	store, err := newStore(dialect, db, idemsql.Options{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,13 +175,13 @@ func TestMigrateChild(t *testing.T) {
 
 // open gives a store for table and a pool for the test's own checks; the
 // table and its version table are dropped when the test ends.
-func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Option) (*idemsql.Store[*sql.Tx], *sql.DB) {
+func (mt migrateTarget) open(t *testing.T, table string, opts ...idemsql.Options) (*idemsql.Store[*sql.Tx], *sql.DB) {
 	t.Helper()
 	admin, err := sql.Open(mt.driver, mt.dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := newStore(mt.dialect, admin, append([]idemsql.Option{idemsql.WithTable(table)}, opts...)...)
+	store, err := newStore(mt.dialect, admin, withOptions(idemsql.Options{Table: table}, opts...))
 	if err != nil {
 		admin.Close()
 		t.Fatal(err)

@@ -43,7 +43,7 @@ func testObserverSweep(t *testing.T, e *env) {
 	// Without a handler: a lease that ran out and a claim committed without
 	// a lease are abandoned.
 	beforeOld := time.Now()
-	old, err := idemsql.ClaimLease(ctx, db, "sw-1", idemsql.WithLease(time.Hour))
+	old, err := idemsql.ClaimLease(ctx, db, "sw-1", idemsql.Options{Lease: time.Hour})
 	if err != nil || !old.Held {
 		t.Fatalf("claim: %+v %v", old, err)
 	}
@@ -68,7 +68,7 @@ func testObserverSweep(t *testing.T, e *env) {
 
 	// With a handler: each claim is taken over at its attempt + 1.
 	before = time.Now()
-	c, err := idemsql.ClaimLease(ctx, db, "sw-3", idemsql.WithLease(time.Hour))
+	c, err := idemsql.ClaimLease(ctx, db, "sw-3", idemsql.Options{Lease: time.Hour})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v %v", c, err)
 	}
@@ -77,13 +77,13 @@ func testObserverSweep(t *testing.T, e *env) {
 	}
 	o.want("claim and release", before, []w{{kind: idemsql.EventClaimed, key: "sw-3", attempt: 1}})
 	before = time.Now()
-	if c, err = idemsql.ClaimLease(ctx, db, "sw-3", idemsql.WithLease(time.Hour)); err != nil || !c.Held {
+	if c, err = idemsql.ClaimLease(ctx, db, "sw-3", idemsql.Options{Lease: time.Hour}); err != nil || !c.Held {
 		t.Fatalf("claim after a release: %+v %v", c, err)
 	}
 	o.want("take over a released claim", before, []w{{kind: idemsql.EventTakenOver, key: "sw-3", attempt: 2}})
 	e.leaseRanOut("sw-3")
 	before = time.Now()
-	c, err = idemsql.ClaimLease(ctx, db, "sw-4", idemsql.WithLease(time.Hour))
+	c, err = idemsql.ClaimLease(ctx, db, "sw-4", idemsql.Options{Lease: time.Hour})
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v %v", c, err)
 	}
@@ -166,7 +166,7 @@ func testObserverPurge(t *testing.T, e *env) {
 	purge := func(what string, wantDeleted int64, batches int, counts ...int64) {
 		t.Helper()
 		before := time.Now()
-		st, err := idemsql.Purge(ctx, db, idemsql.WithBatchSize(2))
+		st, err := idemsql.Purge(ctx, db, idemsql.Options{BatchSize: 2})
 		if err != nil || st.Deleted != wantDeleted || st.Batches != batches {
 			t.Fatalf("%s: %+v, %v; want %d rows deleted in %d batches", what, st, err, wantDeleted, batches)
 		}

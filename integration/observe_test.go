@@ -88,7 +88,7 @@ type observed struct {
 // bound with e.store from then on report to it.
 func withRecorder(t *testing.T, e *env, mode string) (*env, *observed) {
 	rec := &recorder{}
-	e = e.withStoreOptions(idemsql.WithObserver(rec))
+	e = e.withStoreOptions(idemsql.Options{Observers: []idemsql.Observer{rec}})
 	return e, &observed{t: t, e: e, rec: rec, mode: mode}
 }
 
@@ -228,7 +228,7 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 	o.want("duplicate", before, []w{{kind: idemsql.EventReplayed, key: "obs-1", attempt: 1}}, "Do obs-1 replayed")
 
 	before = time.Now()
-	if _, err := e.guarded("obs-1", 1, &runs, idemsql.WithFingerprint("other")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+	if _, err := e.guarded("obs-1", 1, &runs, idemsql.Options{Fingerprint: "other"}); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
 		t.Fatal(err)
 	}
 	o.want("mismatch", before, []w{{kind: idemsql.EventFingerprintMismatch, key: "obs-1", attempt: 1, err: idemsql.ErrFingerprintMismatch}},
@@ -249,7 +249,7 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 		return invoice{}, idemsql.Permanent("declined", errDeclined)
 	}
 	before = time.Now()
-	if _, err := e.run(ctx, sql.LevelDefault, "obs-2", declined, idemsql.WithRecordedFailures(true)); !errors.Is(err, idemsql.ErrFailureRecorded) {
+	if _, err := e.run(ctx, sql.LevelDefault, "obs-2", declined, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatal(err)
 	}
 	o.want("recorded failure", before, []w{
@@ -257,7 +257,7 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 		{kind: idemsql.EventFailureRecorded, key: "obs-2", attempt: 1, err: idemsql.ErrFailureRecorded, class: "declined"},
 	}, "Run obs-2 failure_recorded")
 	before = time.Now()
-	if _, err := e.run(ctx, sql.LevelDefault, "obs-2", declined, idemsql.WithRecordedFailures(true)); !errors.Is(err, idemsql.ErrFailureRecorded) {
+	if _, err := e.run(ctx, sql.LevelDefault, "obs-2", declined, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatal(err)
 	}
 	o.want("recorded failure replayed", before, []w{
@@ -271,7 +271,7 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 			return invoice{}, idemsql.ErrRetryable
 		}
 		return invoice{Amount: 3}, nil
-	}, idemsql.WithBackoff(time.Millisecond, time.Millisecond))
+	}, idemsql.Options{Backoff: time.Millisecond, MaxBackoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func testObserverAtomicMode(t *testing.T, e *env) {
 		}
 		defer other.Rollback(ctxT)
 		before = time.Now()
-		if _, err := doIn(ctxT, other, "obs-4", e.charge(other, "obs-4", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast)); !errors.Is(err, idemsql.ErrInProgress) {
+		if _, err := doIn(ctxT, other, "obs-4", e.charge(other, "obs-4", 1, &runs), idemsql.Options{FailFast: true}); !errors.Is(err, idemsql.ErrInProgress) {
 			t.Fatal(err)
 		}
 		// The holder's claim is not committed: no attempt to report.
@@ -353,14 +353,14 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 	}
 	o.want("duplicate", before, []w{{kind: idemsql.EventReplayed, key: "lobs-1", attempt: 1}}, "RunExternal lobs-1 replayed")
 	before = time.Now()
-	if _, err := idemsql.RunExternal(ctx, db, "lobs-1", fn, idemsql.WithFingerprint("other")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-1", fn, idemsql.Options{Fingerprint: "other"}); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
 		t.Fatal(err)
 	}
 	o.want("mismatch", before, []w{{kind: idemsql.EventFingerprintMismatch, key: "lobs-1", attempt: 1, err: idemsql.ErrFingerprintMismatch}},
 		"RunExternal lobs-1 fingerprint_mismatch")
 
 	before = time.Now()
-	holder, err := idemsql.ClaimLease(ctx, db, "lobs-2", idemsql.WithLease(time.Hour))
+	holder, err := idemsql.ClaimLease(ctx, db, "lobs-2", idemsql.Options{Lease: time.Hour})
 	if err != nil || !holder.Held {
 		t.Fatalf("claim: %+v %v", holder, err)
 	}
@@ -375,7 +375,7 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 	// A lease that ran out: nobody renewed it. The database's clock says
 	// so at once; nothing waits for it.
 	beforeOld := time.Now()
-	old, err := idemsql.ClaimLease(ctx, db, "lobs-3", idemsql.WithLease(time.Hour))
+	old, err := idemsql.ClaimLease(ctx, db, "lobs-3", idemsql.Options{Lease: time.Hour})
 	if err != nil || !old.Held {
 		t.Fatalf("claim: %+v %v", old, err)
 	}
@@ -417,7 +417,7 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 		return receipt{}, idemsql.Permanent("declined", errDeclined)
 	}
 	before = time.Now()
-	if _, err := idemsql.RunExternal(ctx, db, "lobs-5", declined, idemsql.WithRecordedFailures(true)); !errors.Is(err, idemsql.ErrFailureRecorded) {
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-5", declined, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatal(err)
 	}
 	o.want("recorded failure", before, []w{
@@ -425,7 +425,7 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 		{kind: idemsql.EventFailureRecorded, key: "lobs-5", attempt: 1, err: idemsql.ErrFailureRecorded, class: "declined"},
 	}, "RunExternal lobs-5 failure_recorded")
 	before = time.Now()
-	if _, err := idemsql.RunExternal(ctx, db, "lobs-5", declined, idemsql.WithRecordedFailures(true)); !errors.Is(err, idemsql.ErrFailureRecorded) {
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-5", declined, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatal(err)
 	}
 	o.want("recorded failure replayed", before, []w{

@@ -167,7 +167,7 @@ func testOwnClaimReclaimedInsideFn(t *testing.T, e *env) {
 		time.Sleep(20 * time.Millisecond)
 		_, inner = doIn(ctx, tx, "own-1", e.charge(tx, "own-1", 1, &runs))
 		return invoice{Key: "outer"}, nil
-	}, idemsql.WithTTL(time.Millisecond))
+	}, idemsql.Options{TTL: time.Millisecond})
 	if !errors.Is(inner, idemsql.ErrReentrant) || runs.Load() != 0 {
 		t.Fatalf("inner: err = %v, runs = %d; want ErrReentrant and no run", inner, runs.Load())
 	}

@@ -75,11 +75,7 @@ func testReservedName(t *testing.T, b backend, bin, schema, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := b.setup(t) // a business table, and run helpers that read e.store
-	opts := []idemsql.Option{idemsql.WithTable(name)}
-	if schema != "" {
-		opts = append(opts, idemsql.WithSchema(schema))
-	}
-	e.withStoreOptions(opts...)
+	e.withStoreOptions(idemsql.Options{Table: name, Schema: schema})
 	q := `"`
 	if e.dialect == "mysql" {
 		q = "`"

@@ -48,7 +48,7 @@ func testRunRollsBackInnerFailure(t *testing.T, e *env) {
 			}
 			_, inner := doIn(ctx, tx, fmt.Sprintf("inner-%d", i), func(ctx context.Context) (invoice, error) {
 				return invoice{}, idemsql.Permanent("card_declined", errDeclined)
-			}, idemsql.WithRecordedFailures(true))
+			}, idemsql.Options{RecordFailures: true})
 			return invoice{}, inner
 		})
 		if !errors.Is(err, idemsql.ErrFailureRecorded) {
@@ -96,11 +96,11 @@ func testHolderSlowerThanTTL(t *testing.T, e *env, empty bool) {
 			r, err = doIn(ctx, tx, key, func(ctx context.Context) (struct{}, error) {
 				runs.Add(1)
 				return struct{}{}, tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 2)"), key)
-			}, idemsql.WithTTL(ttl))
+			}, idemsql.Options{TTL: ttl})
 			replayed = r.Replayed
 		} else {
 			var r idemsql.Result[invoice]
-			r, err = doIn(ctx, tx, key, e.charge(tx, key, 2, &runs), idemsql.WithTTL(ttl))
+			r, err = doIn(ctx, tx, key, e.charge(tx, key, 2, &runs), idemsql.Options{TTL: ttl})
 			replayed = r.Replayed
 		}
 		if err == nil {
@@ -118,11 +118,11 @@ func testHolderSlowerThanTTL(t *testing.T, e *env, empty bool) {
 		return nil
 	}
 	if empty {
-		_, err = doIn(ctx, holder, key, func(ctx context.Context) (struct{}, error) { return struct{}{}, slow(ctx) }, idemsql.WithTTL(ttl))
+		_, err = doIn(ctx, holder, key, func(ctx context.Context) (struct{}, error) { return struct{}{}, slow(ctx) }, idemsql.Options{TTL: ttl})
 	} else {
 		_, err = doIn(ctx, holder, key, func(ctx context.Context) (invoice, error) {
 			return invoice{Key: key, Amount: 1}, slow(ctx)
-		}, idemsql.WithTTL(ttl))
+		}, idemsql.Options{TTL: ttl})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +253,7 @@ func testFailFastIsOneClass(t *testing.T, e *env) {
 	bound := storeOn(e, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, db), begin: pool.Begin})
 	fn := func(ctx context.Context, tx *sql.Tx) (invoice, error) { runs.Add(1); return invoice{}, nil }
 
-	_, err := idemsql.Run(ctx, bound, "one-1", fn, idemsql.WithInFlight(idemsql.InFlightFailFast))
+	_, err := idemsql.Run(ctx, bound, "one-1", fn, idemsql.Options{FailFast: true})
 	if !errors.Is(err, idemsql.ErrInProgress) || errors.Is(err, idemsql.ErrLockTimeout) || errors.Is(err, idemsql.ErrRetryable) {
 		t.Fatalf("fail-fast: err = %v, want ErrInProgress alone", err)
 	}
@@ -270,7 +270,7 @@ func testFailFastIsOneClass(t *testing.T, e *env) {
 	}
 	if e.dialect != "sqlite" { // SQLite waits in BEGIN IMMEDIATE or not at all: no lock time-out to have
 		pool.n.Store(0)
-		_, err = idemsql.Run(ctx, bound, "one-1", fn, idemsql.WithLockTimeout(100*time.Millisecond))
+		_, err = idemsql.Run(ctx, bound, "one-1", fn, idemsql.Options{LockTimeout: 100 * time.Millisecond})
 		if !errors.Is(err, idemsql.ErrLockTimeout) || errors.Is(err, idemsql.ErrInProgress) || errors.Is(err, idemsql.ErrRetryable) {
 			t.Fatalf("lock timeout: err = %v, want ErrLockTimeout alone", err)
 		}
@@ -311,7 +311,7 @@ func testRetryableCauseNeverRecorded(t *testing.T, e *env) {
 			return invoice{}, idemsql.Permanent("declined", err)
 		}
 		return invoice{}, errors.New("no deadlock happened")
-	}, idemsql.WithRecordedFailures(true))
+	}, idemsql.Options{RecordFailures: true})
 	if !errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatalf("err = %v, want ErrRetryable and nothing recorded", err)
 	}
@@ -365,7 +365,7 @@ func testBusySnapshotIsRetryable(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	e.mustGuarded("snap-other", 1, &runs) // another writer commits after it
-	_, err = doIn(ctx, tx, "snap-1", e.charge(tx, "snap-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	_, err = doIn(ctx, tx, "snap-1", e.charge(tx, "snap-1", 1, &runs), idemsql.Options{FailFast: true})
 	if !errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrInProgress) {
 		t.Fatalf("err = %v, want ErrRetryable alone", err)
 	}
@@ -389,7 +389,7 @@ func testStoredResultIsExact(t *testing.T, e *env) {
 		defer tx.Rollback(ctx)
 		res, err := doIn(ctx, tx, "exact-1", func(ctx context.Context) (json.RawMessage, error) {
 			return json.RawMessage(want), nil
-		}, idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+		}, idemsql.Options{ErrorOnDuplicate: true})
 		if cerr := tx.Commit(ctx); cerr != nil {
 			t.Fatal(cerr)
 		}

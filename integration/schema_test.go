@@ -32,7 +32,7 @@ func TestSchema(t *testing.T) {
 			}
 			t.Cleanup(func() { _, _ = admin.db.Exec(drop) })
 
-			e := b.setup(t, idemsql.WithSchema(schema))
+			e := b.setup(t, idemsql.Options{Schema: schema})
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			var runs atomic.Int64

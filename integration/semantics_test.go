@@ -77,7 +77,7 @@ func testRunRetriesTheWholeTransaction(t *testing.T, e *env) {
 			return invoice{}, fmt.Errorf("simulated conflict: %w", idemsql.ErrRetryable)
 		}
 		return inv, err
-	}, idemsql.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	}, idemsql.Options{Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil || res.Replayed {
 		t.Fatalf("Run: %+v %v", res, err)
 	}
@@ -91,7 +91,7 @@ func testRunRetriesTheWholeTransaction(t *testing.T, e *env) {
 	_, err = e.run(ctx, sql.LevelDefault, "retry-2", func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
 		runs.Add(1)
 		return invoice{}, idemsql.ErrRetryable
-	}, idemsql.WithMaxAttempts(4), idemsql.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	}, idemsql.Options{MaxAttempts: 4, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
 	if !errors.Is(err, idemsql.ErrRetryable) || runs.Load() != 4 {
 		t.Fatalf("err=%v runs=%d, want ErrRetryable after 4 attempts", err, runs.Load())
 	}
@@ -108,7 +108,7 @@ func raceRun(t *testing.T, e *env, iso sql.IsolationLevel) {
 	var runs atomic.Int64
 	fresh := race(t, func() (idemsql.Result[invoice], error) {
 		return e.run(ctx, iso, "run-race", e.insertBiz("run-race", 7, &runs),
-			idemsql.WithMaxAttempts(100), idemsql.WithBackoff(time.Millisecond, 50*time.Millisecond))
+			idemsql.Options{MaxAttempts: 100, Backoff: time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	})
 	if fresh != 1 || e.bizRows("run-race") != 1 {
 		t.Fatalf("first executions=%d business rows=%d, want 1 and 1", fresh, e.bizRows("run-race"))
@@ -134,7 +134,7 @@ func testDuplicatePolicyError(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	res, err := doIn(ctx, tx, "dup-1", e.charge(tx, "dup-1", 3, &runs), idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+	res, err := doIn(ctx, tx, "dup-1", e.charge(tx, "dup-1", 3, &runs), idemsql.Options{ErrorOnDuplicate: true})
 	var de *idemsql.DuplicateError
 	if !errors.Is(err, idemsql.ErrDuplicate) || !errors.As(err, &de) {
 		t.Fatalf("err = %v, want a *DuplicateError", err)
@@ -148,7 +148,7 @@ func testDuplicatePolicyError(t *testing.T, e *env) {
 	}
 	_ = tx.Rollback(ctx) // SQLite has one writer
 	// Run under the same policy.
-	if _, err := e.run(ctx, sql.LevelDefault, "dup-1", e.insertBiz("dup-1", 3, &runs), idemsql.WithOnDuplicate(idemsql.OnDuplicateError)); !errors.Is(err, idemsql.ErrDuplicate) {
+	if _, err := e.run(ctx, sql.LevelDefault, "dup-1", e.insertBiz("dup-1", 3, &runs), idemsql.Options{ErrorOnDuplicate: true}); !errors.Is(err, idemsql.ErrDuplicate) {
 		t.Fatalf("Run under the error policy: %v", err)
 	}
 	if runs.Load() != 1 || e.bizRows("dup-1") != 1 {
@@ -202,7 +202,7 @@ func testFailFastWhileHeld(t *testing.T, e *env) {
 	defer other.Rollback(ctx)
 	before := e.lockSetting(ctx, other)
 	started := time.Now()
-	_, err = doIn(ctx, other, "ff-1", e.charge(other, "ff-1", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+	_, err = doIn(ctx, other, "ff-1", e.charge(other, "ff-1", 1, &runs), idemsql.Options{FailFast: true})
 	if !errors.Is(err, idemsql.ErrInProgress) {
 		t.Fatalf("err = %v, want ErrInProgress", err)
 	}
@@ -223,7 +223,7 @@ func testFailFastWhileHeld(t *testing.T, e *env) {
 		t.Fatalf("runs=%d business rows=%d", runs.Load(), e.bizRows("ff-1"))
 	}
 	// Once the holder committed, fail-fast replays like any duplicate.
-	if res, err := e.guarded("ff-1", 1, &runs, idemsql.WithInFlight(idemsql.InFlightFailFast)); err != nil || !res.Replayed {
+	if res, err := e.guarded("ff-1", 1, &runs, idemsql.Options{FailFast: true}); err != nil || !res.Replayed {
 		t.Fatalf("after commit: %+v %v", res, err)
 	}
 }
@@ -248,7 +248,7 @@ func testFailFastConcurrent(t *testing.T, e *env) {
 				errs <- err
 				return
 			}
-			_, err = doIn(ctx, tx, "ff-race", e.charge(tx, "ff-race", 1, &runs), idemsql.WithInFlight(idemsql.InFlightFailFast))
+			_, err = doIn(ctx, tx, "ff-race", e.charge(tx, "ff-race", 1, &runs), idemsql.Options{FailFast: true})
 			switch {
 			case errors.Is(err, idemsql.ErrInProgress):
 				if errors.Is(err, idemsql.ErrRetryable) || errors.Is(err, idemsql.ErrLockTimeout) {
@@ -292,7 +292,7 @@ func testLockTimeout(t *testing.T, e *env) {
 	}
 	defer other.Rollback(ctx)
 	before := e.lockSetting(ctx, other)
-	_, err = doIn(ctx, other, "lt-1", e.charge(other, "lt-1", 1, &runs), idemsql.WithLockTimeout(200*time.Millisecond))
+	_, err = doIn(ctx, other, "lt-1", e.charge(other, "lt-1", 1, &runs), idemsql.Options{LockTimeout: 200 * time.Millisecond})
 	if !errors.Is(err, idemsql.ErrLockTimeout) {
 		t.Fatalf("err = %v, want ErrLockTimeout", err)
 	}
@@ -320,7 +320,7 @@ func testRecordedFailure(t *testing.T, e *env) {
 		}
 		return invoice{}, idemsql.Permanent("card_declined", errDeclined)
 	}
-	_, err := e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.WithRecordedFailures(true))
+	_, err := e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.Options{RecordFailures: true})
 	var fe *idemsql.FailureError
 	if !errors.As(err, &fe) || fe.Replayed || fe.Class != "card_declined" || !errors.Is(err, errDeclined) {
 		t.Fatalf("first call: %v (%+v)", err, fe)
@@ -332,7 +332,7 @@ func testRecordedFailure(t *testing.T, e *env) {
 		t.Fatalf("status = %q", st)
 	}
 	for i := 0; i < 2; i++ {
-		_, err = e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.WithRecordedFailures(true))
+		_, err = e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.Options{RecordFailures: true})
 		var again *idemsql.FailureError
 		if !errors.As(err, &again) || !again.Replayed || again.Class != "card_declined" || again.Message != errDeclined.Error() {
 			t.Fatalf("duplicate %d: %v", i, err)
@@ -361,7 +361,7 @@ func testRecordedFailureAfterFailedStatement(t *testing.T, e *env) {
 			t.Fatal("the broken statement succeeded")
 		}
 		return invoice{}, idemsql.Permanent("invalid_request", err)
-	}, idemsql.WithRecordedFailures(true))
+	}, idemsql.Options{RecordFailures: true})
 	var fe *idemsql.FailureError
 	if !errors.As(err, &fe) || fe.Class != "invalid_request" {
 		t.Fatalf("err = %v", err)
@@ -376,11 +376,11 @@ func testUnrecordedErrors(t *testing.T, e *env) {
 	ctx := context.Background()
 	for name, c := range map[string]struct {
 		err  error
-		opts []idemsql.Option
+		opts []idemsql.Options
 	}{
-		"plain error, recording on":  {errDeclined, []idemsql.Option{idemsql.WithRecordedFailures(true)}},
+		"plain error, recording on":  {errDeclined, []idemsql.Options{{RecordFailures: true}}},
 		"permanent, recording off":   {idemsql.Permanent("card_declined", errDeclined), nil},
-		"permanent, recording unset": {idemsql.Permanent("x", errDeclined), []idemsql.Option{idemsql.WithRecordedFailures(false)}},
+		"permanent, recording unset": {idemsql.Permanent("x", errDeclined), []idemsql.Options{{RecordFailures: false}}},
 	} {
 		key := "ur-" + strings.ReplaceAll(name, " ", "")
 		_, err := e.run(ctx, sql.LevelDefault, key, func(context.Context, func(context.Context, string, ...any) error) (invoice, error) {
@@ -398,7 +398,7 @@ func testUnrecordedErrors(t *testing.T, e *env) {
 func testResultSizeLimit(t *testing.T, e *env) {
 	ctx := context.Background()
 	var runs atomic.Int64
-	_, err := e.run(ctx, sql.LevelDefault, "big-1", e.insertBiz("big-1", 1, &runs), idemsql.WithMaxResultSize(16))
+	_, err := e.run(ctx, sql.LevelDefault, "big-1", e.insertBiz("big-1", 1, &runs), idemsql.Options{MaxResultSize: 16})
 	if !errors.Is(err, idemsql.ErrResultTooLarge) {
 		t.Fatalf("err = %v, want ErrResultTooLarge", err)
 	}
@@ -433,7 +433,7 @@ func (notJSONCodec) Unmarshal(data []byte, v any) error { return nil }
 func testCustomCodec(t *testing.T, e *env) {
 	ctx := context.Background()
 	var runs, calls atomic.Int64
-	codec := idemsql.WithCodec(upperCodec{&calls})
+	codec := idemsql.Options{Codec: upperCodec{&calls}}
 	first, err := e.run(ctx, sql.LevelDefault, "codec-1", e.insertBiz("codec-1", 1, &runs), codec)
 	if err != nil {
 		t.Fatal(err)
@@ -449,7 +449,7 @@ func testCustomCodec(t *testing.T, e *env) {
 	}[e.dialect]+" FROM "+e.table+" WHERE idem_key = ?", "codec-1"); got != "codec-1" {
 		t.Fatalf("stored by the codec: %q", got)
 	}
-	_, err = e.run(ctx, sql.LevelDefault, "codec-2", e.insertBiz("codec-2", 1, &runs), idemsql.WithCodec(notJSONCodec{}))
+	_, err = e.run(ctx, sql.LevelDefault, "codec-2", e.insertBiz("codec-2", 1, &runs), idemsql.Options{Codec: notJSONCodec{}})
 	if !errors.Is(err, idemsql.ErrEncode) || e.idemRows("codec-2") != 0 || e.bizRows("codec-2") != 0 {
 		t.Fatalf("a codec that writes no JSON: %v", err)
 	}
@@ -463,7 +463,7 @@ type invoiceReq struct {
 func testWrapRun(t *testing.T, e *env) {
 	ctx := context.Background()
 	var runs atomic.Int64
-	createInvoice := e.wrapRun(idemsql.ArgsKey[invoiceReq]("create_invoice"), &runs, idemsql.WithTTL(5*time.Minute))
+	createInvoice := e.wrapRun(idemsql.ArgsKey[invoiceReq]("create_invoice"), &runs, idemsql.Options{TTL: 5 * time.Minute})
 	a1, err := createInvoice(ctx, invoiceReq{"ada", 100})
 	if err != nil || a1.Replayed {
 		t.Fatal(a1, err)
@@ -634,7 +634,7 @@ func testNestedRecordedFailures(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	rec := idemsql.WithRecordedFailures(true)
+	rec := idemsql.Options{RecordFailures: true}
 	_, err = doIn(ctx, tx, "nrf-outer", func(ctx context.Context) (invoice, error) {
 		if err := tx.Exec(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, 1)"), "nrf-outer"); err != nil {
 			return invoice{}, err

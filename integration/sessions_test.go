@@ -180,7 +180,7 @@ func TestBoundedClaimCutShortByContextLeavesNoSetting(t *testing.T) {
 			_, err := idemsql.Run(short, storeOn(e, sqlDriver(e.dialect, db)), "cut-1", func(ctx context.Context, tx *sql.Tx) (int, error) {
 				runs.Add(1)
 				return 1, nil
-			}, idemsql.WithLockTimeout(20*time.Second))
+			}, idemsql.Options{LockTimeout: 20 * time.Second})
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("err = %v, want the context's deadline", err)
 			}
@@ -251,7 +251,7 @@ func TestBoundedClaimInCallersTxLeavesNoSetting(t *testing.T) {
 		}
 		t.Run(b.name, func(t *testing.T) {
 			e := b.setup(t)
-			for _, opt := range []idemsql.Option{idemsql.WithInFlight(idemsql.InFlightFailFast), idemsql.WithLockTimeout(3 * time.Second)} {
+			for _, opt := range []idemsql.Options{{FailFast: true}, {LockTimeout: 3 * time.Second}} {
 				db := e.onePool()
 				before := e.sessionSetting(db)
 				txCtx, cancel := context.WithCancel(context.Background())
@@ -348,7 +348,7 @@ func TestFailFastBesideAReplay(t *testing.T) {
 			if res, err := doIn(ctx, replaying, "ffr-1", e.charge(replaying, "ffr-1", 1, &runs)); err != nil || !res.Replayed {
 				t.Fatalf("replay in the open transaction: %+v %v", res, err)
 			}
-			failFast := idemsql.WithInFlight(idemsql.InFlightFailFast)
+			failFast := idemsql.Options{FailFast: true}
 			res, err := e.guarded("ffr-1", 1, &runs, failFast)
 			if replayWrote(t, e, replaying, "ffr-1") {
 				// MySQL without a binary log: the replay writes the row so

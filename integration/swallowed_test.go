@@ -135,7 +135,7 @@ func testSwallowedTxDeathThenPermanent(t *testing.T, e *env) {
 			return invoice{}, idemsql.Permanent("declined", errValidation)
 		}
 		return invoice{Key: key, Amount: run}, nil
-	}, idemsql.WithRecordedFailures(true))
+	}, idemsql.Options{RecordFailures: true})
 	if d != nil {
 		d.wait(t)
 	}
@@ -172,7 +172,7 @@ func testRunContextEndsBetweenAttempts(t *testing.T, e *env) {
 	_, err := e.run(ctx, 0, "ctx-backoff", func(ctx context.Context, exec func(context.Context, string, ...any) error) (invoice, error) {
 		runs.Add(1)
 		return invoice{}, fmt.Errorf("conflict, run again: %w", idemsql.ErrRetryable)
-	}, idemsql.WithMaxAttempts(1000), idemsql.WithBackoff(time.Second, time.Second))
+	}, idemsql.Options{MaxAttempts: 1000, Backoff: time.Second, MaxBackoff: time.Second})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v after %d runs, want the context's deadline", err, runs.Load())
 	}
@@ -255,7 +255,7 @@ func testSwallowedFailedStatement(t *testing.T, e *env) {
 		runs.Add(1)
 		_ = tx.Exec(ctx, "SELECT 1/0") // the defect under test: the error is dropped
 		return invoice{Amount: 1}, nil
-	}, idemsql.WithMaxAttempts(10))
+	}, idemsql.Options{MaxAttempts: 10})
 	if err == nil || errors.Is(err, idemsql.ErrRetryable) {
 		t.Fatalf("err = %v, want an error of no class", err)
 	}

@@ -628,7 +628,7 @@ func testFaultsUnderLoad(t *testing.T, e *env) {
 			defer wg.Done()
 			for i := range rounds {
 				key := fmt.Sprintf("fault-%d-%d", i, c%(clients/perKey))
-				res, err := e.runTx(ctx, key, fn(key), idemsql.WithMaxAttempts(50), idemsql.WithBackoff(time.Millisecond, 20*time.Millisecond))
+				res, err := e.runTx(ctx, key, fn(key), idemsql.Options{MaxAttempts: 50, Backoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 				mu.Lock()
 				switch {
 				case err == nil:

@@ -26,7 +26,7 @@ import (
 // and MySQL/MariaDB when the integration suite's DSNs name them.
 type lockCase struct {
 	name, driver, dsn string
-	newStore          func(*sql.DB, ...idemsql.Option) (Target, error)
+	newStore          func(*sql.DB, ...idemsql.Options) (Target, error)
 	// kill ends the session of conn from another one, as the server does
 	// when the process that holds it dies.
 	kill func(t *testing.T, admin *sql.DB, conn *sql.Conn)
@@ -35,7 +35,7 @@ type lockCase struct {
 func lockCases(t *testing.T) []lockCase {
 	out := []lockCase{{
 		name: "sqlite", driver: "sqlite", dsn: idemsqlite.DSN(filepath.Join(t.TempDir(), "app.db")),
-		newStore: func(db *sql.DB, o ...idemsql.Option) (Target, error) { return idemsql.New(idemsqlite.New(db), o...) },
+		newStore: func(db *sql.DB, o ...idemsql.Options) (Target, error) { return idemsql.New(idemsqlite.New(db), o...) },
 	}}
 	env := func(name string) string {
 		v := os.Getenv(name)
@@ -46,7 +46,7 @@ func lockCases(t *testing.T) []lockCase {
 	}
 	if dsn := env("IDEMSQL_POSTGRES_DSN"); dsn != "" {
 		out = append(out, lockCase{name: "postgres", driver: "pgx", dsn: dsn,
-			newStore: func(db *sql.DB, o ...idemsql.Option) (Target, error) {
+			newStore: func(db *sql.DB, o ...idemsql.Options) (Target, error) {
 				return idemsql.New(idempostgres.NewSQL(db), o...)
 			},
 			kill: func(t *testing.T, admin *sql.DB, conn *sql.Conn) {
@@ -61,7 +61,7 @@ func lockCases(t *testing.T) []lockCase {
 	}
 	if dsn := env("IDEMSQL_MYSQL_DSN"); dsn != "" {
 		out = append(out, lockCase{name: "mysql", driver: "mysql", dsn: dsn,
-			newStore: func(db *sql.DB, o ...idemsql.Option) (Target, error) { return idemsql.New(idemmysql.New(db), o...) },
+			newStore: func(db *sql.DB, o ...idemsql.Options) (Target, error) { return idemsql.New(idemmysql.New(db), o...) },
 			kill: func(t *testing.T, admin *sql.DB, conn *sql.Conn) {
 				var id int64
 				if err := conn.QueryRowContext(context.Background(), `SELECT CONNECTION_ID()`).Scan(&id); err != nil {
@@ -91,7 +91,7 @@ func (c lockCase) target(t *testing.T, db *sql.DB) Target {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	target, err := c.newStore(db, idemsql.WithTable("idem_lock_"+hex.EncodeToString(b[:])))
+	target, err := c.newStore(db, idemsql.Options{Table: "idem_lock_" + hex.EncodeToString(b[:])})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,8 @@
 //
 // The files create the table named idempotency_keys. [Up] renders them for
 // the store's table, quoting every name, so that a table named by a
-// reserved word ([idemsql.WithTable]("order")) or living in a schema of its
-// own ([idemsql.WithSchema]) is created as the statements name it.
+// reserved word ([idemsql.Options.Table]("order")) or living in a schema of its
+// own ([idemsql.Options.Schema]) is created as the statements name it.
 //
 // # Many processes at once
 //
@@ -148,8 +148,8 @@ func provider(db *sql.DB, target Target) (*goose.Provider, error) {
 		return nil, err
 	}
 	q := quoteChar(name)
-	// The names were validated as lowercase identifiers by WithTable and
-	// WithSchema, so textual replacement cannot inject SQL; quoting lets
+	// The names were validated as lowercase identifiers by Options.Table and
+	// Options.Schema, so textual replacement cannot inject SQL; quoting lets
 	// a reserved word (order, user) name the table or its schema.
 	if fsys, err = rendered(fsys, table, q); err != nil {
 		return nil, err

@@ -19,7 +19,7 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithTable("idem"))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Table: "idem"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func observerOtel(pool *pgxpool.Pool) (*idemsql.Store[pgx.Tx], error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := idemsql.New(idempostgres.New(pool), idemsql.WithObserver(obs))
+	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{Observers: []idemsql.Observer{obs}})
 	// end snippet
 	return store, err
 }

@@ -36,7 +36,7 @@ func Example_prometheus() {
 	defer os.RemoveAll(dir)
 	db, _ := sql.Open("sqlite", idemsqlite.DSN(filepath.Join(dir, "app.db")))
 	defer db.Close()
-	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithObserver(obs))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Observers: []idemsql.Observer{obs}})
 	if err != nil {
 		panic(err)
 	}

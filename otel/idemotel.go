@@ -58,7 +58,7 @@ type Config struct {
 
 const scope = "github.com/idemsql/idemsql/otel"
 
-// New returns an observer, to give to a store with idemsql.WithObserver.
+// New returns an observer, to give to a store with idemsql.Options.Observers.
 func New(cfg Config) (idemsql.Observer, error) {
 	tp, mp := cfg.TracerProvider, cfg.MeterProvider
 	if tp == nil {

@@ -28,7 +28,7 @@ func open(t testing.TB, obs idemsql.Observer) (*sql.DB, *idemsql.Store[*sql.Tx])
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithObserver(obs))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Observers: []idemsql.Observer{obs}})
 	if err != nil {
 		t.Fatal(err)
 	}

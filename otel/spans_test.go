@@ -333,7 +333,7 @@ func TestDoSpans(t *testing.T) {
 
 	// do runs Do in a transaction of its own, committed when Do asks for a
 	// commit (no error, or a recorded failure).
-	do := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Option) error {
+	do := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Options) error {
 		t.Helper()
 		return r.call(ctx, "Do", key, outcome, events, func(ctx context.Context, inFn *fnSeen) error {
 			tx, err := r.db.BeginTx(ctx, nil)
@@ -355,7 +355,7 @@ func TestDoSpans(t *testing.T) {
 		})
 	}
 	seven := func(context.Context) (int, error) { return 7, nil }
-	fp := idemsql.WithFingerprint("order 1")
+	fp := idemsql.Options{Fingerprint: "order 1"}
 
 	if err := do(app, "do-1", idemsql.OutcomeExecuted, []string{"idemsql.claimed", "idemsql.completed"}, seven, fp); err != nil {
 		t.Fatal(err)
@@ -364,12 +364,12 @@ func TestDoSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A replay that the caller asked to get as an error is still a replay.
-	if err := do(app, "do-1", idemsql.OutcomeReplayed, []string{"idemsql.replayed"}, seven, fp,
-		idemsql.WithOnDuplicate(idemsql.OnDuplicateError)); !errors.Is(err, idemsql.ErrDuplicate) {
+	if err := do(app, "do-1", idemsql.OutcomeReplayed, []string{"idemsql.replayed"}, seven,
+		idemsql.Options{Fingerprint: fp.Fingerprint, ErrorOnDuplicate: true}); !errors.Is(err, idemsql.ErrDuplicate) {
 		t.Fatalf("duplicate: %v, want ErrDuplicate", err)
 	}
 	if err := do(app, "do-1", idemsql.OutcomeMismatch, []string{"idemsql.fingerprint_mismatch"}, seven,
-		idemsql.WithFingerprint("order 2")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+		idemsql.Options{Fingerprint: "order 2"}); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
 		t.Fatalf("other request: %v, want ErrFingerprintMismatch", err)
 	}
 	if err := do(app, "do-2", idemsql.OutcomeFailed, []string{"idemsql.claimed"}, func(context.Context) (int, error) {
@@ -379,7 +379,7 @@ func TestDoSpans(t *testing.T) {
 	}
 	if err := do(app, "do-3", idemsql.OutcomeFailureRecorded, []string{"idemsql.claimed", "idemsql.failure_recorded"}, func(context.Context) (int, error) {
 		return 0, idemsql.Permanent("declined", errDeclined)
-	}, idemsql.WithRecordedFailures(true)); !errors.Is(err, idemsql.ErrFailureRecorded) {
+	}, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatalf("permanent failure: %v, want ErrFailureRecorded", err)
 	}
 	if err := do(app, "do-4", idemsql.OutcomeRetry, []string{"idemsql.claimed"}, func(context.Context) (int, error) {
@@ -401,7 +401,7 @@ func TestRunSpans(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	pool := r.store
-	run := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Option) error {
+	run := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Options) error {
 		t.Helper()
 		return r.call(ctx, "Run", key, outcome, events, func(ctx context.Context, inFn *fnSeen) error {
 			_, err := idemsql.Run(ctx, pool, key, func(ctx context.Context, tx *sql.Tx) (int, error) {
@@ -420,7 +420,7 @@ func TestRunSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := run(ctx, "run-1", idemsql.OutcomeMismatch, []string{"idemsql.fingerprint_mismatch"}, seven,
-		idemsql.WithFingerprint("another request")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+		idemsql.Options{Fingerprint: "another request"}); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
 		t.Fatalf("other request: %v, want ErrFingerprintMismatch", err)
 	}
 	if err := run(ctx, "run-2", idemsql.OutcomeFailed, []string{"idemsql.claimed"}, func(context.Context) (int, error) {
@@ -437,12 +437,12 @@ func TestRunSpans(t *testing.T) {
 				return 0, fmt.Errorf("deadlock: %w", idemsql.ErrRetryable)
 			}
 			return 3, nil
-		}, idemsql.WithMaxAttempts(2), idemsql.WithBackoff(time.Nanosecond, time.Nanosecond)); err != nil || attempts != 2 {
+		}, idemsql.Options{MaxAttempts: 2, Backoff: time.Nanosecond, MaxBackoff: time.Nanosecond}); err != nil || attempts != 2 {
 		t.Fatalf("retried call: %v after %d attempts", err, attempts)
 	}
 	if err := run(ctx, "run-4", idemsql.OutcomeRetry, []string{"idemsql.claimed"}, func(context.Context) (int, error) {
 		return 0, fmt.Errorf("deadlock: %w", idemsql.ErrRetryable)
-	}, idemsql.WithMaxAttempts(1)); !errors.Is(err, idemsql.ErrRetryable) {
+	}, idemsql.Options{MaxAttempts: 1}); !errors.Is(err, idemsql.ErrRetryable) {
 		t.Fatalf("retryable fn, one attempt: %v", err)
 	}
 	r.check()
@@ -455,7 +455,7 @@ func TestRunExternalSpans(t *testing.T) {
 	r := newRig(t)
 	app, parent := r.tp.Tracer("app").Start(context.Background(), "request")
 	pool := r.store
-	ext := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Option) error {
+	ext := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Options) error {
 		t.Helper()
 		return r.call(ctx, "RunExternal", key, outcome, events, func(ctx context.Context, inFn *fnSeen) error {
 			_, err := idemsql.RunExternal(ctx, pool, key, func(ctx context.Context, l idemsql.LeaseInfo) (int, error) {
@@ -481,7 +481,7 @@ func TestRunExternalSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := ext(app, "ext-1", idemsql.OutcomeMismatch, []string{"idemsql.fingerprint_mismatch"}, seven,
-		idemsql.WithFingerprint("another request")); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
+		idemsql.Options{Fingerprint: "another request"}); !errors.Is(err, idemsql.ErrFingerprintMismatch) {
 		t.Fatalf("other request: %v, want ErrFingerprintMismatch", err)
 	}
 	if err := ext(app, "ext-2", idemsql.OutcomeFailed, []string{"idemsql.claimed"}, func(context.Context) (int, error) {

@@ -169,10 +169,7 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 	if err != nil {
 		return nil, err
 	}
-	opts := []idemsql.Option{idemsql.WithTable(cf.table)}
-	if cf.schema != "" {
-		opts = append(opts, idemsql.WithSchema(cf.schema))
-	}
+	opts := idemsql.Options{Table: cf.table, Schema: cf.schema}
 	// Opening a pool connects to nothing yet.
 	var db *sql.DB
 	if t.conn != nil {
@@ -193,7 +190,7 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 	case "sqlite":
 		d = idemsqlite.New(db)
 	}
-	store, err := idemsql.New(d, opts...)
+	store, err := idemsql.New(d, opts)
 	if err != nil {
 		db.Close()
 		return nil, usagef("%v", err)

@@ -65,7 +65,7 @@ func init() {
 
 // batchJob parses the flags purge and sweep share (and those extra adds),
 // and connects.
-func (c *cli) batchJob(cmd, usage string, def connFlags, args []string, extra func(*flag.FlagSet)) (db *conn, opt idemsql.Option, dry bool, err error) {
+func (c *cli) batchJob(cmd, usage string, def connFlags, args []string, extra func(*flag.FlagSet)) (db *conn, opt idemsql.Options, dry bool, err error) {
 	var cf connFlags
 	fs := c.flags(cmd, &cf, def)
 	batch := fs.Int("batch", idemsql.DefaultBatchSize, "")
@@ -103,7 +103,8 @@ func runPurge(c *cli, def connFlags, args []string) error {
 		return nil
 	}
 	p := newProgress(c, "purge", "deleted")
-	st, err := idemsql.Purge(c.hard, db.store, opt, idemsql.WithProgress(p.report))
+	opt.Progress = p.report
+	st, err := idemsql.Purge(c.hard, db.store, opt)
 	p.done()
 	switch {
 	case c.ctx.Err() != nil:
@@ -140,7 +141,8 @@ func runSweep(c *cli, def connFlags, args []string) error {
 		}
 	}
 	p := newProgress(c, "sweep", "swept")
-	st, err := idemsql.Sweep(c.hard, db.store, h, opt, idemsql.WithProgress(p.report))
+	opt.Progress = p.report
+	st, err := idemsql.Sweep(c.hard, db.store, h, opt)
 	p.done()
 	summary := fmt.Sprintf("%s: %s abandoned, %s released, %s lost to another holder, %s failed",
 		plural(int64(st.Found), "stale claim"), count(int64(st.Abandoned)), count(int64(st.Released)), count(int64(st.Lost)), count(int64(st.Failed)))
@@ -156,11 +158,11 @@ func runSweep(c *cli, def connFlags, args []string) error {
 	return nil
 }
 
-func batchOption(cmd string, n int) (idemsql.Option, error) {
+func batchOption(cmd string, n int) (idemsql.Options, error) {
 	if n < 1 || n > 10000 {
-		return idemsql.Option{}, &usageError{cmd: cmd, msg: fmt.Sprintf("--batch %d: want 1 to 10000", n)}
+		return idemsql.Options{}, &usageError{cmd: cmd, msg: fmt.Sprintf("--batch %d: want 1 to 10000", n)}
 	}
-	return idemsql.WithBatchSize(n), nil
+	return idemsql.Options{BatchSize: n}, nil
 }
 
 // sweepDryRun lists the claims a sweep would resolve now: those without a
@@ -207,7 +209,7 @@ func sweepDryRun(c *cli, db *conn, how string, release bool) error {
 }
 
 // progress reports a long purge or sweep on stderr, and stops it between
-// batches after an interrupt (idemsql.WithProgress): a batch that has begun
+// batches after an interrupt (idemsql.Options.Progress): a batch that has begun
 // runs to its commit; a second interrupt cancels c.hard and aborts it.
 type progress struct {
 	c           *cli

@@ -32,7 +32,7 @@ func staleClaims(t *testing.T, n int) (*sql.DB, *idemsql.Store[*sql.Tx]) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		if c, err := idemsql.ClaimLease(ctx, store, fmt.Sprintf("k%02d", i), idemsql.WithLease(10*time.Millisecond)); err != nil || !c.Held {
+		if c, err := idemsql.ClaimLease(ctx, store, fmt.Sprintf("k%02d", i), idemsql.Options{Lease: 10 * time.Millisecond}); err != nil || !c.Held {
 			t.Fatalf("claim: %+v %v", c, err)
 		}
 	}
@@ -53,7 +53,7 @@ func TestSweepStopsBetweenBatches(t *testing.T) {
 		stop() // Ctrl-C while the first batch's handlers run
 		return idemsql.ResolveReleased(), nil
 	}
-	st, err := idemsql.Sweep(context.Background(), store, h, idemsql.WithBatchSize(2), idemsql.WithProgress(p.report))
+	st, err := idemsql.Sweep(context.Background(), store, h, idemsql.Options{BatchSize: 2, Progress: p.report})
 	if err != nil || st.Found != 2 || st.Released != 2 || st.Failed != 0 || st.Batches != 1 {
 		t.Fatalf("Sweep: %+v, %v; want the first batch of 2 released, then a stop", st, err)
 	}
@@ -69,7 +69,7 @@ func TestPurgeStopsBetweenBatches(t *testing.T) {
 	for i := range 5 {
 		if _, err := idemsql.Run(context.Background(), store, fmt.Sprintf("p%d", i), func(context.Context, *sql.Tx) (struct{}, error) {
 			return struct{}{}, nil
-		}, idemsql.WithTTL(time.Millisecond)); err != nil {
+		}, idemsql.Options{TTL: time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestPurgeStopsBetweenBatches(t *testing.T) {
 		stop() // Ctrl-C while the first batch ran
 		return p.report(pr)
 	}
-	st, err := idemsql.Purge(context.Background(), store, idemsql.WithBatchSize(1), idemsql.WithProgress(report))
+	st, err := idemsql.Purge(context.Background(), store, idemsql.Options{BatchSize: 1, Progress: report})
 	if err != nil || st.Deleted != 1 || st.Batches != 1 {
 		t.Fatalf("Purge: %+v %v; want one batch, then a stop", st, err)
 	}

@@ -69,7 +69,7 @@ func (s *server) createInvoice(ctx context.Context, slowCharge time.Duration, ke
 		err = tx.QueryRowContext(ctx,
 			`INSERT INTO charges (invoice_id, amount_cents) VALUES (?, ?) RETURNING id`, inv.ID, amount).Scan(&inv.ChargeID)
 		return inv, err
-	}, idemsql.WithFingerprint(map[string]any{"customer": customer, "amount": amount}))
+	}, idemsql.Options{Fingerprint: map[string]any{"customer": customer, "amount": amount}})
 	if err != nil {
 		return res, err
 	}

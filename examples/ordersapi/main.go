@@ -159,7 +159,7 @@ func (a *api) routes() http.Handler {
 	if err != nil {
 		panic(err) // the configuration above is valid
 	}
-	cfg.Options = []idemsql.Option{idemsql.WithLease(10 * time.Second)}
+	cfg.Options = idemsql.Options{Lease: 10 * time.Second}
 	external, err := idemhttp.NewExternal(a.idem, cfg)
 	if err != nil {
 		panic(err)

@@ -184,7 +184,7 @@ func retryAfterError(ctx context.Context, out io.Writer, guard *idemsql.Store[*s
 func crashAndTakeOver(ctx context.Context, out io.Writer, guard *idemsql.Store[*sql.Tx], url, key string) error {
 	// Worker 1: claims, charges, and dies before recording the outcome. A
 	// real crash looks the same to the database: a claim nobody renews.
-	c, err := idemsql.ClaimLease(ctx, guard, key, idemsql.WithLease(lease))
+	c, err := idemsql.ClaimLease(ctx, guard, key, idemsql.Options{Lease: lease})
 	if err != nil || !c.Held {
 		return fmt.Errorf("worker 1 claim: %+v, %w", c, err)
 	}
@@ -206,7 +206,7 @@ func crashAndTakeOver(ctx context.Context, out io.Writer, guard *idemsql.Store[*
 	// the same downstream key.
 	wctx, cancel := context.WithTimeout(ctx, 10*lease)
 	defer cancel()
-	res, err := idemsql.RunExternal(wctx, guard, key, pay, idemsql.WithLease(lease), idemsql.WithLeaseWait(20*time.Millisecond))
+	res, err := idemsql.RunExternal(wctx, guard, key, pay, idemsql.Options{Lease: lease, LeaseWait: 20 * time.Millisecond})
 	if err != nil {
 		return fmt.Errorf("worker 2 takeover: %w", err)
 	}

@@ -33,7 +33,7 @@ func wrapRun(ctx context.Context, store *idemsql.Store[*sql.Tx]) (idemsql.Result
 	createInvoice := idemsql.WrapRun(store, idemsql.ArgsKey[InvoiceReq]("create_invoice"),
 		func(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) {
 			return insertInvoice(ctx, tx, r)
-		}, idemsql.WithTTL(5*time.Minute))
+		}, idemsql.Options{TTL: 5 * time.Minute})
 
 	// In a handler.
 	res, err := createInvoice(ctx, InvoiceReq{UserID: 7, Amount: 1999})
@@ -56,7 +56,7 @@ func bindTx(ctx context.Context, store *idemsql.Store[*sql.Tx], db *sql.DB, key 
 		return err
 	}
 	defer tx.Rollback()
-	res, err := idemsql.Do(ctx, store, tx, key, fn, idemsql.WithFingerprint(body))
+	res, err := idemsql.Do(ctx, store, tx, key, fn, idemsql.Options{Fingerprint: body})
 	// end snippet
 	if err != nil {
 		return err

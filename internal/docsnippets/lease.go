@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"log"
+	"reflect"
 	"time"
 
 	"github.com/idemsql/idemsql/idemsql"
@@ -27,7 +28,7 @@ func leaseRunExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp pr
 				return Charge{}, err // a time-out may hide a charge: the retry reuses the key
 			}
 			return c, nil
-		}, idemsql.WithLease(30*time.Second))
+		}, idemsql.Options{Lease: 30 * time.Second})
 	// end snippet
 	return res, err
 }
@@ -49,7 +50,7 @@ func leaseSweep(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider
 			return idemsql.ResolveReleased(), nil // never charged: the next call runs again, same downstream key
 		}
 		return idemsql.ResolveCompleted(c), nil
-	}, idemsql.WithBatchSize(100), idemsql.WithResultType[Charge]())
+	}, idemsql.Options{BatchSize: 100, ResultType: reflect.TypeFor[Charge]()})
 	if err != nil {
 		log.Printf("sweep: %v (%+v)", err, stats) // the batches before the error stand
 	}

@@ -89,7 +89,7 @@ func (s *Service) ChargeOrder(ctx context.Context, key string, orderID, amount i
 			`INSERT INTO charges (order_id, amount) VALUES ($1, $2) RETURNING id`,
 			orderID, amount).Scan(&c.ID)
 		return c, err
-	}, idemsql.WithFingerprint(map[string]int64{"order": orderID, "amount": amount}))
+	}, idemsql.Options{Fingerprint: map[string]int64{"order": orderID, "amount": amount}})
 	if err != nil {
 		return Charge{}, false, err // roll back; a retry replays or runs
 	}
@@ -171,14 +171,14 @@ func runExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp payment
 			// The payment provider's own guard: the same key across retries
 			// and takeovers, so a repeat after a crash is absorbed there.
 			return psp.Charge(ctx, amount, l.DownstreamKey)
-		}, idemsql.WithLease(30*time.Second))
+		}, idemsql.Options{Lease: 30 * time.Second})
 	// end snippet
 	return res, err
 }
 
 func observerSlog(pool *pgxpool.Pool) (*idemsql.Store[pgx.Tx], error) {
 	// snippet: observer-slog
-	store, err := idemsql.New(idempostgres.New(pool), idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
+	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{Observers: []idemsql.Observer{idemslog.New(slog.Default(), nil)}})
 	// end snippet
 	return store, err
 }

@@ -42,7 +42,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	}
 	t.Cleanup(func() { db.Close() })
 	o := &retryCanceller{inner: obs}
-	store, err := idemsql.New(idemsqlite.New(db), idemsql.WithObserver(o))
+	store, err := idemsql.New(idemsqlite.New(db), idemsql.Options{Observers: []idemsql.Observer{o}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +78,9 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	if _, err := idemsql.Run(ctx, pool, kA, one); err != nil {
 		t.Fatal(err)
 	}
-	_, err = idemsql.Run(ctx, pool, kA, one, idemsql.WithFingerprint("another request"))
+	_, err = idemsql.Run(ctx, pool, kA, one, idemsql.Options{Fingerprint: "another request"})
 	check("fingerprint mismatch", kA, err, idemsql.ErrFingerprintMismatch)
-	_, err = idemsql.Run(ctx, pool, kA, one, idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+	_, err = idemsql.Run(ctx, pool, kA, one, idemsql.Options{ErrorOnDuplicate: true})
 	check("OnDuplicateError", kA, err, idemsql.ErrDuplicate)
 	_, err = idemsql.Run(ctx, pool, kA, func(ctx context.Context, tx *sql.Tx) (string, error) { return "", nil })
 	check("replay into another type", kA, err, idemsql.ErrDecode)
@@ -101,7 +101,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	kOuter, kOuter2, kInner := key("outer"), key("outer-2"), key("inner")
 	_, err = idemsql.Run(ctx, pool, kOuter, func(ctx context.Context, tx *sql.Tx) (int, error) {
 		_, err := idemsql.Do(ctx, store, tx, kA, func(ctx context.Context) (int, error) { return 2, nil },
-			idemsql.WithFingerprint("yet another request"))
+			idemsql.Options{Fingerprint: "yet another request"})
 		check("nested mismatch", kA, err, idemsql.ErrFingerprintMismatch)
 		return 0, fmt.Errorf("charging: %w", err)
 	})
@@ -110,18 +110,18 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 		_, err := idemsql.Do(cancelled, store, tx, kInner, func(ctx context.Context) (int, error) { return 2, nil })
 		check("nested call with an ended context", kInner, err, context.Canceled)
 		return 0, fmt.Errorf("charging: %w", err)
-	}, idemsql.WithMaxAttempts(2))
+	}, idemsql.Options{MaxAttempts: 2})
 	// Its class is the dialect's to say (SQLite: the transaction ended);
 	// the text must hold neither key.
 	check("outer call of a nested call with an ended context", "", err, nil)
 	_, err = idemsql.Run(ctx, pool, kOuter, func(ctx context.Context, tx *sql.Tx) (int, error) {
 		_, err := idemsql.Do(ctx, store, tx, kA, func(ctx context.Context) (int, error) { return 2, nil },
-			idemsql.WithOnDuplicate(idemsql.OnDuplicateError))
+			idemsql.Options{ErrorOnDuplicate: true})
 		check("nested duplicate", kA, err, idemsql.ErrDuplicate)
 		return 0, idemsql.Permanent("nested", fmt.Errorf("charging: %w", err))
-	}, idemsql.WithRecordedFailures(true))
+	}, idemsql.Options{RecordFailures: true})
 	check("recorded failure of a nested call", kOuter, err, idemsql.ErrFailureRecorded)
-	_, err = idemsql.Run(ctx, pool, kOuter, one, idemsql.WithRecordedFailures(true))
+	_, err = idemsql.Run(ctx, pool, kOuter, one, idemsql.Options{RecordFailures: true})
 	check("replayed failure of a nested call", kOuter, err, idemsql.ErrFailureRecorded)
 
 	// Run's wait before it runs again, ended by the context.
@@ -130,7 +130,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	o.retried = rcancel
 	_, err = idemsql.Run(rctx, pool, kRetry, func(ctx context.Context, tx *sql.Tx) (int, error) {
 		return 0, fmt.Errorf("conflict: %w", idemsql.ErrRetryable)
-	}, idemsql.WithBackoff(time.Minute, time.Minute))
+	}, idemsql.Options{Backoff: time.Minute, MaxBackoff: time.Minute})
 	o.retried = nil
 	rcancel()
 	check("context ended while Run waited to retry", kRetry, err, context.Canceled)
@@ -140,7 +140,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 
 	// Lease mode.
 	kHeld := key("held")
-	c, err := idemsql.ClaimLease(ctx, pool, kHeld, idemsql.WithLease(time.Minute))
+	c, err := idemsql.ClaimLease(ctx, pool, kHeld, idemsql.Options{Lease: time.Minute})
 	if err != nil || !c.Held {
 		t.Fatalf("ClaimLease: %+v %v", c, err)
 	}
@@ -148,7 +148,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	check("RunExternal on a live lease", kHeld, err, idemsql.ErrInProgress)
 	_, err = idemsql.Run(ctx, pool, kHeld, one)
 	check("Run on a live lease", kHeld, err, idemsql.ErrInProgress)
-	_, err = idemsql.ClaimLease(ctx, pool, kHeld, idemsql.WithFingerprint("another request"))
+	_, err = idemsql.ClaimLease(ctx, pool, kHeld, idemsql.Options{Fingerprint: "another request"})
 	check("lease-mode fingerprint mismatch", kHeld, err, idemsql.ErrFingerprintMismatch)
 	if err := c.Lease.Complete(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -158,9 +158,9 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	declined := func(ctx context.Context, l idemsql.LeaseInfo) (int, error) {
 		return 0, idemsql.Permanent("card_declined", errors.New("card declined"))
 	}
-	_, err = idemsql.RunExternal(ctx, pool, kFail, declined, idemsql.WithRecordedFailures(true))
+	_, err = idemsql.RunExternal(ctx, pool, kFail, declined, idemsql.Options{RecordFailures: true})
 	check("lease-mode recorded failure", kFail, err, idemsql.ErrFailureRecorded)
-	_, err = idemsql.RunExternal(ctx, pool, kFail, declined, idemsql.WithRecordedFailures(true))
+	_, err = idemsql.RunExternal(ctx, pool, kFail, declined, idemsql.Options{RecordFailures: true})
 	check("lease-mode replayed failure", kFail, err, idemsql.ErrFailureRecorded)
 
 	kClaim := key("not-claimed")
@@ -169,7 +169,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 
 	// A holder whose lease another took over: its write is refused.
 	kLost := key("lost")
-	first, err := idemsql.ClaimLease(ctx, pool, kLost, idemsql.WithLease(idemsql.MinLease))
+	first, err := idemsql.ClaimLease(ctx, pool, kLost, idemsql.Options{Lease: idemsql.MinLease})
 	if err != nil || !first.Held {
 		t.Fatalf("ClaimLease: %+v %v", first, err)
 	}
@@ -182,7 +182,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 
 	// A sweep handler's error.
 	kSwept := key("swept")
-	if c, err := idemsql.ClaimLease(ctx, pool, kSwept, idemsql.WithLease(idemsql.MinLease)); err != nil || !c.Held {
+	if c, err := idemsql.ClaimLease(ctx, pool, kSwept, idemsql.Options{Lease: idemsql.MinLease}); err != nil || !c.Held {
 		t.Fatalf("ClaimLease: %+v %v", c, err)
 	}
 	handled := false
