@@ -268,7 +268,8 @@ type LeaseStatements struct {
 // A row's columns, in Lookup and List, in this order: idem_key, status,
 // attempt, owner, fingerprint, result (NULL in List), error_class,
 // error_message, lease, lease_until, created_at, updated_at, completed_at,
-// expires_at, now. lease is the row's idemsql.LeaseState as a word:
+// expires_at, now. lease is the row's lease state as a word (idemsql's
+// Lease constants):
 //
 //	none       status <> 'in_progress'
 //	abandoned  in_progress, lease_until IS NULL

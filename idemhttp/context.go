@@ -11,7 +11,7 @@ import (
 
 type (
 	txKey    struct{}
-	leaseKey struct{}
+	claimKey struct{}
 	keyKey   struct{}
 )
 
@@ -36,13 +36,13 @@ func MustTx[X any](ctx context.Context) X {
 	return tx
 }
 
-// Lease returns the lease that [NewExternal]'s middleware holds for the
+// Claim returns the claim that [NewExternal]'s middleware holds for the
 // request. Pass its DownstreamKey to the external system's own idempotency
 // key: it is the same for every run of the handler under one claim, across
 // retries after a status that was not stored and takeovers after a crash.
-func Lease(ctx context.Context) (idemsql.LeaseInfo, bool) {
-	l, ok := ctx.Value(leaseKey{}).(idemsql.LeaseInfo)
-	return l, ok
+func Claim(ctx context.Context) (idemsql.Claim, bool) {
+	c, ok := ctx.Value(claimKey{}).(idemsql.Claim)
+	return c, ok
 }
 
 // Key returns the key the middleware stores for the request (see

@@ -26,7 +26,7 @@
 //
 // [NewExternal] (lease mode, on [idemsql.RunExternal]) commits the key's
 // claim first and holds it with a lease while the handler calls an external
-// system, passing [Lease]'s DownstreamKey on as that system's idempotency
+// system, passing [Claim]'s DownstreamKey on as that system's idempotency
 // key. Use it when the effect lives outside the database.
 //
 // # Keys

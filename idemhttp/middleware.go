@@ -87,7 +87,7 @@ func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Ha
 // the database (a payment API, an e-mail): lease mode, on
 // [idemsql.RunExternal]. The key's claim is committed before the handler
 // runs, with a lease that a heartbeat renews while it runs; the handler gets
-// no transaction but the lease, from [Lease], and passes its DownstreamKey
+// no transaction but the lease, from [Claim], and passes its DownstreamKey
 // to the external system's own idempotency key; the response is recorded
 // after the handler returns.
 //
@@ -124,8 +124,8 @@ func NewExternal[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler)
 			}
 			defer putBuf(a.body)
 			var last *capture
-			res, err := idemsql.RunExternal(r.Context(), store, a.key, func(ctx context.Context, l idemsql.LeaseInfo) (Response, error) {
-				ctx = context.WithValue(context.WithValue(ctx, leaseKey{}, l), keyKey{}, a.key)
+			res, err := idemsql.RunExternal(r.Context(), store, a.key, func(ctx context.Context, l idemsql.Claim) (Response, error) {
+				ctx = context.WithValue(context.WithValue(ctx, claimKey{}, l), keyKey{}, a.key)
 				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
 			}, a.options(base))
 			s.finish(w, r, res, err, last)
@@ -277,7 +277,6 @@ func (s *settings) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // problemFor maps an error to the middleware's answer.
 func problemFor(err error) (problem, string) {
-	var fe *idemsql.FailureError
 	switch {
 	case errors.Is(err, idemsql.ErrFingerprintMismatch):
 		return problemKeyReused, "This key was sent with another method, URI or body. Use a new key for a new request."
@@ -285,8 +284,8 @@ func problemFor(err error) (problem, string) {
 		return problemInFlight, "Retry once it has finished: its response will be replayed."
 	case errors.Is(err, ErrResponseTooLarge), errors.Is(err, idemsql.ErrResultTooLarge):
 		return problemResponseTooLarge, ""
-	case errors.As(err, &fe):
-		return problemOutcomeUnknown, "Its outcome was recorded as " + fe.Class + "; the key answers so until it expires."
+	case errors.Is(err, idemsql.ErrFailureRecorded):
+		return problemOutcomeUnknown, "Its outcome was recorded as " + failureClass(err) + "; the key answers so until it expires."
 	case errors.Is(err, idemsql.ErrAbandoned):
 		return problemOutcomeUnknown, "The key answers so until it is resolved or expires."
 	case errors.Is(err, idemsql.ErrRetryable), errors.Is(err, idemsql.ErrCommitUnknown),
@@ -295,4 +294,25 @@ func problemFor(err error) (problem, string) {
 		return problemRetry, ""
 	}
 	return problemInternal, ""
+}
+
+// failureClass is the class of the recorded failure in err's tree.
+func failureClass(err error) string {
+	switch x := err.(type) {
+	case *idemsql.Error:
+		if x.Kind == idemsql.ErrFailureRecorded {
+			return x.Class
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return failureClass(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if c := failureClass(e); c != "" {
+				return c
+			}
+		}
+	}
+	return ""
 }

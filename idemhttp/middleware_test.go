@@ -230,7 +230,7 @@ func TestAccessors(t *testing.T) {
 	if _, ok := idemhttp.Tx[*sql.Tx](ctx); ok {
 		t.Fatal("Tx outside the middleware")
 	}
-	if _, ok := idemhttp.Lease(ctx); ok {
+	if _, ok := idemhttp.Claim(ctx); ok {
 		t.Fatal("Lease outside the middleware")
 	}
 	defer func() {

@@ -1,15 +1,18 @@
 // Package idemslog logs what idemsql does through log/slog: give the
-// observer it returns to a store with idemsql.Options.Observers.
+// observer it returns to a store in idemsql.Options.Observers.
 //
-//	store, err := postgres.New(idemsql.WithObserver(idemslog.New(slog.Default(), nil)))
+//	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{
+//		Observers: []idemsql.Observer{idemslog.New(slog.Default(), nil)},
+//	})
 //
-// Every event is one record, message "idemsql " + the event's name, with the
-// attributes mode, key, dialect, attempt (when the step has one), duration,
-// count (purge) and error. Levels follow what an operator should look at:
+// Every event is one record, message "idemsql " + the event's name, with
+// the attributes mode, key, dialect, attempt (when the step has one),
+// duration, count (purge and sweep batches) and error. Levels follow what
+// an operator should look at:
 //
 //   - Debug: claimed, replayed, completed — the normal life of a key.
-//   - Info: in_progress, retried, taken_over, failure_recorded, purged —
-//     expected under concurrency and failures, worth counting.
+//   - Info: in_progress, retried, taken_over, failure_recorded, purged,
+//     swept — expected under concurrency and failures, worth counting.
 //   - Warn: fingerprint_mismatch (a client reused a key for another
 //     request), lease_lost (a holder stalled past its lease; its external
 //     effect may repeat downstream), abandoned (a claim with no outcome and
@@ -33,7 +36,7 @@ type Options struct {
 	// of fn's that quotes the key is logged as it is.
 	Key func(key string) slog.Value
 	// Level, if set, overrides the level of an event kind.
-	Level func(idemsql.EventKind) slog.Level
+	Level func(string) slog.Level
 }
 
 // New returns an observer that logs every event to l. opts may be nil.
@@ -53,12 +56,12 @@ type observer struct {
 var _ idemsql.Observer = (*observer)(nil)
 
 // Level is the level an event is logged at by default.
-func Level(k idemsql.EventKind) slog.Level {
+func Level(k string) slog.Level {
 	switch k {
 	case idemsql.EventFingerprintMismatch, idemsql.EventLeaseLost, idemsql.EventAbandoned:
 		return slog.LevelWarn
 	case idemsql.EventInProgress, idemsql.EventRetried, idemsql.EventTakenOver,
-		idemsql.EventFailureRecorded, idemsql.EventPurged:
+		idemsql.EventFailureRecorded, idemsql.EventPurged, idemsql.EventSwept:
 		return slog.LevelInfo
 	}
 	return slog.LevelDebug
@@ -86,11 +89,11 @@ func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
 		attrs = append(attrs, slog.Int64("attempt", e.Attempt))
 	}
 	attrs = append(attrs, slog.Duration("duration", e.Duration))
-	if e.Kind == idemsql.EventPurged {
+	if e.Kind == idemsql.EventPurged || e.Kind == idemsql.EventSwept {
 		attrs = append(attrs, slog.Int64("count", e.Count))
 	}
 	if e.Err != nil {
 		attrs = append(attrs, slog.String("error", e.Err.Error()))
 	}
-	o.l.LogAttrs(ctx, level, "idemsql "+e.Kind.String(), attrs...)
+	o.l.LogAttrs(ctx, level, "idemsql "+e.Kind, attrs...)
 }

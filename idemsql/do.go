@@ -125,7 +125,7 @@ func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ct
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
 	start := time.Now()
-	ctx, call := s.startCall(ctx, "Do", key, start)
+	ctx, call := s.startCall(ctx, "Do", "atomic", key, start)
 	defer call.unwinding()
 	res, _, err := do(ctx, &s.core, ex, key, fn, &cfg, start)
 	call.finish(res.Replayed, err)
@@ -368,11 +368,7 @@ func isInterface[T any]() bool { return reflect.TypeFor[T]().Kind() == reflect.I
 // say, or the error of a context of fn's own that ended: ctx is live
 // wherever this is called), which would make two; then its text only.
 func unclassed(fnErr error) error {
-	var e *Error
-	var fe *FailureError
-	var de *DuplicateError
-	if (errors.As(fnErr, &e) && e.Kind != nil) || errors.As(fnErr, &fe) || errors.As(fnErr, &de) ||
-		errors.Is(fnErr, context.Canceled) || errors.Is(fnErr, context.DeadlineExceeded) {
+	if classed(fnErr) || errors.Is(fnErr, context.Canceled) || errors.Is(fnErr, context.DeadlineExceeded) {
 		return errors.New(fnErr.Error())
 	}
 	return fnErr
@@ -585,11 +581,12 @@ func replay[T any](s *core, key string, r storedRow, cfg *settings) (Result[T], 
 		}
 		res.Replayed = true
 		if cfg.errorOnDuplicate {
-			return res, &DuplicateError{Key: key, Result: r.result}
+			return res, &Error{Op: "claim", Key: key, Kind: ErrDuplicate}
 		}
 		return res, nil
 	case StatusFailed:
-		return res, &FailureError{Key: key, Class: r.errorClass.String, Message: r.errorMessage.String, Replayed: true}
+		res.Replayed = true
+		return res, &Error{Op: "claim", Key: key, Kind: ErrFailureRecorded, Class: r.errorClass.String, Message: r.errorMessage.String}
 	case StatusInProgress:
 		switch {
 		case r.leased:
@@ -622,7 +619,7 @@ func (s *core) recordFailure(ctx context.Context, ex idemdriver.Executor, key st
 	if n != 1 {
 		return outcomeRetry, errors.Join(cause, claimLost("record failure", key))
 	}
-	return outcomeRecorded, &FailureError{Key: key, Class: class, Message: msg, Err: cause}
+	return outcomeRecorded, &Error{Op: "record failure", Key: key, Kind: ErrFailureRecorded, Class: class, Message: msg, Err: cause}
 }
 
 func (s *core) recordFailed(ctx context.Context, key string, cause, err error) (outcome, error) {

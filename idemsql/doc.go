@@ -5,6 +5,15 @@
 // It is not a cache. A cache may recompute; a guarded function must not
 // execute twice.
 //
+// A [Store] is the one handle: the idempotency table, the defaults of
+// every call, and a pool of the database, made once at start-up with [New]
+// from the driver a dialect package makes of the pool: idempostgres.New
+// (a pgx pool; transactions are pgx.Tx), idempostgres.NewSQL (pgx's
+// database/sql driver), idemmysql.New (MySQL 8, MariaDB 10.6+),
+// idemsqlite.New (modernc.org/sqlite); the last three's transactions are
+// *sql.Tx. Every call takes the store. The table comes from the goose
+// migrations in package migrations.
+//
 // # Atomic mode
 //
 // [Do] inserts the key's row into the idempotency table in the caller's own
@@ -49,34 +58,25 @@
 // a holder whose lease was taken over records nothing ([ErrLeaseLost]). A
 // dead holder's key is taken over once its lease runs out; fn's error ends
 // the lease so that the next call runs again. Both keep
-// [LeaseInfo.DownstreamKey]: pass it to the external system's own
-// idempotency key, since lease mode cannot stop an effect from repeating
-// after a crash. [ClaimLease] and [Lease] are the same steps one by one;
+// [Claim.DownstreamKey]: pass it to the external system's own idempotency
+// key, since lease mode cannot stop an effect from repeating after a
+// crash. [ClaimLease] and [Lease] are the same steps one by one;
 // [Sweep] resolves claims whose holders died; [Purge] deletes expired
 // outcomes of both modes.
 //
-// # Run, policies, wrappers
+// # Run, options, wrappers
 //
 // [Run] owns the transaction for callers without one and retries it when
-// the database asks. [Options.ErrorOnDuplicate], [Options.FailFast], [Options.LockTimeout]
-// and [Options.RecordFailures] choose what duplicates, in-flight duplicates
-// and permanent failures get. [Wrap] and [WrapRun] turn a function into a
-// guarded one whose key derives from its argument.
-//
-// # Dialects
-//
-// A store is made with [New] from a dialect package's driver for a pool:
-// idempostgres.New (a pgx pool; pgx.Tx), idempostgres.NewSQL (pgx's
-// database/sql driver), idemmysql.New (MySQL 8, MariaDB 10.6+) and
-// idemsqlite.New (modernc.org/sqlite). Every call takes the store; [Do]
-// also the caller's transaction. Package idemdriver holds the contract a
-// dialect implements. The table comes from the goose migrations
-// in package migrations ([Options.Table], [Options.Schema]).
+// the database asks. [Options] configure a store and each call:
+// ErrorOnDuplicate, FailFast, LockTimeout and RecordFailures choose what
+// duplicates, in-flight duplicates and permanent failures get. [Wrap] and
+// [WrapRun] turn a function into a guarded one whose key derives from its
+// argument ([ArgsKey], [DeriveKey]).
 //
 // # Watching and reading
 //
-// [Options.Observers] reports each step (claims, replays, takeovers, lost
-// leases, ...) to an [Observer]: package idemslog logs them with log/slog,
+// Options.Observers report each step (claims, replays, takeovers, lost
+// leases, ...) as an [Event]: package idemslog logs them with log/slog,
 // the otel module makes spans and metrics. [Lookup], [List] and [Stats]
 // read the table without SQL of the caller's own; cmd/idemsql puts them,
 // the migrations, [Purge] and [Sweep] on the command line. Package idemhttp
@@ -91,7 +91,8 @@
 // [ErrReentrant], [ErrAbandoned], [ErrDuplicate], [ErrFailureRecorded],
 // [ErrRetryable], [ErrCommitUnknown], [ErrLockTimeout], [ErrEncode],
 // [ErrResultTooLarge], [ErrDecode], [ErrUnexpectedState], [ErrLeaseLost].
-// Each error the library builds has exactly one of them. Errors from the
-// database come as [*Error], with the driver's error (and fn's) reachable
-// through [errors.As].
+// Each error the library builds has exactly one of them. They come as
+// [*Error], with the key in a field of its own, and the driver's error
+// (and fn's) reachable through [errors.As]. Package idemdriver holds the
+// contract a dialect implements.
 package idemsql

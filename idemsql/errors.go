@@ -81,14 +81,14 @@ var (
 	// recorded as [UnencodableClass] (lease mode).
 	ErrResultTooLarge = errors.New("idemsql: result too large")
 
-	// ErrDuplicate: under the [Options.ErrorOnDuplicate] policy, the key already
-	// completed. The error is a [*DuplicateError] and the call's Result still
-	// carries the stored value.
+	// ErrDuplicate: with [Options.ErrorOnDuplicate], the key already
+	// completed. The error is an [*Error]; the call's Result still carries
+	// the stored value, with Replayed set.
 	ErrDuplicate = errors.New("idemsql: key already completed")
 
 	// ErrFailureRecorded: the key's outcome is a recorded permanent failure
-	// ([Options.RecordFailures]). The error is a [*FailureError] with the
-	// failure's class and message.
+	// ([Options.RecordFailures]). The error is an [*Error] with the
+	// failure's Class and Message.
 	ErrFailureRecorded = errors.New("idemsql: permanent failure recorded")
 
 	// ErrReentrant: the same transaction already claimed the key and is still
@@ -110,19 +110,21 @@ var (
 	ErrUnexpectedState = errors.New("idemsql: unexpected idempotency row state")
 )
 
-// Error is returned for every failure that reached the database, and for
-// the other failures of a step about a key (a context that ended before the
-// claim or during Run's wait, a stored result that does not decode, a sweep
-// handler's error). It carries the sentinel that says what the failure
+// Error is returned for every failure that reached the database, for the
+// other failures of a step about a key (a context that ended before the
+// claim or during Run's wait, a stored result that does not decode, a
+// sweep handler's error), for a duplicate that asked for an error
+// ([Options.ErrorOnDuplicate]: Kind [ErrDuplicate]) and for a recorded
+// failure ([Options.RecordFailures]: Kind [ErrFailureRecorded], with its
+// Class and Message). It carries the sentinel that says what the failure
 // means (Kind), the key, the operation, and the underlying error (Err).
 //
 //	var e *idemsql.Error
-//	if errors.As(err, &e) { log.Println(e.Op, e.Key) }
+//	if errors.As(err, &e) { log.Println(e.Op, e.Key, e.Class) }
 //	var pgErr *pgconn.PgError
 //	if errors.As(err, &pgErr) { log.Println(pgErr.Code) }
 //
-// The key is in the Key field only, never in the message (nor in
-// [FailureError]'s or [DuplicateError]'s): a key may hold what logs must not
+// The key is in the Key field only, never in the message: a key may hold what logs must not
 // (an e-mail address), and a message is copied, by fmt.Errorf, into the
 // errors that wrap it, into recorded failures and into logs and spans,
 // where nothing can take it out again. So the library's error texts never
@@ -137,13 +139,24 @@ type Error struct {
 	// again). Lease mode: "begin", "read", "claim", "reclaim", "take over",
 	// "renew", "complete", "fail", "release", "sweep", "purge", and any of
 	// them + ": commit" when the commit of its transaction failed. Read
-	// API: "lookup", "list", "stats", "decode" ([Record.Decode]).
+	// API: "lookup", "list", "stats", "decode" ([Record.Decode]). A
+	// duplicate's error, and a failure recorded earlier, come from
+	// "claim"; a failure recorded by this call from "record failure"
+	// (atomic mode) or "fail" (lease mode).
 	Op string
 	// Key is the key concerned; empty for a step of Sweep or Purge that is
 	// about no one key.
 	Key  string
 	Kind error // one of the sentinels above, or nil when the failure has no special meaning
-	Err  error // the underlying error, typically the driver's
+	// Err is the underlying error: the driver's, or, for a failure this
+	// call recorded, fn's (nil for a failure recorded earlier).
+	Err error
+	// Class and Message are a recorded failure's (Kind
+	// [ErrFailureRecorded]): its class, for machines ("card_declined", or
+	// one of the library's: [AbandonedClass], [UnencodableClass],
+	// [PanicClass]), and its message, for people. Result.Replayed tells a
+	// failure recorded earlier from one this call recorded.
+	Class, Message string
 	// swallowed: the transaction was found aborted after fn returned (fn
 	// went on past an error); Run retries that once.
 	swallowed bool
@@ -151,11 +164,15 @@ type Error struct {
 	notCommitted bool
 }
 
-// Error is "idemsql: " + Op, then Kind's and Err's texts; never the key.
+// Error is "idemsql: " + Op, then Kind's and Err's texts (for a recorded
+// failure, its class and message); never the key.
 func (e *Error) Error() string {
 	msg := "idemsql: " + e.Op
 	if e.Kind != nil {
 		msg += ": " + trimPrefix(e.Kind.Error())
+	}
+	if e.Class != "" {
+		return msg + " (" + e.Class + "): " + e.Message
 	}
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
@@ -264,3 +281,27 @@ var afterFnOps = map[string]bool{"complete": true, "record failure": true, "comm
 
 // claimOps are the steps that may wait for another holder of the key.
 var claimOps = map[string]bool{"claim": true, "read": true, "reclaim": true}
+
+// classed reports whether err holds an error of the library's with a
+// class: an [*Error] with a Kind, anywhere in its tree.
+func classed(err error) bool {
+	switch x := err.(type) {
+	case nil:
+		return false
+	case *Error:
+		if x.Kind != nil {
+			return true
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return classed(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if classed(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

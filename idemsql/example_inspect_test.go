@@ -67,18 +67,18 @@ func ExampleList() {
 	// Every refund, two at a time.
 	f := idemsql.ListFilter{Prefix: "refund:", Limit: 2}
 	for {
-		page, err := idemsql.List(ctx, pool, f)
+		records, next, err := idemsql.List(ctx, pool, f)
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
-		for _, r := range page.Records {
+		for _, r := range records {
 			fmt.Println(r.Key, r.Status)
 		}
-		if page.Next == "" {
+		if next == "" {
 			break
 		}
-		f.After = page.Next
+		f.After = next
 	}
 	st, err := idemsql.Stats(ctx, pool)
 	if err != nil {

@@ -17,7 +17,7 @@ func ExampleRunExternal() {
 	defer done()
 	ctx := context.Background()
 	calls := 0
-	charge := func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	charge := func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		calls++ // the payment provider's API, called with l.DownstreamKey as its idempotency key
 		return receipt{ChargeID: "ch_1"}, nil
 	}
@@ -47,9 +47,9 @@ func ExampleClaimLease() {
 		fmt.Println(c.Held, err)
 		return
 	}
-	// Send the e-mail with c.Lease.DownstreamKey as its Message-ID, renewing
-	// with c.Lease.Renew while it takes long; then record the outcome.
-	if err := c.Lease.Complete(ctx, receipt{ChargeID: "msg-1"}); err != nil {
+	// Send the e-mail with c.DownstreamKey as its Message-ID, renewing
+	// with c.Renew while it takes long; then record the outcome.
+	if err := c.Complete(ctx, receipt{ChargeID: "msg-1"}); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -74,10 +74,10 @@ func ExampleSweep() {
 
 	stats, err := idemsql.Sweep(ctx, pool, func(ctx context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		// Ask the provider what became of s.DownstreamKey; here it charged.
-		return idemsql.ResolveCompleted(receipt{ChargeID: "ch_8"}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{ChargeID: "ch_8"}}, nil
 	})
 	fmt.Println(stats.Found, stats.Completed, err)
-	res, err := idemsql.RunExternal(ctx, pool, "charge:order-8", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	res, err := idemsql.RunExternal(ctx, pool, "charge:order-8", func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{}, fmt.Errorf("must not run again")
 	})
 	fmt.Println(res.Value.ChargeID, res.Replayed, err)
@@ -91,7 +91,7 @@ func ExamplePurge() {
 	defer done()
 	ctx := context.Background()
 	pool := store
-	if _, err := idemsql.RunExternal(ctx, pool, "report:2026-11", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	if _, err := idemsql.RunExternal(ctx, pool, "report:2026-11", func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{ChargeID: "r1"}, nil
 	}, idemsql.Options{TTL: time.Millisecond, Lease: 10 * time.Millisecond}); err != nil {
 		fmt.Println(err)

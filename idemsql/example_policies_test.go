@@ -78,25 +78,25 @@ func ExampleOptions_failFast() {
 	// Output: true
 }
 
-// With WithRecordedFailures a Permanent error is the key's final answer:
+// With RecordFailures a Permanent error is the key's final answer:
 // duplicates get it back without running fn, and fn's writes are undone.
 func ExampleOptions_recordFailures() {
 	db, store, done := openExampleDB()
 	defer done()
 	ctx := context.Background()
-	charge := func() error {
-		_, err := idemsql.Run(ctx, store, "charge:order-9", func(ctx context.Context, tx *sql.Tx) (int, error) {
+	charge := func() (idemsql.Result[int], error) {
+		return idemsql.Run(ctx, store, "charge:order-9", func(ctx context.Context, tx *sql.Tx) (int, error) {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO orders (total) VALUES (5000)`); err != nil {
 				return 0, err
 			}
 			return 0, idemsql.Permanent("card_declined", errors.New("insufficient funds"))
 		}, idemsql.Options{RecordFailures: true})
-		return err
 	}
 	for range 2 {
-		var fe *idemsql.FailureError
-		if errors.As(charge(), &fe) {
-			fmt.Printf("%s: %s (replayed: %v)\n", fe.Class, fe.Message, fe.Replayed)
+		res, err := charge()
+		var fe *idemsql.Error
+		if errors.Is(err, idemsql.ErrFailureRecorded) && errors.As(err, &fe) {
+			fmt.Printf("%s: %s (replayed: %v)\n", fe.Class, fe.Message, res.Replayed)
 		}
 	}
 	var n int

@@ -2,7 +2,6 @@ package idemsql
 
 import (
 	"errors"
-	"fmt"
 	"unicode/utf8"
 )
 
@@ -38,54 +37,11 @@ func IsPermanent(err error) (class string, ok bool) {
 	return "", false
 }
 
-// FailureError is a permanent failure recorded for a key: returned by the
-// call that recorded it (Replayed false; commit the transaction to keep the
-// record) and by every duplicate (Replayed true). errors.Is(err,
-// ErrFailureRecorded) holds for both. Like [Error]'s, its message never
-// names the key.
-type FailureError struct {
-	Key      string
-	Class    string
-	Message  string
-	Replayed bool
-	// Err is fn's original error, on the call that recorded it; nil on a
-	// replay.
-	Err error
-}
-
-func (e *FailureError) Error() string {
-	verb := "failed"
-	if e.Replayed {
-		verb = "failed earlier"
-	}
-	return fmt.Sprintf("idemsql: %s (%s): %s", verb, e.Class, e.Message)
-}
-
-func (e *FailureError) Unwrap() []error {
-	if e.Err != nil {
-		return []error{ErrFailureRecorded, e.Err}
-	}
-	return []error{ErrFailureRecorded}
-}
-
-// DuplicateError is returned under the [Options.ErrorOnDuplicate] policy when the key
-// already completed. Result holds the stored result, also decoded into
-// Result.Value by the call. Like [Error]'s, its message never names the
-// key.
-type DuplicateError struct {
-	Key    string
-	Result []byte
-}
-
-func (e *DuplicateError) Error() string { return ErrDuplicate.Error() }
-
-func (e *DuplicateError) Unwrap() error { return ErrDuplicate }
-
 // PanicClass is the error_class recorded when fn panicked in [Do] or [Run]:
 // the claim is marked failed before the panic goes on. A caller that rolls
 // back (as [Run] does) leaves nothing behind; one that recovers the panic
 // and commits keeps fn's partial writes, and every later call with the key
-// gets this failure back as a [*FailureError] until its retention runs out,
+// gets this failure back ([ErrFailureRecorded]) until its retention runs out,
 // instead of running fn again.
 const PanicClass = "panicked"
 

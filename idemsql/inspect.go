@@ -21,30 +21,28 @@ import (
 
 var _ idemdriver.Rows = (*sql.Rows)(nil)
 
-// LeaseState says, in words, who holds a key.
-type LeaseState string
-
+// Lease states, in Record.Lease and ListFilter.Lease: who holds a key.
 const (
 	// LeaseNone: no claim is held; the row's outcome is recorded (completed
 	// or failed).
-	LeaseNone LeaseState = "none"
+	LeaseNone = "none"
 	// LeaseLive: a lease-mode holder's lease has not run out.
-	LeaseLive LeaseState = "live"
+	LeaseLive = "live"
 	// LeaseStale: a lease-mode holder's lease ran out without an outcome:
 	// the holder died or hung. The next call with the key takes it over,
 	// and so does [Sweep].
-	LeaseStale LeaseState = "stale"
+	LeaseStale = "stale"
 	// LeaseReleased: the holder ended its lease on purpose ([ReleasedClass]:
 	// fn failed, [Lease.Release], [ResolveReleased]). The next call takes
 	// the key over at once, with the same downstream key.
-	LeaseReleased LeaseState = "released"
+	LeaseReleased = "released"
 	// LeaseAbandoned: an in_progress row without a lease: an atomic-mode
 	// claim that was committed without an outcome. Calls get
 	// [ErrAbandoned].
-	LeaseAbandoned LeaseState = "abandoned"
+	LeaseAbandoned = "abandoned"
 )
 
-func (l LeaseState) valid() bool {
+func validLease(l string) bool {
 	switch l {
 	case LeaseNone, LeaseLive, LeaseStale, LeaseReleased, LeaseAbandoned:
 		return true
@@ -75,9 +73,9 @@ type Record struct {
 	// ErrorClass and ErrorMessage are a recorded failure (a failed row), or
 	// why a lease was released ([ReleasedClass], an in_progress row).
 	ErrorClass, ErrorMessage string
-	// Lease says who holds the key; LeaseUntil is the lease's deadline
-	// (zero for an atomic-mode row).
-	Lease      LeaseState
+	// Lease says who holds the key, one of the Lease constants; LeaseUntil
+	// is the lease's deadline (zero for an atomic-mode row).
+	Lease      string
 	LeaseUntil time.Time
 	CreatedAt  time.Time // when the key was claimed (claimed anew, after its retention ran out)
 	UpdatedAt  time.Time
@@ -93,7 +91,7 @@ type Record struct {
 	// times above with it, not with the local clock.
 	ReadAt time.Time
 	// DownstreamKey is the key a lease-mode holder of this claim passes to
-	// the external system ([LeaseInfo.DownstreamKey]): Key + ":" + CreatedAt
+	// the external system ([Claim.DownstreamKey]): Key + ":" + CreatedAt
 	// in unix milliseconds. It is meaningless for an atomic-mode row.
 	DownstreamKey string
 
@@ -157,7 +155,7 @@ type ListFilter struct {
 	Status string
 	// Lease keeps rows in this lease state ([LeaseStale]: claims whose
 	// holder died; [LeaseReleased]: claims ended on purpose); "" keeps any.
-	Lease LeaseState
+	Lease string
 	// Sweepable keeps the rows [Sweep] would resolve now: stale claims, and
 	// released ones past their retention.
 	Sweepable bool
@@ -169,8 +167,8 @@ type ListFilter struct {
 	OlderThan time.Duration
 	// Prefix keeps keys that start with it, byte for byte (no wildcards).
 	Prefix string
-	// After continues a listing: keys after it. Pass the previous page's
-	// [ListPage.Next].
+	// After continues a listing: keys after it. Pass the next that the
+	// previous page's [List] returned.
 	After string
 	// Limit is the most rows returned: 1 to [MaxListLimit]; 0 means
 	// [DefaultListLimit].
@@ -183,30 +181,22 @@ const (
 	MaxListLimit     = 10000
 )
 
-// ListPage is one page of a [List].
-type ListPage struct {
-	// Records are the rows, ordered by key (byte order), without their
-	// results: [Lookup] a key for its result.
-	Records []Record
-	// Next is the filter's After for the next page; "" when this page is
-	// the last.
-	Next string
-}
-
-// List returns the rows that match f, ordered by key, one page at a time:
-// pass Next as the next call's After. Pages are keyset-paginated, so a
+// List returns the rows that match f, ordered by key (byte order), one
+// page at a time, without their results ([Lookup] a key for its result).
+// next is the filter's After for the next page; "" when this page is the
+// last. Pages are keyset-paginated, so a
 // listing costs the same on page 1000 as on page 1, and rows that change
 // between pages are neither skipped twice nor lost, except where their key
 // moved past the cursor. Each page is one read-only statement, taken as
 // [Lookup] takes its own.
-func List[X any](ctx context.Context, s *Store[X], f ListFilter) (ListPage, error) {
+func List[X any](ctx context.Context, s *Store[X], f ListFilter) (records []Record, next string, err error) {
 	args, limit, err := f.args()
 	if err != nil {
-		return ListPage{}, err
+		return nil, "", err
 	}
 	in, err := newInspector(s)
 	if err != nil {
-		return ListPage{}, err
+		return nil, "", err
 	}
 	var recs []Record
 	err = readDB(ctx, s, func(rd reader) error {
@@ -214,15 +204,13 @@ func List[X any](ctx context.Context, s *Store[X], f ListFilter) (ListPage, erro
 		return err
 	})
 	if err != nil {
-		return ListPage{}, in.s.dbError(ctx, "list", "", err)
+		return nil, "", in.s.dbError(ctx, "list", "", err)
 	}
-	var p ListPage
 	if len(recs) > limit {
 		recs = recs[:limit]
-		p.Next = recs[limit-1].Key
+		next = recs[limit-1].Key
 	}
-	p.Records = recs
-	return p, nil
+	return recs, next, nil
 }
 
 // listArgs are the arguments of InspectStatements.List, but the limit.
@@ -238,14 +226,14 @@ func (a listArgs) values(limit int) []any {
 }
 
 func (f ListFilter) args() (listArgs, int, error) {
-	a := listArgs{status: f.Status, lease: string(f.Lease), sweepable: f.Sweepable, purgeable: f.Purgeable,
+	a := listArgs{status: f.Status, lease: f.Lease, sweepable: f.Sweepable, purgeable: f.Purgeable,
 		after: f.After, from: f.Prefix, to: keysEnd}
 	switch f.Status {
 	case "", StatusInProgress, StatusCompleted, StatusFailed:
 	default:
 		return a, 0, fmt.Errorf("%w: unknown status %q", ErrInvalidOption, f.Status)
 	}
-	if f.Lease != "" && !f.Lease.valid() {
+	if f.Lease != "" && !validLease(f.Lease) {
 		return a, 0, fmt.Errorf("%w: unknown lease state %q", ErrInvalidOption, f.Lease)
 	}
 	if f.OlderThan < 0 {
@@ -308,7 +296,8 @@ func prefixEnd(p string) (end string, ok bool) {
 type TableStats struct {
 	Total, InProgress, Completed, Failed int64
 	// LiveLeases, StaleLeases, Released and Abandoned split the in_progress
-	// rows by [LeaseState].
+	// rows by lease state ([LeaseLive], [LeaseStale], [LeaseReleased],
+	// [LeaseAbandoned]).
 	LiveLeases, StaleLeases, Released, Abandoned int64
 	// Retried counts rows with attempt > 1: keys taken over in lease mode,
 	// or claimed anew after their retention ran out.
@@ -468,8 +457,8 @@ func (in *inspector) scanRecord(row idemdriver.Row, withResult bool) (Record, er
 	if withResult && result != nil {
 		r.Result = json.RawMessage(result)
 	}
-	r.Lease = LeaseState(lease)
-	if !r.Lease.valid() {
+	r.Lease = lease
+	if !validLease(r.Lease) {
 		return Record{}, fmt.Errorf("%w: lease state %q", ErrUnexpectedState, lease) // Lookup's error carries the key
 	}
 	r.LeaseUntil, r.CompletedAt = nullMicros(leaseUntil), nullMicros(completed)

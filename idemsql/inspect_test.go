@@ -111,7 +111,7 @@ func TestReadAPIUnbound(t *testing.T) {
 	if _, _, err := Lookup(t.Context(), s, "k"); !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("Lookup on a nil store: %v", err)
 	}
-	if _, err := List(t.Context(), s, ListFilter{}); !errors.Is(err, ErrInvalidOption) {
+	if _, _, err := List(t.Context(), s, ListFilter{}); !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("List on a nil store: %v", err)
 	}
 	if _, err := Stats(t.Context(), s); !errors.Is(err, ErrInvalidOption) {

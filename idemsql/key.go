@@ -41,9 +41,23 @@ func ValidateKey(key string) error {
 // are encoded as a JSON array with encoding/json, then every object's keys
 // are sorted, numbers keep their exact text and no insignificant whitespace
 // is written. A struct and a map with the same fields give the same key.
-// Arguments that the canonical form cannot tell apart are refused, see
-// [Canonical]: two requests that differ must not share a key. A string or
-// []byte argument is encoded like any other.
+// A string or []byte argument is encoded like any other.
+//
+// Arguments whose encoding would lose information are refused, since two
+// values with one encoding would share a key (or a fingerprint: see
+// [Fingerprint]). The error names the place (args[0].Customer.id) and the
+// Go type. Refused: what encoding/json refuses (functions, channels, NaN
+// and infinities, cycles); a string or map key that is not valid UTF-8,
+// which encoding/json writes with U+FFFD in place of the invalid bytes; a
+// struct with an unexported field, including one whose fields are all
+// unexported (it encodes as {}), unless the field holds nothing (blank, or
+// of zero size); two fields that encode under one JSON name, of which
+// encoding/json writes at most one. A field tagged json:"-" is the
+// caller's choice to leave it out, exported or not, and is not refused. A
+// value of a type that implements [json.Marshaler] or
+// [encoding.TextMarshaler] is taken as that method encodes it, unchecked;
+// note that a struct that embeds such a type can get the method by
+// promotion, and then encodes as the embedded value alone.
 //
 // Prefer an explicit key that the client sends (an Idempotency-Key header, a
 // payment intent ID): a derived key makes two genuinely separate requests
@@ -68,9 +82,10 @@ func DeriveKey(namespace string, args ...any) (string, error) {
 }
 
 // Fingerprint returns the SHA-256 of a request as [Options.Fingerprint] stores it:
-// a []byte or string is hashed as given, any other value in its [Canonical]
-// form. A value that Canonical refuses is an error wrapping
-// [ErrInvalidOption]: a changed request must not pass for the same one.
+// a []byte or string is hashed as given, any other value in the canonical
+// form [DeriveKey] uses. A value that DeriveKey would refuse is an error
+// wrapping [ErrInvalidOption]: a changed request must not pass for the
+// same one.
 func Fingerprint(request any) ([]byte, error) {
 	var sum [sha256.Size]byte
 	switch r := request.(type) {
@@ -88,30 +103,10 @@ func Fingerprint(request any) ([]byte, error) {
 	return sum[:], nil
 }
 
-// Canonical encodes v as canonical JSON: what encoding/json writes, with
-// object keys sorted at every depth, numbers exactly as encoding/json wrote
-// them, no HTML escaping and no insignificant whitespace.
-//
-// Canonical refuses a value whose encoding would lose information, since
-// two values with one encoding would share a key or a fingerprint. The
-// error names the place (args[0].Customer.id) and the Go type. Refused:
-// what encoding/json refuses (functions, channels, NaN and infinities,
-// cycles); a string or map key that is not valid UTF-8, which
-// encoding/json writes with U+FFFD in place of the invalid bytes; a struct
-// with an unexported field, including one whose fields are all unexported
-// (it encodes as {}), unless the field holds nothing (blank, or of zero
-// size); two fields that encode under one JSON name, of which
-// encoding/json writes at most one. A field tagged json:"-" is the caller's
-// choice to leave it out, exported or not, and is not refused. A value of a
-// type that implements [json.Marshaler] or [encoding.TextMarshaler] is
-// taken as that method encodes it, unchecked; note that a struct that
-// embeds such a type can get the method by promotion, and then encodes as
-// the embedded value alone.
-func Canonical(v any) ([]byte, error) {
-	return canonical(v, "value")
-}
-
-// canonical is Canonical with root naming v in errors.
+// canonical encodes v as canonical JSON, naming v root in errors: what
+// encoding/json writes, with object keys sorted at every depth, numbers
+// exactly as encoding/json wrote them, no HTML escaping and no
+// insignificant whitespace. It refuses what [DeriveKey] says.
 func canonical(v any, root string) ([]byte, error) {
 	raw, err := json.Marshal(v)
 	if err != nil {

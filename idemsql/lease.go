@@ -20,22 +20,22 @@ import (
 // this call: every write of a holder is fenced by its attempt and its
 // per-claim owner token. The external effect may have happened; the new
 // holder, calling the downstream system with the same
-// [LeaseInfo.DownstreamKey], gets that system's own replay.
+// [Claim.DownstreamKey], gets that system's own replay.
 var ErrLeaseLost = errors.New("idemsql: lease lost")
 
 // Error classes lease mode records.
 const (
 	// AbandonedClass is the error_class [Sweep] records for a stale claim it
 	// gives up on (no handler, or a handler that returns
-	// [ResolveAbandoned]). Duplicates of the key then get a
-	// [*FailureError] with this class. It is not an outcome of fn: once its
+	// [ResolveAbandoned]). Duplicates of the key then get a failure
+	// ([ErrFailureRecorded]) of this class. It is not an outcome of fn: once its
 	// retention has run out, the next claim of the key keeps the abandoned
-	// claim's [LeaseInfo.DownstreamKey].
+	// claim's [Claim.DownstreamKey].
 	AbandonedClass = "abandoned"
 	// UnencodableClass is the error_class recorded when fn succeeded but its
 	// result could not be encoded ([ErrEncode], [ErrResultTooLarge]). The
 	// effect happened and must not run again, so the key is recorded as
-	// failed: duplicates get a [*FailureError] with this class.
+	// failed: duplicates get a recorded failure ([ErrFailureRecorded]) with this class.
 	UnencodableClass = "unencodable_result"
 	// ReleasedClass marks, in error_class, an in_progress row whose holder
 	// ended its lease on purpose (fn failed, [Lease.Release],
@@ -69,7 +69,6 @@ type leaseSettings struct {
 	poll      time.Duration // > 0: wait for a live holder, polling this often
 	batch     int           // 0: DefaultBatchSize
 	result    reflect.Type  // nil: any; else the keys' result type (Options.ResultType)
-	progress  func(Progress) bool
 }
 
 func (l leaseSettings) leaseDuration() time.Duration {
@@ -125,9 +124,6 @@ func (l *leaseSettings) apply(o Options) error {
 	if o.ResultType != nil {
 		l.result = o.ResultType
 	}
-	if o.Progress != nil {
-		l.progress = o.Progress
-	}
 	return nil
 }
 
@@ -144,10 +140,10 @@ func (l leaseSettings) checkResult(result any) error {
 	return fmt.Errorf("%w: a result of type %v where the key's results are %v (Options.ResultType)", ErrEncode, t, l.result)
 }
 
-// LeaseInfo describes a claim held in lease mode: what fn sees in
+// Claim describes a claim held in lease mode: what fn sees in
 // [RunExternal] and a [SweepHandler] sees in [Stale]. It is data only; the
 // library records the outcome from fn's return values.
-type LeaseInfo struct {
+type Claim struct {
 	Key string
 	// Attempt is 1 on the first claim and grows by one on every takeover and
 	// every new claim after the key's retention ran out.
@@ -182,35 +178,31 @@ type LeaseInfo struct {
 // time after that moment), so a call that fn cannot cancel and that would
 // run past Deadline may outlive the lease: another holder may take the key
 // over meanwhile. The heartbeat of [RunExternal] and [Sweep] moves it on
-// with every renewal, and so does [Lease.Renew]. The zero LeaseInfo's
+// with every renewal, and so does [Lease.Renew]. The zero Claim's
 // Deadline is the zero Time.
-func (l LeaseInfo) Deadline() time.Time {
-	if l.clock == nil {
+func (c Claim) Deadline() time.Time {
+	if c.clock == nil {
 		return time.Time{}
 	}
-	return l.clock.deadline()
+	return c.clock.deadline()
 }
 
-// Lease is a claim held in lease mode, as [ClaimLease] returns it; its
-// methods record the outcome. Every write through a Lease is fenced by its
-// attempt and its per-claim owner token: once the key was taken over,
-// resolved or recorded, they change nothing and return [ErrLeaseLost].
+// Lease is what [ClaimLease] returns: a claim held by hand, whose methods
+// record the outcome, or, when the key completed earlier, its stored
+// result. Every write through a Lease is fenced by its attempt and its
+// per-claim owner token: once the key was taken over, resolved or
+// recorded, they change nothing and return [ErrLeaseLost].
 type Lease struct {
-	LeaseInfo
-
-	lr *leaser
-}
-
-// Claim is the outcome of [ClaimLease].
-type Claim struct {
+	Claim // zero when not Held
 	// Held is true when this call holds the key: do the effect, then record
-	// the outcome with Lease.Complete, Lease.Fail or Lease.Release.
-	Held  bool
-	Lease Lease
+	// the outcome with Complete, Fail or Release.
+	Held bool
 	// Result is the stored, encoded result when the key completed earlier
 	// (Held false). Decode it with the codec it was stored with (JSON by
 	// default).
 	Result []byte
+
+	lr *leaser
 }
 
 // RunExternal runs fn at most once at a time per key, for an effect outside
@@ -223,7 +215,7 @@ type Claim struct {
 // an in_progress row with a lease from the database's clock. While fn runs,
 // a heartbeat renews the lease every third of it ([Options.Lease],
 // [Options.Heartbeat]); if a renewal finds the key taken over, or none succeeds
-// before the lease's end by the local clock ([LeaseInfo.Deadline]), fn's
+// before the lease's end by the local clock ([Claim.Deadline]), fn's
 // context is cancelled with a cause matching [ErrLeaseLost] (see
 // [context.Cause]). ctx bounds the claim (and [Options.LeaseWait]'s wait) and
 // cancels fn's context, but not the heartbeat: fn may still be acting on
@@ -271,7 +263,7 @@ type Claim struct {
 //
 // Options: those of [ClaimLease], and [Options.Heartbeat], [Options.ErrorOnDuplicate],
 // [Options.RecordFailures].
-func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, l LeaseInfo) (T, error), opts ...Options) (Result[T], error) {
+func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, c Claim) (T, error), opts ...Options) (Result[T], error) {
 	var res Result[T]
 	if err := ValidateKey(key); err != nil {
 		return res, err
@@ -286,14 +278,14 @@ func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func
 	if want := lr.cfg.lease.result; want != nil && want != reflect.TypeFor[T]() {
 		return res, fmt.Errorf("%w: Options.ResultType[%v] given to RunExternal, whose fn returns %v", ErrInvalidOption, want, reflect.TypeFor[T]())
 	}
-	ctx, call := lr.s.startCall(ctx, "RunExternal", key, lr.start)
+	ctx, call := lr.s.startCall(ctx, "RunExternal", "lease", key, lr.start)
 	defer call.unwinding()
 	res, err = runExternal(ctx, lr, key, fn)
 	call.finish(res.Replayed, err)
 	return res, err
 }
 
-func runExternal[T any](ctx context.Context, lr *leaser, key string, fn func(ctx context.Context, l LeaseInfo) (T, error)) (Result[T], error) {
+func runExternal[T any](ctx context.Context, lr *leaser, key string, fn func(ctx context.Context, c Claim) (T, error)) (Result[T], error) {
 	held, l, row, err := lr.acquire(ctx, key)
 	if err != nil {
 		return Result[T]{}, err
@@ -306,17 +298,4 @@ func runExternal[T any](ctx context.Context, lr *leaser, key string, fn func(ctx
 		return res, err
 	}
 	return runHeld(ctx, l, fn)
-}
-
-// Progress is what Options.Progress is told after each batch of [Sweep] or
-// [Purge]: the totals of the pass so far.
-type Progress struct {
-	Batches int   // batches committed
-	Rows    int64 // Purge: rows deleted; Sweep: claims found
-}
-
-// goOn reports a batch to the Options.Progress func, if any, and whether to go
-// on.
-func (l leaseSettings) goOn(p Progress) bool {
-	return l.progress == nil || l.progress(p)
 }

@@ -157,9 +157,9 @@ func (r *leaseRow) replays(fp []byte) bool {
 // lease is the Lease of a claim whose lease_until was set by a statement
 // sent just after since.
 func (lr *leaser) lease(key string, attempt, generation int64, token string, since time.Time) Lease {
-	return Lease{LeaseInfo: LeaseInfo{Key: key, Attempt: attempt, Owner: token,
+	return Lease{Claim: Claim{Key: key, Attempt: attempt, Owner: token,
 		DownstreamKey: key + ":" + strconv.FormatInt(generation, 10),
-		clock:         newLeaseClock(since, lr.cfg.lease.leaseDuration())}, lr: lr}
+		clock:         newLeaseClock(since, lr.cfg.lease.leaseDuration())}, Held: true, lr: lr}
 }
 
 // maxLeaseContention bounds how often a call without [Options.LeaseWait] retries
@@ -368,7 +368,7 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 //     result.
 //   - [ErrInProgress]: another holder's lease is live (unless
 //     [Options.LeaseWait]). [ErrFingerprintMismatch]: another request used the
-//     key. A [*FailureError]: a failure recorded earlier (for a stale claim
+//     key. A recorded failure ([ErrFailureRecorded]): a failure recorded earlier (for a stale claim
 //     given up by [Sweep], Class is [AbandonedClass]). [ErrAbandoned]: the
 //     key holds a claim committed without a lease or an outcome (an
 //     atomic-mode claim whose transaction committed anyway), which is never
@@ -377,25 +377,25 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 // Options: [Options.Lease], [Options.LeaseWait], [Options.TTL], [Options.Fingerprint],
 // [Options.Codec], [Options.MaxResultSize], [Options.MaxAttempts], [Options.Backoff],
 // [Options.ResultType].
-func ClaimLease[X any](ctx context.Context, s *Store[X], key string, opts ...Options) (Claim, error) {
+func ClaimLease[X any](ctx context.Context, s *Store[X], key string, opts ...Options) (Lease, error) {
 	if err := ValidateKey(key); err != nil {
-		return Claim{}, err
+		return Lease{}, err
 	}
 	lr, err := newLeaser(s, opts)
 	if err != nil {
-		return Claim{}, err
+		return Lease{}, err
 	}
 	held, l, row, err := lr.acquire(ctx, key)
 	if err != nil {
-		return Claim{}, err
+		return Lease{}, err
 	}
 	if held {
-		return Claim{Held: true, Lease: l}, nil
+		return l, nil
 	}
 	if _, err := replay[struct{}](lr.s, key, row, &settings{fingerprint: lr.cfg.fingerprint, codec: skipCodec{}}); err != nil {
-		return Claim{}, err
+		return Lease{}, err
 	}
-	return Claim{Result: row.result}, nil
+	return Lease{Result: row.result}, nil
 }
 
 // skipCodec lets ClaimLease reuse replay's checks without decoding.
@@ -405,6 +405,6 @@ func (skipCodec) Marshal(any) ([]byte, error) { return nil, nil }
 func (skipCodec) Unmarshal([]byte, any) error { return nil }
 
 // observe reports a lease-mode event of this call.
-func (lr *leaser) observe(ctx context.Context, kind EventKind, key string, attempt int64, err error) {
+func (lr *leaser) observe(ctx context.Context, kind string, key string, attempt int64, err error) {
 	lr.s.observe(ctx, kind, "lease", key, attempt, lr.start, err)
 }

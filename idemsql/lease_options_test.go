@@ -19,7 +19,7 @@ func TestLeaseOptionScopes(t *testing.T) {
 		t.Fatalf("a store takes the options of both modes: %v", err)
 	}
 	ctx := context.Background()
-	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
+	fn := func(context.Context, idemsql.Claim) (int, error) { return 1, nil }
 	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
 
 	for name, o := range map[string]idemsql.Options{
@@ -69,7 +69,7 @@ func TestWithResultType(t *testing.T) {
 		t.Errorf("a store with WithResultType: %v, want ErrInvalidOption", err)
 	}
 	ctx := context.Background()
-	fn := func(context.Context, idemsql.LeaseInfo) (int, error) { return 1, nil }
+	fn := func(context.Context, idemsql.Claim) (int, error) { return 1, nil }
 	if _, err := idemsql.RunExternal(ctx, g, "k", fn, idemsql.Options{ResultType: reflect.TypeFor[string]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
 		t.Errorf("RunExternal returning int with WithResultType[string]: %v, want ErrInvalidOption", err)
 	}

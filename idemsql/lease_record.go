@@ -12,7 +12,7 @@ import (
 var errUnboundLease = fmt.Errorf("%w: Lease was not made by ClaimLease", ErrInvalidOption)
 
 // Renew extends the lease to the database's clock + the lease duration,
-// and moves [LeaseInfo.Deadline] on. It returns [ErrLeaseLost] when the
+// and moves [Claim.Deadline] on. It returns [ErrLeaseLost] when the
 // lease no longer holds the key. Like every write through a Lease, it is
 // tried again after a broken connection or a transaction the database
 // refused, while the lease holds by its Deadline and ctx allows.
@@ -51,7 +51,7 @@ func (l Lease) renew(ctx context.Context, stop <-chan struct{}) (refused bool, e
 //
 // A broken connection or a transaction the database refused does not make
 // it give up: it tries again, with a growing wait, until the lease's
-// [LeaseInfo.Deadline] (at least once) or the end of ctx. When the
+// [Claim.Deadline] (at least once) or the end of ctx. When the
 // connection broke during the COMMIT, the next try learns from the row,
 // read under the fence, whether that COMMIT went through. When the lease
 // runs out before the write could be made, the error matches
@@ -85,7 +85,7 @@ func (l Lease) complete(ctx context.Context, encoded []byte) (refused bool, err 
 
 // Fail records a permanent failure (class for machines, message for people),
 // kept for the TTL from now; every later call with the key gets it back as a
-// [*FailureError]. It returns [ErrLeaseLost], and records nothing, when the
+// recorded failure ([ErrFailureRecorded]). It returns [ErrLeaseLost], and records nothing, when the
 // lease no longer holds the key.
 func (l Lease) Fail(ctx context.Context, class, message string) error {
 	if l.lr == nil {
@@ -364,11 +364,11 @@ func lostError(op, key string, attempt int64) error {
 // holds. What comes back says what happened to the record: a heartbeat
 // that could not renew the lease (and so cancelled fn) matters no more once
 // a fenced write went through, since then no other holder had the key.
-func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, LeaseInfo) (T, error)) (Result[T], error) {
+func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Claim) (T, error)) (Result[T], error) {
 	var res Result[T]
 	var v T
 	var fnErr error
-	lost, definite := l.hold(ctx, func(ctx context.Context) { v, fnErr = fn(ctx, l.LeaseInfo) })
+	lost, definite := l.hold(ctx, func(ctx context.Context) { v, fnErr = fn(ctx, l.Claim) })
 	if definite { // the refused renewal reported the loss
 		return res, joinErrs(lost, fnErr)
 	}
@@ -379,7 +379,7 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Lease
 			if err := l.Fail(wctx, class, msg); err != nil {
 				return res, joinErrs(fnErr, err)
 			}
-			fe := &FailureError{Key: l.Key, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
+			fe := &Error{Op: "fail", Key: l.Key, Kind: ErrFailureRecorded, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
 			l.lr.observe(ctx, EventFailureRecorded, l.Key, l.Attempt, fe)
 			return res, fe
 		}

@@ -14,85 +14,78 @@ import (
 
 // Stale is a claim that no holder has, handed to a [SweepHandler]: its
 // holder's lease ran out, or it released it, or it never had one (Reason).
-// The sweeper has already taken it over: LeaseInfo is the sweeper's own
+// The sweeper has already taken it over: Claim is the sweeper's own
 // (attempt one higher than the previous holder's, same DownstreamKey),
 // renewed by a heartbeat while the handler runs. The handler decides; the
 // sweeper records its [Resolution] under that lease.
 type Stale struct {
-	LeaseInfo
+	Claim
 	// PreviousOwner is the owner column of the previous holder.
 	PreviousOwner string
 	// Fingerprint is the request fingerprint the key was claimed with.
 	Fingerprint []byte
-	// Reason is why the claim had no holder.
-	Reason StaleReason
+	// Reason is why the claim had no holder: [StaleLeaseRanOut],
+	// [StaleReleased] or [StaleNoLease].
+	Reason string
 	// Message is the previous holder's reason for a released claim (for
 	// fn's error, "fn failed: " and the error's text); empty otherwise.
 	Message string
 }
 
-// StaleReason says why a claim handed to a [SweepHandler] had no holder.
-type StaleReason int
-
+// Why a claim handed to a [SweepHandler] had no holder, in Stale.Reason.
 const (
 	// StaleLeaseRanOut: the holder stopped renewing its lease (it died,
 	// hung or lost the database), and the lease ran out.
-	StaleLeaseRanOut StaleReason = iota
+	StaleLeaseRanOut = "lease_ran_out"
 	// StaleReleased: the holder ended its lease without an outcome (fn
 	// failed, [Lease.Release]); [Stale].Message says why. A sweep with a
 	// handler resolves such claims at once, so that one whose caller never
 	// retries (a time-out after the charge) is reconciled; a sweep without
 	// one leaves them to callers until their retention runs out. Claims a
 	// handler released ([ResolveReleased]) come back only then.
-	StaleReleased
+	StaleReleased = "released"
 	// StaleNoLease: a claim committed without a lease and without an
 	// outcome: an atomic-mode claim whose transaction committed although
 	// [Do] failed, or that fn committed itself (DDL on MySQL). Callers get
 	// [ErrAbandoned] for it; fn's effects may or may not have committed.
-	StaleNoLease
+	StaleNoLease = "no_lease"
 )
 
 // Resolution is what a [SweepHandler] decided for a stale claim.
 type Resolution struct {
-	kind    resolutionKind
-	result  any
-	message string
+	// Outcome is [ResolveCompleted], [ResolveAbandoned] or
+	// [ResolveReleased].
+	Outcome string
+	// Result is the key's outcome, for ResolveCompleted. It must be of the
+	// type the key's callers decode into (fn's result type in
+	// [RunExternal]); give Sweep [Options.ResultType] to have that checked
+	// before anything is stored.
+	Result any
+	// Message says why, for ResolveAbandoned.
+	Message string
 }
 
-type resolutionKind int
-
+// The outcomes of a [Resolution].
 const (
-	resolveNone resolutionKind = iota
-	resolveCompleted
-	resolveAbandoned
-	resolveReleased
+	// ResolveCompleted records Result as the key's outcome, as if the dead
+	// holder had finished: the handler resumed the effect (calling the
+	// downstream system again with the same DownstreamKey) or found that it
+	// had happened.
+	ResolveCompleted = "completed"
+	// ResolveAbandoned records the key as failed with class
+	// [AbandonedClass] and the Message: the handler compensated, or gave
+	// up. Duplicates get that failure ([ErrFailureRecorded]) until the
+	// key's retention runs out; the claim after that keeps the
+	// DownstreamKey, as after any abandoned claim.
+	ResolveAbandoned = "abandoned"
+	// ResolveReleased ends the claim's lease without an outcome, as
+	// [Lease.Release] does: the next call with the key takes it over at
+	// once and runs again, with the same DownstreamKey. The row stays,
+	// marked [ReleasedClass]; sweeps leave it to callers until its
+	// retention has run out (a sweep with a handler does not hand it over
+	// again: it would only get the same answer).
+	ResolveReleased = "released"
 )
-
-// ResolveCompleted records result as the key's outcome, as if the dead
-// holder had finished: the handler resumed the effect (calling the
-// downstream system again with the same DownstreamKey) or found that it had
-// happened. result must be of the type the key's callers decode into (fn's
-// result type in [RunExternal]); give Sweep [Options.ResultType] to have that
-// checked before anything is stored.
-func ResolveCompleted(result any) Resolution {
-	return Resolution{kind: resolveCompleted, result: result}
-}
-
-// ResolveAbandoned records the key as failed with class [AbandonedClass] and
-// the message: the handler compensated, or gave up. Duplicates get a
-// [*FailureError] until the key's retention runs out; the claim after that
-// keeps the DownstreamKey, as after any abandoned claim.
-func ResolveAbandoned(message string) Resolution {
-	return Resolution{kind: resolveAbandoned, message: message}
-}
-
-// ResolveReleased ends the claim's lease without an outcome, as
-// [Lease.Release] does: the next call with the key takes it over at once and
-// runs again, with the same DownstreamKey. The row stays, marked
-// [ReleasedClass]; sweeps leave it to callers until its retention has run
-// out (a sweep with a handler does not hand it over again: it would only
-// get the same answer).
-func ResolveReleased() Resolution { return Resolution{kind: resolveReleased} }
 
 // SweepHandler decides what becomes of a stale claim. An error leaves the
 // claim as it is; its lease runs out again and a later sweep retries it. So
@@ -148,8 +141,13 @@ type SweepStats struct {
 // Sweep returns after one pass: when no such row is left, or the next ones
 // are rows this pass already resolved. A row that a concurrent writer
 // changed between the sweeper's read and its update is skipped. The error
-// joins the handlers' errors and any database error. [SweepEvery] runs it
-// in a loop.
+// joins the handlers' errors and any database error. When ctx ends, the
+// pass ends before its next batch (a batch whose statements ctx
+// interrupts is rolled back) and the error holds ctx's: each batch is a
+// transaction of its own, so nothing is left half done. An observer
+// hears of each batch once its resolutions are recorded ([EventSwept]):
+// ending ctx there stops the pass between two batches. [SweepEvery] runs
+// it in a loop.
 func Sweep[X any](ctx context.Context, s *Store[X], h SweepHandler, opts ...Options) (SweepStats, error) {
 	lr, err := newLeaser(s, opts)
 	if err != nil {
@@ -180,7 +178,7 @@ type staleRow struct {
 	leased       bool
 }
 
-func (r staleRow) reason() StaleReason {
+func (r staleRow) reason() string {
 	switch {
 	case r.errorClass.Valid:
 		return StaleReleased
@@ -253,7 +251,13 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 			wg.Wait()
 		}
 		stats.Batches++
-		if !b.more || !lr.cfg.lease.goOn(Progress{Batches: stats.Batches, Rows: int64(stats.Found)}) {
+		// One event per batch that found claims, once they are resolved; a
+		// pass that found nothing says so once.
+		if len(lr.s.defaults.observers) > 0 && (len(b.keys) > 0 || stats.Batches == 1) {
+			lr.s.emit(ctx, Event{Kind: EventSwept, Mode: "lease", Dialect: lr.s.dialect.Name(),
+				Duration: time.Since(lr.start), Count: int64(len(b.keys))})
+		}
+		if !b.more {
 			return stats, errors.Join(errs...)
 		}
 		if len(b.keys) == 0 {
@@ -387,7 +391,7 @@ func (lr *leaser) sweepRow(ctx context.Context, ex idemdriver.Executor, h SweepH
 	}
 	l := lr.lease(r.key, r.attempt+1, r.generation, token, since)
 	b.keys = append(b.keys, r.key)
-	b.taken = append(b.taken, swept{lease: l, stale: Stale{LeaseInfo: l.LeaseInfo, PreviousOwner: r.owner.String,
+	b.taken = append(b.taken, swept{lease: l, stale: Stale{Claim: l.Claim, PreviousOwner: r.owner.String,
 		Fingerprint: r.fingerprint, Reason: r.reason(), Message: r.errorMessage.String}})
 	return true, nil
 }
@@ -443,26 +447,26 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 	// as long as the sweeper's lease holds.
 	wctx := context.WithoutCancel(ctx)
 	var refused bool
-	switch res.kind {
-	case resolveCompleted:
-		eerr := l.lr.cfg.lease.checkResult(res.result)
+	switch res.Outcome {
+	case ResolveCompleted:
+		eerr := l.lr.cfg.lease.checkResult(res.Result)
 		var encoded []byte
 		if eerr == nil {
-			encoded, eerr = encode(res.result, &l.lr.cfg, false)
+			encoded, eerr = encode(res.Result, &l.lr.cfg, false)
 		}
 		if eerr != nil {
 			return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Err: eerr}
 		}
 		refused, err = l.complete(wctx, encoded)
 		count = func(s *SweepStats) { s.Completed++ }
-	case resolveAbandoned:
-		refused, err = l.fail(wctx, AbandonedClass, res.message)
+	case ResolveAbandoned:
+		refused, err = l.fail(wctx, AbandonedClass, res.Message)
 		count = func(s *SweepStats) { s.Abandoned++ }
-	case resolveReleased:
+	case ResolveReleased:
 		refused, err = l.end(wctx, HandlerReleasedMessage)
 		count = func(s *SweepStats) { s.Released++ }
 	default:
-		return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Kind: ErrInvalidOption, Err: errors.New("the handler returned the zero Resolution")}
+		return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Kind: ErrInvalidOption, Err: fmt.Errorf("the handler returned a Resolution with Outcome %q", res.Outcome)}
 	}
 	switch {
 	case refused:

@@ -118,7 +118,7 @@ func TestPermanentTimeoutIsNotRecorded(t *testing.T) {
 	_, err = idemsql.Do(context.Background(), store, idemdriver.Executor(ex), "k", func(context.Context) (int, error) {
 		return 0, idemsql.Permanent("busy", errLockWait)
 	}, idemsql.Options{RecordFailures: true})
-	var fe *idemsql.FailureError
+	var fe *idemsql.Error
 	if errors.As(err, &fe) || !errors.Is(err, errLockWait) || ex.sent[len(ex.sent)-1] != "release" {
 		t.Fatalf("err = %v, statements %v; want fn's error, the claim released, nothing recorded", err, ex.sent)
 	}

@@ -3,7 +3,6 @@ package idemsql
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -23,28 +22,16 @@ type Observer interface {
 // CallTracer is implemented by observers that also want to wrap whole calls
 // ([Do], [Run], [RunExternal]), to make a span of each, say. StartCall is
 // called when the call starts, with the caller's context (whose span, if
-// any, is the parent); the context it returns is the one the call and fn
-// go on with; end is called once when the call returns, with its outcome.
+// any, is the parent) and an Event of the call (Op, Mode, Key, Dialect);
+// the context it returns is the one the call and fn go on with (the next
+// tracer's, if several: they nest in the order given). end is called once
+// when the call returns, with the Event completed by its Outcome, Duration
+// and Err.
 type CallTracer interface {
-	StartCall(ctx context.Context, c Call) (context.Context, func(CallEnd))
+	StartCall(ctx context.Context, call Event) (context.Context, func(end Event))
 }
 
-// Call describes one call for a [CallTracer].
-type Call struct {
-	Op      string // "Do", "Run", "RunExternal"
-	Key     string
-	Dialect string
-}
-
-// CallEnd is how a call ended.
-type CallEnd struct {
-	// Outcome is one of the Outcome constants.
-	Outcome  string
-	Duration time.Duration
-	Err      error
-}
-
-// Outcomes of a call, in [CallEnd] and as the outcome of metrics.
+// Outcomes of a call, in Event.Outcome and as the outcome of metrics.
 const (
 	OutcomeExecuted        = "executed"         // fn ran and its result is stored
 	OutcomeReplayed        = "replayed"         // an earlier result was returned
@@ -56,92 +43,81 @@ const (
 	OutcomeFailed          = "failed"     // fn failed, or an error without a class of its own
 )
 
-// EventKind names an [Event].
-type EventKind int
-
+// The kinds of [Event], in Event.Kind.
 const (
 	// EventClaimed: the call claimed the key and fn is about to run.
 	// Attempt is the claim's attempt (more than 1 after a re-claim).
-	EventClaimed EventKind = iota + 1
+	EventClaimed = "claimed"
 	// EventReplayed: the key had completed; its result was returned.
-	EventReplayed
+	EventReplayed = "replayed"
 	// EventFingerprintMismatch: the key was used for another request.
-	EventFingerprintMismatch
+	EventFingerprintMismatch = "fingerprint_mismatch"
 	// EventInProgress: another holder has the key (fail-fast, or a live
 	// lease).
-	EventInProgress
+	EventInProgress = "in_progress"
 	// EventTakenOver: lease mode: the call (or a sweeper) took over a claim
 	// whose lease ran out. Attempt is the new holder's.
-	EventTakenOver
+	EventTakenOver = "taken_over"
 	// EventLeaseLost: lease mode: the fence refused a write of the holder
 	// (a renewal or its outcome): another took the key over or resolved it,
 	// and nothing this holder does is recorded. A lease that only ran out by
 	// the local clock (no renewal got through, nobody took the key) is no
 	// such event: fn is cancelled with [ErrLeaseLost] as its cause, and the
 	// call's end (a [CallTracer]) says how it ended.
-	EventLeaseLost
+	EventLeaseLost = "lease_lost"
 	// EventCompleted: fn's result is stored (atomic mode: in the caller's
 	// transaction, which still has to commit) by Do, Run or RunExternal. A
 	// Lease used by hand (ClaimLease, then Complete or Fail) reports its
 	// claim and a refused write only.
-	EventCompleted
+	EventCompleted = "completed"
 	// EventFailureRecorded: fn's permanent failure is stored.
-	EventFailureRecorded
+	EventFailureRecorded = "failure_recorded"
 	// EventRetried: [Run] lost its transaction and runs it again. Err is
 	// why. Lease mode retries its short transactions and fenced writes
 	// without an event.
-	EventRetried
+	EventRetried = "retried"
 	// EventAbandoned: a call found a claim with no outcome and nobody
 	// holding it (Attempt and Err say which), or [Sweep] without a handler
 	// gave one up (Attempt 0). A Sweep handler's decision shows as
 	// EventTakenOver.
-	EventAbandoned
+	EventAbandoned = "abandoned"
 	// EventPurged: [Purge] deleted Count rows in one batch; a pass that
 	// deletes nothing reports one batch of 0.
-	EventPurged
+	EventPurged = "purged"
+	// EventSwept: [Sweep] finished a batch: Count claims found, each
+	// abandoned, or taken over with its handler's resolution recorded (or
+	// not: see SweepStats). A pass that finds nothing reports one batch of
+	// 0.
+	EventSwept = "swept"
 )
 
-var eventNames = [...]string{
-	EventClaimed:             "claimed",
-	EventReplayed:            "replayed",
-	EventFingerprintMismatch: "fingerprint_mismatch",
-	EventInProgress:          "in_progress",
-	EventTakenOver:           "taken_over",
-	EventLeaseLost:           "lease_lost",
-	EventCompleted:           "completed",
-	EventFailureRecorded:     "failure_recorded",
-	EventRetried:             "retried",
-	EventAbandoned:           "abandoned",
-	EventPurged:              "purged",
-}
-
-func (k EventKind) String() string {
-	if k > 0 && int(k) < len(eventNames) {
-		return eventNames[k]
-	}
-	return fmt.Sprintf("EventKind(%d)", int(k))
-}
-
-// Event is one step of a call.
+// Event is one step of a call, or, for a [CallTracer], the call itself.
 type Event struct {
-	Kind    EventKind
+	// Kind is one of the Event constants; empty for a CallTracer's call.
+	Kind    string
 	Mode    string // "atomic" or "lease"
-	Key     string // empty for a step about no one key (a purge batch)
+	Key     string // empty for a step about no one key (a batch)
 	Dialect string
 	// Attempt is the claim's attempt, where the step has one; else 0.
 	Attempt int64
 	// Duration is the time since the call started (through [Run]'s
 	// retries); for [SweepEvery] and [PurgeEvery], since the loop started.
 	Duration time.Duration
-	// Count is the number of rows, for EventPurged.
+	// Count is the number of rows, for EventPurged and EventSwept.
 	Count int64
 	// Err is the error the step reports, where there is one.
 	Err error
+	// Op is the call a CallTracer traces: "Do", "Run", "RunExternal";
+	// empty in a step's event.
+	Op string
+	// Outcome is how a traced call ended, one of the Outcome constants;
+	// empty until it ended, and in a step's event.
+	Outcome string
 }
 
 // observe reports an event of a call that started at start to every
 // observer of the store.
-func (s *core) observe(ctx context.Context, kind EventKind, mode, key string, attempt int64, start time.Time, err error) {
+func (s *core) observe(ctx context.Context, kind string, mode, key string, attempt int64, start time.Time, err error) {
 	if len(s.defaults.observers) == 0 {
 		return
 	}
@@ -159,7 +135,7 @@ func (s *core) emit(ctx context.Context, e Event) {
 // startCall begins a call for the store's CallTracers, in order, each
 // with the context the one before returned; finish ends it for each, in
 // the reverse order. Without one, both cost a length check.
-func (s *core) startCall(ctx context.Context, op, key string, start time.Time) (context.Context, *tracedCall) {
+func (s *core) startCall(ctx context.Context, op, mode, key string, start time.Time) (context.Context, *tracedCall) {
 	var c *tracedCall
 	for _, o := range s.defaults.observers {
 		t, ok := o.(CallTracer)
@@ -167,10 +143,10 @@ func (s *core) startCall(ctx context.Context, op, key string, start time.Time) (
 			continue
 		}
 		if c == nil {
-			c = &tracedCall{start: start}
+			c = &tracedCall{start: start, call: Event{Op: op, Mode: mode, Key: key, Dialect: s.dialect.Name()}}
 		}
-		var end func(CallEnd)
-		ctx, end = t.StartCall(ctx, Call{Op: op, Key: key, Dialect: s.dialect.Name()})
+		var end func(Event)
+		ctx, end = t.StartCall(ctx, c.call)
 		c.ends = append(c.ends, end)
 	}
 	return ctx, c // nil when no observer traces calls: nothing allocated
@@ -178,13 +154,16 @@ func (s *core) startCall(ctx context.Context, op, key string, start time.Time) (
 
 // tracedCall is a call that CallTracers follow; nil when there is none.
 type tracedCall struct {
-	ends  []func(CallEnd)
+	call  Event
+	ends  []func(Event)
 	start time.Time
 	done  bool
 }
 
 // end ends the call for every tracer, the last started first.
-func (c *tracedCall) end(e CallEnd) {
+func (c *tracedCall) end(outcome string, err error) {
+	e := c.call
+	e.Outcome, e.Duration, e.Err = outcome, time.Since(c.start), err
 	for i := len(c.ends) - 1; i >= 0; i-- {
 		c.ends[i](e)
 	}
@@ -196,7 +175,7 @@ func (c *tracedCall) finish(replayed bool, err error) {
 		return
 	}
 	c.done = true
-	c.end(CallEnd{Outcome: outcomeOf(replayed, err), Duration: time.Since(c.start), Err: err})
+	c.end(outcomeOf(replayed, err), err)
 }
 
 // errPanicked is the error a traced call ends with when fn panicked.
@@ -210,7 +189,7 @@ func (c *tracedCall) unwinding() {
 		return
 	}
 	c.done = true
-	c.end(CallEnd{Outcome: OutcomeFailed, Duration: time.Since(c.start), Err: errPanicked})
+	c.end(OutcomeFailed, errPanicked)
 }
 
 // outcomeOf names how a call ended, for a [CallTracer] and metrics.
@@ -258,7 +237,7 @@ func (s *core) observeRefusal(ctx context.Context, mode, key string, attempt int
 	if len(s.defaults.observers) == 0 {
 		return
 	}
-	var kind EventKind
+	var kind string
 	switch {
 	case errors.Is(err, ErrFingerprintMismatch):
 		kind = EventFingerprintMismatch

@@ -9,12 +9,12 @@ import (
 )
 
 // endTracer records how each traced call ended.
-type endTracer struct{ ends []idemsql.CallEnd }
+type endTracer struct{ ends []idemsql.Event }
 
 func (*endTracer) Observe(context.Context, idemsql.Event) {}
 
-func (t *endTracer) StartCall(ctx context.Context, _ idemsql.Call) (context.Context, func(idemsql.CallEnd)) {
-	return ctx, func(e idemsql.CallEnd) { t.ends = append(t.ends, e) }
+func (t *endTracer) StartCall(ctx context.Context, _ idemsql.Event) (context.Context, func(idemsql.Event)) {
+	return ctx, func(e idemsql.Event) { t.ends = append(t.ends, e) }
 }
 
 // A traced call whose fn panics still ends, as failed, so that a span is

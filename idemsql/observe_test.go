@@ -15,7 +15,7 @@ import (
 type recorder struct {
 	name   string
 	log    *[]string
-	events []idemsql.EventKind
+	events []string
 	ends   []string // outcomes
 }
 
@@ -25,14 +25,14 @@ func (r *recorder) Observe(_ context.Context, e idemsql.Event) {
 	r.events = append(r.events, e.Kind)
 }
 
-func (r *recorder) StartCall(ctx context.Context, c idemsql.Call) (context.Context, func(idemsql.CallEnd)) {
+func (r *recorder) StartCall(ctx context.Context, c idemsql.Event) (context.Context, func(idemsql.Event)) {
 	*r.log = append(*r.log, "start "+r.name)
 	// Each tracer sees the context the one before returned.
 	if prev, _ := ctx.Value(ctxKey("tracer")).(string); prev != "" {
 		*r.log = append(*r.log, r.name+" after "+prev)
 	}
 	ctx = context.WithValue(ctx, ctxKey("tracer"), r.name)
-	return ctx, func(e idemsql.CallEnd) {
+	return ctx, func(e idemsql.Event) {
 		*r.log = append(*r.log, "end "+r.name)
 		r.ends = append(r.ends, e.Outcome)
 	}
@@ -62,7 +62,7 @@ func TestEveryObserverSeesEveryEvent(t *testing.T) {
 	}); !errors.Is(err, boom) {
 		t.Fatalf("fn's error: %v", err)
 	}
-	want := []idemsql.EventKind{idemsql.EventClaimed, idemsql.EventCompleted, idemsql.EventClaimed}
+	want := []string{idemsql.EventClaimed, idemsql.EventCompleted, idemsql.EventClaimed}
 	for _, r := range []*recorder{a, b} {
 		if !slices.Equal(r.events, want) {
 			t.Errorf("observer %s saw %v, want %v", r.name, r.events, want)

@@ -201,12 +201,6 @@ type Options struct {
 	// only for that transaction. Store or lease-mode call; between 1 and
 	// 10000.
 	BatchSize int
-	// Progress is called after each batch that [Sweep] or [Purge]
-	// committed, with the pass's totals so far; when it returns false, the
-	// pass ends there, before the next batch, with a nil error. Each batch
-	// is a transaction of its own, so stopping between two leaves nothing
-	// half done. It runs on the pass's goroutine. Lease-mode call only.
-	Progress func(Progress) bool
 }
 
 // scope is a set of places an option may be given.
@@ -296,7 +290,6 @@ func applyOptions(s *settings, opts []Options, where scope) error {
 		{"LeaseWait", o.LeaseWait != 0, inStore | inLease},
 		{"BatchSize", o.BatchSize != 0, inStore | inLease},
 		{"ResultType", o.ResultType != nil, inLease},
-		{"Progress", o.Progress != nil, inLease},
 	} {
 		if err := check(c.name, c.set, c.allowed); err != nil {
 			return err

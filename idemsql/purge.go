@@ -29,7 +29,10 @@ type PurgeStats struct {
 // (PostgreSQL, MySQL/MariaDB: SKIP LOCKED; an atomic-mode call re-claiming
 // an expired key holds its row). Expired rows are treated as absent by
 // every call anyway; Purge only keeps the table small. It returns after one
-// pass: when a batch comes back short.
+// pass: when a batch comes back short. When ctx ends, the pass ends before
+// its next batch (a batch whose statements ctx interrupts is rolled back)
+// with ctx's error; an observer hears of each batch once it committed
+// ([EventPurged]): ending ctx there stops the pass between two batches.
 //
 // On SQLite a batch holds the database's one write lock until it commits,
 // and writers wait for it: keep batches small there (the default, 100
@@ -72,7 +75,7 @@ func (lr *leaser) purge(ctx context.Context) (PurgeStats, error) {
 			lr.s.emit(ctx, Event{Kind: EventPurged, Mode: "lease", Dialect: lr.s.dialect.Name(),
 				Duration: time.Since(lr.start), Count: n})
 		}
-		if n < batch || !lr.cfg.lease.goOn(Progress{Batches: stats.Batches, Rows: stats.Deleted}) {
+		if n < batch {
 			return stats, nil
 		}
 	}

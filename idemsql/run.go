@@ -54,7 +54,7 @@ func Run[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx con
 		return Result[T]{}, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
 	start := time.Now()
-	ctx, call := s.startCall(ctx, "Run", key, start)
+	ctx, call := s.startCall(ctx, "Run", "atomic", key, start)
 	defer call.unwinding()
 	res, err := runRetrying(ctx, s, key, fn, &cfg, start)
 	call.finish(res.Replayed, err)

@@ -5,20 +5,17 @@ import (
 	"fmt"
 )
 
-// Keyer computes the key of one call of a wrapped function from its
-// argument.
-type Keyer[A any] func(arg A) (string, error)
-
-// ArgsKey keys calls by their argument: [DeriveKey](namespace, arg). Use
-// the function's name as the namespace. It encodes the argument with
-// encoding/json on every call; a hand-written Keyer avoids that.
-func ArgsKey[A any](namespace string) Keyer[A] {
+// ArgsKey keys the calls of a wrapped function ([Wrap], [WrapRun]) by
+// their argument: [DeriveKey](namespace, arg). Use the function's name as
+// the namespace. It encodes the argument with encoding/json on every call;
+// a key function of your own avoids that.
+func ArgsKey[A any](namespace string) func(arg A) (string, error) {
 	return func(arg A) (string, error) { return DeriveKey(namespace, arg) }
 }
 
 // Wrap guards a function that writes in the caller's transaction: the
-// result calls [Do] on the store with the key that keyer gives for its
-// argument. Make it where the store exists (at start-up, after [New]), not
+// result calls [Do] on the store with the key that keyer computes from its
+// argument ([ArgsKey], or a function of your own). Make it where the store exists (at start-up, after [New]), not
 // in a package-level var initialised before it:
 //
 //	createInvoice := idemsql.Wrap(store, idemsql.ArgsKey[InvoiceReq]("create_invoice"),
@@ -26,7 +23,7 @@ func ArgsKey[A any](namespace string) Keyer[A] {
 //		idemsql.WithTTL(5*time.Minute))
 //
 //	res, err := createInvoice(ctx, tx, InvoiceReq{UserID: 7, Amount: 1999})
-func Wrap[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Options) func(ctx context.Context, tx X, arg A) (Result[T], error) {
+func Wrap[X, A, T any](s *Store[X], keyer func(arg A) (string, error), fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Options) func(ctx context.Context, tx X, arg A) (Result[T], error) {
 	return func(ctx context.Context, tx X, arg A) (Result[T], error) {
 		if s == nil || keyer == nil || fn == nil {
 			return Result[T]{}, fmt.Errorf("%w: Wrap needs a store, a keyer and fn", ErrInvalidOption)
@@ -40,8 +37,8 @@ func Wrap[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context,
 }
 
 // WrapRun guards a function that needs a transaction but is called without
-// one: the result calls [Run] on the store with the key that keyer gives
-// for its argument. The Go counterpart of a decorator; make it at start-up,
+// one: the result calls [Run] on the store with the key that keyer
+// computes from its argument. The Go counterpart of a decorator; make it at start-up,
 // once the store exists (a package-level var would hold a nil store):
 //
 //	createInvoice := idemsql.WrapRun(store, idemsql.ArgsKey[InvoiceReq]("create_invoice"),
@@ -49,7 +46,7 @@ func Wrap[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context,
 //		idemsql.WithTTL(5*time.Minute))
 //
 //	res, err := createInvoice(ctx, InvoiceReq{UserID: 7, Amount: 1999})
-func WrapRun[X, A, T any](s *Store[X], keyer Keyer[A], fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Options) func(ctx context.Context, arg A) (Result[T], error) {
+func WrapRun[X, A, T any](s *Store[X], keyer func(arg A) (string, error), fn func(ctx context.Context, tx X, arg A) (T, error), opts ...Options) func(ctx context.Context, arg A) (Result[T], error) {
 	return func(ctx context.Context, arg A) (Result[T], error) {
 		if keyer == nil || fn == nil {
 			return Result[T]{}, fmt.Errorf("%w: WrapRun needs a keyer and fn", ErrInvalidOption)

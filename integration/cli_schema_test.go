@@ -99,7 +99,7 @@ func TestCLISchema(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			for _, key := range []string{"s:done", "s:old"} {
-				if _, err := ops.do(ctx, key, func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+				if _, err := ops.do(ctx, key, func(context.Context, idemsql.Claim) (receipt, error) {
 					return receipt{By: key}, nil
 				}); err != nil {
 					t.Fatalf("%s: %v", key, err)

@@ -179,7 +179,7 @@ func TestLeaseCommitRefusedAfterItsTryTimedOut(t *testing.T) {
 		}
 	}()
 	const lease = time.Second
-	_, err = idemsql.RunExternal(ctx, store, "refused-commit", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	_, err = idemsql.RunExternal(ctx, store, "refused-commit", func(context.Context, idemsql.Claim) (receipt, error) {
 		// A reader's lock, held until the test ends: the recording's COMMIT
 		// cannot get the exclusive lock it needs. (Not on fn's context,
 		// which ends when fn returns.)

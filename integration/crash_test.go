@@ -105,7 +105,7 @@ func TestCrashPostgres(t *testing.T) {
 		sqlRun("stdlib Run", store, db, insert),
 		sqlDo("stdlib Do", store, db, insert),
 		{name: "pgx RunExternal", lease: true, call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-			return idemsql.RunExternal(ctx, pgxStore, key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
+			return idemsql.RunExternal(ctx, pgxStore, key, func(ctx context.Context, _ idemsql.Claim) (string, error) {
 				_, err := pool.Exec(ctx, insert, key, value)
 				return value, err
 			}, lease)
@@ -154,7 +154,7 @@ idem_key VARBINARY(255) NOT NULL, value VARCHAR(64) NOT NULL) ENGINE = InnoDB`);
 		sqlDo("Do", store, db, insert),
 		sqlDo("Do (another pool's transaction)", store, other, insert),
 		{name: "RunExternal", lease: true, call: func(ctx context.Context, key, value string) (idemsql.Result[string], error) {
-			return idemsql.RunExternal(ctx, store, key, func(ctx context.Context, _ idemsql.LeaseInfo) (string, error) {
+			return idemsql.RunExternal(ctx, store, key, func(ctx context.Context, _ idemsql.Claim) (string, error) {
 				_, err := db.ExecContext(ctx, insert, key, value)
 				return value, err
 			}, lease)

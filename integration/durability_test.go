@@ -76,11 +76,11 @@ func TestReplayWaitsForDurability(t *testing.T) {
 			// Lease mode: the replay's read transaction.
 			const leaseKey = "lease-k"
 			r := receipt{By: "first"}
-			if _, err := e.ops.do(ctx, leaseKey, func(context.Context, idemsql.LeaseInfo) (receipt, error) { return r, nil }); err != nil {
+			if _, err := e.ops.do(ctx, leaseKey, func(context.Context, idemsql.Claim) (receipt, error) { return r, nil }); err != nil {
 				t.Fatal(err)
 			}
 			before = e.updatedAt(t, leaseKey)
-			lres, err := e.ops.do(ctx, leaseKey, func(context.Context, idemsql.LeaseInfo) (receipt, error) { return receipt{By: "again"}, nil })
+			lres, err := e.ops.do(ctx, leaseKey, func(context.Context, idemsql.Claim) (receipt, error) { return receipt{By: "again"}, nil })
 			if err != nil || !lres.Replayed || lres.Value != r {
 				t.Fatalf("RunExternal: %+v, %v; want a replay of %+v", lres, err, r)
 			}
@@ -110,7 +110,7 @@ func TestReplayWaitsForDurability(t *testing.T) {
 				}
 				return err
 			}})
-			lres, err = ops.do(ctx, "lost-reply", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+			lres, err = ops.do(ctx, "lost-reply", func(context.Context, idemsql.Claim) (receipt, error) {
 				a.on.Store(true)
 				return receipt{By: "fn"}, nil
 			})

@@ -463,7 +463,7 @@ func TestGaleraFencedHolderRecordsNothing(t *testing.T) {
 		if err != nil || res.Replayed || res.Value.Attempt != 2 || calls.Load() != 1 {
 			t.Fatalf("round %d: B's takeover: %+v, %v, %d calls", round, res, err, calls.Load())
 		}
-		l := claim.Lease
+		l := claim
 		for _, w := range []struct {
 			what  string
 			write func() error
@@ -569,7 +569,7 @@ func TestGaleraSweepAndPurgeFromTwoNodes(t *testing.T) {
 		t.Errorf("%d expired rows left", n)
 	}
 	c.check.wantRow(t, "live", idemsql.StatusInProgress, 1, "")
-	if err := live.Lease.Complete(ctx, receipt{By: "live"}); err != nil {
+	if err := live.Complete(ctx, receipt{By: "live"}); err != nil {
 		t.Errorf("live holder after the sweeps: %v", err)
 	}
 }

@@ -73,7 +73,7 @@ func chargeHandler(t *testing.T, p *provider, runs *atomic.Int64, hook func(w ht
 		if _, ok := idemhttp.Tx[any](r.Context()); ok {
 			t.Error("a lease-mode handler got a transaction")
 		}
-		l, ok := idemhttp.Lease(r.Context())
+		l, ok := idemhttp.Claim(r.Context())
 		if !ok || l.DownstreamKey == "" {
 			t.Error("no lease in the request's context")
 		}

@@ -20,11 +20,17 @@ import (
 	"github.com/idemsql/idemsql/idemsql"
 )
 
+// listPage is what List returns.
+type listPage struct {
+	Records []idemsql.Record
+	Next    string
+}
+
 // inspectOps calls the read API on one pool type.
 type inspectOps struct {
 	name   string
 	lookup func(ctx context.Context, key string) (idemsql.Record, bool, error)
-	list   func(ctx context.Context, f idemsql.ListFilter) (idemsql.ListPage, error)
+	list   func(ctx context.Context, f idemsql.ListFilter) (listPage, error)
 	stats  func(ctx context.Context) (idemsql.TableStats, error)
 }
 
@@ -34,8 +40,9 @@ func inspectOpsFor[X any](name string, db *idemsql.Store[X]) inspectOps {
 		lookup: func(ctx context.Context, key string) (idemsql.Record, bool, error) {
 			return idemsql.Lookup(ctx, db, key)
 		},
-		list: func(ctx context.Context, f idemsql.ListFilter) (idemsql.ListPage, error) {
-			return idemsql.List(ctx, db, f)
+		list: func(ctx context.Context, f idemsql.ListFilter) (listPage, error) {
+			records, next, err := idemsql.List(ctx, db, f)
+			return listPage{Records: records, Next: next}, err
 		},
 		stats: func(ctx context.Context) (idemsql.TableStats, error) { return idemsql.Stats(ctx, db) },
 	}
@@ -148,7 +155,7 @@ func makeInspectFixture(t *testing.T, e *env) inspectFixture {
 		if err != nil || !c.Held {
 			t.Fatalf("claim %q: %+v %v", key, c, err)
 		}
-		return c.Lease
+		return c
 	}
 	fx.live = claim("pay:live")
 	fx.stale = claim("pay:stale")
@@ -157,7 +164,7 @@ func makeInspectFixture(t *testing.T, e *env) inspectFixture {
 	if err := fx.released.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ops.do(ctx, "pay:done", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	if _, err := ops.do(ctx, "pay:done", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		fx.externalKey = l.DownstreamKey
 		return receipt{By: "ext", Attempt: l.Attempt, Downstream: l.DownstreamKey}, nil
 	}); err != nil {
@@ -260,7 +267,7 @@ func checkLookup(t *testing.T, e *env, ops inspectOps, fx inspectFixture) {
 	for _, c := range []struct {
 		key   string
 		lease idemsql.Lease
-		state idemsql.LeaseState
+		state string
 	}{
 		{"pay:live", fx.live, idemsql.LeaseLive},
 		{"pay:stale", fx.stale, idemsql.LeaseStale},

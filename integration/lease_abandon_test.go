@@ -28,7 +28,7 @@ func testLeaseAbandonedKeepsGeneration(t *testing.T, e *leaseEnv) {
 	}{
 		{"abandon-gen-1", nil},
 		{"abandon-gen-2", func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
-			return idemsql.ResolveAbandoned("no trace of the charge"), nil
+			return idemsql.Resolution{Outcome: idemsql.ResolveAbandoned, Message: "no trace of the charge"}, nil
 		}},
 	} {
 		dead := e.staleClaim(t, c.key)

@@ -31,7 +31,7 @@ func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 		return nil
 	}}
 	ops := e.hookedOps(t, h)
-	res, err := ops.do(ctx, "slow-claim", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	res, err := ops.do(ctx, "slow-claim", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		select {
 		case <-ctx.Done():
 			return receipt{}, context.Cause(ctx)
@@ -50,10 +50,10 @@ func testLeaseSlowClaim(t *testing.T, e *leaseEnv) {
 func testLeaseDeadline(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	const lease = time.Second
-	if d := (idemsql.LeaseInfo{}).Deadline(); !d.IsZero() {
+	if d := (idemsql.Claim{}).Deadline(); !d.IsZero() {
 		t.Fatalf("zero LeaseInfo's deadline: %v", d)
 	}
-	_, err := e.ops.do(ctx, "deadline-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	_, err := e.ops.do(ctx, "deadline-1", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		first := l.Deadline()
 		if now := time.Now(); !first.After(now) || first.After(now.Add(lease)) {
 			return receipt{}, errors.New("the first deadline is not within a lease from now")
@@ -77,12 +77,12 @@ func testLeaseDeadline(t *testing.T, e *leaseEnv) {
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
-	first := c.Lease.Deadline()
+	first := c.Deadline()
 	time.Sleep(20 * time.Millisecond)
-	if err := c.Lease.Renew(ctx); err != nil {
+	if err := c.Renew(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !c.Lease.Deadline().After(first) {
+	if !c.Deadline().After(first) {
 		t.Fatalf("Renew did not move the deadline from %v", first)
 	}
 }

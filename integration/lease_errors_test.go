@@ -38,7 +38,7 @@ func testLeaseUnrenewedThenReleased(t *testing.T, e *leaseEnv) {
 	ops := e.outageOps(t, &down)
 	const lease = 400 * time.Millisecond
 	var cause error
-	_, err := ops.do(ctx, "unrenewed-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	_, err := ops.do(ctx, "unrenewed-1", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		down.Store(true)
 		defer down.Store(false)
 		select {
@@ -72,7 +72,7 @@ func testLeaseRestoredAfterOutage(t *testing.T, e *leaseEnv) {
 	ops := e.outageOps(t, &down)
 	const lease = 400 * time.Millisecond
 	var calls atomic.Int64
-	res, err := ops.do(ctx, "outage-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	res, err := ops.do(ctx, "outage-1", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		down.Store(true)
 		select {
 		case <-ctx.Done():
@@ -146,7 +146,7 @@ func testLeaseRecordingGivesUp(t *testing.T, e *leaseEnv) {
 		return nil
 	}})
 	const lease = 600 * time.Millisecond
-	_, err := ops.do(ctx, "gives-up-1", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	_, err := ops.do(ctx, "gives-up-1", func(context.Context, idemsql.Claim) (receipt, error) {
 		after.Store(true)
 		return receipt{By: "fn"}, nil
 	}, idemsql.Options{Lease: lease})

@@ -48,7 +48,7 @@ func testLeaseStaleHolderFencedABA(t *testing.T, e *leaseEnv) {
 	old := e.staleClaim(t, "aba-1")
 	time.Sleep(60 * time.Millisecond)
 	st, err := e.ops.sweep(ctx, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
-		return idemsql.ResolveReleased(), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil
 	})
 	if err != nil || st.Released != 1 {
 		t.Fatalf("sweep: %+v, %v", st, err)
@@ -59,27 +59,27 @@ func testLeaseStaleHolderFencedABA(t *testing.T, e *leaseEnv) {
 		t.Fatalf("sweep of a released row: %+v, %v", st, err)
 	}
 	c, err := e.ops.claim(ctx, "aba-1", idemsql.Options{Lease: 10 * time.Second})
-	if err != nil || !c.Held || c.Lease.Attempt != 3 || c.Lease.DownstreamKey != old.DownstreamKey {
-		t.Fatalf("claim after release: %+v, %v; old holder %+v", c, err, old.LeaseInfo)
+	if err != nil || !c.Held || c.Attempt != 3 || c.DownstreamKey != old.DownstreamKey {
+		t.Fatalf("claim after release: %+v, %v; old holder %+v", c, err, old.Claim)
 	}
 	wantLost(t, "stale renew", old.Renew(ctx))
 	wantLost(t, "stale completion", old.Complete(ctx, receipt{By: "old"}))
 	wantLost(t, "stale failure", old.Fail(ctx, "x", "y"))
 	wantLost(t, "stale release", old.Release(ctx))
 	// The new holder releases in turn; the next one is attempt 4, same key.
-	if err := c.Lease.Release(ctx); err != nil {
+	if err := c.Release(ctx); err != nil {
 		t.Fatalf("release: %v", err)
 	}
 	c2, err := e.ops.claim(ctx, "aba-1", idemsql.Options{Lease: 10 * time.Second})
-	if err != nil || !c2.Held || c2.Lease.Attempt != 4 || c2.Lease.DownstreamKey != old.DownstreamKey {
+	if err != nil || !c2.Held || c2.Attempt != 4 || c2.DownstreamKey != old.DownstreamKey {
 		t.Fatalf("claim after the second release: %+v, %v", c2, err)
 	}
-	wantLost(t, "released holder's completion after a takeover", c.Lease.Complete(ctx, receipt{By: "3"}))
-	if err := c2.Lease.Complete(ctx, receipt{By: "4"}); err != nil {
+	wantLost(t, "released holder's completion after a takeover", c.Complete(ctx, receipt{By: "3"}))
+	if err := c2.Complete(ctx, receipt{By: "4"}); err != nil {
 		t.Fatal(err)
 	}
 	e.wantRow(t, "aba-1", idemsql.StatusCompleted, 4, "4")
-	wantLost(t, "second completion", c2.Lease.Complete(ctx, receipt{By: "again"}))
+	wantLost(t, "second completion", c2.Complete(ctx, receipt{By: "again"}))
 	e.wantRow(t, "aba-1", idemsql.StatusCompleted, 4, "4")
 
 	// The same attempt number twice: the row vanishes under a holder (an
@@ -90,13 +90,13 @@ func testLeaseStaleHolderFencedABA(t *testing.T, e *leaseEnv) {
 	}
 	wantLost(t, "release of a deleted claim", a.Release(ctx))
 	b, err := e.ops.claim(ctx, "aba-2", idemsql.Options{Lease: 10 * time.Second})
-	if err != nil || !b.Held || b.Lease.Attempt != a.Attempt || b.Lease.Owner == a.Owner {
+	if err != nil || !b.Held || b.Attempt != a.Attempt || b.Owner == a.Owner {
 		t.Fatalf("claim anew: %+v, %v", b, err)
 	}
 	wantLost(t, "renew at a repeated attempt", a.Renew(ctx))
 	wantLost(t, "completion at a repeated attempt", a.Complete(ctx, receipt{By: "old"}))
 	wantLost(t, "release at a repeated attempt", a.Release(ctx))
-	if err := b.Lease.Complete(ctx, receipt{By: "new"}); err != nil {
+	if err := b.Complete(ctx, receipt{By: "new"}); err != nil {
 		t.Fatalf("new holder: %v", err)
 	}
 	e.wantRow(t, "aba-2", idemsql.StatusCompleted, 1, "new")
@@ -109,7 +109,7 @@ func testLeaseFnErrorRetry(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var keys []string
 	timeout := errors.New("read timeout from the payment API")
-	fail := func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	fail := func(_ context.Context, l idemsql.Claim) (receipt, error) {
 		keys = append(keys, l.DownstreamKey)
 		return receipt{}, timeout
 	}
@@ -152,14 +152,14 @@ func testLeaseFnErrorRetry(t *testing.T, e *leaseEnv) {
 func testLeasePanicInFn(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	const lease = 400 * time.Millisecond
-	var held idemsql.LeaseInfo
+	var held idemsql.Claim
 	func() {
 		defer func() {
 			if r := recover(); r != "boom" {
 				t.Fatalf("recovered %v, want the panic to go on", r)
 			}
 		}()
-		_, _ = e.ops.do(ctx, "panic-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
+		_, _ = e.ops.do(ctx, "panic-1", func(_ context.Context, l idemsql.Claim) (receipt, error) {
 			held = l
 			panic("boom")
 		}, idemsql.Options{Lease: lease, Heartbeat: 50 * time.Millisecond})
@@ -184,8 +184,8 @@ func testLeaseUnencodableResult(t *testing.T, e *leaseEnv) {
 	if !errors.Is(err, idemsql.ErrResultTooLarge) {
 		t.Fatalf("too large: %v", err)
 	}
-	var fe *idemsql.FailureError
-	if _, err := e.ops.do(ctx, "big-1", external("y", &calls)); !errors.As(err, &fe) || fe.Class != idemsql.UnencodableClass || !fe.Replayed {
+	var fe *idemsql.Error
+	if res, err := e.ops.do(ctx, "big-1", external("y", &calls)); !errors.Is(err, idemsql.ErrFailureRecorded) || !errors.As(err, &fe) || fe.Class != idemsql.UnencodableClass || !res.Replayed {
 		t.Fatalf("duplicate: %v", err)
 	}
 	if n := calls.Load(); n != 1 {
@@ -204,7 +204,7 @@ func testLeaseLostLeaseCause(t *testing.T, e *leaseEnv) {
 	var cause error
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.ops.do(ctx, "cause-1", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+		_, err := e.ops.do(ctx, "cause-1", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 			close(started)
 			select {
 			case <-ctx.Done():
@@ -245,7 +245,7 @@ func testLeaseCompletionKeepsTTL(t *testing.T, e *leaseEnv) {
 		t.Fatal(c, err)
 	}
 	e.expire("ttl-1")
-	if err := c.Lease.Complete(ctx, receipt{By: "slow"}); err != nil {
+	if err := c.Complete(ctx, receipt{By: "slow"}); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.ttlSeconds("ttl-1"); s < 3590 {
@@ -269,7 +269,7 @@ func testLeaseExpiredInProgress(t *testing.T, e *leaseEnv) {
 	var calls atomic.Int64
 	res, err := e.ops.do(ctx, "exp-1", external("x", &calls))
 	if err != nil || res.Value.Attempt != 2 || res.Value.Downstream != old.DownstreamKey {
-		t.Fatalf("expired stale claim: %+v, %v; want a takeover of %+v", res, err, old.LeaseInfo)
+		t.Fatalf("expired stale claim: %+v, %v; want a takeover of %+v", res, err, old.Claim)
 	}
 
 	live, err := e.ops.claim(ctx, "exp-2", idemsql.Options{Lease: 10 * time.Second})
@@ -290,7 +290,7 @@ func testLeaseExpiredInProgress(t *testing.T, e *leaseEnv) {
 	if !errors.Is(err, idemsql.ErrInProgress) || ran {
 		t.Fatalf("atomic mode on an expired live claim: %v (ran %v)", err, ran)
 	}
-	if err := live.Lease.Complete(ctx, receipt{By: "live"}); err != nil {
+	if err := live.Complete(ctx, receipt{By: "live"}); err != nil {
 		t.Fatal(err)
 	}
 	e.wantRow(t, "exp-2", idemsql.StatusCompleted, 1, "live")

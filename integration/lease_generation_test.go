@@ -63,7 +63,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 			go func() {
 				var ds string
 				_, err := idemsql.RunExternal(ctx, storeOn(e, testDriver[*sql.Tx]{inner: sqlDriver(e.dialect, e.db), begin: pool.Begin}), key,
-					func(ctx context.Context, l idemsql.LeaseInfo) (string, error) {
+					func(ctx context.Context, l idemsql.Claim) (string, error) {
 						ds = l.DownstreamKey
 						return "B", nil
 					}, opts)
@@ -71,7 +71,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 			}()
 			<-pool.reached
 
-			if err := a.Lease.Complete(ctx, "A"); err != nil { // late, but nobody took over
+			if err := a.Complete(ctx, "A"); err != nil { // late, but nobody took over
 				t.Fatalf("A's late completion: %v", err)
 			}
 			time.Sleep(600 * time.Millisecond) // A's outcome expires
@@ -79,7 +79,7 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			d, err := idemsql.ClaimLease(ctx, db, key, opts)
-			if err != nil || !d.Held || d.Lease.Attempt != 1 {
+			if err != nil || !d.Held || d.Attempt != 1 {
 				t.Fatalf("D: %+v %v", d, err)
 			}
 			time.Sleep(600 * time.Millisecond) // D dies: its lease runs out
@@ -89,9 +89,9 @@ func TestLeaseTakeOverMatchesTheClaimRead(t *testing.T) {
 			if o.err != nil {
 				t.Fatalf("B: %v", o.err)
 			}
-			if o.downstream != d.Lease.DownstreamKey {
+			if o.downstream != d.DownstreamKey {
 				t.Fatalf("B took over D's claim with downstream key %q; D's is %q (A's was %q)",
-					o.downstream, d.Lease.DownstreamKey, a.Lease.DownstreamKey)
+					o.downstream, d.DownstreamKey, a.DownstreamKey)
 			}
 		})
 	}

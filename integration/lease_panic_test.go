@@ -37,7 +37,7 @@ func testLeaseSweepHandlerPanics(t *testing.T, e *leaseEnv) {
 		if s.Key == "sweep-panic" {
 			panic("handler bug")
 		}
-		return idemsql.ResolveCompleted(receipt{By: "sweeper", Attempt: s.Attempt}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "sweeper", Attempt: s.Attempt}}, nil
 	}
 	st, err := e.ops.sweep(ctx, h, idemsql.Options{Lease: lease, Heartbeat: lease / 4})
 	if err == nil || !strings.Contains(err.Error(), "handler bug") {
@@ -105,7 +105,7 @@ func testLeasePanicFreesConnection(t *testing.T, e *leaseEnv) {
 					t.Fatalf("call %d: recovered %v, want the panic to go on", i, r)
 				}
 			}()
-			_, _ = ops.do(context.Background(), key, func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+			_, _ = ops.do(context.Background(), key, func(context.Context, idemsql.Claim) (receipt, error) {
 				time.Sleep(lease / 2) // a few renewals
 				panic("boom")
 			}, idemsql.Options{Lease: lease, Heartbeat: 5 * time.Millisecond})

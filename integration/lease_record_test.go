@@ -47,7 +47,7 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 	const attempts = 10
 	tries := idemsql.Options{MaxAttempts: attempts}
 	const idle = attempts + 2
-	res, err := ops.do(ctx, "killed-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	res, err := ops.do(ctx, "killed-1", func(_ context.Context, l idemsql.Claim) (receipt, error) {
 		calls.Add(1)
 		if err := h.warm(ctx, idle); err != nil {
 			return receipt{}, err
@@ -62,7 +62,7 @@ func testLeaseRecordAfterPoolKilled(t *testing.T, e *leaseEnv) {
 	e.wantRow(t, "killed-1", idemsql.StatusCompleted, 1, "fn")
 
 	boom := errors.New("gateway timeout")
-	_, err = ops.do(ctx, "killed-2", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	_, err = ops.do(ctx, "killed-2", func(context.Context, idemsql.Claim) (receipt, error) {
 		calls.Add(1)
 		if err := h.warm(ctx, idle); err != nil {
 			return receipt{}, err
@@ -96,7 +96,7 @@ func testLeaseRecordAfterCommitKilled(t *testing.T, e *leaseEnv) {
 	}}
 	ops := e.hookedOps(t, h)
 	var calls atomic.Int64
-	res, err := ops.do(ctx, "commit-killed", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	res, err := ops.do(ctx, "commit-killed", func(_ context.Context, l idemsql.Claim) (receipt, error) {
 		calls.Add(1)
 		a.on.Store(true)
 		return receipt{By: "fn", Attempt: l.Attempt}, nil
@@ -127,8 +127,8 @@ func testLeaseRecordCommitReplyLost(t *testing.T, e *leaseEnv) {
 		return err
 	}}
 	ops := e.hookedOps(t, h)
-	arm := func(v receipt, err error) func(context.Context, idemsql.LeaseInfo) (receipt, error) {
-		return func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	arm := func(v receipt, err error) func(context.Context, idemsql.Claim) (receipt, error) {
+		return func(context.Context, idemsql.Claim) (receipt, error) {
 			a.on.Store(true)
 			return v, err
 		}
@@ -155,11 +155,11 @@ func testLeaseRecordCommitReplyLost(t *testing.T, e *leaseEnv) {
 	}
 	e.wantReleased(t, "reply-2", 1)
 
-	_, err = ops.do(ctx, "reply-3", arm(receipt{}, idemsql.Permanent("card_declined", errors.New("declined"))),
+	failed, err := ops.do(ctx, "reply-3", arm(receipt{}, idemsql.Permanent("card_declined", errors.New("declined"))),
 		idemsql.Options{RecordFailures: true})
 	check("failure")
-	var fe *idemsql.FailureError
-	if !errors.As(err, &fe) || fe.Class != "card_declined" || fe.Replayed {
+	var fe *idemsql.Error
+	if !errors.Is(err, idemsql.ErrFailureRecorded) || !errors.As(err, &fe) || fe.Class != "card_declined" || failed.Replayed {
 		t.Fatalf("failure whose COMMIT reply was lost: %v", err)
 	}
 	if s, at, _ := e.row("reply-3"); s != idemsql.StatusFailed || at != 1 {
@@ -192,7 +192,7 @@ func testLeaseHeartbeatSurvivesKills(t *testing.T, e *leaseEnv) {
 			}
 		}
 	}()
-	res, err := ops.do(ctx, "hb-killed", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	res, err := ops.do(ctx, "hb-killed", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		select {
 		case <-ctx.Done():
 			return receipt{}, context.Cause(ctx)
@@ -228,7 +228,7 @@ func testLeaseCallerDeadline(t *testing.T, e *leaseEnv) {
 	var res idemsql.Result[receipt]
 	go func() {
 		var err error
-		res, err = e.ops.do(ctx, "deadline-short", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+		res, err = e.ops.do(ctx, "deadline-short", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 			close(started)
 			time.Sleep(5 * lease / 2) // deaf to ctx
 			ctxEnded.Store(ctx.Err() != nil)

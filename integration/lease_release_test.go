@@ -22,7 +22,7 @@ func testLeaseReleaseEndsFence(t *testing.T, e *leaseEnv) {
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
-	l := c.Lease
+	l := c
 	if err := l.Release(ctx); err != nil {
 		t.Fatalf("release: %v", err)
 	}

@@ -43,7 +43,7 @@ func (e *leaseEnv) releaseMany(t *testing.T, prefix string, n int) {
 			for key := range keys {
 				c, err := e.ops.claim(ctx, key, idemsql.Options{Lease: time.Minute})
 				if err == nil && c.Held {
-					err = c.Lease.Release(ctx)
+					err = c.Release(ctx)
 				}
 				if err != nil {
 					t.Errorf("release %s: %v", key, err)
@@ -187,7 +187,7 @@ func testTakeOverDuringSweepBatch(t *testing.T, e *leaseEnv) {
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
-	if err := c.Lease.Release(ctx); err != nil { // released before any lease below ran out
+	if err := c.Release(ctx); err != nil { // released before any lease below ran out
 		t.Fatal(err)
 	}
 	live, err := e.ops.claim(ctx, "live", idemsql.Options{Lease: time.Minute}) // the next lease to run out
@@ -211,7 +211,7 @@ func testTakeOverDuringSweepBatch(t *testing.T, e *leaseEnv) {
 		t.Fatalf("the sweep ended before its batch committed: %v", err)
 	}
 	renewed := make(chan error, 1)
-	go func() { renewed <- live.Lease.Renew(ctx) }()
+	go func() { renewed <- live.Renew(ctx) }()
 	select {
 	case err := <-renewed:
 		if err != nil {
@@ -281,7 +281,7 @@ func testLeaseCommittedWithoutLease(t *testing.T, e *leaseEnv) {
 	if err != nil || st.Found != 1 || st.Abandoned != 1 {
 		t.Fatalf("sweep without a handler: %+v, %v", st, err)
 	}
-	var fe *idemsql.FailureError
+	var fe *idemsql.Error
 	if _, err := e.ops.do(ctx, "unleased-1", external("x", &calls)); !errors.As(err, &fe) || fe.Class != idemsql.AbandonedClass {
 		t.Fatalf("after the sweep: %v, want the abandoned failure", err)
 	}
@@ -290,7 +290,7 @@ func testLeaseCommittedWithoutLease(t *testing.T, e *leaseEnv) {
 	var got idemsql.Stale
 	st, err = e.ops.sweep(ctx, func(_ context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		got = s
-		return idemsql.ResolveCompleted(receipt{By: "sweeper", Attempt: s.Attempt}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "sweeper", Attempt: s.Attempt}}, nil
 	})
 	if err != nil || st.Found != 1 || st.Completed != 1 {
 		t.Fatalf("sweep with a handler: %+v, %v", st, err)
@@ -319,7 +319,7 @@ func testLeaseCommittedWithoutLease(t *testing.T, e *leaseEnv) {
 	defer cancel()
 	_, err = doIn(ctx, tx, "atomic-live", func(context.Context) (int, error) {
 		for _, h := range []idemsql.SweepHandler{nil, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
-			return idemsql.ResolveAbandoned("touched a live claim"), nil
+			return idemsql.Resolution{Outcome: idemsql.ResolveAbandoned, Message: "touched a live claim"}, nil
 		}} {
 			if st, err := e.ops.sweep(sctx, h); err != nil || st.Found != 0 {
 				return 0, fmt.Errorf("sweep while an atomic claim is open: %+v, %w", st, err)
@@ -346,7 +346,7 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var ds string
 	timeout := errors.New("read timeout from the payment API")
-	if _, err := e.ops.do(ctx, "charged-1", func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	if _, err := e.ops.do(ctx, "charged-1", func(_ context.Context, l idemsql.Claim) (receipt, error) {
 		ds = l.DownstreamKey
 		return receipt{}, timeout
 	}); err != timeout {
@@ -358,7 +358,7 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	var got idemsql.Stale
 	st, err := e.ops.sweep(ctx, func(_ context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		got = s
-		return idemsql.ResolveCompleted(receipt{By: "reconciled", Downstream: s.DownstreamKey}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "reconciled", Downstream: s.DownstreamKey}}, nil
 	})
 	if err != nil || st.Found != 1 || st.Completed != 1 {
 		t.Fatalf("sweep with a handler: %+v, %v; want the released claim resolved", st, err)
@@ -373,7 +373,7 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 
 	// A claim the handler itself released (never charged: let the next
 	// call run) is not handed to it again at every pass.
-	if _, err := e.ops.do(ctx, "never-charged", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	if _, err := e.ops.do(ctx, "never-charged", func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{}, timeout
 	}); err != timeout {
 		t.Fatal(err)
@@ -381,7 +381,7 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	asked := 0
 	release := func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 		asked++
-		return idemsql.ResolveReleased(), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil
 	}
 	for range 3 {
 		if _, err := e.ops.sweep(ctx, release); err != nil {
@@ -407,7 +407,7 @@ func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 	e.staleClaim(t, "typed-1")
 	time.Sleep(60 * time.Millisecond)
 	st, err := e.ops.sweep(ctx, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
-		return idemsql.ResolveCompleted("charged"), nil // a string, where callers decode a receipt
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: "charged"}, nil // a string, where callers decode a receipt
 	}, idemsql.Options{ResultType: reflect.TypeFor[receipt](), Lease: lease})
 	if !errors.Is(err, idemsql.ErrEncode) || st.Failed != 1 || st.Completed != 0 {
 		t.Fatalf("sweep whose handler stores a string for receipts: %+v, %v; want it refused", st, err)
@@ -415,7 +415,7 @@ func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 	e.wantRow(t, "typed-1", idemsql.StatusInProgress, 2, "")
 	time.Sleep(2 * lease)
 	st, err = e.ops.sweep(ctx, func(_ context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
-		return idemsql.ResolveCompleted(&receipt{By: "sweeper", Attempt: s.Attempt}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: &receipt{By: "sweeper", Attempt: s.Attempt}}, nil
 	}, idemsql.Options{ResultType: reflect.TypeFor[receipt]()})
 	if err != nil || st.Completed != 1 {
 		t.Fatalf("sweep whose handler stores a *receipt: %+v, %v", st, err)
@@ -429,10 +429,10 @@ func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v, %v", c, err)
 	}
-	if err := c.Lease.Complete(ctx, map[string]string{"by": "a map"}); !errors.Is(err, idemsql.ErrEncode) {
+	if err := c.Complete(ctx, map[string]string{"by": "a map"}); !errors.Is(err, idemsql.ErrEncode) {
 		t.Fatalf("Complete with a map for receipts: %v, want ErrEncode", err)
 	}
-	if err := c.Lease.Complete(ctx, receipt{By: "holder"}); err != nil {
+	if err := c.Complete(ctx, receipt{By: "holder"}); err != nil {
 		t.Fatalf("Complete with a receipt: %v", err)
 	}
 	e.wantRow(t, "typed-2", idemsql.StatusCompleted, 1, "holder")

@@ -76,8 +76,8 @@ type receipt struct {
 
 // leaseOps calls the lease-mode API on one backend's own pool type.
 type leaseOps struct {
-	do    func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error)
-	claim func(ctx context.Context, key string, opts ...idemsql.Options) (idemsql.Claim, error)
+	do    func(ctx context.Context, key string, fn func(context.Context, idemsql.Claim) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error)
+	claim func(ctx context.Context, key string, opts ...idemsql.Options) (idemsql.Lease, error)
 	sweep func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Options) (idemsql.SweepStats, error)
 	every func(ctx context.Context, every time.Duration, h idemsql.SweepHandler, report func(idemsql.SweepStats, error), opts ...idemsql.Options) error
 	purge func(ctx context.Context, opts ...idemsql.Options) (idemsql.PurgeStats, error)
@@ -88,10 +88,10 @@ type leaseOps struct {
 
 func opsFor[X any](db *idemsql.Store[X]) leaseOps {
 	return leaseOps{
-		do: func(ctx context.Context, key string, fn func(context.Context, idemsql.LeaseInfo) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error) {
+		do: func(ctx context.Context, key string, fn func(context.Context, idemsql.Claim) (receipt, error), opts ...idemsql.Options) (idemsql.Result[receipt], error) {
 			return idemsql.RunExternal(ctx, db, key, fn, opts...)
 		},
-		claim: func(ctx context.Context, key string, opts ...idemsql.Options) (idemsql.Claim, error) {
+		claim: func(ctx context.Context, key string, opts ...idemsql.Options) (idemsql.Lease, error) {
 			return idemsql.ClaimLease(ctx, db, key, opts...)
 		},
 		sweep: func(ctx context.Context, h idemsql.SweepHandler, opts ...idemsql.Options) (idemsql.SweepStats, error) {
@@ -216,7 +216,7 @@ func TestLeaseChild(t *testing.T) {
 	defer closeFn()
 
 	stdin := bufio.NewReader(os.Stdin)
-	res, err := ops.do(context.Background(), key, func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	res, err := ops.do(context.Background(), key, func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		fmt.Printf("%sattempt=%d downstream=%s\n", childHeldLine, l.Attempt, l.DownstreamKey)
 		switch mode {
 		case "hang": // until SIGKILL
@@ -339,8 +339,8 @@ func (e *leaseEnv) wantRow(t *testing.T, key, status string, attempt int64, by s
 }
 
 // external is the guarded external call: it counts its executions.
-func external(by string, calls *atomic.Int64) func(context.Context, idemsql.LeaseInfo) (receipt, error) {
-	return func(_ context.Context, l idemsql.LeaseInfo) (receipt, error) {
+func external(by string, calls *atomic.Int64) func(context.Context, idemsql.Claim) (receipt, error) {
+	return func(_ context.Context, l idemsql.Claim) (receipt, error) {
 		calls.Add(1)
 		return receipt{By: by, Attempt: l.Attempt, Downstream: l.DownstreamKey}, nil
 	}
@@ -382,19 +382,19 @@ func testLeaseRunsOnceAndReplays(t *testing.T, e *leaseEnv) {
 	// fn's error ends the lease without an outcome: the row stays, marked
 	// released, and the next call runs again (see FnErrorRetryKeepsDownstreamKey).
 	boom := errors.New("gateway timeout")
-	if _, err := e.ops.do(ctx, "pay-2", func(context.Context, idemsql.LeaseInfo) (receipt, error) { return receipt{}, boom }); err != boom {
+	if _, err := e.ops.do(ctx, "pay-2", func(context.Context, idemsql.Claim) (receipt, error) { return receipt{}, boom }); err != boom {
 		t.Fatalf("fn error: %v, want fn's own error unchanged", err)
 	}
 	e.wantReleased(t, "pay-2", 1)
 	// A permanent failure is recorded when asked, and replayed.
-	decline := func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	decline := func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{}, idemsql.Permanent("card_declined", errors.New("declined"))
 	}
 	if _, err := e.ops.do(ctx, "pay-3", decline, idemsql.Options{RecordFailures: true}); !errors.Is(err, idemsql.ErrFailureRecorded) {
 		t.Fatalf("permanent failure: %v", err)
 	}
-	var fe *idemsql.FailureError
-	if _, err := e.ops.do(ctx, "pay-3", external("x", &calls)); !errors.As(err, &fe) || !fe.Replayed || fe.Class != "card_declined" {
+	var fe *idemsql.Error
+	if res, err := e.ops.do(ctx, "pay-3", external("x", &calls)); !errors.Is(err, idemsql.ErrFailureRecorded) || !errors.As(err, &fe) || !res.Replayed || fe.Class != "card_declined" {
 		t.Fatalf("duplicate of a recorded failure: %v", err)
 	}
 
@@ -545,7 +545,7 @@ func (e *leaseEnv) staleClaimWith(t *testing.T, ops leaseOps, key string) idemsq
 	if err != nil || !c.Held {
 		t.Fatalf("claim %q: %+v, %v", key, c, err)
 	}
-	return c.Lease
+	return c
 }
 
 // N workers race for one stale row: exactly one takes it over.
@@ -584,7 +584,7 @@ func raceOneWinner(t *testing.T, e *leaseEnv, ops leaseOps, prefix string) {
 				defer mu.Unlock()
 				switch {
 				case err == nil && c.Held:
-					winners = append(winners, c.Lease)
+					winners = append(winners, c)
 				case errors.Is(err, idemsql.ErrInProgress):
 				default:
 					t.Errorf("contender: %+v, %v", c, err)
@@ -639,7 +639,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 			return idemsql.Resolution{}, fmt.Errorf("stale %+v", s)
 		}
 		time.Sleep(5 * time.Millisecond) // "ask the payment provider"
-		return idemsql.ResolveCompleted(receipt{By: "sweeper", Attempt: s.Attempt}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "sweeper", Attempt: s.Attempt}}, nil
 	}
 	var wg sync.WaitGroup
 	stats := make([]idemsql.SweepStats, 4)
@@ -677,7 +677,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 	if _, ok := handled.Load("sweep-live"); ok {
 		t.Fatal("a sweeper handled a live lease")
 	}
-	if err := live.Lease.Complete(ctx, receipt{By: "live"}); err != nil {
+	if err := live.Complete(ctx, receipt{By: "live"}); err != nil {
 		t.Fatalf("live holder after the sweep: %v", err)
 	}
 	e.wantRow(t, "sweep-live", idemsql.StatusCompleted, 1, "live")
@@ -688,7 +688,7 @@ func testLeaseSweepers(t *testing.T, e *leaseEnv) {
 	stopped := make(chan error)
 	go func() {
 		stopped <- e.ops.every(bctx, 20*time.Millisecond, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
-			return idemsql.ResolveReleased(), nil
+			return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil
 		}, nil)
 	}()
 	e.staleClaim(t, "sweep-late")
@@ -724,7 +724,7 @@ func testLeaseSweepAbandons(t *testing.T, e *leaseEnv) {
 		t.Fatalf("abandoned row: %s at attempt %d", s, a)
 	}
 	var calls atomic.Int64
-	var fe *idemsql.FailureError
+	var fe *idemsql.Error
 	if _, err := e.ops.do(ctx, "abandon-1", external("x", &calls)); !errors.As(err, &fe) || fe.Class != idemsql.AbandonedClass {
 		t.Fatalf("duplicate of an abandoned key: %v", err)
 	}
@@ -828,7 +828,7 @@ func testLeasePurge(t *testing.T, e *leaseEnv) {
 			t.Fatal("purge deleted a row another transaction held")
 		}
 	}
-	if err := live.Lease.Complete(ctx, receipt{By: "live"}); err != nil {
+	if err := live.Complete(ctx, receipt{By: "live"}); err != nil {
 		t.Fatalf("live holder after the purge: %v", err)
 	}
 	// Completion keeps the result for the TTL from now, even past the
@@ -874,7 +874,7 @@ func testLeasePurgeMany(t *testing.T, e *leaseEnv) {
 		t.Fatalf("%d rows left, want the live lease, the stale claim and the fresh row", n)
 	}
 	e.wantRow(t, "bulk-stale", idemsql.StatusInProgress, 1, "")
-	if err := live.Lease.Complete(ctx, receipt{By: "live"}); err != nil {
+	if err := live.Complete(ctx, receipt{By: "live"}); err != nil {
 		t.Fatalf("live holder after the purge: %v", err)
 	}
 	e.wantRow(t, "bulk-live", idemsql.StatusCompleted, 1, "live")

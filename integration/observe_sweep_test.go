@@ -33,7 +33,9 @@ func (o *observed) wantSweep(what string, before time.Time, want []wantEvent) {
 
 // Sweep reports each claim it abandons (no handler) and each it takes over
 // for its handler, with the key: a lease that ran out, a claim committed
-// without a lease, a released claim.
+// without a lease, a released claim; and each batch once its claims are
+// resolved, with how many it found, about no one key (a pass that found
+// nothing says so once, with Count 0).
 func testObserverSweep(t *testing.T, e *env) {
 	e, o := withRecorder(t, e, "lease")
 	ctx := context.Background()
@@ -58,10 +60,11 @@ func testObserverSweep(t *testing.T, e *env) {
 	// Attempt 0 and no Err: the sweep reports neither the abandoned
 	// claim's attempt nor an error (lease_sweep.go).
 	o.wantSweep("sweep without a handler", before, []w{
+		{kind: idemsql.EventSwept, count: 2},
 		{kind: idemsql.EventAbandoned, key: "sw-1", attempt: 0},
 		{kind: idemsql.EventAbandoned, key: "sw-2", attempt: 0},
 	})
-	if err := old.Lease.Complete(ctx, receipt{By: "old"}); !errors.Is(err, idemsql.ErrLeaseLost) {
+	if err := old.Complete(ctx, receipt{By: "old"}); !errors.Is(err, idemsql.ErrLeaseLost) {
 		t.Fatalf("the old holder's completion after the sweep: %v", err)
 	}
 	o.want("lost lease", beforeOld, []w{{kind: idemsql.EventLeaseLost, key: "sw-1", attempt: 1, err: idemsql.ErrLeaseLost}})
@@ -72,7 +75,7 @@ func testObserverSweep(t *testing.T, e *env) {
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v %v", c, err)
 	}
-	if err := c.Lease.Release(ctx); err != nil {
+	if err := c.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	o.want("claim and release", before, []w{{kind: idemsql.EventClaimed, key: "sw-3", attempt: 1}})
@@ -87,7 +90,7 @@ func testObserverSweep(t *testing.T, e *env) {
 	if err != nil || !c.Held {
 		t.Fatalf("claim: %+v %v", c, err)
 	}
-	if err := c.Lease.Release(ctx); err != nil {
+	if err := c.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	o.want("claim and release", before, []w{{kind: idemsql.EventClaimed, key: "sw-4", attempt: 1}})
@@ -100,19 +103,20 @@ func testObserverSweep(t *testing.T, e *env) {
 		mu.Lock()
 		defer mu.Unlock()
 		stale[s.Key] = s
-		return idemsql.ResolveCompleted(receipt{By: "sweeper", Attempt: s.Attempt}), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "sweeper", Attempt: s.Attempt}}, nil
 	})
 	if err != nil || st.Found != 3 || st.Completed != 3 {
 		t.Fatalf("sweep with a handler: %+v, %v", st, err)
 	}
 	o.wantSweep("sweep with a handler", before, []w{
+		{kind: idemsql.EventSwept, count: 3},
 		{kind: idemsql.EventTakenOver, key: "sw-3", attempt: 3},
 		{kind: idemsql.EventTakenOver, key: "sw-4", attempt: 2},
 		{kind: idemsql.EventTakenOver, key: "sw-5", attempt: 6},
 	})
 	for key, want := range map[string]struct {
 		attempt int64
-		reason  idemsql.StaleReason
+		reason  string
 	}{
 		"sw-3": {3, idemsql.StaleLeaseRanOut},
 		"sw-4": {2, idemsql.StaleReleased},
@@ -127,10 +131,10 @@ func testObserverSweep(t *testing.T, e *env) {
 	if st, err := idemsql.Sweep(ctx, db, nil); err != nil || st.Found != 0 {
 		t.Fatalf("a sweep with nothing to do: %+v, %v", st, err)
 	}
-	o.wantSweep("a sweep with nothing to do", before, nil)
+	o.wantSweep("a sweep with nothing to do", before, []w{{kind: idemsql.EventSwept, count: 0}})
 
 	before = time.Now()
-	res, err := idemsql.RunExternal(ctx, db, "sw-5", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	res, err := idemsql.RunExternal(ctx, db, "sw-5", func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{By: "fn"}, nil
 	})
 	if err != nil || !res.Replayed || res.Value.By != "sweeper" {
@@ -148,7 +152,7 @@ func testObserverPurge(t *testing.T, e *env) {
 	ctx := context.Background()
 	db := e.store
 	type w = wantEvent
-	fn := func(context.Context, idemsql.LeaseInfo) (receipt, error) { return receipt{By: "fn"}, nil }
+	fn := func(context.Context, idemsql.Claim) (receipt, error) { return receipt{By: "fn"}, nil }
 	completed := func(keys ...string) {
 		t.Helper()
 		for _, key := range keys {

@@ -26,8 +26,8 @@ func (r *recorder) Observe(_ context.Context, e idemsql.Event) {
 	r.events = append(r.events, e)
 }
 
-func (r *recorder) StartCall(ctx context.Context, c idemsql.Call) (context.Context, func(idemsql.CallEnd)) {
-	return ctx, func(end idemsql.CallEnd) {
+func (r *recorder) StartCall(ctx context.Context, c idemsql.Event) (context.Context, func(idemsql.Event)) {
+	return ctx, func(end idemsql.Event) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		s := c.Op + " " + c.Key + " " + end.Outcome
@@ -53,7 +53,7 @@ func kinds(events []idemsql.Event) string {
 		if i > 0 {
 			s += " "
 		}
-		s += e.Kind.String()
+		s += e.Kind
 	}
 	return s
 }
@@ -62,7 +62,7 @@ func kinds(events []idemsql.Event) string {
 // every event of a test and a Duration that is positive and no longer than
 // the test measured around the call.
 type wantEvent struct {
-	kind    idemsql.EventKind
+	kind    string
 	key     string
 	attempt int64
 	// err is what Err must be (errors.Is); nil: Err must be nil.
@@ -124,7 +124,7 @@ func (o *observed) check(what string, before time.Time, got []idemsql.Event, wan
 		if i > 0 {
 			wantKinds += " "
 		}
-		wantKinds += w.kind.String()
+		wantKinds += w.kind
 	}
 	if k := kinds(got); k != wantKinds || len(got) != len(want) {
 		o.t.Errorf("%s: events %q, want %q", what, k, wantKinds)
@@ -161,7 +161,7 @@ func (o *observed) check(what string, before time.Time, got []idemsql.Event, wan
 			bad("Err", ev.Err)
 		}
 		if w.class != "" {
-			var fe *idemsql.FailureError
+			var fe *idemsql.Error
 			if !errors.As(ev.Err, &fe) || fe.Class != w.class || fe.Key != w.key {
 				bad("Err (a *FailureError)", ev.Err)
 			}
@@ -333,7 +333,7 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 	ctx := context.Background()
 	db := e.store
 	var calls atomic.Int64
-	fn := func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+	fn := func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		calls.Add(1)
 		return receipt{By: "x", Attempt: l.Attempt}, nil
 	}
@@ -390,14 +390,14 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 		{kind: idemsql.EventCompleted, key: "lobs-3", attempt: 2},
 	}, "RunExternal lobs-3 executed")
 	// The old holder's events are timed from its ClaimLease.
-	if err := old.Lease.Complete(ctx, receipt{By: "old"}); !errors.Is(err, idemsql.ErrLeaseLost) {
+	if err := old.Complete(ctx, receipt{By: "old"}); !errors.Is(err, idemsql.ErrLeaseLost) {
 		t.Fatalf("the old holder's completion: %v", err)
 	}
 	o.want("lost lease", beforeOld, []w{{kind: idemsql.EventLeaseLost, key: "lobs-3", attempt: 1, err: idemsql.ErrLeaseLost}})
 
 	// fn's error releases the claim; the next call takes it over at once.
 	before = time.Now()
-	if _, err := idemsql.RunExternal(ctx, db, "lobs-4", func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	if _, err := idemsql.RunExternal(ctx, db, "lobs-4", func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{}, errDeclined
 	}); !errors.Is(err, errDeclined) {
 		t.Fatal(err)
@@ -413,7 +413,7 @@ func testObserverLeaseMode(t *testing.T, e *env) {
 	}, "RunExternal lobs-4 executed")
 
 	// A permanent failure, recorded, then replayed.
-	declined := func(context.Context, idemsql.LeaseInfo) (receipt, error) {
+	declined := func(context.Context, idemsql.Claim) (receipt, error) {
 		return receipt{}, idemsql.Permanent("declined", errDeclined)
 	}
 	before = time.Now()

@@ -104,7 +104,7 @@ func TestPreparedStatementFallback(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := idemsql.RunExternal(ctx, bound, "prep-5", func(context.Context, idemsql.LeaseInfo) (int, error) { return 5, nil }); err != nil {
+			if _, err := idemsql.RunExternal(ctx, bound, "prep-5", func(context.Context, idemsql.Claim) (int, error) { return 5, nil }); err != nil {
 				t.Fatalf("RunExternal: %v", err)
 			}
 			if _, err := idemsql.Purge(ctx, bound); err != nil {

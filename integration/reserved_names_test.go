@@ -121,7 +121,7 @@ func testReservedName(t *testing.T, b backend, bin, schema, name string) {
 	db := e.store
 	var calls atomic.Int64
 	for range 2 {
-		if _, err := idemsql.RunExternal(ctx, db, "r-3", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+		if _, err := idemsql.RunExternal(ctx, db, "r-3", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 			calls.Add(1)
 			return receipt{By: name}, nil
 		}); err != nil {

@@ -189,7 +189,7 @@ func testRecoveredPanicThenCommit(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	_, err = e.guarded("rpanic-1", 1, &runs)
-	var fe *idemsql.FailureError
+	var fe *idemsql.Error
 	if !errors.As(err, &fe) || fe.Class != idemsql.PanicClass || errors.Is(err, idemsql.ErrReentrant) || runs.Load() != 1 {
 		t.Fatalf("after a committed panic: err = %v, runs = %d; want a FailureError of class %q", err, runs.Load(), idemsql.PanicClass)
 	}
@@ -399,11 +399,11 @@ func testStoredResultIsExact(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	res, err := run()
-	var dup *idemsql.DuplicateError
-	if !errors.As(err, &dup) {
-		t.Fatalf("err = %v, want a DuplicateError", err)
+	if !errors.Is(err, idemsql.ErrDuplicate) {
+		t.Fatalf("err = %v, want ErrDuplicate", err)
 	}
-	if string(dup.Result) != want || string(res.Value) != want {
-		t.Fatalf("stored %s, replayed %s; want %s", dup.Result, res.Value, want)
+	rec, _, lerr := idemsql.Lookup(ctx, e.store, "exact-1")
+	if lerr != nil || string(rec.Result) != want || string(res.Value) != want {
+		t.Fatalf("stored %s (%v), replayed %s; want %s", rec.Result, lerr, res.Value, want)
 	}
 }

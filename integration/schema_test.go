@@ -47,7 +47,7 @@ func TestSchema(t *testing.T) {
 			}
 			db := e.store
 			var calls atomic.Int64
-			if _, err := idemsql.RunExternal(ctx, db, "s-3", func(ctx context.Context, l idemsql.LeaseInfo) (receipt, error) {
+			if _, err := idemsql.RunExternal(ctx, db, "s-3", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 				calls.Add(1)
 				return receipt{By: "s"}, nil
 			}); err != nil {

@@ -135,13 +135,9 @@ func testDuplicatePolicyError(t *testing.T, e *env) {
 	}
 	defer tx.Rollback(ctx)
 	res, err := doIn(ctx, tx, "dup-1", e.charge(tx, "dup-1", 3, &runs), idemsql.Options{ErrorOnDuplicate: true})
-	var de *idemsql.DuplicateError
-	if !errors.Is(err, idemsql.ErrDuplicate) || !errors.As(err, &de) {
-		t.Fatalf("err = %v, want a *DuplicateError", err)
-	}
-	var stored invoice
-	if err := json.Unmarshal(de.Result, &stored); err != nil || stored != first.Value {
-		t.Fatalf("DuplicateError.Result = %s (%v), want %+v", de.Result, err, first.Value)
+	var de *idemsql.Error
+	if !errors.Is(err, idemsql.ErrDuplicate) || !errors.As(err, &de) || de.Key != "dup-1" {
+		t.Fatalf("err = %v, want an *Error of class ErrDuplicate for the key", err)
 	}
 	if !res.Replayed || res.Value != first.Value || runs.Load() != 1 {
 		t.Fatalf("result %+v runs=%d", res, runs.Load())
@@ -320,9 +316,9 @@ func testRecordedFailure(t *testing.T, e *env) {
 		}
 		return invoice{}, idemsql.Permanent("card_declined", errDeclined)
 	}
-	_, err := e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.Options{RecordFailures: true})
-	var fe *idemsql.FailureError
-	if !errors.As(err, &fe) || fe.Replayed || fe.Class != "card_declined" || !errors.Is(err, errDeclined) {
+	res, err := e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.Options{RecordFailures: true})
+	var fe *idemsql.Error
+	if !errors.Is(err, idemsql.ErrFailureRecorded) || !errors.As(err, &fe) || res.Replayed || fe.Class != "card_declined" || !errors.Is(err, errDeclined) {
 		t.Fatalf("first call: %v (%+v)", err, fe)
 	}
 	if e.bizRows("rf-1") != 0 {
@@ -332,9 +328,9 @@ func testRecordedFailure(t *testing.T, e *env) {
 		t.Fatalf("status = %q", st)
 	}
 	for i := 0; i < 2; i++ {
-		_, err = e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.Options{RecordFailures: true})
-		var again *idemsql.FailureError
-		if !errors.As(err, &again) || !again.Replayed || again.Class != "card_declined" || again.Message != errDeclined.Error() {
+		res, err = e.run(ctx, sql.LevelDefault, "rf-1", declining, idemsql.Options{RecordFailures: true})
+		var again *idemsql.Error
+		if !errors.As(err, &again) || !res.Replayed || again.Class != "card_declined" || again.Message != errDeclined.Error() {
 			t.Fatalf("duplicate %d: %v", i, err)
 		}
 		if !errors.Is(err, idemsql.ErrFailureRecorded) {
@@ -343,7 +339,7 @@ func testRecordedFailure(t *testing.T, e *env) {
 	}
 	// Do replays it the same way, whatever the duplicate's own options.
 	var doRuns atomic.Int64
-	if _, err := e.guarded("rf-1", 9, &doRuns); !errors.As(err, &fe) || !fe.Replayed {
+	if res, err := e.guarded("rf-1", 9, &doRuns); !errors.Is(err, idemsql.ErrFailureRecorded) || !errors.As(err, &fe) || !res.Replayed {
 		t.Fatalf("Do on a failed key: %v", err)
 	}
 	if runs.Load() != 1 || doRuns.Load() != 0 || e.bizRows("rf-1") != 0 {
@@ -362,7 +358,7 @@ func testRecordedFailureAfterFailedStatement(t *testing.T, e *env) {
 		}
 		return invoice{}, idemsql.Permanent("invalid_request", err)
 	}, idemsql.Options{RecordFailures: true})
-	var fe *idemsql.FailureError
+	var fe *idemsql.Error
 	if !errors.As(err, &fe) || fe.Class != "invalid_request" {
 		t.Fatalf("err = %v", err)
 	}

@@ -140,7 +140,7 @@ func testSwallowedTxDeathThenPermanent(t *testing.T, e *env) {
 		d.wait(t)
 	}
 	if e.dialect == "postgres" {
-		var fe *idemsql.FailureError
+		var fe *idemsql.Error
 		if !errors.As(err, &fe) || fe.Class != "declined" {
 			t.Fatalf("Run: %+v, %v; want the recorded failure", res, err)
 		}

@@ -5,7 +5,7 @@
 // so that idemsql's module requires nothing of OpenTelemetry.
 //
 //	obs, err := idemotel.New(idemotel.Config{}) // the global providers
-//	store, err := postgres.New(idemsql.WithObserver(obs))
+//	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{Observers: []idemsql.Observer{obs}})
 //
 // Spans are named "idemsql.Do", "idemsql.Run", "idemsql.RunExternal"; each
 // is a child of the span in the caller's context, and the spans of the
@@ -20,7 +20,8 @@
 //   - idemsql.call.duration (histogram, seconds): how long they took, by
 //     idemsql.outcome.
 //   - idemsql.events (counter): steps, by idemsql.event (claimed,
-//     replayed, taken_over, lease_lost, ...).
+//     replayed, taken_over, lease_lost, ..., and purged and swept, one per
+//     batch of Purge and Sweep).
 //   - idemsql.purged (counter): rows Purge deleted.
 //
 // Through the OpenTelemetry Prometheus exporter they appear as
@@ -117,14 +118,14 @@ func dbSystem(dialect string) attribute.KeyValue {
 	return attribute.String("db.system.name", dialect)
 }
 
-func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Context, func(idemsql.CallEnd)) {
+func (o *observer) StartCall(ctx context.Context, c idemsql.Event) (context.Context, func(idemsql.Event)) {
 	attrs := []attribute.KeyValue{dbSystem(c.Dialect), attribute.String("idemsql.operation", c.Op)}
 	spanAttrs := attrs
 	if !o.omitKey {
 		spanAttrs = append(spanAttrs[:len(spanAttrs):len(spanAttrs)], attribute.String("idemsql.key", c.Key))
 	}
 	ctx, span := o.tracer.Start(ctx, "idemsql."+c.Op, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(spanAttrs...))
-	return ctx, func(end idemsql.CallEnd) {
+	return ctx, func(end idemsql.Event) {
 		outcome := attribute.String("idemsql.outcome", end.Outcome)
 		span.SetAttributes(outcome)
 		if end.Err != nil && end.Outcome != idemsql.OutcomeReplayed {
@@ -142,7 +143,7 @@ func (o *observer) StartCall(ctx context.Context, c idemsql.Call) (context.Conte
 
 func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
 	attrs := []attribute.KeyValue{dbSystem(e.Dialect), attribute.String("idemsql.mode", e.Mode)}
-	o.events.Add(ctx, 1, metric.WithAttributes(append(attrs, attribute.String("idemsql.event", e.Kind.String()))...))
+	o.events.Add(ctx, 1, metric.WithAttributes(append(attrs, attribute.String("idemsql.event", e.Kind))...))
 	if e.Kind == idemsql.EventPurged {
 		o.purged.Add(ctx, e.Count, metric.WithAttributes(attrs...))
 	}
@@ -160,5 +161,5 @@ func (o *observer) Observe(ctx context.Context, e idemsql.Event) {
 	if e.Err != nil {
 		ev = append(ev, attribute.String("error.message", e.Err.Error()))
 	}
-	span.AddEvent("idemsql."+e.Kind.String(), trace.WithAttributes(ev...))
+	span.AddEvent("idemsql."+e.Kind, trace.WithAttributes(ev...))
 }

@@ -458,7 +458,7 @@ func TestRunExternalSpans(t *testing.T) {
 	ext := func(ctx context.Context, key, outcome string, events []string, fn func(context.Context) (int, error), opts ...idemsql.Options) error {
 		t.Helper()
 		return r.call(ctx, "RunExternal", key, outcome, events, func(ctx context.Context, inFn *fnSeen) error {
-			_, err := idemsql.RunExternal(ctx, pool, key, func(ctx context.Context, l idemsql.LeaseInfo) (int, error) {
+			_, err := idemsql.RunExternal(ctx, pool, key, func(ctx context.Context, l idemsql.Claim) (int, error) {
 				inFn.saw(ctx)
 				return fn(ctx)
 			}, opts...)

@@ -160,7 +160,8 @@ type conn struct {
 	target
 	db    *sql.DB
 	store *idemsql.Store[*sql.Tx]
-	table string // as messages show it: schema.name or name
+	watch *batchWatch // the store's observer, for purge and sweep
+	table string      // as messages show it: schema.name or name
 }
 
 // open connects to the database. A SQLite file must exist unless create.
@@ -169,7 +170,8 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 	if err != nil {
 		return nil, err
 	}
-	opts := idemsql.Options{Table: cf.table, Schema: cf.schema}
+	watch := &batchWatch{}
+	opts := idemsql.Options{Table: cf.table, Schema: cf.schema, Observers: []idemsql.Observer{watch}}
 	// Opening a pool connects to nothing yet.
 	var db *sql.DB
 	if t.conn != nil {
@@ -207,7 +209,7 @@ func open(ctx context.Context, cf connFlags, red *redactor, create bool) (*conn,
 		db.Close()
 		return nil, fmt.Errorf("connect to %s: %w", t.shown, err)
 	}
-	c := &conn{target: t, db: db, store: store}
+	c := &conn{target: t, db: db, store: store, watch: watch}
 	c.table = store.Table().String()
 	return c, nil
 }

@@ -94,7 +94,7 @@ func runLs(c *cli, def connFlags, args []string) error {
 	}
 	for _, s := range []struct {
 		set   bool
-		state idemsql.LeaseState
+		state string
 	}{{*stale, idemsql.LeaseStale}, {*released, idemsql.LeaseReleased}} {
 		if !s.set {
 			continue
@@ -104,7 +104,7 @@ func runLs(c *cli, def connFlags, args []string) error {
 		}
 		lease = string(s.state)
 	}
-	f.Lease = idemsql.LeaseState(lease)
+	f.Lease = lease
 	switch f.Status {
 	case "", idemsql.StatusInProgress, idemsql.StatusCompleted, idemsql.StatusFailed:
 	default:
@@ -142,26 +142,26 @@ func runLs(c *cli, def connFlags, args []string) error {
 		if left > 0 {
 			f.Limit = min(left, idemsql.MaxListLimit)
 		}
-		page, err := idemsql.List(c.ctx, pool, f)
+		records, next, err := idemsql.List(c.ctx, pool, f)
 		if err != nil {
 			return db.explain(err)
 		}
-		if err := out.rows(page.Records); err != nil {
+		if err := out.rows(records); err != nil {
 			return err
 		}
 		if left > 0 {
-			left -= len(page.Records)
+			left -= len(records)
 		}
-		if page.Next == "" || left == 0 && *limit > 0 {
-			if err := out.end(page.Next); err != nil {
+		if next == "" || left == 0 && *limit > 0 {
+			if err := out.end(next); err != nil {
 				return err
 			}
-			if page.Next != "" && !*asJSON {
-				fmt.Fprintf(c.stderr, "more rows: continue with --after %s\n", shellQuote(page.Next))
+			if next != "" && !*asJSON {
+				fmt.Fprintf(c.stderr, "more rows: continue with --after %s\n", shellQuote(next))
 			}
 			return nil
 		}
-		f.After = page.Next
+		f.After = next
 	}
 }
 

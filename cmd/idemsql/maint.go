@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -102,10 +103,11 @@ func runPurge(c *cli, def connFlags, args []string) error {
 			plural(st.Purgeable, "row"), count(st.Total), db.table)
 		return nil
 	}
-	p := newProgress(c, "purge", "deleted")
-	opt.Progress = p.report
-	st, err := idemsql.Purge(c.hard, db.store, opt)
-	p.done()
+	var st idemsql.PurgeStats
+	err = c.batched(db, "purge", "deleted", func(ctx context.Context) (err error) {
+		st, err = idemsql.Purge(ctx, db.store, opt)
+		return err
+	})
 	switch {
 	case c.ctx.Err() != nil:
 		fmt.Fprintf(c.stdout, "interrupted: deleted %s in %s; run purge again to go on\n", plural(st.Deleted, "row"), plural(int64(st.Batches), "batch"))
@@ -137,13 +139,14 @@ func runSweep(c *cli, def connFlags, args []string) error {
 	var h idemsql.SweepHandler
 	if *release {
 		h = func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
-			return idemsql.ResolveReleased(), nil
+			return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil
 		}
 	}
-	p := newProgress(c, "sweep", "swept")
-	opt.Progress = p.report
-	st, err := idemsql.Sweep(c.hard, db.store, h, opt)
-	p.done()
+	var st idemsql.SweepStats
+	err = c.batched(db, "sweep", "swept", func(ctx context.Context) (err error) {
+		st, err = idemsql.Sweep(ctx, db.store, h, opt)
+		return err
+	})
 	summary := fmt.Sprintf("%s: %s abandoned, %s released, %s lost to another holder, %s failed",
 		plural(int64(st.Found), "stale claim"), count(int64(st.Abandoned)), count(int64(st.Released)), count(int64(st.Lost)), count(int64(st.Failed)))
 	switch {
@@ -179,11 +182,11 @@ func sweepDryRun(c *cli, db *conn, how string, release bool) error {
 	seen := map[string]bool{}
 	for _, f := range filters {
 		for {
-			page, err := idemsql.List(c.ctx, pool, f)
+			records, next, err := idemsql.List(c.ctx, pool, f)
 			if err != nil {
 				return db.explain(err)
 			}
-			for _, r := range page.Records {
+			for _, r := range records {
 				if seen[r.Key] || r.Lease == idemsql.LeaseReleased && r.ErrorMessage == idemsql.HandlerReleasedMessage {
 					continue
 				}
@@ -195,10 +198,10 @@ func sweepDryRun(c *cli, db *conn, how string, release bool) error {
 				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", showKey(r.Key), r.Attempt, r.Lease,
 					fmtAge(r.LeaseUntil, r.ReadAt), fmtAge(r.CreatedAt, r.ReadAt), orDash(r.Owner))
 			}
-			if page.Next == "" {
+			if next == "" {
 				break
 			}
-			f.After = page.Next
+			f.After = next
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -208,39 +211,81 @@ func sweepDryRun(c *cli, db *conn, how string, release bool) error {
 	return nil
 }
 
-// progress reports a long purge or sweep on stderr, and stops it between
-// batches after an interrupt (idemsql.Options.Progress): a batch that has begun
-// runs to its commit; a second interrupt cancels c.hard and aborts it.
+// batched runs a purge or sweep pass, with a progress line on stderr, and
+// stops it between batches after an interrupt: the pass's context, which
+// only a second interrupt (c.hard) ends during a batch, ends when the store
+// reports a batch done (EventPurged, EventSwept) after the first (c.ctx).
+// A batch that has begun runs to its commit; a second interrupt aborts it.
+func (c *cli) batched(db *conn, job, verb string, pass func(ctx context.Context) error) error {
+	ctx, stop := context.WithCancel(c.hard)
+	defer stop()
+	p := &progress{c: c, job: job, verb: verb, stop: stop, start: time.Now(), tty: isTerminal(c.stderr)}
+	p.last = p.start
+	db.watch.set(p.batch)
+	defer db.watch.set(nil)
+	defer p.endLine()
+	return pass(ctx)
+}
+
+// batchWatch hands the batch events of the store's purges and sweeps to the
+// command that runs them.
+type batchWatch struct {
+	mu sync.Mutex
+	on func(idemsql.Event)
+}
+
+func (w *batchWatch) set(on func(idemsql.Event)) {
+	w.mu.Lock()
+	w.on = on
+	w.mu.Unlock()
+}
+
+func (w *batchWatch) Observe(_ context.Context, e idemsql.Event) {
+	if e.Kind != idemsql.EventPurged && e.Kind != idemsql.EventSwept {
+		return
+	}
+	w.mu.Lock()
+	on := w.on
+	w.mu.Unlock()
+	if on != nil {
+		on(e)
+	}
+}
+
+// progress reports a long purge or sweep on stderr, and stops it after an
+// interrupt, once the batch in flight has committed.
 type progress struct {
 	c           *cli
 	job, verb   string
+	stop        func() // ends the pass before its next batch
 	start, last time.Time
 	tty         bool
 	printed     bool
 	stopping    bool
+	batches     int64
+	rows        int64
 }
 
 // progressEvery is how often a long run reports on stderr.
 const progressEvery = 2 * time.Second
 
-func newProgress(c *cli, job, verb string) *progress {
-	now := time.Now()
-	return &progress{c: c, job: job, verb: verb, start: now, last: now, tty: isTerminal(c.stderr)}
-}
-
-func (p *progress) report(pr idemsql.Progress) bool {
+// batch takes the event of a batch the pass committed.
+func (p *progress) batch(e idemsql.Event) {
+	p.batches++
+	p.rows += e.Count
 	if p.c.ctx.Err() != nil {
 		if !p.stopping {
 			p.stopping = true
 			p.endLine()
 			fmt.Fprintf(p.c.stderr, "%s: interrupted; stopping after the batch in flight (Ctrl-C again to abort it)\n", p.job)
 		}
-		return false
+		p.stop()
+		return
 	}
 	if time.Since(p.last) >= progressEvery {
 		p.last = time.Now()
-		line := fmt.Sprintf("%s: %s %s in %s (%.0f rows/s)", p.job, plural(pr.Rows, "row"), p.verb,
-			plural(int64(pr.Batches), "batch"), float64(pr.Rows)/time.Since(p.start).Seconds())
+		line := fmt.Sprintf("%s: %s %s in %s (%.0f rows/s)", p.job, plural(p.rows, "row"), p.verb,
+			plural(p.batches, "batch"), float64(p.rows)/time.Since(p.start).Seconds())
 		if p.tty {
 			fmt.Fprintf(p.c.stderr, "\r%s\033[K", line)
 		} else {
@@ -248,7 +293,6 @@ func (p *progress) report(pr idemsql.Progress) bool {
 		}
 		p.printed = true
 	}
-	return true
 }
 
 func (p *progress) endLine() {
@@ -257,9 +301,6 @@ func (p *progress) endLine() {
 	}
 	p.printed = false
 }
-
-// done ends the progress line.
-func (p *progress) done() { p.endLine() }
 
 // isTerminal reports whether w is a terminal, where the progress line
 // rewrites itself.

@@ -230,8 +230,8 @@ func (a *api) payOrder(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "could not read the order", http.StatusInternalServerError)
 		return
 	}
-	lease, _ := idemhttp.Lease(ctx)
-	charge, err := a.provider.charge(ctx, lease.DownstreamKey, o.Amount)
+	claim, _ := idemhttp.Claim(ctx)
+	charge, err := a.provider.charge(ctx, claim.DownstreamKey, o.Amount)
 	if err != nil {
 		http.Error(w, "payment provider unavailable", http.StatusBadGateway) // not stored: a retry calls again, same key
 		return

@@ -87,7 +87,7 @@ func (p *provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // charge calls the payment API with the downstream key of the lease.
-func charge(ctx context.Context, url string, l idemsql.LeaseInfo, amount int64) (Charge, error) {
+func charge(ctx context.Context, url string, l idemsql.Claim, amount int64) (Charge, error) {
 	body, _ := json.Marshal(map[string]int64{"amount": amount})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/charges", bytes.NewReader(body))
 	if err != nil {
@@ -157,7 +157,7 @@ func run(ctx context.Context, out io.Writer) error {
 
 func retryAfterError(ctx context.Context, out io.Writer, guard *idemsql.Store[*sql.Tx], url, key string) error {
 	var keys []string
-	pay := func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
+	pay := func(ctx context.Context, l idemsql.Claim) (Charge, error) {
 		keys = append(keys, l.DownstreamKey)
 		return charge(ctx, url, l, 4200)
 	}
@@ -188,13 +188,13 @@ func crashAndTakeOver(ctx context.Context, out io.Writer, guard *idemsql.Store[*
 	if err != nil || !c.Held {
 		return fmt.Errorf("worker 1 claim: %+v, %w", c, err)
 	}
-	ch, err := charge(ctx, url, c.Lease.LeaseInfo, 4200)
+	ch, err := charge(ctx, url, c.Claim, 4200)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "worker 1: claimed %s (attempt %d), charged %s, crashed before recording it\n", key, c.Lease.Attempt, ch.ID)
+	fmt.Fprintf(out, "worker 1: claimed %s (attempt %d), charged %s, crashed before recording it\n", key, c.Attempt, ch.ID)
 
-	pay := func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) { return charge(ctx, url, l, 4200) }
+	pay := func(ctx context.Context, l idemsql.Claim) (Charge, error) { return charge(ctx, url, l, 4200) }
 
 	// Worker 2 at once: the lease is live, the key is in progress.
 	if _, err := idemsql.RunExternal(ctx, guard, key, pay); !errors.Is(err, idemsql.ErrInProgress) {
@@ -214,7 +214,7 @@ func crashAndTakeOver(ctx context.Context, out io.Writer, guard *idemsql.Store[*
 
 	// The dead worker's claim is fenced: had it woken up, it could not
 	// record anything.
-	if err := c.Lease.Complete(ctx, ch); !errors.Is(err, idemsql.ErrLeaseLost) {
+	if err := c.Complete(ctx, ch); !errors.Is(err, idemsql.ErrLeaseLost) {
 		return fmt.Errorf("worker 1's late completion: %v", err)
 	}
 	fmt.Fprintln(out, "worker 1: woke up, its completion was refused: lease lost")

@@ -20,7 +20,7 @@ type provider interface {
 func leaseRunExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider, orderID string, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: lease-runexternal
 	res, err := idemsql.RunExternal(ctx, store, "charge:"+orderID,
-		func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
+		func(ctx context.Context, l idemsql.Claim) (Charge, error) {
 			// The provider's own guard (Stripe's Idempotency-Key): the same key
 			// across retries and takeovers.
 			c, err := psp.Charge(ctx, amount, l.DownstreamKey)
@@ -47,9 +47,9 @@ func leaseSweep(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider
 		case err != nil:
 			return idemsql.Resolution{}, err // try again in a later sweep
 		case !found:
-			return idemsql.ResolveReleased(), nil // never charged: the next call runs again, same downstream key
+			return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil // never charged: the next call runs again, same downstream key
 		}
-		return idemsql.ResolveCompleted(c), nil
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: c}, nil
 	}, idemsql.Options{BatchSize: 100, ResultType: reflect.TypeFor[Charge]()})
 	if err != nil {
 		log.Printf("sweep: %v (%+v)", err, stats) // the batches before the error stand

@@ -167,7 +167,7 @@ func httpMiddleware(store *idemsql.Store[*sql.Tx], mux *http.ServeMux) error {
 func runExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp paymentProvider, orderID, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: runexternal
 	res, err := idemsql.RunExternal(ctx, store, "charge:"+strconv.FormatInt(orderID, 10),
-		func(ctx context.Context, l idemsql.LeaseInfo) (Charge, error) {
+		func(ctx context.Context, l idemsql.Claim) (Charge, error) {
 			// The payment provider's own guard: the same key across retries
 			// and takeovers, so a repeat after a crash is absorbed there.
 			return psp.Charge(ctx, amount, l.DownstreamKey)

@@ -144,18 +144,18 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	if err != nil || !c.Held {
 		t.Fatalf("ClaimLease: %+v %v", c, err)
 	}
-	_, err = idemsql.RunExternal(ctx, pool, kHeld, func(ctx context.Context, l idemsql.LeaseInfo) (int, error) { return 1, nil })
+	_, err = idemsql.RunExternal(ctx, pool, kHeld, func(ctx context.Context, l idemsql.Claim) (int, error) { return 1, nil })
 	check("RunExternal on a live lease", kHeld, err, idemsql.ErrInProgress)
 	_, err = idemsql.Run(ctx, pool, kHeld, one)
 	check("Run on a live lease", kHeld, err, idemsql.ErrInProgress)
 	_, err = idemsql.ClaimLease(ctx, pool, kHeld, idemsql.Options{Fingerprint: "another request"})
 	check("lease-mode fingerprint mismatch", kHeld, err, idemsql.ErrFingerprintMismatch)
-	if err := c.Lease.Complete(ctx, 1); err != nil {
+	if err := c.Complete(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 
 	kFail := key("declined")
-	declined := func(ctx context.Context, l idemsql.LeaseInfo) (int, error) {
+	declined := func(ctx context.Context, l idemsql.Claim) (int, error) {
 		return 0, idemsql.Permanent("card_declined", errors.New("card declined"))
 	}
 	_, err = idemsql.RunExternal(ctx, pool, kFail, declined, idemsql.Options{RecordFailures: true})
@@ -164,7 +164,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	check("lease-mode replayed failure", kFail, err, idemsql.ErrFailureRecorded)
 
 	kClaim := key("not-claimed")
-	_, err = idemsql.RunExternal(cancelled, pool, kClaim, func(ctx context.Context, l idemsql.LeaseInfo) (int, error) { return 1, nil })
+	_, err = idemsql.RunExternal(cancelled, pool, kClaim, func(ctx context.Context, l idemsql.Claim) (int, error) { return 1, nil })
 	check("RunExternal with an ended context", kClaim, err, context.Canceled)
 
 	// A holder whose lease another took over: its write is refused.
@@ -174,7 +174,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 		t.Fatalf("ClaimLease: %+v %v", first, err)
 	}
 	second := claimOnceStale(t, pool, kLost)
-	err = first.Lease.Complete(ctx, 1)
+	err = first.Complete(ctx, 1)
 	check("write of a holder whose lease was taken over", kLost, err, idemsql.ErrLeaseLost)
 	if err := second.Complete(ctx, 2); err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func claimOnceStale(t *testing.T, pool *idemsql.Store[*sql.Tx], key string) idem
 		c, err := idemsql.ClaimLease(context.Background(), pool, key)
 		switch {
 		case err == nil && c.Held:
-			return c.Lease
+			return c
 		case !errors.Is(err, idemsql.ErrInProgress):
 			t.Fatalf("ClaimLease: %+v %v", c, err)
 		}
@@ -236,10 +236,6 @@ func KeyOf(err error) (string, bool) {
 	case nil:
 		return "", false
 	case *idemsql.Error:
-		return e.Key, true
-	case *idemsql.FailureError:
-		return e.Key, true
-	case *idemsql.DuplicateError:
 		return e.Key, true
 	}
 	switch u := err.(type) {
@@ -270,9 +266,9 @@ func (o *retryCanceller) Observe(ctx context.Context, e idemsql.Event) {
 	}
 }
 
-func (o *retryCanceller) StartCall(ctx context.Context, c idemsql.Call) (context.Context, func(idemsql.CallEnd)) {
+func (o *retryCanceller) StartCall(ctx context.Context, c idemsql.Event) (context.Context, func(idemsql.Event)) {
 	if t, ok := o.inner.(idemsql.CallTracer); ok {
 		return t.StartCall(ctx, c)
 	}
-	return ctx, func(idemsql.CallEnd) {}
+	return ctx, func(idemsql.Event) {}
 }
