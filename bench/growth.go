@@ -62,7 +62,7 @@ func runGrowth(ctx context.Context, cfg config) error {
 	fmt.Fprintf(&sb, "%d existing expired rows; latency cells %v at 1 client in %d interleaved rounds; %d writers (idemsql.Do, new keys) during the purge;\n",
 		cfg.growthRows, cfg.cell, cfg.rounds, cfg.writers)
 	if cfg.purge == "lib" {
-		fmt.Fprintf(&sb, "purge: idemsql.Purge with WithBatchSize(%d)\n\n", cfg.growthBatch)
+		fmt.Fprintf(&sb, "purge: idemsql.Purge with Options{BatchSize: %d}\n\n", cfg.growthBatch)
 	} else {
 		fmt.Fprintf(&sb, "purge: the bench's own batched DELETE of expired rows, %d per batch\n\n", cfg.growthBatch)
 	}

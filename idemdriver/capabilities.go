@@ -6,17 +6,17 @@ import (
 )
 
 // ClaimBounder is implemented by dialects that can bound how long a claim
-// waits for another transaction holding the key (idemsql.Options.LockTimeout, and
-// idemsql.InFlightFailFast where the dialect has no TryLock statement).
-// BoundClaim runs claim, which sends the claim's statements through the
-// executor it is given, with the database's lock wait bounded: for each
-// statement (the executor adds the setting to it), for the transaction, or
-// for the session, then put back. With failFast it must not wait at all and
-// must leave the transaction usable when it times out. It reports timedOut
-// when claim failed because of the bound. A setting of the session stays
-// on the connection if the transaction ends under the claim (its context
-// ended, and database/sql rolled it back): idemsql.Run then drops the
-// connection instead of returning it to the pool.
+// waits for another transaction holding the key
+// (idemsql.Options.LockTimeout, and idemsql.Options.FailFast where the
+// dialect has no TryLock statement). BoundClaim runs claim, which sends the
+// claim's statements through the executor it is given, with the database's
+// lock wait bounded: for each statement (the executor adds the setting to
+// it), for the transaction, or for the session, then put back. With failFast
+// it must not wait at all and must leave the transaction usable when it
+// times out. It reports timedOut when claim failed because of the bound. A
+// setting of the session stays on the connection if the transaction ends
+// under the claim (its context ended, and database/sql rolled it back):
+// idemsql.Run then drops the connection instead of returning it to the pool.
 type ClaimBounder interface {
 	BoundClaim(ctx context.Context, ex Executor, timeout time.Duration, failFast bool, claim func(ex Executor) error) (timedOut bool, err error)
 }
@@ -98,8 +98,8 @@ type LeaseDialect interface {
 }
 
 // InspectDialect is implemented by dialects that serve the read API
-// (idemsql.Lookup, idemsql.List, idemsql.Stats). It is separate from [Dialect] so that a
-// dialect without it still serves both modes.
+// (idemsql.Lookup, idemsql.List, idemsql.Stats). It is separate from
+// [Dialect] so that a dialect without it still serves both modes.
 type InspectDialect interface {
 	InspectStatements(t Table) InspectStatements
 }

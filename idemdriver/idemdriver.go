@@ -9,7 +9,8 @@ import (
 // idemmysql and idemsqlite provide one per database; the algorithm stays in
 // idemsql.
 type Dialect interface {
-	// Name identifies the dialect in errors and logs ("postgres", "mysql", "sqlite").
+	// Name identifies the dialect in errors and logs ("postgres", "mysql",
+	// "sqlite").
 	Name() string
 	// Statements returns the SQL for the table. Its names have already
 	// been checked to be lowercase identifiers; the dialect quotes them.

@@ -78,7 +78,7 @@ type Statements struct {
 	// that the claim did not survive fn.
 	ClaimCompleted, ClaimOrReadCompleted, ReclaimCompleted string
 
-	// TryLock, if not empty, answers idemsql.InFlightFailFast without bounding a
+	// TryLock, if not empty, answers idemsql.Options.FailFast without bounding a
 	// wait. It is for a dialect whose every statement that claims a key
 	// (Claim, ClaimOrRead and their Completed forms here; a lease-mode
 	// claim, re-claim or takeover) first takes a lock on the key in shared
@@ -98,15 +98,16 @@ type Statements struct {
 // clock; durations are passed in microseconds.
 //
 // A claim's lease is live while lease_until > now and the claim carries no
-// mark in error_class. A holder that ends its lease without an outcome
-// (End) marks the claim idemsql.ReleasedClass and moves lease_until to the end of
-// the claim's retention: callers may take a marked claim over at once, and
-// a idemsql.Sweep without a handler, whose scan of the lease index is bounded by
-// lease_until <= now, reaches it only once its retention has run out. So
+// mark in error_class. A holder that ends its lease without an outcome (End)
+// marks the claim idemsql.ReleasedClass and moves lease_until to the end of
+// the claim's retention: callers may take a marked claim over at once, and a
+// idemsql.Sweep without a handler, whose scan of the lease index is bounded
+// by lease_until <= now, reaches it only once its retention has run out. So
 // released claims never lie in the range that scan walks, on any database,
-// without an index of their own. A claim without a lease_until is not
-// lease mode's: an atomic-mode claim whose transaction committed without an
-// outcome (idemsql.ErrAbandoned); callers never take it over, Sweep resolves it.
+// without an index of their own. A claim without a lease_until is not lease
+// mode's: an atomic-mode claim whose transaction committed without an
+// outcome (idemsql.ErrAbandoned); callers never take it over, Sweep resolves
+// it.
 //
 // Every claim writes a per-claim owner token (unique to that claim, also
 // across takeovers), and every write of a holder (Renew, Complete, Fail,

@@ -85,8 +85,11 @@ type Config struct {
 
 	// Options are given to every idemsql call: TTL, Lease in lease mode,
 	// and so on. The middleware fills in Fingerprint (unless set here:
-	// then it wins), MaxResultSize (unless set here) to fit
-	// MaxResponseBytes, and in atomic mode sets FailFast.
+	// then it wins) and MaxResultSize (unless set here) to fit
+	// MaxResponseBytes. In atomic mode it sets FailFast, so that a
+	// duplicate of a request still running gets 409 at once, unless
+	// LockTimeout is set here: then the duplicate waits for the first
+	// request as long as that, and replays.
 	Options idemsql.Options
 }
 

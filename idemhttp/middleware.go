@@ -12,11 +12,11 @@ import (
 )
 
 // New returns a middleware that runs each guarded request through
-// [idemsql.Run] on the store, so that the handler's writes and the stored response
-// commit in one transaction: atomic mode. The handler gets the transaction
-// from the request's context with [Tx] or [MustTx] (X is the store's
-// transaction type: *sql.Tx on database/sql, pgx.Tx on a pgx pool) and must
-// do its writes in it.
+// [idemsql.Run] on the store, so that the handler's writes and the stored
+// response commit in one transaction: atomic mode. The handler gets the
+// transaction from the request's context with [Tx] or [MustTx] (X is the
+// store's transaction type: *sql.Tx on database/sql, pgx.Tx on a pgx pool)
+// and must do its writes in it.
 //
 // The handler writes to a buffer; nothing reaches the client before the
 // transaction's outcome is known. Then:
@@ -57,7 +57,9 @@ func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Ha
 		return nil, invalid("nil store")
 	}
 	base := s.options
-	base.FailFast = true
+	// A duplicate answers 409 at once, unless the configuration bounds a
+	// wait for the first request instead.
+	base.FailFast = base.LockTimeout == 0
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a, ok := s.admit(w, r, next)
@@ -238,7 +240,7 @@ func (s *settings) finish(w http.ResponseWriter, r *http.Request, res idemsql.Re
 		defer last.release()
 	}
 	if err != nil && res.Replayed && errors.Is(err, idemsql.ErrDuplicate) {
-		err = nil // idemsql.WithOnDuplicate(idemsql.OnDuplicateError) among the options: still a replay
+		err = nil // idemsql.Options.ErrorOnDuplicate among the options: still a replay
 	}
 	var u *unstored
 	var ab *abortedError

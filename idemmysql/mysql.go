@@ -214,5 +214,6 @@ func (dialect) Inline(query string, args []any) (string, bool) {
 	return b.String(), true
 }
 
-// SupportsSchemas: the table may live in another schema ([idemsql.Options.Schema]).
+// SupportsSchemas: the table may live in another schema
+// (idemsql.Options.Schema).
 func (dialect) SupportsSchemas() bool { return true }

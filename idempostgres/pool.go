@@ -17,8 +17,8 @@ type Beginner interface {
 }
 
 // New returns the driver of a pgx pool (or connection), for
-// idemsql.New: the store's transactions are pgx.Tx, [idemsql.Run] hands fn
-// one, and [idemsql.Do] takes one the caller began on p.
+// idemsql.New: the store's transactions are pgx.Tx, idemsql.Run hands fn
+// one, and idemsql.Do takes one the caller began on p.
 func New(p Beginner) idemdriver.Driver[pgx.Tx] {
 	return pgxDriver{p: p}
 }

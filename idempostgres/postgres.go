@@ -144,5 +144,6 @@ func (dialect) Classify(err error) idemdriver.ErrorKind {
 	return idemdriver.KindOther
 }
 
-// SupportsSchemas: the table may live in another schema ([idemsql.Options.Schema]).
+// SupportsSchemas: the table may live in another schema
+// (idemsql.Options.Schema).
 func (dialect) SupportsSchemas() bool { return true }

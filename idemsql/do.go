@@ -106,9 +106,9 @@ type Result[T any] struct {
 // may have committed), not with pgx's pgconn.SafeToRetry, which is true
 // for a COMMIT that broke after it went out.
 //
-// Options: [Options.TTL], [Options.Fingerprint], [Options.ErrorOnDuplicate], [Options.FailFast],
-// [Options.LockTimeout], [Options.RecordFailures], [Options.Codec],
-// [Options.MaxResultSize].
+// Options: [Options.TTL], [Options.Fingerprint], [Options.ErrorOnDuplicate],
+// [Options.FailFast], [Options.LockTimeout], [Options.RecordFailures],
+// [Options.Codec], [Options.MaxResultSize].
 func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ctx context.Context) (T, error), opts ...Options) (Result[T], error) {
 	if s == nil {
 		return Result[T]{}, errUnbound
@@ -302,15 +302,14 @@ func callFn[T any](ctx context.Context, s *core, ex idemdriver.Executor, key str
 // panicking call cannot hang on a dead connection.
 const panicWriteLimit = 5 * time.Second
 
-// fnFailed handles fn's error. A database error that ended the
-// transaction comes back matching [ErrRetryable], and nothing more is sent:
-// on MySQL and SQLite a statement sent now would run outside the
-// transaction. So does an error of fn's own when the dialect shows that
-// the session already left the transaction ([idemdriver.TxChecker]): fn swallowed the
-// error that ended it, or committed the transaction itself. Otherwise the
-// claim is removed, or, for a [Permanent] error under
-// [Options.RecordFailures], recorded. If ctx ended, fn's error comes
-// back as it is: the context is its class.
+// fnFailed handles fn's error. A database error that ended the transaction
+// comes back matching [ErrRetryable], and nothing more is sent: on MySQL and
+// SQLite a statement sent now would run outside the transaction. So does an
+// error of fn's own when the dialect shows that the session already left the
+// transaction ([idemdriver.TxChecker]): fn swallowed the error that ended
+// it, or committed the transaction itself. Otherwise the claim is removed,
+// or, for a [Permanent] error under [Options.RecordFailures], recorded. If
+// ctx ended, fn's error comes back as it is: the context is its class.
 func (s *core) fnFailed(ctx context.Context, ex idemdriver.Executor, key string, tok claimToken, savepoint string, cfg *settings, fnErr error) (outcome, error) {
 	if errors.Is(fnErr, ErrRetryable) {
 		// fn asks for the transaction to run again, or passes on a nested

@@ -19,9 +19,11 @@ var (
 	// valid UTF-8, or contains a NUL byte. Nothing was written.
 	ErrInvalidKey = errors.New("idemsql: invalid key")
 
-	// ErrInvalidOption: an option is unknown (a zero Option), out of range,
-	// or not allowed where it was given (a store option passed to Do, an
-	// atomic-mode option passed to a lease-mode call or the reverse).
+	// ErrInvalidOption: a field of [Options] is out of range or not allowed
+	// where it was given (a store option passed to Do, an atomic-mode
+	// option passed to a lease-mode call or the reverse), or a call was
+	// given more than one Options. Also a nil store or driver, and a
+	// method of a [Lease] that was not held.
 	ErrInvalidOption = errors.New("idemsql: invalid option")
 
 	// ErrFingerprintMismatch: the key was used before with a different
@@ -124,13 +126,14 @@ var (
 //	var pgErr *pgconn.PgError
 //	if errors.As(err, &pgErr) { log.Println(pgErr.Code) }
 //
-// The key is in the Key field only, never in the message: a key may hold what logs must not
-// (an e-mail address), and a message is copied, by fmt.Errorf, into the
-// errors that wrap it, into recorded failures and into logs and spans,
-// where nothing can take it out again. So the library's error texts never
-// name a key, a nested call's neither, and leaving keys out of logs is a
-// matter of the key attribute alone (idemslog's Options.Key, the otel
-// module's OmitKey). Take the key from the field where you want it.
+// The key is in the Key field only, never in the message: a key may hold
+// what logs must not (an e-mail address), and a message is copied, by
+// fmt.Errorf, into the errors that wrap it, into recorded failures and into
+// logs and spans, where nothing can take it out again. So the library's
+// error texts never name a key, a nested call's neither, and leaving keys
+// out of logs is a matter of the key attribute alone (idemslog's
+// Options.Key, the otel module's OmitKey). Take the key from the field where
+// you want it.
 type Error struct {
 	// Op is the step that failed. Atomic mode: "begin", "claim", "read",
 	// "reclaim", "savepoint", "fn" (the transaction ended under fn),

@@ -32,7 +32,7 @@ func ExampleRun() {
 	// order 1, replayed: true
 }
 
-// Under OnDuplicateError a duplicate is an error that still carries the
+// With Options.ErrorOnDuplicate a duplicate is an error that still carries the
 // stored result: for APIs that must answer "already done".
 func ExampleOptions_errorOnDuplicate() {
 	_, store, done := openExampleDB()
@@ -52,7 +52,7 @@ func ExampleOptions_errorOnDuplicate() {
 	// account 42 true
 }
 
-// Under InFlightFailFast a duplicate that arrives while the first call is
+// With Options.FailFast a duplicate that arrives while the first call is
 // still running gets ErrInProgress at once instead of waiting.
 func ExampleOptions_failFast() {
 	db, store, done := openExampleDB()
@@ -168,7 +168,7 @@ func ExampleWrap() {
 	// refunded order 17 true
 }
 
-// WithLockTimeout bounds how long a duplicate waits for the first call's
+// Options.LockTimeout bounds how long a duplicate waits for the first call's
 // transaction.
 func ExampleOptions_lockTimeout() {
 	db, store, done := openExampleDB()

@@ -16,7 +16,7 @@ import (
 )
 
 // What encoding/json would lose of a value: the checks behind the JSON
-// codec's Marshal and behind Canonical (keys and fingerprints).
+// codec's Marshal and behind canonical (keys and fingerprints).
 //
 // Why a walk that imitates encoding/json's field rules, and not a check
 // by construction (encode, decode into a fresh value of the type, compare)

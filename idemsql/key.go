@@ -81,10 +81,10 @@ func DeriveKey(namespace string, args ...any) (string, error) {
 	return namespace + ":" + hex.EncodeToString(sum[:]), nil
 }
 
-// Fingerprint returns the SHA-256 of a request as [Options.Fingerprint] stores it:
-// a []byte or string is hashed as given, any other value in the canonical
-// form [DeriveKey] uses. A value that DeriveKey would refuse is an error
-// wrapping [ErrInvalidOption]: a changed request must not pass for the
+// Fingerprint returns the SHA-256 of a request as [Options.Fingerprint]
+// stores it: a []byte or string is hashed as given, any other value in the
+// canonical form [DeriveKey] uses. A value that DeriveKey would refuse is an
+// error wrapping [ErrInvalidOption]: a changed request must not pass for the
 // same one.
 func Fingerprint(request any) ([]byte, error) {
 	var sum [sha256.Size]byte

@@ -1,6 +1,7 @@
 package idemsql
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,8 @@ const (
 	AbandonedClass = "abandoned"
 	// UnencodableClass is the error_class recorded when fn succeeded but its
 	// result could not be encoded ([ErrEncode], [ErrResultTooLarge]). The
-	// effect happened and must not run again, so the key is recorded as
-	// failed: duplicates get a recorded failure ([ErrFailureRecorded]) with this class.
+	// effect happened and must not run again, so the key is recorded as failed:
+	// duplicates get a recorded failure ([ErrFailureRecorded]) with this class.
 	UnencodableClass = "unencodable_result"
 	// ReleasedClass marks, in error_class, an in_progress row whose holder
 	// ended its lease on purpose (fn failed, [Lease.Release],
@@ -94,32 +95,13 @@ func (l leaseSettings) batchSize() int {
 
 // apply applies the lease-mode fields of o.
 func (l *leaseSettings) apply(o Options) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: Options."+format, append([]any{ErrInvalidOption}, args...)...)
-	}
-	if o.Lease != 0 {
-		if o.Lease < MinLease || o.Lease > MaxLease {
-			return bad("Lease %v is outside [%v, %v]", o.Lease, MinLease, MaxLease)
-		}
-		l.duration = o.Lease
-	}
-	if o.Heartbeat != 0 {
-		if o.Heartbeat < time.Millisecond || o.Heartbeat > MaxLease {
-			return bad("Heartbeat %v is outside [1ms, %v]", o.Heartbeat, MaxLease)
-		}
-		l.heartbeat = o.Heartbeat
-	}
-	if o.LeaseWait != 0 {
-		if o.LeaseWait < time.Millisecond || o.LeaseWait > time.Minute {
-			return bad("LeaseWait %v is outside [1ms, 1m]", o.LeaseWait)
-		}
-		l.poll = o.LeaseWait
-	}
-	if o.BatchSize != 0 {
-		if o.BatchSize < 1 || o.BatchSize > 10000 {
-			return bad("BatchSize %d is outside [1, 10000]", o.BatchSize)
-		}
-		l.batch = o.BatchSize
+	if err := cmp.Or(
+		inRange("Lease", o.Lease, MinLease, MaxLease, &l.duration),
+		inRange("Heartbeat", o.Heartbeat, time.Millisecond, MaxLease, &l.heartbeat),
+		inRange("LeaseWait", o.LeaseWait, time.Millisecond, time.Minute, &l.poll),
+		inRange("BatchSize", o.BatchSize, 1, 10000, &l.batch),
+	); err != nil {
+		return err
 	}
 	if o.ResultType != nil {
 		l.result = o.ResultType
@@ -261,8 +243,8 @@ type Lease struct {
 // (Stripe's Idempotency-Key header): it is the same for every run of one
 // claim, so the external system absorbs the repeat.
 //
-// Options: those of [ClaimLease], and [Options.Heartbeat], [Options.ErrorOnDuplicate],
-// [Options.RecordFailures].
+// Options: those of [ClaimLease], and [Options.Heartbeat],
+// [Options.ErrorOnDuplicate], [Options.RecordFailures].
 func RunExternal[X, T any](ctx context.Context, s *Store[X], key string, fn func(ctx context.Context, c Claim) (T, error), opts ...Options) (Result[T], error) {
 	var res Result[T]
 	if err := ValidateKey(key); err != nil {

@@ -162,9 +162,10 @@ func (lr *leaser) lease(key string, attempt, generation int64, token string, sin
 		clock:         newLeaseClock(since, lr.cfg.lease.leaseDuration())}, Held: true, lr: lr}
 }
 
-// maxLeaseContention bounds how often a call without [Options.LeaseWait] retries
-// after losing a race for the row (another caller claimed, re-claimed or is
-// taking it over at the same moment) before it answers ErrInProgress.
+// maxLeaseContention bounds how often a call without [Options.LeaseWait]
+// retries after losing a race for the row (another caller claimed,
+// re-claimed or is taking it over at the same moment) before it answers
+// ErrInProgress.
 const maxLeaseContention = 20
 
 // acquire claims key, re-claims it after its retention ran out, or takes it
@@ -374,9 +375,9 @@ func (lr *leaser) tryTakeOver(ctx context.Context, key string, r leaseRow) (got 
 //     atomic-mode claim whose transaction committed anyway), which is never
 //     taken over; [Sweep] resolves it.
 //
-// Options: [Options.Lease], [Options.LeaseWait], [Options.TTL], [Options.Fingerprint],
-// [Options.Codec], [Options.MaxResultSize], [Options.MaxAttempts], [Options.Backoff],
-// [Options.ResultType].
+// Options: [Options.Lease], [Options.LeaseWait], [Options.TTL],
+// [Options.Fingerprint], [Options.Codec], [Options.MaxResultSize],
+// [Options.MaxAttempts], [Options.Backoff], [Options.ResultType].
 func ClaimLease[X any](ctx context.Context, s *Store[X], key string, opts ...Options) (Lease, error) {
 	if err := ValidateKey(key); err != nil {
 		return Lease{}, err

@@ -43,7 +43,7 @@ func TestLeaseOptionScopes(t *testing.T) {
 		}
 	}
 	if _, err := idemsql.Sweep(ctx, g, nil, idemsql.Options{LockTimeout: time.Second}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Errorf("Sweep with WithLockTimeout: %v", err)
+		t.Errorf("Sweep with LockTimeout: %v", err)
 	}
 }
 
@@ -58,23 +58,23 @@ func TestErrorWithoutKey(t *testing.T) {
 	}
 }
 
-// WithResultType is a lease-mode option, and RunExternal refuses one whose
+// Options.ResultType is a lease-mode option, and RunExternal refuses one whose
 // type is not its fn's, before any SQL: the pool below is never connected.
-func TestWithResultType(t *testing.T) {
+func TestResultTypeOption(t *testing.T) {
 	g, err := idemsql.New(unconnected(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := idemsql.New(unconnected(t), idemsql.Options{ResultType: reflect.TypeFor[int]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Errorf("a store with WithResultType: %v, want ErrInvalidOption", err)
+		t.Errorf("a store with ResultType: %v, want ErrInvalidOption", err)
 	}
 	ctx := context.Background()
 	fn := func(context.Context, idemsql.Claim) (int, error) { return 1, nil }
 	if _, err := idemsql.RunExternal(ctx, g, "k", fn, idemsql.Options{ResultType: reflect.TypeFor[string]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Errorf("RunExternal returning int with WithResultType[string]: %v, want ErrInvalidOption", err)
+		t.Errorf("RunExternal returning int with ResultType string: %v, want ErrInvalidOption", err)
 	}
 	run := func(context.Context, *sql.Tx) (int, error) { return 1, nil }
 	if _, err := idemsql.Run(ctx, g, "k", run, idemsql.Options{ResultType: reflect.TypeFor[int]()}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Errorf("Run with WithResultType: %v, want ErrInvalidOption", err)
+		t.Errorf("Run with ResultType: %v, want ErrInvalidOption", err)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/idemsql/idemsql/idemdriver"
 )
 
-var errUnboundLease = fmt.Errorf("%w: Lease was not made by ClaimLease", ErrInvalidOption)
+var errUnboundLease = fmt.Errorf("%w: the Lease is not held (Held false, or not made by ClaimLease)", ErrInvalidOption)
 
 // Renew extends the lease to the database's clock + the lease duration,
 // and moves [Claim.Deadline] on. It returns [ErrLeaseLost] when the
@@ -85,8 +85,8 @@ func (l Lease) complete(ctx context.Context, encoded []byte) (refused bool, err 
 
 // Fail records a permanent failure (class for machines, message for people),
 // kept for the TTL from now; every later call with the key gets it back as a
-// recorded failure ([ErrFailureRecorded]). It returns [ErrLeaseLost], and records nothing, when the
-// lease no longer holds the key.
+// recorded failure ([ErrFailureRecorded]). It returns [ErrLeaseLost], and
+// records nothing, when the lease no longer holds the key.
 func (l Lease) Fail(ctx context.Context, class, message string) error {
 	if l.lr == nil {
 		return errUnboundLease

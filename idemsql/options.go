@@ -1,6 +1,7 @@
 package idemsql
 
 import (
+	"cmp"
 	"database/sql"
 	"fmt"
 	"reflect"
@@ -315,11 +316,13 @@ func applyOptions(s *settings, opts []Options, where scope) error {
 	if len(o.Observers) > 0 {
 		s.observers = append([]Observer(nil), o.Observers...)
 	}
-	if o.TTL != 0 {
-		if o.TTL < time.Millisecond || o.TTL > MaxTTL {
-			return bad("TTL %v is outside [1ms, %v]", o.TTL, MaxTTL)
-		}
-		s.ttl = o.TTL
+	if err := cmp.Or(
+		inRange("TTL", o.TTL, time.Millisecond, MaxTTL, &s.ttl),
+		inRange("LockTimeout", o.LockTimeout, time.Millisecond, time.Hour, &s.lockTimeout),
+		inRange("MaxResultSize", o.MaxResultSize, 1, 64<<20, &s.maxResultSize),
+		inRange("MaxAttempts", o.MaxAttempts, 1, 1000, &s.maxAttempts),
+	); err != nil {
+		return err
 	}
 	if o.Fingerprint != nil {
 		fp, err := Fingerprint(o.Fingerprint)
@@ -330,34 +333,16 @@ func applyOptions(s *settings, opts []Options, where scope) error {
 	}
 	s.errorOnDuplicate = s.errorOnDuplicate || o.ErrorOnDuplicate
 	s.failFast = s.failFast || o.FailFast
-	if o.LockTimeout != 0 {
-		if o.LockTimeout < time.Millisecond || o.LockTimeout > time.Hour {
-			return bad("LockTimeout %v is outside [1ms, 1h]", o.LockTimeout)
-		}
-		s.lockTimeout = o.LockTimeout
-	}
 	s.recordFailures = s.recordFailures || o.RecordFailures
 	if o.Codec != nil {
 		_, builtin := o.Codec.(jsonCodec)
 		s.codec, s.customCodec = o.Codec, !builtin
-	}
-	if o.MaxResultSize != 0 {
-		if o.MaxResultSize < 1 || o.MaxResultSize > 64<<20 {
-			return bad("MaxResultSize %d is outside [1, 64 MiB]", o.MaxResultSize)
-		}
-		s.maxResultSize = o.MaxResultSize
 	}
 	if o.Isolation != sql.LevelDefault {
 		if o.Isolation < sql.LevelDefault || o.Isolation > sql.LevelLinearizable {
 			return bad("Isolation: unknown isolation level %d", o.Isolation)
 		}
 		s.isolation = o.Isolation
-	}
-	if o.MaxAttempts != 0 {
-		if o.MaxAttempts < 1 || o.MaxAttempts > 1000 {
-			return bad("MaxAttempts %d is outside [1, 1000]", o.MaxAttempts)
-		}
-		s.maxAttempts = o.MaxAttempts
 	}
 	if o.Backoff != 0 || o.MaxBackoff != 0 {
 		base, limit := s.backoffBase, s.backoffMax
@@ -373,6 +358,18 @@ func applyOptions(s *settings, opts []Options, where scope) error {
 		s.backoffBase, s.backoffMax = base, limit
 	}
 	return s.lease.apply(o)
+}
+
+// inRange sets *dst to v if v is given (not zero) and lies in [lo, hi].
+func inRange[T int | time.Duration](name string, v, lo, hi T, dst *T) error {
+	if v == 0 {
+		return nil
+	}
+	if v < lo || v > hi {
+		return fmt.Errorf("%w: Options.%s %v is outside [%v, %v]", ErrInvalidOption, name, v, lo, hi)
+	}
+	*dst = v
+	return nil
 }
 
 func misplaced(allowed, where scope) string {

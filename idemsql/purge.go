@@ -17,22 +17,23 @@ type PurgeStats struct {
 }
 
 // Purge deletes completed and failed rows whose retention (expires_at, by
-// the database's clock) has passed, in batches of [Options.BatchSize], each in a
-// short transaction. It serves both modes. It never deletes an in_progress
-// row, expired or not: in lease mode such a row may stand for an effect
-// that happened, and [Sweep] resolves it; in atomic mode a committed row is
-// never in_progress. Nor does it delete a claim Sweep abandoned
+// the database's clock) has passed, in batches of [Options.BatchSize], each
+// in a short transaction. It serves both modes. It never deletes an
+// in_progress row, expired or not: in lease mode such a row may stand for an
+// effect that happened, and [Sweep] resolves it; in atomic mode a committed
+// row is never in_progress. Nor does it delete a claim Sweep abandoned
 // ([AbandonedClass]): the row carries the downstream key of an effect that
 // may have happened, which the key's next claim must use again; delete such
 // a row by hand once the downstream system's own retention of keys has
-// passed (docs/audit.md lists them). Nor does it delete a row another transaction holds
-// (PostgreSQL, MySQL/MariaDB: SKIP LOCKED; an atomic-mode call re-claiming
-// an expired key holds its row). Expired rows are treated as absent by
-// every call anyway; Purge only keeps the table small. It returns after one
-// pass: when a batch comes back short. When ctx ends, the pass ends before
-// its next batch (a batch whose statements ctx interrupts is rolled back)
-// with ctx's error; an observer hears of each batch once it committed
-// ([EventPurged]): ending ctx there stops the pass between two batches.
+// passed (docs/audit.md lists them). Nor does it delete a row another
+// transaction holds (PostgreSQL, MySQL/MariaDB: SKIP LOCKED; an atomic-mode
+// call re-claiming an expired key holds its row). Expired rows are treated
+// as absent by every call anyway; Purge only keeps the table small. It
+// returns after one pass: when a batch comes back short. When ctx ends, the
+// pass ends before its next batch (a batch whose statements ctx interrupts
+// is rolled back) with ctx's error; an observer hears of each batch once it
+// committed ([EventPurged]): ending ctx there stops the pass between two
+// batches.
 //
 // On SQLite a batch holds the database's one write lock until it commits,
 // and writers wait for it: keep batches small there (the default, 100

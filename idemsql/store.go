@@ -42,11 +42,11 @@ type core struct {
 	live   map[uint64]struct{} // claims whose fn is running now, to tell a nested call from an abandoned claim
 }
 
-// New returns a store on the driver that a dialect package makes of a
-// pool: idempostgres.New(pgxpool), idempostgres.NewSQL(db),
-// idemmysql.New(db), idemsqlite.New(db). Every option but
-// [Options.Fingerprint] may be given: [Options.Table] and [Options.Schema] only here,
-// the others as defaults for every call.
+// New returns a store on the driver that a dialect package makes of a pool:
+// idempostgres.New(pgxpool), idempostgres.NewSQL(db), idemmysql.New(db),
+// idemsqlite.New(db). Every option but [Options.Fingerprint] may be given:
+// [Options.Table] and [Options.Schema] only here, the others as defaults for
+// every call.
 func New[X any](d idemdriver.Driver[X], opts ...Options) (*Store[X], error) {
 	if d == nil || d.Dialect() == nil {
 		return nil, fmt.Errorf("%w: nil driver", ErrInvalidOption)

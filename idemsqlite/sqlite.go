@@ -12,8 +12,9 @@
 //
 //	file:app.db?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate
 //
-// [DSN] builds such a DSN (and sets synchronous FULL and foreign keys on). Busy errors that still happen come back wrapping
-// [idemsql.ErrRetryable].
+// [DSN] builds such a DSN (and sets synchronous FULL and foreign keys
+// on). Busy errors that still happen come back wrapping
+// idemsql.ErrRetryable.
 package idemsqlite
 
 import (

@@ -73,6 +73,6 @@ func TestStatementsFencedByToken(t *testing.T) {
 	}
 	defer db.Close()
 	if _, err := idemsql.New(New(db), idemsql.Options{Schema: "billing"}); !errors.Is(err, idemsql.ErrInvalidOption) {
-		t.Errorf("WithSchema on SQLite: %v", err)
+		t.Errorf("Schema on SQLite: %v", err)
 	}
 }

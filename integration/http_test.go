@@ -62,6 +62,7 @@ var httpCases = []httpCase{
 	{"BodyTooLarge413", testHTTPBodyTooLarge},
 	{"GetPassesThrough", testHTTPGetPassesThrough},
 	{"DuplicateInFlight", testHTTPInFlight},
+	{"DuplicateInFlightWaitsUnderLockTimeout", testHTTPInFlightWaits},
 	{"ConcurrentDuplicatesOneEffect", testHTTPConcurrentDuplicates},
 	{"PrincipalsAreIndependent", testHTTPPrincipals},
 	{"ServerErrorNotStoredRetryRunsAgain", testHTTPServerErrorNotStored},
@@ -362,6 +363,37 @@ func testHTTPInFlight(t *testing.T, h *httpEnv) {
 		wantStatus(t, <-firstDone, http.StatusCreated, false)
 		wantStatus(t, serve(t, srv, q), http.StatusCreated, true)
 	}
+	if runs.Load() != 1 || h.bizRows(storedKey("alice", "k")) != 1 {
+		t.Fatalf("runs %d, business rows %d", runs.Load(), h.bizRows(storedKey("alice", "k")))
+	}
+}
+
+// testHTTPInFlightWaits: with a LockTimeout among Config.Options, a
+// duplicate of a request still running waits for it instead of answering
+// 409, and replays its response.
+func testHTTPInFlightWaits(t *testing.T, h *httpEnv) {
+	var runs atomic.Int64
+	entered, release := make(chan struct{}), make(chan struct{})
+	cfg := testConfig()
+	cfg.Options.LockTimeout = time.Minute
+	srv := h.guard(cfg, h.orderHandler(&runs, func(w http.ResponseWriter, r *http.Request) bool {
+		if runs.Load() == 1 {
+			close(entered)
+			<-release
+		}
+		return false
+	}))
+	q := request{key: "k", body: `{"amount":7}`}
+	firstDone, dupDone := make(chan *httptest.ResponseRecorder), make(chan *httptest.ResponseRecorder)
+	go func() { firstDone <- serve(t, srv, q) }()
+	<-entered
+	go func() { dupDone <- serve(t, srv, q) }()
+	if h.dialect != "sqlite" { // SQLite's duplicate waits for the writer lock as it begins
+		h.waitUntilTableBlocked(context.Background())
+	}
+	close(release)
+	wantStatus(t, <-firstDone, http.StatusCreated, false)
+	wantStatus(t, <-dupDone, http.StatusCreated, true)
 	if runs.Load() != 1 || h.bizRows(storedKey("alice", "k")) != 1 {
 		t.Fatalf("runs %d, business rows %d", runs.Load(), h.bizRows(storedKey("alice", "k")))
 	}

@@ -513,7 +513,7 @@ func checkWithoutParseTime(t *testing.T, b backend, e *env) {
 }
 
 // checkInspectSchema: the read API finds a table in a schema of its own
-// (idemsql.WithSchema), and nothing of the default schema's.
+// (idemsql.Options.Schema), and nothing of the default schema's.
 func checkInspectSchema(t *testing.T, b backend, admin *env) {
 	schema := "idem_s_" + uniqueSuffix(t)
 	create, drop := "CREATE SCHEMA "+schema, "DROP SCHEMA "+schema+" CASCADE"

@@ -51,7 +51,7 @@ func testLeaseDeadline(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	const lease = time.Second
 	if d := (idemsql.Claim{}).Deadline(); !d.IsZero() {
-		t.Fatalf("zero LeaseInfo's deadline: %v", d)
+		t.Fatalf("zero Claim's deadline: %v", d)
 	}
 	_, err := e.ops.do(ctx, "deadline-1", func(ctx context.Context, l idemsql.Claim) (receipt, error) {
 		first := l.Deadline()

@@ -99,7 +99,7 @@ func testLeaseRestoredAfterOutage(t *testing.T, e *leaseEnv) {
 	e.wantRow(t, "outage-1", idemsql.StatusCompleted, 1, "fn")
 }
 
-// A WithLeaseWait wait that ctx ends returns ctx's error, not also
+// A LeaseWait wait that ctx ends returns ctx's error, not also
 // ErrInProgress: one class.
 func testLeaseWaitEndedByContext(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()

@@ -21,7 +21,7 @@ import (
 
 // hooks let a test act inside the transactions the library begins on its
 // own pool: before BEGIN, before COMMIT and after it. Every hook is
-// optional. The transactions are the library's own (Store.DB over a
+// optional. The transactions are the library's own (the store's driver over a
 // database/sql pool whose driver is wrapped, or a pgx pool), so what the
 // library does with its own pool is what runs.
 type hooks struct {

@@ -31,7 +31,7 @@ type armed struct{ on atomic.Bool }
 func (a *armed) once() bool { return a.on.CompareAndSwap(true, false) }
 
 // Between fn's return and the recording, every connection of the pool is
-// killed from the server's side: more of them than WithMaxAttempts (10
+// killed from the server's side: more of them than Options.MaxAttempts (10
 // here: the pool has 16 connections), each idle for less than the second
 // after which pgx pings a connection before handing it out. The recording meets them one after the other and must get
 // through, without fn running a second time. Both outcomes are tried: a

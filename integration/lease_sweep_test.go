@@ -399,7 +399,7 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 
 // A sweep handler's result is stored for callers who decode it into their
 // own type; one of another type would make every duplicate fail with
-// ErrDecode. With WithResultType it is refused before anything is stored,
+// ErrDecode. With Options.ResultType it is refused before anything is stored,
 // and so is one given to Lease.Complete.
 func testLeaseResultTypeChecked(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()

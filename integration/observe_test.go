@@ -67,7 +67,7 @@ type wantEvent struct {
 	attempt int64
 	// err is what Err must be (errors.Is); nil: Err must be nil.
 	err error
-	// class, if set, is the Class of the *FailureError in Err.
+	// class, if set, is the Class of the recorded failure in Err.
 	class string
 	count int64
 }
@@ -163,7 +163,7 @@ func (o *observed) check(what string, before time.Time, got []idemsql.Event, wan
 		if w.class != "" {
 			var fe *idemsql.Error
 			if !errors.As(ev.Err, &fe) || fe.Class != w.class || fe.Key != w.key {
-				bad("Err (a *FailureError)", ev.Err)
+				bad("Err (a recorded failure)", ev.Err)
 			}
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/idemsql/idemsql/migrations"
 )
 
-// reservedNames are reserved words of SQL that idemsql.WithTable accepts:
+// reservedNames are reserved words of SQL that idemsql.Options.Table accepts:
 // ORDER on every database, USER on PostgreSQL, GRANT on PostgreSQL and
 // MySQL.
 var reservedNames = []string{"order", "user", "grant"}

@@ -191,7 +191,7 @@ func testRecoveredPanicThenCommit(t *testing.T, e *env) {
 	_, err = e.guarded("rpanic-1", 1, &runs)
 	var fe *idemsql.Error
 	if !errors.As(err, &fe) || fe.Class != idemsql.PanicClass || errors.Is(err, idemsql.ErrReentrant) || runs.Load() != 1 {
-		t.Fatalf("after a committed panic: err = %v, runs = %d; want a FailureError of class %q", err, runs.Load(), idemsql.PanicClass)
+		t.Fatalf("after a committed panic: err = %v, runs = %d; want a recorded failure of class %q", err, runs.Load(), idemsql.PanicClass)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 )
 
 // TestSchema runs the library with its table in a schema of its own
-// (idemsql.WithSchema): a PostgreSQL schema, a MySQL database. The
+// (idemsql.Options.Schema): a PostgreSQL schema, a MySQL database. The
 // migrations, Do, Run, lease mode, Sweep and Purge all find it there, and
 // nothing lands in the connection's default schema.
 func TestSchema(t *testing.T) {

@@ -109,7 +109,7 @@ func init() {
 }
 
 // fn's first run loses its transaction as above, drops that error and
-// fails for a reason of its own, to be recorded (WithRecordedFailures). On
+// fails for a reason of its own, to be recorded (Options.RecordFailures). On
 // MySQL and SQLite the transaction is gone, savepoint included: the record
 // cannot be written, and Run must run fn again rather than report an
 // unexpected state. PostgreSQL's savepoint survives the abort: rolling back

@@ -86,19 +86,41 @@ func (e *env) kill(id int64) error {
 // hoping a pause was long enough.
 func (e *env) waitUntilBlocked(ctx context.Context, id int64) {
 	e.t.Helper()
+	if e.dialect == "postgres" {
+		e.waitForLockView(ctx, "pid = $1", id)
+		return
+	}
+	e.waitForLockView(ctx, "trx_mysql_thread_id = ?", id)
+}
+
+// waitUntilTableBlocked polls the server's own lock view until a session
+// waits for a lock in a statement on the test's idempotency table.
+func (e *env) waitUntilTableBlocked(ctx context.Context) {
+	e.t.Helper()
+	name := "%" + strings.Trim(e.table[strings.LastIndex(e.table, ".")+1:], "\"`") + "%"
+	if e.dialect == "postgres" {
+		e.waitForLockView(ctx, "query LIKE $1", name)
+		return
+	}
+	e.waitForLockView(ctx, "trx_query LIKE ?", name)
+}
+
+// waitForLockView polls until a session that matches where (with arg)
+// waits for a lock.
+func (e *env) waitForLockView(ctx context.Context, where string, arg any) {
+	e.t.Helper()
 	// InnoDB refreshes its INNODB_TRX cache only when nobody read it for
 	// 100ms: a faster poll would read the same old snapshot for ever.
 	poll := 150 * time.Millisecond
-	q := fmt.Sprintf("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %d AND trx_state = 'LOCK WAIT'", id)
-	var args []any
+	q := "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT' AND " + where
 	if e.dialect == "postgres" {
-		q, args = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", []any{id}
+		q = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND " + where
 		poll = 5 * time.Millisecond
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var n int64
-		if err := e.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		if err := e.db.QueryRowContext(ctx, q, arg).Scan(&n); err != nil {
 			e.t.Errorf("lock view: %v", err)
 			return
 		}
@@ -106,7 +128,7 @@ func (e *env) waitUntilBlocked(ctx context.Context, id int64) {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Errorf("session %d never waited for a lock", id)
+			e.t.Errorf("no session matching %s (%v) ever waited for a lock", where, arg)
 			return
 		}
 		time.Sleep(poll)

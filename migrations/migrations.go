@@ -4,7 +4,7 @@
 // From Go, with the library's own goose version table (so they never mix
 // with the application's goose_db_version):
 //
-//	store, err := postgres.New()
+//	store, err := idemsql.New(idempostgres.NewSQL(db))
 //	if err != nil {
 //		return err
 //	}
@@ -20,8 +20,8 @@
 //
 // The files create the table named idempotency_keys. [Up] renders them for
 // the store's table, quoting every name, so that a table named by a
-// reserved word ([idemsql.Options.Table]("order")) or living in a schema of its
-// own ([idemsql.Options.Schema]) is created as the statements name it.
+// reserved word (idemsql.Options{Table: "order"}) or living in a schema of
+// its own ([idemsql.Options].Schema) is created as the statements name it.
 //
 // # Many processes at once
 //

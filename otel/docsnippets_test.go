@@ -17,7 +17,9 @@ func observerOtel(pool *pgxpool.Pool) (*idemsql.Store[pgx.Tx], error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{Observers: []idemsql.Observer{obs}})
+	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{
+		Observers: []idemsql.Observer{obs}, // with idemslog's, say: each sees every event
+	})
 	// end snippet
 	return store, err
 }

@@ -27,9 +27,10 @@ var (
 	endRE    = regexp.MustCompile(`^\s*// end snippet$`)
 )
 
-// regionFiles are the files that hold snippets: this package's, and the
+// regionFiles are the files that hold snippets: this package's, the
+// README's first example (a whole program, run by its own test), and the
 // otel module's (a module of its own, which this one cannot import).
-var regionFiles = []string{"*.go", "../../otel/docsnippets_test.go"}
+var regionFiles = []string{"*.go", "quickstart/*.go", "../../otel/docsnippets_test.go"}
 
 // regions reads the snippet regions of the region files.
 func regions(t *testing.T) map[string]string {

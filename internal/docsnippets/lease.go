@@ -20,10 +20,10 @@ type provider interface {
 func leaseRunExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider, orderID string, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: lease-runexternal
 	res, err := idemsql.RunExternal(ctx, store, "charge:"+orderID,
-		func(ctx context.Context, l idemsql.Claim) (Charge, error) {
+		func(ctx context.Context, claim idemsql.Claim) (Charge, error) {
 			// The provider's own guard (Stripe's Idempotency-Key): the same key
 			// across retries and takeovers.
-			c, err := psp.Charge(ctx, amount, l.DownstreamKey)
+			c, err := psp.Charge(ctx, amount, claim.DownstreamKey)
 			if err != nil {
 				return Charge{}, err // a time-out may hide a charge: the retry reuses the key
 			}

@@ -53,13 +53,6 @@ type paymentProvider interface {
 	Charge(ctx context.Context, amount int64, idempotencyKey string) (Charge, error)
 }
 
-func intro(ctx context.Context, store *idemsql.Store[*sql.Tx], tx *sql.Tx, key string, fn func(context.Context) (Charge, error)) (idemsql.Result[Charge], error) {
-	// snippet: intro
-	res, err := idemsql.Do(ctx, store, tx, key, fn)
-	// end snippet
-	return res, err
-}
-
 func migrate(ctx context.Context, db *sql.DB) error {
 	// snippet: migrate
 	store, err := idemsql.New(idempostgres.NewSQL(db)) // once, at start-up
@@ -167,10 +160,10 @@ func httpMiddleware(store *idemsql.Store[*sql.Tx], mux *http.ServeMux) error {
 func runExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp paymentProvider, orderID, amount int64) (idemsql.Result[Charge], error) {
 	// snippet: runexternal
 	res, err := idemsql.RunExternal(ctx, store, "charge:"+strconv.FormatInt(orderID, 10),
-		func(ctx context.Context, l idemsql.Claim) (Charge, error) {
+		func(ctx context.Context, c idemsql.Claim) (Charge, error) {
 			// The payment provider's own guard: the same key across retries
 			// and takeovers, so a repeat after a crash is absorbed there.
-			return psp.Charge(ctx, amount, l.DownstreamKey)
+			return psp.Charge(ctx, amount, c.DownstreamKey)
 		}, idemsql.Options{Lease: 30 * time.Second})
 	// end snippet
 	return res, err
@@ -178,7 +171,9 @@ func runExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp payment
 
 func observerSlog(pool *pgxpool.Pool) (*idemsql.Store[pgx.Tx], error) {
 	// snippet: observer-slog
-	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{Observers: []idemsql.Observer{idemslog.New(slog.Default(), nil)}})
+	store, err := idemsql.New(idempostgres.New(pool), idemsql.Options{
+		Observers: []idemsql.Observer{idemslog.New(slog.Default(), nil)},
+	})
 	// end snippet
 	return store, err
 }

@@ -1,5 +1,5 @@
 package docsnippets
 
 // The snippets are functions nothing calls: they only have to compile.
-var _ = []any{intro, migrate, run, httpMiddleware, runExternal, observerSlog, lookup,
+var _ = []any{migrate, run, httpMiddleware, runExternal, observerSlog, lookup,
 	wrapRun, deriveKey, httpGuide, storedKey, leaseRunExternal, leaseSweep, bindTx, abortOnFailure}

@@ -27,7 +27,7 @@ func key(name string) string { return name + ":" + Secret }
 
 // Drive opens a migrated SQLite database with a store that reports to obs
 // and makes calls whose errors are about a key: a fingerprint mismatch, a
-// duplicate under OnDuplicateError, a result that does not decode, a
+// duplicate with Options.ErrorOnDuplicate, a result that does not decode, a
 // context that ended before the call started or while Run waited to run
 // again, nested calls (with other keys) whose errors fn returns, a key
 // held by a lease (both modes), recorded failures and their replays, a
@@ -81,7 +81,7 @@ func Drive(t *testing.T, obs idemsql.Observer) {
 	_, err = idemsql.Run(ctx, pool, kA, one, idemsql.Options{Fingerprint: "another request"})
 	check("fingerprint mismatch", kA, err, idemsql.ErrFingerprintMismatch)
 	_, err = idemsql.Run(ctx, pool, kA, one, idemsql.Options{ErrorOnDuplicate: true})
-	check("OnDuplicateError", kA, err, idemsql.ErrDuplicate)
+	check("ErrorOnDuplicate", kA, err, idemsql.ErrDuplicate)
 	_, err = idemsql.Run(ctx, pool, kA, func(ctx context.Context, tx *sql.Tx) (string, error) { return "", nil })
 	check("replay into another type", kA, err, idemsql.ErrDecode)
 
