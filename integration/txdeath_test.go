@@ -210,7 +210,11 @@ func (d *deadlock) lose(ctx context.Context, tx testTx) error {
 	}
 	victim := e.connID(ctx, tx)
 	holds := make(chan struct{})
-	go func() { d.opponent <- d.oppose(ctx, victim, holds) }()
+	// The opponent commits after the victim's statement fails, which may be
+	// after the victim's context ended (an HTTP request's, when its
+	// handler returned): it must not share that context.
+	octx := context.WithoutCancel(ctx)
+	go func() { d.opponent <- d.oppose(octx, victim, holds) }()
 	select {
 	case <-holds:
 	case err := <-d.opponent:
