@@ -120,4 +120,13 @@ const (
 	// aborted the transaction: retryable, like the claim that MySQL loses
 	// the same way.
 	KindTxAborted
+	// KindStoreUnusable: the statement cannot run against the store's
+	// table as it is, whichever key it names: the table, its schema or a
+	// column does not exist (PostgreSQL 42P01, 3F000, 42703; MySQL 1146,
+	// 1049, 1054; SQLite "no such table", "no such column"), the user
+	// lacks a privilege on it (PostgreSQL 42501, MySQL 1142), or the
+	// server cannot parse the statement (too old a version). Another try
+	// meets it again. Met in the library's own statements, it is
+	// idemsql.ErrStoreUnusable; in fn's, it is fn's own error.
+	KindStoreUnusable
 )

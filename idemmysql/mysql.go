@@ -140,6 +140,16 @@ func (dialect) Classify(err error) idemdriver.ErrorKind {
 		if strings.HasPrefix(myErr.Message, "SAVEPOINT") {
 			return idemdriver.KindTxEnded
 		}
+	case 1146, // ER_NO_SUCH_TABLE
+		1049, // ER_BAD_DB_ERROR: the schema (Options.Schema) does not exist
+		1054, // ER_BAD_FIELD_ERROR: a column of a later migration
+		1109, // ER_UNKNOWN_TABLE
+		1176, // ER_KEY_DOES_NOT_EXITS: FORCE INDEX on a table the migrations did not make
+		1044, // ER_DBACCESS_DENIED_ERROR
+		1142, // ER_TABLEACCESS_DENIED_ERROR
+		1143, // ER_COLUMNACCESS_DENIED_ERROR
+		1064: // ER_PARSE_ERROR: a server too old for the statement (SKIP LOCKED)
+		return idemdriver.KindStoreUnusable
 	case 1927, // ER_CONNECTION_KILLED (MariaDB)
 		1053,       // ER_SERVER_SHUTDOWN
 		4031,       // ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)

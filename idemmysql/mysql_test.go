@@ -21,7 +21,11 @@ func TestClassify(t *testing.T) {
 		1969: idemdriver.KindStatementTimeout,
 		3024: idemdriver.KindStatementTimeout,
 		1927: idemdriver.KindConnLost,
-		1146: idemdriver.KindOther,
+		1146: idemdriver.KindStoreUnusable, // the table is missing: not the key's doing
+		1049: idemdriver.KindStoreUnusable,
+		1054: idemdriver.KindStoreUnusable,
+		1142: idemdriver.KindStoreUnusable,
+		1406: idemdriver.KindOther,
 	} {
 		err := fmt.Errorf("wrapped: %w", &driver.MySQLError{Number: n})
 		if got := Dialect.Classify(err); got != want {

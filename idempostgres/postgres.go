@@ -122,6 +122,13 @@ func (dialect) Classify(err error) idemdriver.ErrorKind {
 		if strings.HasPrefix(pgErr.Code, "08") { // connection_exception
 			return idemdriver.KindConnLost
 		}
+		// syntax_error_or_access_rule_violation (42P01 undefined_table,
+		// 42703 undefined_column, 42501 insufficient_privilege, 42P10 an
+		// ON CONFLICT without the key's index, ...), invalid_schema_name:
+		// the table is not there, or not as the migrations make it.
+		if strings.HasPrefix(pgErr.Code, "42") || pgErr.Code == "3F000" {
+			return idemdriver.KindStoreUnusable
+		}
 		// 23505 is deliberately not KindDuplicateKey: on PostgreSQL a unique
 		// violation aborts the whole transaction, so it can never mean
 		// "replay".

@@ -22,6 +22,10 @@ func TestClassify(t *testing.T) {
 		"08006": idemdriver.KindConnLost,
 		"40003": idemdriver.KindConnLost, // CockroachDB: the result is ambiguous
 		"23505": idemdriver.KindOther,    // a unique violation aborts the transaction: never "replay"
+		"42P01": idemdriver.KindStoreUnusable,
+		"42703": idemdriver.KindStoreUnusable,
+		"42501": idemdriver.KindStoreUnusable,
+		"3F000": idemdriver.KindStoreUnusable,
 	} {
 		err := fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code})
 		if got := Dialect.Classify(err); got != want {

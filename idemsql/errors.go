@@ -106,6 +106,17 @@ var (
 	// claims (as [AbandonedClass] failures, or through its handler).
 	ErrAbandoned = errors.New("idemsql: key holds an abandoned claim")
 
+	// ErrStoreUnusable: the database refused one of the library's own
+	// statements for a reason that is about the store, not the key: its
+	// table (or the table's schema, or a column a newer migration adds)
+	// does not exist, the connection's user lacks a privilege on it, or
+	// the server cannot run the statement (too old a version). Create or
+	// migrate the table with migrations.Up, or `idemsql migrate up` from a
+	// shell, with the store's Options.Table and Options.Schema. Nothing was
+	// done; another try meets the same error. An error of fn's own
+	// statements never has this class: it comes back as fn returned it.
+	ErrStoreUnusable = errors.New("idemsql: the store's table is missing, not migrated, or refused the library's statement (run migrations.Up or `idemsql migrate up`)")
+
 	// ErrUnexpectedState: the row is in a state this version cannot handle
 	// (an unknown status, or a claim that vanished under the caller). The
 	// transaction should be rolled back.
@@ -262,6 +273,11 @@ func kindSentinel(op string, k idemdriver.ErrorKind) error {
 		return ErrRetryable
 	case idemdriver.KindLockTimeout:
 		return ErrLockTimeout
+	case idemdriver.KindStoreUnusable:
+		// A COMMIT's error is not the library's statement; neither is fn's.
+		if op != "commit" && op != "fn" {
+			return ErrStoreUnusable
+		}
 	case idemdriver.KindStatementTimeout:
 		if claimOps[op] {
 			return ErrLockTimeout // waiting behind the key's holder

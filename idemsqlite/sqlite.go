@@ -108,6 +108,10 @@ const (
 	sqliteFull      = 13
 	sqliteBusy      = 5 // includes SQLITE_BUSY_SNAPSHOT (517) and SQLITE_BUSY_RECOVERY
 	sqliteLocked    = 6
+	sqlitePerm      = 3
+	sqliteReadOnly  = 8
+	sqliteAuth      = 23
+	sqliteNotADB    = 26
 )
 
 // Classify reads SQLite's result codes. SQLITE_FULL, SQLITE_IOERR,
@@ -144,9 +148,17 @@ func (dialect) Classify(err error) idemdriver.ErrorKind {
 		// After one of the errors above rolled the transaction back: a
 		// COMMIT finds no transaction, a rollback to the savepoint the core
 		// set in it finds no savepoint. What fn wrote went with them.
-		if msg := e.Error(); strings.Contains(msg, "no transaction is active") || strings.Contains(msg, "no such savepoint") {
+		msg := e.Error()
+		if strings.Contains(msg, "no transaction is active") || strings.Contains(msg, "no such savepoint") {
 			return idemdriver.KindTxEnded
 		}
+		// SQLite has no code of its own for these: the message is all
+		// there is to tell them by.
+		if strings.Contains(msg, "no such table") || strings.Contains(msg, "no such column") || strings.Contains(msg, "has no column named") {
+			return idemdriver.KindStoreUnusable
+		}
+	case sqliteReadOnly, sqlitePerm, sqliteAuth, sqliteNotADB:
+		return idemdriver.KindStoreUnusable
 	}
 	return idemdriver.KindOther
 }

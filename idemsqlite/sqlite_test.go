@@ -13,7 +13,7 @@ import (
 )
 
 // Real SQLite errors, from a real database: a busy writer, a busy
-// snapshot, a missing table.
+// snapshot, a missing table or column, a constraint.
 func TestClassify(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.db")
 	open := func(dsn string) *sql.DB {
@@ -49,8 +49,20 @@ func TestClassify(t *testing.T) {
 		t.Errorf("busy snapshot %v: %v, waited for a writer: %v", err, got, waitedForWriter(err))
 	}
 	_, err = db.Exec(`INSERT INTO missing VALUES (1)`)
-	if got := Dialect.Classify(err); got != idemdriver.KindOther {
+	if got := Dialect.Classify(err); got != idemdriver.KindStoreUnusable {
 		t.Errorf("no such table: %v", got)
+	}
+	_, err = db.Exec(`UPDATE t SET missing = 1`)
+	if got := Dialect.Classify(err); got != idemdriver.KindStoreUnusable {
+		t.Errorf("no such column: %v", got)
+	}
+	_, err = db.Exec(`INSERT INTO t (k, missing) VALUES (2, 1)`)
+	if got := Dialect.Classify(err); got != idemdriver.KindStoreUnusable {
+		t.Errorf("no column named: %v", got)
+	}
+	_, err = db.Exec(`INSERT INTO t VALUES (1)`) // a constraint, about the row
+	if got := Dialect.Classify(err); got != idemdriver.KindOther {
+		t.Errorf("unique constraint %v: %v", err, got)
 	}
 	if got := Dialect.Classify(context.DeadlineExceeded); got != idemdriver.KindTxEnded {
 		t.Errorf("an interrupt by a context may have rolled the transaction back: %v", got)

@@ -444,7 +444,7 @@ var sentinels = []error{
 	idemsql.ErrInvalidKey, idemsql.ErrInvalidOption, idemsql.ErrFingerprintMismatch, idemsql.ErrInProgress,
 	idemsql.ErrRetryable, idemsql.ErrCommitUnknown, idemsql.ErrLockTimeout, idemsql.ErrEncode, idemsql.ErrDecode,
 	idemsql.ErrResultTooLarge, idemsql.ErrDuplicate, idemsql.ErrFailureRecorded, idemsql.ErrReentrant,
-	idemsql.ErrAbandoned, idemsql.ErrUnexpectedState, idemsql.ErrLeaseLost,
+	idemsql.ErrAbandoned, idemsql.ErrUnexpectedState, idemsql.ErrLeaseLost, idemsql.ErrStoreUnusable,
 	context.Canceled, context.DeadlineExceeded,
 }
 
