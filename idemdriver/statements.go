@@ -89,7 +89,9 @@ type Statements struct {
 	// must not wait for locks either: an outcome already committed
 	// replays, anything else is ErrInProgress. Two keys that share a lock
 	// can only make a call wait for, or answer ErrInProgress because of,
-	// the other key's holder; the key's row decides the rest. Args: key.
+	// the other key's holder; the key's row decides the rest.
+	// idemsql.Forget takes it too, so as never to delete a key that a
+	// transaction is claiming. Args: key.
 	TryLock string
 }
 
@@ -125,7 +127,9 @@ type Statements struct {
 //
 // Lease mode never deletes an in_progress row: such a row may stand for an
 // effect that happened, and its downstream key must survive until a holder
-// records an outcome or idemsql.Sweep resolves it.
+// records an outcome or idemsql.Sweep resolves it. Only idemsql.Forget, on
+// a person's word, deletes one whose lease is not live (ForgetLock,
+// Forget).
 type LeaseStatements struct {
 	// SkipLocked says the locking statements below skip rows that other
 	// transactions hold (PostgreSQL, MySQL 8, MariaDB 10.6+).
@@ -254,6 +258,19 @@ type LeaseStatements struct {
 	// over another they are run with limit 1 for each row.
 	PurgeLock string
 	PurgeKeys func(n int) string
+
+	// ForgetLock reads the key's row for idemsql.Forget and locks it
+	// without waiting: attempt, owner, live (in_progress with a live
+	// lease: lease_until in the future and no mark); no row when there is
+	// none. When another transaction holds the row (a claim or re-claim
+	// not yet committed, a takeover, a batch of Sweep or Purge) it fails
+	// at once with an error the dialect classifies KindLockTimeout
+	// (NOWAIT); a dialect whose transactions hold the database's only
+	// write lock (SQLite) needs no lock of the row. Args: key.
+	ForgetLock string
+	// Forget deletes the key's row if it is still at the attempt and owner
+	// given (owner may be NULL). Args: key, attempt, owner.
+	Forget string
 }
 
 // InspectStatements is the SQL of the read API, with the dialect's

@@ -129,6 +129,11 @@ WHERE ` + qualify(purgeable) + ` FOR UPDATE SKIP LOCKED`,
 		PurgeKeys: func(n int) string {
 			return `DELETE ` + t + ` FROM ` + t + ` FORCE INDEX (PRIMARY) WHERE idem_key IN (?` + strings.Repeat(`, ?`, n-1) + `) AND ` + purgeable
 		},
+		// NOWAIT also refuses a claim not yet committed: its row's implicit
+		// lock becomes a real one when the locking read meets it.
+		ForgetLock: `SELECT attempt, owner, status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL
+FROM ` + t + ` WHERE idem_key = ? FOR UPDATE NOWAIT`,
+		Forget: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND owner <=> ?`,
 	}
 }
 

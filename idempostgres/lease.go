@@ -113,6 +113,9 @@ AND error_message IS DISTINCT FROM $1 ORDER BY lease_until LIMIT $2 FOR UPDATE S
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key = ANY(ARRAY(SELECT idem_key FROM ` + t + `
 WHERE expires_at < statement_timestamp() AND ` + purgeable + ` ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED))
 AND ` + purgeable,
+		ForgetLock: `SELECT attempt, owner, status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL
+FROM ` + t + ` WHERE idem_key = $1 FOR UPDATE NOWAIT`,
+		Forget: `DELETE FROM ` + t + ` WHERE idem_key = $1 AND attempt = $2 AND owner IS NOT DISTINCT FROM $3`,
 	}
 }
 

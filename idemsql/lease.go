@@ -141,7 +141,7 @@ type Claim struct {
 	// released, so a repeated call is deduplicated by the downstream
 	// system. It changes only when the key is claimed anew after an outcome
 	// (completed, or failed by fn or with [UnencodableClass]) has passed its
-	// retention. A claim that [Sweep] abandoned ([AbandonedClass]) is not an
+	// retention, or after [Forget] deleted the key's row. A claim that [Sweep] abandoned ([AbandonedClass]) is not an
 	// outcome: it may hide an effect the dead holder performed, so the key's
 	// next claim, after the abandoned row's retention, keeps the downstream
 	// key and the downstream system can still absorb a repeat. Its form is

@@ -24,8 +24,8 @@ type PurgeStats struct {
 // row is never in_progress. Nor does it delete a claim Sweep abandoned
 // ([AbandonedClass]): the row carries the downstream key of an effect that
 // may have happened, which the key's next claim must use again; delete such
-// a row by hand once the downstream system's own retention of keys has
-// passed (docs/audit.md lists them). Nor does it delete a row another
+// a row with [Forget] once the downstream system's own retention of keys
+// has passed (docs/audit.md lists them). Nor does it delete a row another
 // transaction holds (PostgreSQL, MySQL/MariaDB: SKIP LOCKED; an atomic-mode
 // call re-claiming an expired key holds its row). Expired rows are treated
 // as absent by every call anyway; Purge only keeps the table small. It

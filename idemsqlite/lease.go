@@ -85,5 +85,8 @@ WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL AND error_message IS NOT ?`, ` ORDER BY lease_until`),
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
 WHERE ` + purgeable + ` ORDER BY expires_at LIMIT ?) AND ` + purgeable,
+		ForgetLock: `SELECT attempt, owner, status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL
+FROM ` + t + ` WHERE idem_key = ?`,
+		Forget: `DELETE FROM ` + t + ` WHERE idem_key = ? AND attempt = ? AND owner IS ?`,
 	}
 }

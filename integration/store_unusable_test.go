@@ -119,7 +119,8 @@ func checkUnusable[X any](t *testing.T, s *idemsql.Store[X], begin func(context.
 			})
 			return err
 		},
-		"Purge": func() error { _, err := idemsql.Purge(ctx, s); return err },
+		"Purge":  func() error { _, err := idemsql.Purge(ctx, s); return err },
+		"Forget": func() error { _, err := idemsql.Forget(ctx, s, "k"); return err },
 	}
 	for name, call := range calls {
 		err := call()

@@ -52,6 +52,7 @@ Commands:
   migrate up|down|status  create the table, drop it, or show its migrations
   ls                      list keys by status, lease state, age or prefix
   show KEY                show one key: state, lease, times, result, failure
+  forget KEY              delete one key, unless a holder has it: it runs again
   stats                   count the rows by status and lease state
   purge                   delete completed and failed rows past their retention
   sweep                   resolve in-progress claims whose lease ran out
