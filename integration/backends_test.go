@@ -77,7 +77,7 @@ type env struct {
 	runVoid func(ctx context.Context, key string, fn func(ctx context.Context, tx testTx) error, opts ...idemsql.Options) (idemsql.Result[struct{}], error)
 	// wrapRun wraps the business insert with idemsql.WrapRun on the
 	// backend's own pool.
-	wrapRun func(keyer func(invoiceReq) (string, error), runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq) (idemsql.Result[invoice], error)
+	wrapRun func(keyer func(invoiceReq) (string, error), runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq, ...idemsql.Options) (idemsql.Result[invoice], error)
 }
 
 // bizFunc is a guarded function written once for every backend: exec runs a
@@ -238,7 +238,7 @@ func setupPgx(t *testing.T, opts ...idemsql.Options) *env {
 			return struct{}{}, fn(ctx, pgxTestTx{tx: tx, store: e.pgxStore})
 		}, opts...)
 	}
-	e.wrapRun = func(keyer func(invoiceReq) (string, error), runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
+	e.wrapRun = func(keyer func(invoiceReq) (string, error), runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq, ...idemsql.Options) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
 		return idemsql.WrapRun(e.pgxStore, keyer, func(ctx context.Context, tx pgx.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)
@@ -317,7 +317,7 @@ func useSQL(e *env) {
 			return struct{}{}, fn(ctx, sqlTestTx{tx: tx, store: e.store})
 		}, opts...)
 	}
-	e.wrapRun = func(keyer func(invoiceReq) (string, error), runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq) (idemsql.Result[invoice], error) {
+	e.wrapRun = func(keyer func(invoiceReq) (string, error), runs *atomic.Int64, opts ...idemsql.Options) func(context.Context, invoiceReq, ...idemsql.Options) (idemsql.Result[invoice], error) {
 		insert := e.wrapInsert(runs)
 		return idemsql.WrapRun(e.store, keyer, func(ctx context.Context, tx *sql.Tx, r invoiceReq) (invoice, error) {
 			key, _ := keyer(r)

@@ -495,6 +495,33 @@ func testWrapRun(t *testing.T, e *env) {
 	if r, err := byCustomer(ctx, invoiceReq{"bob", 1}); err != nil || r.Replayed || e.bizRows("invoice-of:bob") != 1 {
 		t.Fatalf("hand-written keyer: %+v %v", r, err)
 	}
+
+	// A keyer that does not see the whole request, and each call's own
+	// fingerprint, over the wrapper's options: the same key with another
+	// amount is a mismatch, never a replay of the first amount.
+	byRef := e.wrapRun(func(r invoiceReq) (string, error) { return "invoice-ref:" + r.Customer, nil }, &runs, idemsql.Options{TTL: 5 * time.Minute})
+	req := invoiceReq{"carol", 300}
+	first, err := byRef(ctx, req, idemsql.Options{Fingerprint: req})
+	if err != nil || first.Replayed {
+		t.Fatalf("per-call fingerprint, first call: %+v %v", first, err)
+	}
+	before := runs.Load()
+	changed := invoiceReq{"carol", 999}
+	if r, err := byRef(ctx, changed, idemsql.Options{Fingerprint: changed}); !errors.Is(err, idemsql.ErrFingerprintMismatch) || r.Replayed {
+		t.Fatalf("the same key with another request: %+v %v; want ErrFingerprintMismatch", r, err)
+	}
+	if r, err := byRef(ctx, req, idemsql.Options{Fingerprint: req}); err != nil || !r.Replayed || r.Value != first.Value {
+		t.Fatalf("the same request again: %+v %v", r, err)
+	}
+	if runs.Load() != before || e.bizRows("invoice-ref:carol") != 1 {
+		t.Fatalf("fn ran again: %d runs, %d business rows", runs.Load()-before, e.bizRows("invoice-ref:carol"))
+	}
+	if got := e.ttlSeconds("invoice-ref:carol"); got < 295 || got > 305 {
+		t.Fatalf("the wrapper's TTL under a call's Options: %ds", got)
+	}
+	if _, err := byRef(ctx, req, idemsql.Options{}, idemsql.Options{}); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("two Options for one call: %v", err)
+	}
 }
 
 // wrapInsert is the function wrapped by the wrapper tests.

@@ -9,8 +9,9 @@ import (
 )
 
 type InvoiceReq struct {
-	UserID int64 `json:"user_id"`
-	Amount int64 `json:"amount"`
+	RequestID string `json:"request_id"`
+	UserID    int64  `json:"user_id"`
+	Amount    int64  `json:"amount"`
 }
 
 type Invoice struct {
@@ -37,6 +38,18 @@ func wrapRun(ctx context.Context, store *idemsql.Store[*sql.Tx]) (idemsql.Result
 
 	// In a handler.
 	res, err := createInvoice(ctx, InvoiceReq{UserID: 7, Amount: 1999})
+	// end snippet
+	return res, err
+}
+
+func wrapRunFingerprint(ctx context.Context, store *idemsql.Store[*sql.Tx], req InvoiceReq) (idemsql.Result[Invoice], error) {
+	// snippet: wraprun-fingerprint
+	createInvoice := idemsql.WrapRun(store, func(r InvoiceReq) (string, error) { return "invoice:" + r.RequestID, nil },
+		func(ctx context.Context, tx *sql.Tx, r InvoiceReq) (Invoice, error) {
+			return insertInvoice(ctx, tx, r)
+		}, idemsql.Options{TTL: 5 * time.Minute})
+
+	res, err := createInvoice(ctx, req, idemsql.Options{Fingerprint: req})
 	// end snippet
 	return res, err
 }
