@@ -18,14 +18,15 @@ var (
 	errEmptyKey     = errors.New("the key is empty")
 	errKeySyntax    = errors.New("the key is not an sf-string")
 	errKeyTooLong   = errors.New("the key is too long")
-	errBadKeyOctets = errors.New("the key has a character outside printable ASCII")
+	errBadKeyOctets = errors.New("the key has a character outside printable ASCII (0x20 to 0x7E)")
 )
 
 // ParseKey reads an Idempotency-Key field value. The draft makes it an
 // sf-string (RFC 8941 §3.3.3): printable ASCII between double quotes, with
-// \" and \\ as the only escapes. Unless strict, a bare key, as Stripe's
-// clients send it, is accepted too: printable ASCII without spaces, double
-// quotes, backslashes, commas or semicolons. Both forms give the same key.
+// \" and \\ as the only escapes; a space is printable ASCII, so a quoted
+// key may hold one. Unless strict, a bare key, as Stripe's clients send it,
+// is accepted too: printable ASCII without spaces, double quotes,
+// backslashes, commas or semicolons. Both forms give the same key.
 // Parameters after the string (";a=1") are not accepted. maxLen bounds the
 // key's length in bytes after unquoting.
 func ParseKey(value string, strict bool, maxLen int) (string, error) {
@@ -43,7 +44,9 @@ func ParseKey(value string, strict bool, maxLen int) (string, error) {
 		for i := 0; i < len(v); i++ {
 			c := v[i]
 			switch {
-			case c < 0x21 || c > 0x7e:
+			case c == ' ':
+				return "", fmt.Errorf("%w: a bare key cannot contain a space (quote the key: a quoted key may hold spaces)", errKeySyntax)
+			case c < 0x20 || c > 0x7e:
 				return "", errBadKeyOctets
 			case c == '"' || c == '\\' || c == ',' || c == ';':
 				return "", fmt.Errorf("%w: a bare key cannot contain %q", errKeySyntax, c)

@@ -34,7 +34,8 @@ func TestParseKey(t *testing.T) {
 		{in: "\"a\tb\"", err: errBadKeyOctets},
 		{in: "\"caf\xc3\xa9\"", err: errBadKeyOctets},
 		{in: "caf\xc3\xa9", err: errBadKeyOctets},
-		{in: "a b", err: errBadKeyOctets},
+		{in: "a b", err: errKeySyntax}, // space is printable: the bare form cannot hold it, the quoted one can
+		{in: "a\x01b", err: errBadKeyOctets},
 		{in: `a,b`, err: errKeySyntax},
 		{in: `a;b`, err: errKeySyntax},
 		{in: `a"b`, err: errKeySyntax},
@@ -52,6 +53,20 @@ func TestParseKey(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("ParseKey(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// The messages say what is wrong with the key, and how to send it.
+func TestParseKeyMessages(t *testing.T) {
+	for in, want := range map[string]string{
+		"a b":         "the key is not an sf-string: a bare key cannot contain a space (quote the key: a quoted key may hold spaces)",
+		"caf\xc3\xa9": "the key has a character outside printable ASCII (0x20 to 0x7E)",
+		"\"a\tb\"":    "the key has a character outside printable ASCII (0x20 to 0x7E)",
+	} {
+		_, err := ParseKey(in, false, 40)
+		if err == nil || err.Error() != want {
+			t.Errorf("ParseKey(%q): %v; want %q", in, err, want)
 		}
 	}
 }
