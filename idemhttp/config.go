@@ -58,8 +58,12 @@ type Config struct {
 	// Store says which of the handler's statuses are stored (and, in
 	// atomic mode, commit the handler's writes). A status not stored rolls
 	// the transaction back, is sent to this client as the handler wrote it,
-	// and leaves the key free for a retry. Default: every status below 500,
-	// so that a server error can be retried.
+	// and leaves the key free for a retry. Default: every status below 500
+	// but 429, so that a server error can be retried, and so can a request
+	// the handler's own rate limit refused (a stored 429 would answer every
+	// retry for the key's whole TTL, Retry-After notwithstanding). A
+	// handler that refuses a request before beginning anything says so with
+	// [NotBegun], whatever the status.
 	Store func(status int) bool
 	// ReplayHeaders are the response headers stored with the status and
 	// body and sent again on a replay. The first response carries every
@@ -214,7 +218,7 @@ func (c *Config) settings() (*settings, error) {
 		s.options.MaxResultSize = s.maxEncodedResult
 	}
 	if s.store == nil {
-		s.store = func(status int) bool { return status < 500 }
+		s.store = func(status int) bool { return status < 500 && status != http.StatusTooManyRequests }
 	}
 	hs := c.ReplayHeaders
 	if hs == nil {

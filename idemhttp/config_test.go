@@ -30,7 +30,7 @@ func TestConfigDefaults(t *testing.T) {
 			t.Errorf("%s is guarded by default", m)
 		}
 	}
-	for status, want := range map[int]bool{200: true, 201: true, 303: true, 400: true, 404: true, 409: true, 499: true, 500: false, 503: false} {
+	for status, want := range map[int]bool{200: true, 201: true, 303: true, 400: true, 404: true, 409: true, 429: false, 499: true, 500: false, 503: false} {
 		if s.store(status) != want {
 			t.Errorf("store(%d) = %v", status, !want)
 		}

@@ -54,9 +54,14 @@ func Key(ctx context.Context) (string, bool) {
 
 type abortKey struct{}
 
-// abortSlot holds what the handler passed to Abort during one run: the
-// first error, from whichever of the handler's goroutines.
-type abortSlot struct{ err atomic.Pointer[error] }
+// abortSlot holds what the handler said during one run: the first error
+// it passed to Abort, from whichever of its goroutines, and whether it
+// called NotBegun. lease marks NewExternal's, where Abort has no place.
+type abortSlot struct {
+	err      atomic.Pointer[error]
+	notBegun atomic.Bool
+	lease    bool
+}
 
 func (s *abortSlot) load() error {
 	if p := s.err.Load(); p != nil {
@@ -95,13 +100,49 @@ var errAborted = errors.New("idemhttp: the handler aborted the request")
 // not stored instead.
 func Abort(ctx context.Context, err error) {
 	slot, ok := ctx.Value(abortKey{}).(*abortSlot)
-	if !ok {
+	if !ok || slot.lease {
 		panic("idemhttp: Abort outside idemhttp.New's middleware")
 	}
 	if err == nil {
 		err = errAborted
 	}
 	slot.err.CompareAndSwap(nil, &err)
+}
+
+// NotBegun tells the middleware that the handler began nothing: it wrote
+// nothing and called no other system, and refuses the request as sent,
+// typically with a 422 for a body that fails validation. Its response is
+// sent as it wrote it and not stored, whatever its status, and the key is
+// left free, so that the client may correct the request and send it again
+// under the same key (Stripe saves a result only once the endpoint began
+// execution). Without NotBegun, a 4xx is stored like any status below 500,
+// and the corrected request gets 422 key-reused.
+//
+//	if err := validate(order); err != nil {
+//		idemhttp.NotBegun(r.Context())
+//		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+//		return
+//	}
+//
+// In [New]'s atomic mode the request's transaction is rolled back, and the
+// claim with it. In [NewExternal]'s lease mode the claim was committed
+// before the handler ran: it is deleted, unless it was taken over from a
+// holder that died (its Attempt is more than 1), whose effect NotBegun
+// cannot speak for: then it is released, as for a status not stored, and
+// only the same request runs again at once, under the same DownstreamKey.
+// Call it only before any effect: a lease-mode claim deleted after a call
+// to another system loses its DownstreamKey, and the retry makes the call
+// again under a new one.
+//
+// It may be called from any goroutine of the handler, before the handler
+// returns. It panics outside the two middlewares (a wiring mistake, as for
+// [MustTx]).
+func NotBegun(ctx context.Context) {
+	slot, ok := ctx.Value(abortKey{}).(*abortSlot)
+	if !ok {
+		panic("idemhttp: NotBegun outside idemhttp.New's or NewExternal's middleware")
+	}
+	slot.notBegun.Store(true)
 }
 
 // abortedError is fn's error after Abort: it wraps the handler's error, so

@@ -61,4 +61,8 @@
 //
 // A replay sends the stored status, the stored headers (Config.ReplayHeaders)
 // and the body, with Idempotent-Replayed: true (Config.ReplayedHeader).
+// The handler's statuses below 500 are stored, but 429; a handler that
+// refuses a request before beginning anything (a body that fails
+// validation) calls [NotBegun], so that nothing is stored and the
+// corrected request runs under the same key.
 package idemhttp

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/idemsql/idemsql/idemsql"
+	"github.com/idemsql/idemsql/internal/notbegun"
 )
 
 // New returns a middleware that runs each guarded request through
@@ -22,13 +23,15 @@ import (
 // transaction's outcome is known. Then:
 //
 //   - A status that Config.Store accepts (by default every status below
-//     500) is stored with the replayed headers and the body, and the
-//     transaction commits; the client gets the handler's response. Every
-//     later request with the key and the same fingerprint gets it again,
-//     marked with Config.ReplayedHeader, and the handler does not run.
+//     500 but 429) is stored with the replayed headers and the body, and
+//     the transaction commits; the client gets the handler's response.
+//     Every later request with the key and the same fingerprint gets it
+//     again, marked with Config.ReplayedHeader, and the handler does not
+//     run.
 //   - Any other status rolls the transaction back and stores nothing; the
 //     client gets the handler's response, and a retry with the key runs the
-//     handler again.
+//     handler again. So does any status after [NotBegun], and then the
+//     retry may be another request (a corrected body) under the same key.
 //   - If the handler panics, the transaction is rolled back, nothing is
 //     sent or stored, and the panic goes on (net/http recovers it and drops
 //     the connection).
@@ -97,6 +100,9 @@ func New[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler) http.Ha
 //   - Any other status ends the lease without an outcome: the client gets
 //     the handler's response, and a retry runs the handler again at once,
 //     with the same DownstreamKey.
+//   - After [NotBegun] the claim is deleted (unless it was taken over from
+//     a holder that died: then it is released as above): the client gets
+//     the handler's response, and the key is free for any request.
 //   - A duplicate that arrives while the handler runs is answered 409 on
 //     every database, since the claim is committed first.
 //   - If the handler panics, nothing is recorded and the panic goes on; the
@@ -128,6 +134,7 @@ func NewExternal[X any](store *idemsql.Store[X], cfg Config) (func(http.Handler)
 			var last *capture
 			res, err := idemsql.RunExternal(r.Context(), store, a.key, func(ctx context.Context, l idemsql.Claim) (Response, error) {
 				ctx = context.WithValue(context.WithValue(ctx, claimKey{}, l), keyKey{}, a.key)
+				ctx = context.WithValue(ctx, abortKey{}, &abortSlot{lease: true})
 				return s.serve(ctx, w.Header(), next, r, a.body.Bytes(), &last)
 			}, a.options(base))
 			s.finish(w, r, res, err, last)
@@ -204,11 +211,25 @@ func (s *settings) admit(w http.ResponseWriter, r *http.Request, next http.Handl
 
 // unstored is fn's error for a status that is not stored: it rolls the
 // transaction back (atomic mode) or ends the lease (lease mode); the
-// handler's response is still sent.
-type unstored struct{ status int }
+// handler's response is still sent. After NotBegun it says so to
+// RunExternal, which then deletes a claim no one held before.
+type unstored struct {
+	status   int
+	notBegun bool
+}
 
 func (e *unstored) Error() string {
+	if e.notBegun {
+		return fmt.Sprintf("idemhttp: status %d is not stored: the handler began nothing", e.status)
+	}
 	return fmt.Sprintf("idemhttp: status %d is not stored", e.status)
+}
+
+func (e *unstored) Unwrap() error {
+	if e.notBegun {
+		return notbegun.Err
+	}
+	return nil
 }
 
 // serve runs the handler into a fresh buffer: idemsql.Run may call it more
@@ -227,6 +248,9 @@ func (s *settings) serve(ctx context.Context, outer http.Header, next http.Handl
 	}
 	c.sniff()
 	status := c.finalStatus()
+	if slot, _ := ctx.Value(abortKey{}).(*abortSlot); slot != nil && slot.notBegun.Load() {
+		return Response{}, &unstored{status: status, notBegun: true}
+	}
 	if !s.store(status) {
 		return Response{}, &unstored{status: status}
 	}

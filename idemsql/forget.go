@@ -95,3 +95,15 @@ func (lr *leaser) forgetError(ctx context.Context, key string, err error) error 
 	}
 	return lr.s.dbError(ctx, "forget", key, err)
 }
+
+// withdraw deletes the holder's own claim, for a holder whose fn began
+// nothing, under a claim that no holder had before it (attempt 1): the
+// key is then free for any request, not only for the same one again. The
+// delete is fenced by the claim's attempt and owner token like any write
+// of a holder; a claim that was taken over is never deleted so.
+func (l Lease) withdraw(ctx context.Context) (refused bool, err error) {
+	return l.write(ctx, nil, fencedWrite{op: "release",
+		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
+			return ex.Exec(ctx, l.lr.ls.Forget, l.Key, l.Attempt, l.Owner)
+		}})
+}

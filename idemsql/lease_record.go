@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idemsql/idemsql/idemdriver"
+	"github.com/idemsql/idemsql/internal/notbegun"
 )
 
 var errUnboundLease = fmt.Errorf("%w: the Lease is not held (Held false, or not made by ClaimLease)", ErrInvalidOption)
@@ -382,6 +383,13 @@ func runHeld[T any](ctx context.Context, l Lease, fn func(context.Context, Claim
 			fe := &Error{Op: "fail", Key: l.Key, Kind: ErrFailureRecorded, Class: truncateUTF8(class, maxErrorClass), Message: msg, Err: fnErr}
 			l.lr.observe(ctx, EventFailureRecorded, l.Key, l.Attempt, fe)
 			return res, fe
+		}
+		if l.Attempt == 1 && errors.Is(fnErr, notbegun.Err) {
+			// idemhttp.NotBegun, under a claim no one held before.
+			if _, err := l.withdraw(wctx); err != nil {
+				return res, joinErrs(fnErr, err)
+			}
+			return res, fnErr
 		}
 		if _, err := l.end(wctx, "fn failed: "+fnErr.Error()); err != nil {
 			return res, joinErrs(fnErr, err)

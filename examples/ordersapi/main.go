@@ -200,6 +200,7 @@ type order struct {
 func (a *api) createOrder(w http.ResponseWriter, r *http.Request) {
 	var o order
 	if err := json.NewDecoder(r.Body).Decode(&o); err != nil || o.Item == "" || o.Amount <= 0 {
+		idemhttp.NotBegun(r.Context()) // not stored: the corrected request may use the same key
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"item\": ..., \"amount_cents\": > 0}"})
 		return
 	}

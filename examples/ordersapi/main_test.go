@@ -104,6 +104,9 @@ func walkthrough(t *testing.T, pg string) {
 		}
 	}
 
+	// A request refused before anything began is not stored: corrected,
+	// it runs under the same key.
+	want("a bad body", post("/orders", "order-1", `{"item":"book","amount_cents":-1}`), http.StatusBadRequest, false)
 	first := post("/orders", "order-1", `{"item":"book","amount_cents":1200}`)
 	want("first request", first, http.StatusCreated, false)
 	retry := post("/orders", "order-1", `{"item":"book","amount_cents":1200}`)

@@ -53,10 +53,28 @@ func abortOnFailure(w http.ResponseWriter, r *http.Request, sku string) {
 	tx := idemhttp.MustTx[*sql.Tx](r.Context())
 	if _, err := tx.ExecContext(r.Context(), "UPDATE stock SET n = n - 1 WHERE sku = $1", sku); err != nil {
 		idemhttp.Abort(r.Context(), err)
-		http.Error(w, "could not reserve the item", http.StatusConflict)
+		http.Error(w, "could not reserve the item", http.StatusInternalServerError)
 		return
 	}
 	// end snippet
+}
+
+// Order is a request body of the HTTP snippets.
+type Order struct {
+	Item   string `json:"item"`
+	Amount int64  `json:"amount"`
+}
+
+func notBegun(w http.ResponseWriter, r *http.Request) {
+	// snippet: notbegun
+	var o Order
+	if err := json.NewDecoder(r.Body).Decode(&o); err != nil || o.Amount <= 0 {
+		idemhttp.NotBegun(r.Context()) // nothing stored: the corrected request runs under the same key
+		http.Error(w, "amount must be a positive number", http.StatusUnprocessableEntity)
+		return
+	}
+	// end snippet
+	w.WriteHeader(http.StatusCreated)
 }
 
 func storedKey() string {
