@@ -62,7 +62,7 @@
 // key, since lease mode cannot stop an effect from repeating after a
 // crash. [ClaimLease] and [Lease] are the same steps one by one;
 // [Sweep] resolves claims whose holders died; [Purge] deletes expired
-// outcomes of both modes.
+// outcomes of both modes; [Forget] deletes one key, unless a holder has it.
 //
 // # Run, options, wrappers
 //
@@ -71,7 +71,7 @@
 // ErrorOnDuplicate, FailFast, LockTimeout and RecordFailures choose what
 // duplicates, in-flight duplicates and permanent failures get. [Wrap] and
 // [WrapRun] turn a function into a guarded one whose key derives from its
-// argument ([ArgsKey], [DeriveKey]).
+// argument ([ArgsKey], [DeriveKey]); each call may take Options of its own.
 //
 // # Watching and reading
 //
@@ -79,7 +79,7 @@
 // leases, ...) as an [Event]: package idemslog logs them with log/slog,
 // the otel module makes spans and metrics. [Lookup], [List] and [Stats]
 // read the table without SQL of the caller's own; cmd/idemsql puts them,
-// the migrations, [Purge] and [Sweep] on the command line. Package idemhttp
+// the migrations, [Purge], [Sweep] and [Forget] on the command line. Package idemhttp
 // is Idempotency-Key middleware for net/http on top of [Run] and
 // [RunExternal].
 //
@@ -90,7 +90,8 @@
 // [ErrInvalidOption], [ErrFingerprintMismatch], [ErrInProgress],
 // [ErrReentrant], [ErrAbandoned], [ErrDuplicate], [ErrFailureRecorded],
 // [ErrRetryable], [ErrCommitUnknown], [ErrLockTimeout], [ErrEncode],
-// [ErrResultTooLarge], [ErrDecode], [ErrUnexpectedState], [ErrLeaseLost].
+// [ErrResultTooLarge], [ErrDecode], [ErrUnexpectedState], [ErrLeaseLost],
+// [ErrStoreUnusable] (the table is missing or not migrated).
 // Each error the library builds has exactly one of them. They come as
 // [*Error], with the key in a field of its own, and the driver's error
 // (and fn's) reachable through [errors.As]. Package idemdriver holds the

@@ -153,7 +153,8 @@ type Error struct {
 	// again). Lease mode: "begin", "read", "claim", "reclaim", "take over",
 	// "renew", "complete", "fail", "release", "sweep", "purge", and any of
 	// them + ": commit" when the commit of its transaction failed. Read
-	// API: "lookup", "list", "stats", "decode" ([Record.Decode]). A
+	// API: "lookup", "list", "stats", "decode" ([Record.Decode]). [Forget]:
+	// "forget", and "forget: commit". A
 	// duplicate's error, and a failure recorded earlier, come from
 	// "claim"; a failure recorded by this call from "record failure"
 	// (atomic mode) or "fail" (lease mode).
