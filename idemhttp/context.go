@@ -115,8 +115,8 @@ func Abort(ctx context.Context, err error) {
 // sent as it wrote it and not stored, whatever its status, and the key is
 // left free, so that the client may correct the request and send it again
 // under the same key (Stripe saves a result only once the endpoint began
-// execution). Without NotBegun, a 4xx is stored like any status below 500,
-// and the corrected request gets 422 key-reused.
+// execution). Without NotBegun, a 422 is stored like the other statuses
+// below 500, and the corrected request gets 422 key-reused.
 //
 //	if err := validate(order); err != nil {
 //		idemhttp.NotBegun(r.Context())

@@ -79,9 +79,9 @@
 // leases, ...) as an [Event]: package idemslog logs them with log/slog,
 // the otel module makes spans and metrics. [Lookup], [List] and [Stats]
 // read the table without SQL of the caller's own; cmd/idemsql puts them,
-// the migrations, [Purge], [Sweep] and [Forget] on the command line. Package idemhttp
-// is Idempotency-Key middleware for net/http on top of [Run] and
-// [RunExternal].
+// the migrations, [Purge], [Sweep] and [Forget] on the command line.
+// Package idemhttp is Idempotency-Key middleware for net/http on top of
+// [Run] and [RunExternal].
 //
 // # Errors
 //
