@@ -188,7 +188,9 @@ func testCLIMigrate(t *testing.T, c *cliEnv) {
 	if exists(versions) {
 		t.Fatal("migrate down of a table that does not exist created the version table")
 	}
-	cc.run("migrate", "up").want(t, "migrate up", 0, cc.table+" is up to date", "")
+	if r := cc.run("migrate", "up"); !regexp.MustCompile(`^applied version 1 \(00001_create_idempotency_keys.sql\)(, version \d+ \(\S+\))* to ` + cc.table + ` in `).MatchString(r.stdout) {
+		r.want(t, "migrate up says what it applied", 0, "applied version 1 (00001_create_idempotency_keys.sql)", "")
+	}
 	if !exists(cc.table) || !exists(versions) {
 		t.Fatal("migrate up did not create the table and its version table")
 	}
@@ -275,7 +277,8 @@ func testCLILs(t *testing.T, c *cliEnv) {
 		t.Fatalf("ls --json: %q next %q", all.keys(), all.Next)
 	}
 	for _, row := range all.Rows {
-		if row.Result != nil || row.CreatedAt.IsZero() || row.DownstreamKey == "" {
+		// A downstream key for lease-mode claims, none for atomic-mode rows.
+		if row.Result != nil || row.CreatedAt.IsZero() || (row.DownstreamKey == "") != (row.LeaseUntil == nil) {
 			t.Fatalf("ls --json row: %+v", row)
 		}
 	}
@@ -316,11 +319,14 @@ func testCLILs(t *testing.T, c *cliEnv) {
 func testCLIShow(t *testing.T, c *cliEnv, fx inspectFixture) {
 	r := c.run("show", "acct:done")
 	r.want(t, "show a completed key", 0, "completed", "")
-	for _, want := range []string{"attempt         1", "lease           none: the outcome is recorded", "downstream key  acct:done:",
-		"result          ", "\"amount\": 7", "\"key\": \"acct:done\"", "expires         "} {
-		if !strings.Contains(r.stdout, want) {
-			t.Fatalf("show acct:done lacks %q:\n%s", want, r.stdout)
+	for _, want := range []string{`(?m)^attempt +1$`, `(?m)^lease +none: the outcome is recorded$`,
+		`(?m)^result +\d+ bytes$`, `"amount": 7`, `"key": "acct:done"`, `(?m)^expires +`} {
+		if !regexp.MustCompile(want).MatchString(r.stdout) {
+			t.Fatalf("show acct:done does not match %s:\n%s", want, r.stdout)
 		}
+	}
+	if strings.Contains(r.stdout, "downstream key") {
+		t.Fatalf("show prints a downstream key for an atomic-mode row:\n%s", r.stdout)
 	}
 	r = c.run("show", "pay:stale")
 	r.want(t, "show a stale claim", 0, "stale: the lease ran out", "")
@@ -328,9 +334,13 @@ func testCLIShow(t *testing.T, c *cliEnv, fx inspectFixture) {
 		t.Fatalf("show pay:stale:\n%s", r.stdout)
 	}
 	c.run("show", "pay:live").want(t, "show a live claim", 0, "live: held until", "")
-	c.run("show", "pay:released").want(t, "show a released claim", 0, "released because", "")
+	r = c.run("show", "pay:released")
+	r.want(t, "show a released claim", 0, "released because", "")
+	if !regexp.MustCompile(`lease +released \d+(\.\d+)?(ms|s) ago by its holder`).MatchString(r.stdout) {
+		t.Fatalf("show pay:released does not say how long ago it was released:\n%s", r.stdout)
+	}
 	c.run("show", "atomic:abandoned").want(t, "show an abandoned claim", 0, "abandoned: in progress without a lease", "")
-	c.run("show", "acct:failed").want(t, "show a failure", 0, "failure         card_declined: the card was declined", "")
+	c.run("show", "acct:failed").want(t, "show a failure", 0, "failure      card_declined: the card was declined", "")
 	c.run("show", "old:expired").want(t, "show an expired key", 0, "expired; the next call with the key runs again", "")
 
 	r = c.run("show", "--json", "pay:done")
@@ -503,7 +513,7 @@ func testCLIErrors(t *testing.T, c *cliEnv, b backend) {
 	c.run("stats", "--table", "idem_missing").want(t, "a missing table", 1, "",
 		"table idem_missing does not exist in ")
 	c.run("ls", "--table", "idem_missing").want(t, "ls on a missing table", 1, "", "run `idemsql migrate up` (with the same --table and --schema)")
-	c.run("ls", "--bogus").want(t, "an unknown flag", 2, "", "flag provided but not defined: -bogus")
+	c.run("ls", "--bogus").want(t, "an unknown flag", 2, "", "idemsql ls: unknown flag --bogus\n")
 	c.run("bogus").want(t, "an unknown command", 2, "", `unknown command "bogus"`)
 	c.run("ls", "--status", "weird").want(t, "a bad status", 2, "", `--status "weird"`)
 	c.runWith([]string{"IDEMSQL_DSN="}, "stats").want(t, "no DSN", 2, "", "pass --dsn or set IDEMSQL_DSN")
