@@ -107,7 +107,11 @@ type Options struct {
 	// MariaDB without a binary log, where a duplicate writes the key's row
 	// ([idemdriver.EarlyVisibility]), another duplicate's transaction that
 	// has not ended holds the key too: a call meeting it gets
-	// ErrInProgress rather than the replay. Store or atomic-mode call.
+	// ErrInProgress rather than the replay. On SQLite with _txlock=immediate
+	// (as idemsqlite.DSN sets) a duplicate never meets the holder in the
+	// claim: its BEGIN waits for the single writer first, up to the busy
+	// timeout, so FailFast changes nothing there. Store or atomic-mode
+	// call.
 	FailFast bool
 	// LockTimeout bounds how long a call waits for another holder of the
 	// key; past it the call fails with [ErrLockTimeout]. The database's

@@ -3,7 +3,7 @@
 // lists and shows keys (ls, show), counts them (stats), deletes expired
 // ones (purge) and resolves claims whose holder died (sweep).
 //
-//	go install github.com/idemsql/idemsql/cmd/idemsql@latest
+//	go install ./cmd/idemsql    # in a clone, until the module's first release
 //	export IDEMSQL_DSN='postgres://app@db:5432/app'
 //	idemsql migrate up
 //	idemsql ls --lease stale
