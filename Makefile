@@ -1,12 +1,15 @@
 # The integration tests read IDEMSQL_POSTGRES_DSN and IDEMSQL_MYSQL_DSN and
 # skip a database whose DSN is unset (unless Docker can start one).
-# test-local points them at a PostgreSQL and a MariaDB on 127.0.0.1.
+# test-local points them at a PostgreSQL and a MariaDB on 127.0.0.1, in
+# the database IDEMSQL_TEST_DB names (default idemsql_test), which it
+# creates: on a server others share, give each checkout a name of its own.
 # IDEMSQL_GALERA_DSNS names the three nodes of a MariaDB Galera cluster,
 # comma-separated, for the Galera tests (no container: they skip without
 # it). galera-up starts one on loopback (as root) and prints the line, so
 # in a shell: export "$(make -s galera-up)"
-LOCAL_POSTGRES_DSN := postgres://postgres@127.0.0.1:5432/idemsql_test?sslmode=disable
-LOCAL_MYSQL_DSN    := root@tcp(127.0.0.1:3306)/idemsql_test?parseTime=true
+IDEMSQL_TEST_DB    ?= idemsql_test
+LOCAL_POSTGRES_DSN := postgres://postgres@127.0.0.1:5432/$(IDEMSQL_TEST_DB)?sslmode=disable
+LOCAL_MYSQL_DSN    := root@tcp(127.0.0.1:3306)/$(IDEMSQL_TEST_DB)?parseTime=true
 
 # The race detector needs cgo: on where a C compiler is at hand.
 RACE      := $(shell [ "$$(go env CGO_ENABLED)" = 1 ] && command -v "$$(go env CC)" >/dev/null && echo -race)
@@ -29,13 +32,15 @@ test-crash: ## Kill private PostgreSQL and MariaDB servers under load, then chec
 	cd integration && IDEMSQL_CRASH=1 go test -count=1 -run '^TestCrash' -v
 
 .PHONY: test-local
-test-local: ## Run test against local PostgreSQL and MariaDB, creating idemsql_test
+test-local: ## Run test against local PostgreSQL and MariaDB, in (and creating) the database IDEMSQL_TEST_DB (default idemsql_test)
+	@echo '$(IDEMSQL_TEST_DB)' | grep -Eqx '[a-z_][a-z0-9_]{0,62}' || \
+		{ echo "IDEMSQL_TEST_DB='$(IDEMSQL_TEST_DB)': want a lowercase identifier"; exit 2; }
 	@if command -v psql >/dev/null; then \
-		[ "$$(psql -w -X -U postgres -h 127.0.0.1 -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'idemsql_test'")" = 1 ] || \
-			psql -w -X -q -U postgres -h 127.0.0.1 -d postgres -c 'CREATE DATABASE idemsql_test'; \
+		[ "$$(psql -w -X -U postgres -h 127.0.0.1 -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(IDEMSQL_TEST_DB)'")" = 1 ] || \
+			psql -w -X -q -U postgres -h 127.0.0.1 -d postgres -c 'CREATE DATABASE $(IDEMSQL_TEST_DB)'; \
 	fi
 	@if command -v mariadb >/dev/null; then \
-		mariadb -h 127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS idemsql_test'; \
+		mariadb -h 127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS $(IDEMSQL_TEST_DB)'; \
 	fi
 	IDEMSQL_POSTGRES_DSN='$(LOCAL_POSTGRES_DSN)' IDEMSQL_MYSQL_DSN='$(LOCAL_MYSQL_DSN)' $(MAKE) test
 

@@ -205,6 +205,15 @@ type LeaseStatements struct {
 	// claim over at once. Args: error_class, error_message, ttl, key,
 	// attempt, owner.
 	End string
+	// Restore hands a claim that a sweeper took over (Adopt) from a holder
+	// who had released it back as that holder left it: attempt and owner
+	// as given (the previous holder's), error_class and error_message as
+	// given, expires_at at least now + ttl and lease_until = that
+	// expires_at, as End leaves a claim; created_at kept. Fenced like End,
+	// by the sweeper's key, attempt and owner. Args: error_class,
+	// error_message, ttl, previous attempt, previous owner, key, attempt,
+	// owner.
+	Restore string
 	// Abandon marks a claim whose lease is not live, or that has no
 	// lease_until, as failed with the given class and message, attempt+1,
 	// owner, expires_at at least now + ttl (the failure is kept for the TTL
@@ -219,7 +228,7 @@ type LeaseStatements struct {
 	// error_class, error_message, leased. SweepStale and SweepUnleased must
 	// be bounded by an index to the rows they return and few others,
 	// however many claims are live or released. SweepReleased, for sweeps
-	// with a handler, reads the lease index in order and skips what it does
+	// that reconcile released claims, reads the lease index in order and skips what it does
 	// not want: it walks the live leases and the claims the handler itself
 	// released before it (a cost proportional to those, paid once per
 	// batch). Args: limit, unless said otherwise. A row taken over or
@@ -234,10 +243,11 @@ type LeaseStatements struct {
 	// running is invisible to it, or locked and skipped.
 	SweepUnleased string
 	// SweepReleased returns the marked claims, oldest retention first, for
-	// a sweep with a handler, except those whose error_message is the one
-	// given (a sweep handler's own release, which hands the claim back to
-	// callers: asking the handler again every pass would only repeat its
-	// answer). Args: that message, limit.
+	// a sweep whose handler reconciles released claims, except those whose
+	// error_message begins with the text given (a sweep handler's own
+	// release, which hands the claim back to callers: asking the handler
+	// again every pass would only repeat its answer). Args: that text,
+	// limit.
 	SweepReleased string
 
 	// Purge, if not empty, deletes up to limit completed or failed rows whose

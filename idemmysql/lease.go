@@ -108,12 +108,16 @@ WHERE ` + fence,
 		End: `UPDATE ` + t + ` SET error_class = ?, error_message = ?,
 ` + keep + `, lease_until = expires_at, updated_at = ` + now + `
 WHERE ` + fence,
+		// As End: lease_until = expires_at sees the new expires_at.
+		Restore: `UPDATE ` + t + ` SET error_class = ?, error_message = ?,
+` + keep + `, lease_until = expires_at, attempt = ?, owner = ?, updated_at = ` + now + `
+WHERE ` + fence,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
 ` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		SweepStale:    sweep(stale, ` ORDER BY lease_until`),
 		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
-		SweepReleased: sweepBy(released+` AND NOT (error_message <=> ?)`, released, ` ORDER BY lease_until`),
+		SweepReleased: sweepBy(released+` AND INSTR(COALESCE(error_message, ''), ?) <> 1`, released, ` ORDER BY lease_until`),
 		// One read per batch walks the expires_at index once; a read per
 		// row would walk again, each time, past the rows this transaction
 		// already deleted, which stay in the index until it commits. As

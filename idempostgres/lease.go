@@ -95,6 +95,9 @@ WHERE ` + fence(4),
 		End: `UPDATE ` + t + ` SET lease_until = GREATEST(expires_at, ` + now + ` + ` + us("$3") + `), error_class = $1, error_message = $2,
 ` + keep("$3") + `, updated_at = ` + now + `
 WHERE ` + fence(4),
+		Restore: `UPDATE ` + t + ` SET attempt = $4, owner = $5, lease_until = GREATEST(expires_at, ` + now + ` + ` + us("$3") + `),
+error_class = $1, error_message = $2, ` + keep("$3") + `, updated_at = ` + now + `
+WHERE ` + fence(6),
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = $1, error_message = $2, attempt = attempt + 1, owner = $3,
 ` + keep("$4") + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = $5 AND attempt = $6 AND owner = $7 AND ` + unheld,
@@ -105,7 +108,7 @@ WHERE idem_key = $5 AND attempt = $6 AND owner = $7 AND ` + unheld,
 		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
 		SweepReleased: `SELECT idem_key, attempt, owner, fingerprint, ` + gen + `, error_class, error_message, lease_until IS NOT NULL
 FROM ` + t + ` WHERE status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL
-AND error_message IS DISTINCT FROM $1 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED`,
+AND strpos(coalesce(error_message, ''), $1) <> 1 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED`,
 		// statement_timestamp(), never later than clock_timestamp() and
 		// stable, bounds the scan of the expires_at index; the locked keys
 		// are then deleted through the primary key, not by a join that

@@ -156,8 +156,9 @@ type ListFilter struct {
 	// Lease keeps rows in this lease state ([LeaseStale]: claims whose
 	// holder died; [LeaseReleased]: claims ended on purpose); "" keeps any.
 	Lease string
-	// Sweepable keeps the rows [Sweep] would resolve now: stale claims, and
-	// released ones past their retention.
+	// Sweepable keeps the rows [Sweep] would resolve now: stale claims,
+	// claims without a lease ([LeaseAbandoned]), and released claims past
+	// their retention; not those [Options.SweepReleased] adds.
 	Sweepable bool
 	// Purgeable keeps the rows [Purge] would delete now: completed or
 	// failed, past their retention.
@@ -302,7 +303,8 @@ type TableStats struct {
 	// Retried counts rows with attempt > 1: keys taken over in lease mode,
 	// or claimed anew after their retention ran out.
 	Retried int64
-	// Sweepable counts the rows [Sweep] would resolve now.
+	// Sweepable counts the rows [Sweep] would resolve now, as
+	// [ListFilter].Sweepable lists them.
 	Sweepable int64
 	// Purgeable counts completed and failed rows past their retention,
 	// which [Purge] would delete now.

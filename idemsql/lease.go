@@ -42,9 +42,10 @@ const (
 	// ended its lease on purpose (fn failed, [Lease.Release],
 	// [ResolveReleased]) instead of recording an outcome. The next call
 	// takes the key over at once, with the same downstream key. error_message
-	// says why, and lease_until holds the end of the claim's retention. A
-	// [Sweep] with a handler hands such a row to it at once; one without
-	// leaves it to callers until its retention has run out.
+	// says why, and lease_until holds the end of the claim's retention.
+	// [Sweep] leaves such a row to callers until its retention has run
+	// out, unless asked to hand it to its handler at once
+	// ([Options.SweepReleased]).
 	ReleasedClass = "released"
 )
 
@@ -70,6 +71,7 @@ type leaseSettings struct {
 	poll      time.Duration // > 0: wait for a live holder, polling this often
 	batch     int           // 0: DefaultBatchSize
 	result    reflect.Type  // nil: any; else the keys' result type (Options.ResultType)
+	released  bool          // Sweep takes released claims at once (Options.SweepReleased)
 }
 
 func (l leaseSettings) leaseDuration() time.Duration {
@@ -106,6 +108,7 @@ func (l *leaseSettings) apply(o Options) error {
 	if o.ResultType != nil {
 		l.result = o.ResultType
 	}
+	l.released = l.released || o.SweepReleased
 	return nil
 }
 

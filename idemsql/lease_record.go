@@ -81,7 +81,7 @@ func (l Lease) complete(ctx context.Context, encoded []byte) (refused bool, err 
 		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.Complete, string(encoded), ttl, l.Key, l.Attempt, l.Owner)
 		},
-		ours: func(r leaseRow) bool { return r.status == StatusCompleted }})
+		ours: func(r leaseRow) bool { return l.holds(r) && r.status == StatusCompleted }})
 }
 
 // Fail records a permanent failure (class for machines, message for people),
@@ -103,7 +103,7 @@ func (l Lease) fail(ctx context.Context, class, message string) (refused bool, e
 		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.Fail, class, message, ttl, l.Key, l.Attempt, l.Owner)
 		},
-		ours: func(r leaseRow) bool { return r.status == StatusFailed && r.errorClass.String == class }})
+		ours: func(r leaseRow) bool { return l.holds(r) && r.status == StatusFailed && r.errorClass.String == class }})
 }
 
 // Release ends the lease without recording an outcome, for an effect that
@@ -128,7 +128,30 @@ func (l Lease) end(ctx context.Context, why string) (refused bool, err error) {
 		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
 			return ex.Exec(ctx, l.lr.ls.End, ReleasedClass, why, ttl, l.Key, l.Attempt, l.Owner)
 		},
-		ours: func(r leaseRow) bool { return r.status == StatusInProgress && r.errorClass.String == ReleasedClass }})
+		ours: func(r leaseRow) bool {
+			return l.holds(r) && r.status == StatusInProgress && r.errorClass.String == ReleasedClass
+		}})
+}
+
+// restore is end for a sweeper that took over a claim its holder had
+// released: the row goes back to that holder's attempt and owner token,
+// marked released with why.
+func (l Lease) restore(ctx context.Context, why string, attempt int64, owner string) (refused bool, err error) {
+	ttl := l.lr.ttlMicros()
+	why = truncateUTF8(why, maxErrorMessage)
+	return l.write(ctx, nil, fencedWrite{op: "release",
+		stmt: func(ctx context.Context, ex idemdriver.Executor) (int64, error) {
+			return ex.Exec(ctx, l.lr.ls.Restore, ReleasedClass, why, ttl, attempt, owner, l.Key, l.Attempt, l.Owner)
+		},
+		ours: func(r leaseRow) bool {
+			return r.attempt == attempt && r.owner.String == owner && r.status == StatusInProgress &&
+				r.errorClass.String == ReleasedClass && r.errorMessage.String == why
+		}})
+}
+
+// holds reports whether r is at this lease's attempt and owner token.
+func (l Lease) holds(r leaseRow) bool {
+	return r.attempt == l.Attempt && r.owner.String == l.Owner
 }
 
 // fencedWrite is one write of a holder.
@@ -137,9 +160,9 @@ type fencedWrite struct {
 	// stmt runs the write in ex and reports the rows it changed: 1, or 0
 	// when the fence refused it.
 	stmt func(ctx context.Context, ex idemdriver.Executor) (int64, error)
-	// ours, if set, says whether the row, read back at the holder's attempt
-	// and owner token, carries this write: asked when an earlier try's
-	// COMMIT was interrupted and a new try finds the fence closed.
+	// ours, if set, says whether the row, read back, carries this write:
+	// asked when an earlier try's COMMIT was interrupted and a new try
+	// finds the fence closed.
 	ours func(r leaseRow) bool
 	// strict bounds the tries by the lease's deadline, as the heartbeat's
 	// renewals need (fn is to be cancelled when the lease ends): a try that
@@ -178,8 +201,7 @@ const (
 //
 // After a COMMIT whose fate is unknown (the connection broke during it),
 // the next try finds the fence closed if that COMMIT went through; then the
-// row, read back at this holder's attempt and owner token, tells, through
-// w.ours, whether it carries this write.
+// row, read back, tells, through w.ours, whether it carries this write.
 func (l Lease) write(ctx context.Context, stop <-chan struct{}, w fencedWrite) (refused bool, err error) {
 	lr := l.lr
 	uncertain := false
@@ -253,7 +275,7 @@ func (l Lease) try(ctx context.Context, w fencedWrite, uncertain bool) (tryResul
 		case rerr != nil:
 			rollback()
 			return tryUncertain, rerr
-		case found && r.attempt == l.Attempt && r.owner.String == l.Owner && w.ours(r):
+		case found && w.ours(r):
 			return l.confirmed(ctx, tx)
 		}
 		rollback()

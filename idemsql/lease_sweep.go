@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,11 +39,13 @@ const (
 	// hung or lost the database), and the lease ran out.
 	StaleLeaseRanOut = "lease_ran_out"
 	// StaleReleased: the holder ended its lease without an outcome (fn
-	// failed, [Lease.Release]); [Stale].Message says why. A sweep with a
-	// handler resolves such claims at once, so that one whose caller never
-	// retries (a time-out after the charge) is reconciled; a sweep without
-	// one leaves them to callers until their retention runs out. Claims a
-	// handler released ([ResolveReleased]) come back only then.
+	// failed, [Lease.Release]); [Stale].Message says why. Such a claim is
+	// its caller's to retry: a sweep takes it once its retention has run
+	// out with no call taking it over, or at once where asked to reconcile
+	// ([Options.SweepReleased]), so that a request whose caller never
+	// retries (a time-out after the charge) is resolved. A claim a handler
+	// released ([ResolveReleased]) comes back only once its retention has
+	// run out.
 	StaleReleased = "released"
 	// StaleNoLease: a claim committed without a lease and without an
 	// outcome: an atomic-mode claim whose transaction committed although
@@ -76,14 +79,20 @@ const (
 	// [AbandonedClass] and the Message: the handler compensated, or gave
 	// up. Duplicates get that failure ([ErrFailureRecorded]) until the
 	// key's retention runs out; the claim after that keeps the
-	// DownstreamKey, as after any abandoned claim.
+	// DownstreamKey, as after any abandoned claim. A released claim's
+	// reason is kept after the Message: Message + "; before: " +
+	// [Stale].Message.
 	ResolveAbandoned = "abandoned"
 	// ResolveReleased ends the claim's lease without an outcome, as
 	// [Lease.Release] does: the next call with the key takes it over at
 	// once and runs again, with the same DownstreamKey. The row stays,
-	// marked [ReleasedClass]; sweeps leave it to callers until its
-	// retention has run out (a sweep with a handler does not hand it over
-	// again: it would only get the same answer).
+	// marked [ReleasedClass], with the error_message
+	// [HandlerReleasedMessage]; sweeps leave it to callers until its
+	// retention has run out (a sweep that reconciles released claims does
+	// not hand it over again: it would only get the same answer). A claim
+	// its holder had released ([StaleReleased]) is handed back as that
+	// holder left it, its attempt and owner included, with its reason kept
+	// after HandlerReleasedMessage.
 	ResolveReleased = "released"
 )
 
@@ -108,19 +117,22 @@ type SweepStats struct {
 // once: claims whose lease ran out (their holders died or hung), and claims
 // committed without a lease (atomic-mode claims whose transaction committed
 // without an outcome, see [ErrAbandoned]). A claim whose lease was ended on
-// purpose ([ReleasedClass]: fn failed, a release) is resolved at once by a
-// sweep with a handler; a sweep without one leaves it to callers, who take
-// it over, until its retention has run out, and then resolves it too.
+// purpose ([ReleasedClass]: fn failed, a release) is its caller's to retry:
+// Sweep leaves it to callers, who take it over, until its retention has
+// run out, and then resolves it too. These are the rows [ListFilter]'s
+// Sweepable lists and [TableStats].Sweepable counts. With a handler and
+// [Options.SweepReleased], Sweep also takes released claims at once, to
+// reconcile requests whose callers never retry.
 //
 // Rows are taken in batches ([Options.BatchSize]), each in a short transaction
 // at the dialect's isolation level (idemdriver.LeaseStatements.Isolation:
 // READ COMMITTED on PostgreSQL and MySQL/MariaDB), so that a batch locks
 // only its rows. A batch
 // locks its rows with one statement per kind of claim, through an index
-// scan bounded by the database's clock: without a handler, live and
-// released leases outside the range are never walked; with one, the scan
-// for released claims also passes the live leases and the claims the
-// handler released itself. On PostgreSQL and MySQL/MariaDB with FOR
+// scan bounded by the database's clock: live and released leases outside
+// the range are never walked, except by the scan for released claims of
+// Options.SweepReleased, which also passes the live leases and the claims
+// the handler released itself. On PostgreSQL and MySQL/MariaDB with FOR
 // UPDATE SKIP LOCKED, so any number of sweepers (and callers taking keys
 // over) run side by side without waiting on each other, and a claim of a
 // transaction still running is never touched (invisible, or locked and
@@ -149,11 +161,23 @@ type SweepStats struct {
 // ending ctx there stops the pass between two batches. [SweepEvery] runs
 // it in a loop.
 func Sweep[X any](ctx context.Context, s *Store[X], h SweepHandler, opts ...Options) (SweepStats, error) {
-	lr, err := newLeaser(s, opts)
+	lr, err := newSweeper(s, h, opts)
 	if err != nil {
 		return SweepStats{}, err
 	}
 	return lr.sweep(ctx, h)
+}
+
+// newSweeper is the leaser of Sweep and SweepEvery.
+func newSweeper[X any](s *Store[X], h SweepHandler, opts []Options) (*leaser, error) {
+	lr, err := newLeaser(s, opts)
+	if err != nil {
+		return nil, err
+	}
+	if h == nil && lr.cfg.lease.released {
+		return nil, fmt.Errorf("%w: Options.SweepReleased without a handler would abandon claims their callers are still to retry", ErrInvalidOption)
+	}
+	return lr, nil
 }
 
 // maxSweepContention bounds how many batches in a row may find only rows a
@@ -200,7 +224,7 @@ func (lr *leaser) sweep(ctx context.Context, h SweepHandler) (SweepStats, error)
 	var stats SweepStats
 	var errs []error
 	stmts := []sweepStmt{{q: lr.ls.SweepUnleased}, {q: lr.ls.SweepStale}}
-	if h != nil {
+	if h != nil && lr.cfg.lease.released {
 		stmts = append(stmts, sweepStmt{q: lr.ls.SweepReleased, before: []any{HandlerReleasedMessage}})
 	}
 	seen := map[string]bool{} // keys this pass resolved
@@ -325,10 +349,21 @@ type sweepStmt struct {
 	before []any
 }
 
-// HandlerReleasedMessage is the error_message of a claim a sweep handler
-// released ([ResolveReleased]); sweeps with a handler leave such a claim to
-// callers instead of handing it to a handler again.
+// HandlerReleasedMessage begins the error_message of a claim a sweep
+// handler released ([ResolveReleased]): all of it, or, where the claim's
+// holder had released it, followed by "; before: " and the holder's reason.
+// Sweeps that reconcile released claims leave such a claim to callers
+// instead of handing it to a handler again.
 const HandlerReleasedMessage = "released by a sweep handler"
+
+// keptReason is a reason a sweep records on a row that has one already:
+// both, the new one first, so that the audit trail keeps the first.
+func keptReason(reason, before string) string {
+	if before == "" {
+		return reason
+	}
+	return reason + "; before: " + before
+}
 
 // lockStale runs a sweep statement for up to limit rows, all at once where
 // the transaction returns many rows (many), else for one.
@@ -460,10 +495,20 @@ func resolve(ctx context.Context, h SweepHandler, sw swept) (count func(*SweepSt
 		refused, err = l.complete(wctx, encoded)
 		count = func(s *SweepStats) { s.Completed++ }
 	case ResolveAbandoned:
-		refused, err = l.fail(wctx, AbandonedClass, res.Message)
+		refused, err = l.fail(wctx, AbandonedClass, keptReason(res.Message, sw.stale.Message))
 		count = func(s *SweepStats) { s.Abandoned++ }
 	case ResolveReleased:
-		refused, err = l.end(wctx, HandlerReleasedMessage)
+		if sw.stale.Reason == StaleReleased {
+			// Back to callers as its holder left it: no takeover is
+			// recorded, and the holder's reason stays.
+			why := sw.stale.Message
+			if !strings.HasPrefix(why, HandlerReleasedMessage) {
+				why = keptReason(HandlerReleasedMessage, why)
+			}
+			refused, err = l.restore(wctx, why, sw.stale.Attempt-1, sw.stale.PreviousOwner)
+		} else {
+			refused, err = l.end(wctx, HandlerReleasedMessage)
+		}
 		count = func(s *SweepStats) { s.Released++ }
 	default:
 		return func(s *SweepStats) { s.Failed++ }, &Error{Op: "sweep", Key: l.Key, Kind: ErrInvalidOption, Err: fmt.Errorf("the handler returned a Resolution with Outcome %q", res.Outcome)}
@@ -486,7 +531,7 @@ func SweepEvery[X any](ctx context.Context, s *Store[X], every time.Duration, h 
 	if every <= 0 {
 		return fmt.Errorf("%w: sweep interval %v", ErrInvalidOption, every)
 	}
-	lr, err := newLeaser(s, opts)
+	lr, err := newSweeper(s, h, opts)
 	if err != nil {
 		return err
 	}

@@ -107,7 +107,11 @@ type Options struct {
 	// MariaDB without a binary log, where a duplicate writes the key's row
 	// ([idemdriver.EarlyVisibility]), another duplicate's transaction that
 	// has not ended holds the key too: a call meeting it gets
-	// ErrInProgress rather than the replay. Store or atomic-mode call.
+	// ErrInProgress rather than the replay. On SQLite with _txlock=immediate
+	// (as idemsqlite.DSN sets) a duplicate never meets the holder in the
+	// claim: its BEGIN waits for the single writer first, up to the busy
+	// timeout, so FailFast changes nothing there. Store or atomic-mode
+	// call.
 	FailFast bool
 	// LockTimeout bounds how long a call waits for another holder of the
 	// key; past it the call fails with [ErrLockTimeout]. The database's
@@ -197,6 +201,16 @@ type Options struct {
 	//
 	// Lease-mode call only.
 	ResultType reflect.Type
+	// SweepReleased makes a [Sweep] with a handler also take the claims
+	// whose holders released them (fn failed, [Lease.Release]) at once,
+	// rather than leave them to callers until their retention has run out:
+	// for a handler that reconciles a request whose caller never retries
+	// (a time-out after the charge), with the downstream system and the
+	// claim's DownstreamKey. A caller that retries such a key while the
+	// handler runs gets [ErrInProgress]. Sweep or [SweepEvery] with a
+	// handler only: without one, a sweep would abandon claims their
+	// callers are still to retry.
+	SweepReleased bool
 	// BatchSize is how many rows [Sweep] and [Purge] handle in one
 	// transaction (default [DefaultBatchSize]); each batch's locks are held
 	// only for that transaction. Store or lease-mode call; between 1 and
@@ -291,6 +305,7 @@ func applyOptions(s *settings, opts []Options, where scope) error {
 		{"LeaseWait", o.LeaseWait != 0, inStore | inLease},
 		{"BatchSize", o.BatchSize != 0, inStore | inLease},
 		{"ResultType", o.ResultType != nil, inLease},
+		{"SweepReleased", o.SweepReleased, inLease},
 	} {
 		if err := check(c.name, c.set, c.allowed); err != nil {
 			return err

@@ -75,6 +75,9 @@ WHERE ` + fence,
 		End: `UPDATE ` + t + ` SET lease_until = max(expires_at, ` + now + ` + ?3 / 1000), error_class = ?1, error_message = ?2,
 expires_at = max(expires_at, ` + now + ` + ?3 / 1000), updated_at = ` + now + `
 WHERE idem_key = ?4 AND attempt = ?5 AND owner = ?6 AND status = 'in_progress' AND error_class IS NULL`,
+		Restore: `UPDATE ` + t + ` SET lease_until = max(expires_at, ` + now + ` + ?3 / 1000), error_class = ?1, error_message = ?2,
+expires_at = max(expires_at, ` + now + ` + ?3 / 1000), attempt = ?4, owner = ?5, updated_at = ` + now + `
+WHERE idem_key = ?6 AND attempt = ?7 AND owner = ?8 AND status = 'in_progress' AND error_class IS NULL`,
 		Abandon: `UPDATE ` + t + ` SET status = 'failed', error_class = ?, error_message = ?, attempt = attempt + 1, owner = ?,
 ` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
@@ -82,7 +85,7 @@ WHERE idem_key = ? AND attempt = ? AND owner = ? AND ` + unheld,
 		// rows: up to now, its NULL entries, or its marked claims.
 		SweepStale:    sweep(stale, ` ORDER BY lease_until`),
 		SweepUnleased: sweep(`status = 'in_progress' AND lease_until IS NULL`, ``),
-		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL AND error_message IS NOT ?`, ` ORDER BY lease_until`),
+		SweepReleased: sweep(`status = 'in_progress' AND lease_until IS NOT NULL AND error_class IS NOT NULL AND instr(coalesce(error_message, ''), ?) <> 1`, ` ORDER BY lease_until`),
 		Purge: `DELETE FROM ` + t + ` WHERE idem_key IN (SELECT idem_key FROM ` + t + `
 WHERE ` + purgeable + ` ORDER BY expires_at LIMIT ?) AND ` + purgeable,
 		ForgetLock: `SELECT attempt, owner, status = 'in_progress' AND lease_until IS NOT NULL AND lease_until > ` + now + ` AND error_class IS NULL

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -123,7 +124,9 @@ func TestCLI(t *testing.T) {
 			t.Run("Ls", func(t *testing.T) { testCLILs(t, c.at(t)) })
 			t.Run("Show", func(t *testing.T) { testCLIShow(t, c.at(t), fx) })
 			t.Run("Stats", func(t *testing.T) { testCLIStats(t, c.at(t)) })
+			t.Run("SweepableCounts", func(t *testing.T) { testCLISweepableCounts(t, c.at(t)) })
 			t.Run("Sweep", func(t *testing.T) { testCLISweep(t, c.at(t)) })
+			t.Run("SweepLeavesReleased", func(t *testing.T) { testCLISweepLeavesReleased(t, c.at(t)) })
 			t.Run("Purge", func(t *testing.T) { testCLIPurge(t, c.at(t)) })
 			t.Run("Errors", func(t *testing.T) { testCLIErrors(t, c.at(t), b) })
 			t.Run("InterruptedPurge", func(t *testing.T) { testCLIInterrupt(t, c.at(t)) })
@@ -185,7 +188,9 @@ func testCLIMigrate(t *testing.T, c *cliEnv) {
 	if exists(versions) {
 		t.Fatal("migrate down of a table that does not exist created the version table")
 	}
-	cc.run("migrate", "up").want(t, "migrate up", 0, cc.table+" is up to date", "")
+	if r := cc.run("migrate", "up"); !regexp.MustCompile(`^applied version 1 \(00001_create_idempotency_keys.sql\)(, version \d+ \(\S+\))* to ` + cc.table + ` in `).MatchString(r.stdout) {
+		r.want(t, "migrate up says what it applied", 0, "applied version 1 (00001_create_idempotency_keys.sql)", "")
+	}
 	if !exists(cc.table) || !exists(versions) {
 		t.Fatal("migrate up did not create the table and its version table")
 	}
@@ -272,7 +277,8 @@ func testCLILs(t *testing.T, c *cliEnv) {
 		t.Fatalf("ls --json: %q next %q", all.keys(), all.Next)
 	}
 	for _, row := range all.Rows {
-		if row.Result != nil || row.CreatedAt.IsZero() || row.DownstreamKey == "" {
+		// A downstream key for lease-mode claims, none for atomic-mode rows.
+		if row.Result != nil || row.CreatedAt.IsZero() || (row.DownstreamKey == "") != (row.LeaseUntil == nil) {
 			t.Fatalf("ls --json row: %+v", row)
 		}
 	}
@@ -313,11 +319,14 @@ func testCLILs(t *testing.T, c *cliEnv) {
 func testCLIShow(t *testing.T, c *cliEnv, fx inspectFixture) {
 	r := c.run("show", "acct:done")
 	r.want(t, "show a completed key", 0, "completed", "")
-	for _, want := range []string{"attempt         1", "lease           none: the outcome is recorded", "downstream key  acct:done:",
-		"result          ", "\"amount\": 7", "\"key\": \"acct:done\"", "expires         "} {
-		if !strings.Contains(r.stdout, want) {
-			t.Fatalf("show acct:done lacks %q:\n%s", want, r.stdout)
+	for _, want := range []string{`(?m)^attempt +1$`, `(?m)^lease +none: the outcome is recorded$`,
+		`(?m)^result +\d+ bytes$`, `"amount": 7`, `"key": "acct:done"`, `(?m)^expires +`} {
+		if !regexp.MustCompile(want).MatchString(r.stdout) {
+			t.Fatalf("show acct:done does not match %s:\n%s", want, r.stdout)
 		}
+	}
+	if strings.Contains(r.stdout, "downstream key") {
+		t.Fatalf("show prints a downstream key for an atomic-mode row:\n%s", r.stdout)
 	}
 	r = c.run("show", "pay:stale")
 	r.want(t, "show a stale claim", 0, "stale: the lease ran out", "")
@@ -325,9 +334,13 @@ func testCLIShow(t *testing.T, c *cliEnv, fx inspectFixture) {
 		t.Fatalf("show pay:stale:\n%s", r.stdout)
 	}
 	c.run("show", "pay:live").want(t, "show a live claim", 0, "live: held until", "")
-	c.run("show", "pay:released").want(t, "show a released claim", 0, "released because", "")
+	r = c.run("show", "pay:released")
+	r.want(t, "show a released claim", 0, "released because", "")
+	if !regexp.MustCompile(`lease +released \d+(\.\d+)?(ms|s) ago by its holder`).MatchString(r.stdout) {
+		t.Fatalf("show pay:released does not say how long ago it was released:\n%s", r.stdout)
+	}
 	c.run("show", "atomic:abandoned").want(t, "show an abandoned claim", 0, "abandoned: in progress without a lease", "")
-	c.run("show", "acct:failed").want(t, "show a failure", 0, "failure         card_declined: the card was declined", "")
+	c.run("show", "acct:failed").want(t, "show a failure", 0, "failure      card_declined: the card was declined", "")
 	c.run("show", "old:expired").want(t, "show an expired key", 0, "expired; the next call with the key runs again", "")
 
 	r = c.run("show", "--json", "pay:done")
@@ -399,15 +412,88 @@ func testCLISweep(t *testing.T, c *cliEnv) {
 		t.Fatalf("claim: %+v %v", cl, err)
 	}
 	c.exec(t, "UPDATE "+c.table+" SET lease_until = "+c.secondsAgo(5)+" WHERE idem_key = ?", "pay:stale2")
-	// With a handler, a sweep also takes the claims their holders released
-	// (pay:released), once.
-	c.run("sweep", "--release", "--dry-run").want(t, "sweep --release --dry-run", 0, "would release (the next call runs again) 2 stale claims", "")
-	c.run("sweep", "--release", "--batch", "1").want(t, "sweep --release", 0, "swept 2 stale claims: 0 abandoned, 2 released", "")
+	// The claim its holder released (pay:released) is left to callers.
+	c.run("sweep", "--release", "--dry-run").want(t, "sweep --release --dry-run", 0, "would release (the next call runs again) 1 stale claim in", "")
+	c.run("sweep", "--release", "--batch", "1").want(t, "sweep --release", 0, "swept 1 stale claim: 0 abandoned, 1 released", "")
 	c.run("sweep", "--release", "--dry-run").want(t, "sweep --release --dry-run again", 0, "would release (the next call runs again) 0 stale claims", "")
-	if got := c.ls("--released").keys(); !slices.Equal(got, []string{"pay:released", "pay:stale2"}) {
-		t.Fatalf("released after sweep --release: %q", got)
+	released := c.ls("--released")
+	if !slices.Equal(released.keys(), []string{"pay:released", "pay:stale2"}) || released.Rows[0].Attempt != 1 || released.Rows[1].Attempt != 2 {
+		t.Fatalf("released after sweep --release: %+v", released.Rows)
 	}
 	c.run("sweep").want(t, "sweep with nothing stale", 0, "swept 0 stale claims", "")
+}
+
+// sweepDryRunCount reads the count a sweep's dry run announces.
+func sweepDryRunCount(t *testing.T, c *cliEnv, args ...string) int {
+	t.Helper()
+	r := c.run(append([]string{"sweep", "--dry-run"}, args...)...)
+	r.want(t, "sweep --dry-run "+strings.Join(args, " "), 0, "dry run: would ", "")
+	m := regexp.MustCompile(`dry run: would .* (\d+) stale claims? in `).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("sweep --dry-run %q:\n%s", args, r.stdout)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// On a table with live, stale, released, abandoned, completed and expired
+// rows, ls --sweepable, stats and sweep --dry-run (with or without
+// --release) count the same rows, and sweep then takes exactly those.
+func testCLISweepableCounts(t *testing.T, c *cliEnv) {
+	listed := c.ls("--sweepable").keys()
+	r := c.run("stats", "--json")
+	r.want(t, "stats --json", 0, "", "")
+	var st struct {
+		Sweepable int `json:"sweepable"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	abandon, release := sweepDryRunCount(t, c), sweepDryRunCount(t, c, "--release")
+	if len(listed) != st.Sweepable || abandon != st.Sweepable || release != st.Sweepable {
+		t.Fatalf("ls --sweepable lists %d %q, stats counts %d, sweep --dry-run %d, sweep --release --dry-run %d: want one count",
+			len(listed), listed, st.Sweepable, abandon, release)
+	}
+}
+
+// A claim whose holder released it (fn failed) is the caller's to retry
+// until its retention runs out: sweep --release, run a moment later, leaves
+// it as it is, its reason and attempt included.
+func testCLISweepLeavesReleased(t *testing.T, c *cliEnv) {
+	ctx := context.Background()
+	ops := opsFor(c.store)
+	timeout := errors.New("psp timeout")
+	if _, err := ops.do(ctx, "psp:charge-1", func(context.Context, idemsql.Claim) (receipt, error) {
+		return receipt{}, timeout
+	}); err != timeout {
+		t.Fatalf("RunExternal: %v, want fn's error", err)
+	}
+	before := c.ls("--prefix", "psp:charge-1")
+	if len(before.Rows) != 1 || before.Rows[0].Lease != idemsql.LeaseReleased {
+		t.Fatalf("after fn failed: %+v", before)
+	}
+	time.Sleep(2 * time.Second)
+	c.run("sweep", "--release").want(t, "sweep --release", 0, "swept ", "")
+	r := c.run("show", "--json", "psp:charge-1")
+	r.want(t, "show the released claim", 0, "", "")
+	var row struct {
+		Attempt      int64  `json:"attempt"`
+		Lease        string `json:"lease"`
+		ErrorClass   string `json:"error_class"`
+		ErrorMessage string `json:"error_message"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &row); err != nil {
+		t.Fatal(err)
+	}
+	if row.Attempt != 1 || row.Lease != idemsql.LeaseReleased || row.ErrorClass != idemsql.ReleasedClass || row.ErrorMessage != "fn failed: psp timeout" {
+		t.Fatalf("after sweep --release: %+v; want it as its holder left it (attempt 1, \"fn failed: psp timeout\")", row)
+	}
+	// The caller's retry takes it over, with the same downstream key.
+	var calls atomic.Int64
+	res, err := ops.do(ctx, "psp:charge-1", external("retry", &calls))
+	if err != nil || res.Value.Attempt != 2 || calls.Load() != 1 {
+		t.Fatalf("the caller's retry: %+v, %v", res, err)
+	}
 }
 
 func testCLIPurge(t *testing.T, c *cliEnv) {
@@ -427,7 +513,7 @@ func testCLIErrors(t *testing.T, c *cliEnv, b backend) {
 	c.run("stats", "--table", "idem_missing").want(t, "a missing table", 1, "",
 		"table idem_missing does not exist in ")
 	c.run("ls", "--table", "idem_missing").want(t, "ls on a missing table", 1, "", "run `idemsql migrate up` (with the same --table and --schema)")
-	c.run("ls", "--bogus").want(t, "an unknown flag", 2, "", "flag provided but not defined: -bogus")
+	c.run("ls", "--bogus").want(t, "an unknown flag", 2, "", "idemsql ls: unknown flag --bogus\n")
 	c.run("bogus").want(t, "an unknown command", 2, "", `unknown command "bogus"`)
 	c.run("ls", "--status", "weird").want(t, "a bad status", 2, "", `--status "weird"`)
 	c.runWith([]string{"IDEMSQL_DSN="}, "stats").want(t, "no DSN", 2, "", "pass --dsn or set IDEMSQL_DSN")

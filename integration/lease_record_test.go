@@ -165,6 +165,19 @@ func testLeaseRecordCommitReplyLost(t *testing.T, e *leaseEnv) {
 	if s, at, _ := e.row("reply-3"); s != idemsql.StatusFailed || at != 1 {
 		t.Fatalf("reply-3: %s at attempt %d", s, at)
 	}
+
+	// A sweep handler that hands the released claim back to callers: the
+	// row goes back to its holder's attempt, which the next try must
+	// recognise as its own write.
+	st, err := ops.sweep(ctx, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
+		a.on.Store(true)
+		return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil
+	}, idemsql.Options{SweepReleased: true})
+	check("a sweep handler's release of a released claim")
+	if err != nil || st.Found != 1 || st.Released != 1 {
+		t.Fatalf("sweep whose release's COMMIT reply was lost: %+v, %v", st, err)
+	}
+	e.wantReleased(t, "reply-2", 1)
 }
 
 // While fn runs for several leases, every connection of the pool is killed

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -339,31 +338,47 @@ func testLeaseCommittedWithoutLease(t *testing.T, e *leaseEnv) {
 }
 
 // A claim released by its holder (fn failed: a time-out after the charge)
-// whose caller never retries stays in_progress until its retention runs out.
-// A sweep with a handler hands it over at once, saying why, so that it is
-// reconciled; a sweep without one leaves it to callers.
+// is its caller's to retry: a sweep leaves it alone, with a handler too.
+// One whose caller never retries stays in_progress until its retention
+// runs out; a sweep asked to reconcile (Options.SweepReleased) hands it to
+// its handler at once, saying why. A handler that answers "release" for it
+// hands it back as its holder left it: attempt, owner and reason stay.
 func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 	ctx := context.Background()
 	var ds string
 	timeout := errors.New("read timeout from the payment API")
-	if _, err := e.ops.do(ctx, "charged-1", func(_ context.Context, l idemsql.Claim) (receipt, error) {
+	failing := func(_ context.Context, l idemsql.Claim) (receipt, error) {
 		ds = l.DownstreamKey
 		return receipt{}, timeout
-	}); err != timeout {
+	}
+	if _, err := e.ops.do(ctx, "charged-1", failing); err != timeout {
 		t.Fatal(err)
 	}
-	if st, err := e.ops.sweep(ctx, nil); err != nil || st.Found != 0 {
-		t.Fatalf("sweep without a handler: %+v, %v; want the released claim left to callers", st, err)
+	asked := 0
+	complete := func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
+		asked++
+		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "too early"}}, nil
+	}
+	for _, h := range []idemsql.SweepHandler{nil, complete} {
+		if st, err := e.ops.sweep(ctx, h); err != nil || st.Found != 0 {
+			t.Fatalf("sweep (handler %v): %+v, %v; want the released claim left to callers", h != nil, st, err)
+		}
+	}
+	if asked != 0 {
+		t.Fatalf("a sweep without SweepReleased asked its handler about a released claim")
+	}
+	if _, err := e.ops.sweep(ctx, nil, idemsql.Options{SweepReleased: true}); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("SweepReleased without a handler: %v, want ErrInvalidOption", err)
 	}
 	var got idemsql.Stale
 	st, err := e.ops.sweep(ctx, func(_ context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		got = s
 		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "reconciled", Downstream: s.DownstreamKey}}, nil
-	})
+	}, idemsql.Options{SweepReleased: true})
 	if err != nil || st.Found != 1 || st.Completed != 1 {
-		t.Fatalf("sweep with a handler: %+v, %v; want the released claim resolved", st, err)
+		t.Fatalf("sweep with a handler that reconciles: %+v, %v; want the released claim resolved", st, err)
 	}
-	if got.Reason != idemsql.StaleReleased || got.DownstreamKey != ds || !strings.Contains(got.Message, timeout.Error()) {
+	if got.Reason != idemsql.StaleReleased || got.DownstreamKey != ds || got.Message != "fn failed: "+timeout.Error() {
 		t.Fatalf("the handler got %+v; want a released claim with downstream key %q and fn's error", got, ds)
 	}
 	var calls atomic.Int64
@@ -371,29 +386,52 @@ func testSweepHandlerResolvesReleased(t *testing.T, e *leaseEnv) {
 		t.Fatalf("the caller's late retry: %+v, %v; want the reconciled outcome", res, err)
 	}
 
-	// A claim the handler itself released (never charged: let the next
-	// call run) is not handed to it again at every pass.
-	if _, err := e.ops.do(ctx, "never-charged", func(context.Context, idemsql.Claim) (receipt, error) {
-		return receipt{}, timeout
-	}); err != timeout {
+	// A claim the handler releases in turn (never charged: let the next
+	// call run) goes back to callers as its holder left it, and is not
+	// handed to the handler again at every pass.
+	if _, err := e.ops.do(ctx, "never-charged", failing); err != timeout {
 		t.Fatal(err)
 	}
-	asked := 0
+	owner := e.queryString("SELECT owner FROM "+e.table+" WHERE idem_key = ?", "never-charged")
+	asked = 0
 	release := func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
 		asked++
 		return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil
 	}
 	for range 3 {
-		if _, err := e.ops.sweep(ctx, release); err != nil {
+		if _, err := e.ops.sweep(ctx, release, idemsql.Options{SweepReleased: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if asked != 1 {
 		t.Fatalf("the handler was asked %d times about a claim it released, want 1", asked)
 	}
-	e.wantReleased(t, "never-charged", 2)
-	if res, err := e.ops.do(ctx, "never-charged", external("retry", &calls)); err != nil || res.Value.Attempt != 3 {
+	e.wantReleased(t, "never-charged", 1)
+	if o := e.queryString("SELECT owner FROM "+e.table+" WHERE idem_key = ?", "never-charged"); o != owner {
+		t.Fatalf("owner %q after the handler released the claim, want its holder's %q", o, owner)
+	}
+	want := idemsql.HandlerReleasedMessage + "; before: fn failed: " + timeout.Error()
+	if m := e.queryString("SELECT error_message FROM "+e.table+" WHERE idem_key = ?", "never-charged"); m != want {
+		t.Fatalf("error_message %q, want %q", m, want)
+	}
+	if res, err := e.ops.do(ctx, "never-charged", external("retry", &calls)); err != nil || res.Value.Attempt != 2 || res.Value.Downstream != ds {
 		t.Fatalf("the caller's retry after the handler released it: %+v, %v", res, err)
+	}
+
+	// A handler that abandons a released claim keeps its holder's reason
+	// after its own.
+	if _, err := e.ops.do(ctx, "refunded", failing); err != timeout {
+		t.Fatal(err)
+	}
+	st, err = e.ops.sweep(ctx, func(context.Context, idemsql.Stale) (idemsql.Resolution, error) {
+		return idemsql.Resolution{Outcome: idemsql.ResolveAbandoned, Message: "refunded by support"}, nil
+	}, idemsql.Options{SweepReleased: true})
+	if err != nil || st.Abandoned != 1 {
+		t.Fatalf("sweep whose handler abandons: %+v, %v", st, err)
+	}
+	want = "refunded by support; before: fn failed: " + timeout.Error()
+	if m := e.queryString("SELECT error_message FROM "+e.table+" WHERE idem_key = ?", "refunded"); m != want {
+		t.Fatalf("error_message %q, want %q", m, want)
 	}
 }
 

@@ -69,7 +69,8 @@ func testObserverSweep(t *testing.T, e *env) {
 	}
 	o.want("lost lease", beforeOld, []w{{kind: idemsql.EventLeaseLost, key: "sw-1", attempt: 1, err: idemsql.ErrLeaseLost}})
 
-	// With a handler: each claim is taken over at its attempt + 1.
+	// With a handler that reconciles released claims too: each claim is
+	// taken over at its attempt + 1.
 	before = time.Now()
 	c, err := idemsql.ClaimLease(ctx, db, "sw-3", idemsql.Options{Lease: time.Hour})
 	if err != nil || !c.Held {
@@ -104,7 +105,7 @@ func testObserverSweep(t *testing.T, e *env) {
 		defer mu.Unlock()
 		stale[s.Key] = s
 		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: receipt{By: "sweeper", Attempt: s.Attempt}}, nil
-	})
+	}, idemsql.Options{SweepReleased: true})
 	if err != nil || st.Found != 3 || st.Completed != 3 {
 		t.Fatalf("sweep with a handler: %+v, %v", st, err)
 	}

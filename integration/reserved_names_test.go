@@ -167,7 +167,7 @@ func testReservedName(t *testing.T, b backend, bin, schema, name string) {
 		return c.runWith([]string{"IDEMSQL_DSN=" + c.dsn}, args...)
 	}
 	shown := table.String()
-	cli("migrate", "up").want(t, "migrate up", 0, shown+" is up to date", "")
+	cli("migrate", "up").want(t, "migrate up", 0, "to "+shown+" in ", "")
 	cli("migrate", "up").want(t, "migrate up again", 0, shown+" is up to date", "")
 	runs.Store(0)
 	e.mustGuarded("c-1", 1, &runs)

@@ -124,8 +124,10 @@ func leaseWords(r idemsql.Record) string {
 		return fmt.Sprintf("stale: the lease ran out %s ago without an outcome (the holder died or hung); "+
 			"the next call with the key takes it over, and so does `idemsql sweep`", fmtDur(r.ReadAt.Sub(r.LeaseUntil)))
 	case idemsql.LeaseReleased:
+		// A release is the row's last write; lease_until is the end of its
+		// retention.
 		return fmt.Sprintf("released %s ago by its holder without an outcome; "+
-			"the next call takes it over at once, with the same downstream key", fmtDur(r.ReadAt.Sub(r.LeaseUntil)))
+			"the next call takes it over at once, with the same downstream key", fmtDur(r.ReadAt.Sub(r.UpdatedAt)))
 	case idemsql.LeaseAbandoned:
 		return "abandoned: in progress without a lease, an atomic-mode claim committed without an outcome; " +
 			"calls with the key get ErrAbandoned"
@@ -154,6 +156,15 @@ type jsonRecord struct {
 	ReadAt        time.Time       `json:"read_at"`
 }
 
+// downstreamKey is the key lease mode hands the external system for the
+// row's claim; "" for an atomic-mode row, which has none.
+func downstreamKey(r idemsql.Record) string {
+	if r.LeaseUntil.IsZero() {
+		return ""
+	}
+	return r.DownstreamKey
+}
+
 func optTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -166,7 +177,7 @@ func toJSON(r idemsql.Record) jsonRecord {
 		LeaseUntil: optTime(r.LeaseUntil), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 		CompletedAt: optTime(r.CompletedAt), ExpiresAt: r.ExpiresAt, Expired: r.Expired,
 		Fingerprint: hex.EncodeToString(r.Fingerprint), ErrorClass: r.ErrorClass, ErrorMessage: r.ErrorMessage,
-		DownstreamKey: r.DownstreamKey, ReadAt: r.ReadAt}
+		DownstreamKey: downstreamKey(r), ReadAt: r.ReadAt}
 	if r.Result != nil {
 		if json.Valid(r.Result) {
 			j.Result = r.Result

@@ -48,9 +48,9 @@ When more rows match, the next page's --after is printed to stderr
 const showUsage = `Usage: idemsql show [flags] KEY
 
 Shows one key's row: status, attempt, owner, lease state in words, times,
-expiry, fingerprint, the lease-mode downstream key, a recorded failure, and
-the stored result as indented JSON. Exit code 3 when the table holds no row
-for KEY.
+expiry, fingerprint, the downstream key of a lease-mode claim, a recorded
+failure, and the stored result as indented JSON. Exit code 3 when the table
+holds no row for KEY.
 
 Flags:
   --json            the row as JSON (the result as stored)
@@ -312,7 +312,9 @@ func runShow(c *cli, def connFlags, args []string) error {
 		fp = fmt.Sprintf("%x", r.Fingerprint)
 	}
 	line("fingerprint", fp)
-	line("downstream key", showKey(r.DownstreamKey))
+	if ds := downstreamKey(r); ds != "" {
+		line("downstream key", showKey(ds))
+	}
 	switch {
 	case r.Status == idemsql.StatusFailed:
 		line("failure", r.ErrorClass+": "+r.ErrorMessage)

@@ -3,7 +3,7 @@
 // lists and shows keys (ls, show), counts them (stats), deletes expired
 // ones (purge) and resolves claims whose holder died (sweep).
 //
-//	go install github.com/idemsql/idemsql/cmd/idemsql@latest
+//	go install ./cmd/idemsql    # in a clone, until the module's first release
 //	export IDEMSQL_DSN='postgres://app@db:5432/app'
 //	idemsql migrate up
 //	idemsql ls --lease stale
@@ -21,6 +21,8 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,6 +60,10 @@ Commands:
   sweep                   resolve in-progress claims whose lease ran out
   help [COMMAND]          show this help, or a command's
 
+Flags:
+  --version         print the version of this build and exit
+  --help            print this help
+
 Connection flags, for every command (before or after it):
   --dsn DSN         the database; default $IDEMSQL_DSN (which keeps the
                     password out of shell history and process listings):
@@ -83,13 +89,34 @@ Run 'idemsql <command> --help' for a command's flags.
 `
 
 // usageError is a bad command line: exit code 2. cmd, if set, is the
-// command whose --help to point to.
+// command it is about, whose name goes before msg and whose --help to
+// point to.
 type usageError struct{ cmd, msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// flagMessage is the flag package's error, with flags written as the help
+// and the docs write them: --name.
+func flagMessage(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return "unknown flag --" + name
+	}
+	for _, r := range [][2]string{
+		{" for flag -", " for --"},           // invalid value "x" for flag -name: ...
+		{" for -", " for --"},                // invalid boolean value "x" for -name: ...
+		{"argument: -", "argument: --"},      // flag needs an argument: -name
+		{"boolean flag ", "boolean flag --"}, // invalid boolean flag name: ...
+	} {
+		if strings.Contains(msg, r[0]) {
+			return strings.Replace(msg, r[0], r[1], 1)
+		}
+	}
+	return msg
 }
 
 // exitError carries an exit code other than 1 for an error already
@@ -175,11 +202,11 @@ func (c *cli) exit(err error) int {
 	var ee *exitError
 	switch {
 	case errors.As(err, &ue):
-		help := "idemsql --help"
+		prog := "idemsql"
 		if ue.cmd != "" {
-			help = "idemsql " + ue.cmd + " --help"
+			prog += " " + ue.cmd
 		}
-		fmt.Fprintf(c.stderr, "idemsql: %s\nRun '%s' for usage.\n", ue.msg, help)
+		fmt.Fprintf(c.stderr, "%s: %s\nRun '%s --help' for usage.\n", prog, ue.msg, prog)
 		return exitUsage
 	case errors.As(err, &ee):
 		if ee.err != nil && ee.err != errReported {
@@ -232,12 +259,17 @@ func (c *cli) main(args []string) error {
 	global.SetOutput(io.Discard)
 	var cf connFlags
 	cf.register(global, connFlags{table: idemsql.DefaultTable})
+	version := global.Bool("version", false, "")
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(c.stdout, usage)
 			return nil
 		}
-		return usagef("%v", err)
+		return usagef("%s", flagMessage(err))
+	}
+	if *version {
+		fmt.Fprintln(c.stdout, versionLine())
+		return nil
 	}
 	rest := global.Args()
 	if len(rest) == 0 {
@@ -250,6 +282,34 @@ func (c *cli) main(args []string) error {
 		return usagef("unknown command %q", name)
 	}
 	return cmd.run(c, cf, rest[1:])
+}
+
+// versionLine says which build this is: the module's version (go install
+// ...@v0.1.0), or "(devel)" from a checkout, with the commit where the
+// build records it.
+func versionLine() string {
+	v := "(unknown)"
+	var rev, modified string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v = bi.Main.Version
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = ", modified"
+				}
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		return fmt.Sprintf("idemsql %s (commit %s%s, %s)", v, rev, modified, runtime.Version())
+	}
+	return fmt.Sprintf("idemsql %s (%s)", v, runtime.Version())
 }
 
 const helpUsage = `Usage: idemsql help [COMMAND]
@@ -273,7 +333,7 @@ func runHelp(c *cli, _ connFlags, args []string) error {
 			fmt.Fprint(c.stdout, helpUsage)
 			return nil
 		}
-		return &usageError{cmd: "help", msg: fmt.Sprintf("idemsql help: %v", err)}
+		return &usageError{cmd: "help", msg: flagMessage(err)}
 	}
 	switch args := fs.Args(); len(args) {
 	case 0:
@@ -285,7 +345,7 @@ func runHelp(c *cli, _ connFlags, args []string) error {
 		}
 		fmt.Fprint(c.stdout, cmd.usage)
 	default:
-		return &usageError{cmd: "help", msg: fmt.Sprintf("idemsql help takes at most one COMMAND, got %q", args)}
+		return &usageError{cmd: "help", msg: fmt.Sprintf("at most one COMMAND, got %q", args)}
 	}
 	return nil
 }
@@ -310,7 +370,7 @@ func (c *cli) parse(fs *flag.FlagSet, cf *connFlags, help string, args []string)
 				fmt.Fprint(c.stdout, help)
 				return nil, &exitError{code: exitOK, err: errReported}
 			}
-			return nil, &usageError{cmd: strings.TrimPrefix(fs.Name(), "idemsql "), msg: fmt.Sprintf("%s: %v", fs.Name(), err)}
+			return nil, &usageError{cmd: strings.TrimPrefix(fs.Name(), "idemsql "), msg: flagMessage(err)}
 		}
 		rest := fs.Args()
 		consumed := args[:len(args)-len(rest)]
@@ -337,12 +397,14 @@ func (c *cli) connect(cf connFlags, create bool) (*conn, error) {
 
 // wantArgs checks the number of arguments.
 func wantArgs(fs *flag.FlagSet, args []string, names ...string) error {
-	if len(args) != len(names) {
-		what := "no arguments"
-		if len(names) > 0 {
-			what = strings.Join(names, " ")
-		}
-		return &usageError{cmd: strings.TrimPrefix(fs.Name(), "idemsql "), msg: fmt.Sprintf("%s takes %s, got %q", fs.Name(), what, args)}
+	cmd := strings.TrimPrefix(fs.Name(), "idemsql ")
+	switch {
+	case len(args) == len(names):
+		return nil
+	case len(names) == 0 && len(args) == 1:
+		return &usageError{cmd: cmd, msg: fmt.Sprintf("unexpected argument %q", args[0])}
+	case len(names) == 0:
+		return &usageError{cmd: cmd, msg: fmt.Sprintf("unexpected arguments %q", args)}
 	}
-	return nil
+	return &usageError{cmd: cmd, msg: fmt.Sprintf("want %s, got %q", strings.Join(names, " "), args)}
 }

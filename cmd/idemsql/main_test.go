@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -191,19 +193,19 @@ func TestUsage(t *testing.T) {
 		{args: []string{"help", "nope"}, code: exitUsage, stderr: `unknown command "nope"`},
 		{args: []string{"help", "ls", "show"}, code: exitUsage, stderr: "at most one COMMAND"},
 		{args: []string{"frobnicate"}, code: exitUsage, stderr: `unknown command "frobnicate"`},
-		{args: []string{"--bogus", "ls"}, code: exitUsage, stderr: "flag provided but not defined: -bogus"},
-		{args: []string{"ls", "--bogus"}, code: exitUsage, stderr: "idemsql ls: flag provided but not defined: -bogus\nRun 'idemsql ls --help'"},
-		{args: []string{"ls", "extra"}, code: exitUsage, stderr: "takes no arguments"},
+		{args: []string{"--bogus", "ls"}, code: exitUsage, stderr: "unknown flag --bogus"},
+		{args: []string{"ls", "--bogus"}, code: exitUsage, stderr: "idemsql ls: unknown flag --bogus\nRun 'idemsql ls --help'"},
+		{args: []string{"ls", "extra"}, code: exitUsage, stderr: `unexpected argument "extra"`},
 		{args: []string{"ls", "--limit", "x"}, code: exitUsage, stderr: "invalid value"},
 		{args: []string{"ls", "--older-than", "soon"}, code: exitUsage, stderr: "bad duration"},
 		{args: []string{"ls", "--lease", "dead", "--dsn", "x.db"}, code: exitUsage, stderr: `--lease "dead"`},
 		{args: []string{"ls", "--stale", "--released", "--dsn", "x.db"}, code: exitUsage, stderr: "exclude each other"},
 		{args: []string{"ls", "--status", "done", "--dsn", "x.db"}, code: exitUsage, stderr: `--status "done"`},
-		{args: []string{"show"}, code: exitUsage, stderr: "takes KEY"},
-		{args: []string{"show", "a", "b"}, code: exitUsage, stderr: "takes KEY"},
+		{args: []string{"show"}, code: exitUsage, stderr: "want KEY"},
+		{args: []string{"show", "a", "b"}, code: exitUsage, stderr: "want KEY"},
 		{args: []string{"show", "--dsn", "x.db", "bad\x00key"}, code: exitUsage, stderr: "invalid key"},
-		{args: []string{"migrate"}, code: exitUsage, stderr: "one of up, down, status"},
-		{args: []string{"migrate", "sideways"}, code: exitUsage, stderr: `unknown migrate action "sideways"`},
+		{args: []string{"migrate"}, code: exitUsage, stderr: "want up, down or status"},
+		{args: []string{"migrate", "sideways"}, code: exitUsage, stderr: `unknown action "sideways"`},
 		{args: []string{"migrate", "down", "--dsn", "x.db"}, code: exitUsage, stderr: "pass --yes"},
 		{args: []string{"purge", "--batch", "0"}, code: exitUsage, stderr: "--batch 0"},
 		{args: []string{"ls", "--help"}, code: exitOK, stdout: "Usage: idemsql ls"},
@@ -228,6 +230,50 @@ func TestUsage(t *testing.T) {
 		}
 	}
 	t.Run("EveryCommand", testEveryCommand)
+}
+
+// A usage error names the program and the command once, and flags the way
+// the help and the docs write them, with two dashes.
+func TestUsageMessages(t *testing.T) {
+	t.Setenv(dsnEnv, "")
+	for _, c := range []struct {
+		args []string
+		line string // stderr's first line
+	}{
+		{[]string{"ls", "--limit", "abc"}, `idemsql ls: invalid value "abc" for --limit: parse error`},
+		{[]string{"ls", "--limit"}, `idemsql ls: flag needs an argument: --limit`},
+		{[]string{"ls", "--older-than", "soon"}, `idemsql ls: invalid value "soon" for --older-than: bad duration "soon" (want 90s, 15m, 36h, 7d, 1d12h)`},
+		{[]string{"ls", "--bogus"}, `idemsql ls: unknown flag --bogus`},
+		{[]string{"ls", "-bogus"}, `idemsql ls: unknown flag --bogus`},
+		{[]string{"stats", "--json=maybe"}, `idemsql stats: invalid boolean value "maybe" for --json: parse error`},
+		{[]string{"--bogus"}, `idemsql: unknown flag --bogus`},
+		{[]string{"ls", "extra"}, `idemsql ls: unexpected argument "extra"`},
+		{[]string{"show", "a", "b"}, `idemsql show: want KEY, got ["a" "b"]`},
+		{[]string{"help", "--bogus"}, `idemsql help: unknown flag --bogus`},
+		{[]string{"help", "ls", "show"}, `idemsql help: at most one COMMAND, got ["ls" "show"]`},
+		{[]string{"migrate"}, `idemsql migrate: want up, down or status, got []`},
+		{[]string{"migrate", "down", "--dsn", "x.db"}, `idemsql migrate: down drops the table and every key in it: pass --yes`},
+		{[]string{"purge", "--batch", "0"}, `idemsql purge: --batch 0: want 1 to 10000`},
+		{[]string{"stats"}, `idemsql: no database: pass --dsn or set IDEMSQL_DSN`},
+	} {
+		code, _, stderr := runCLI(t, c.args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != exitUsage || first != c.line {
+			t.Errorf("idemsql %q: exit %d, stderr:\n%s\nwant exit %d, first line:\n%s", c.args, code, stderr, exitUsage, c.line)
+		}
+	}
+}
+
+// --version says which build this is: "(devel)" from a checkout, the
+// module's version from go install.
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "--version")
+	if code != exitOK || stderr != "" || !regexp.MustCompile(`^idemsql \S+`).MatchString(stdout) || !strings.Contains(stdout, runtime.Version()) {
+		t.Fatalf("idemsql --version: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if _, help, _ := runCLI(t, "--help"); !strings.Contains(help, "--version") {
+		t.Fatalf("idemsql --help does not mention --version:\n%s", help)
+	}
 }
 
 // testEveryCommand: the top-level usage lists exactly the commands main
@@ -287,6 +333,7 @@ func TestCommandsOnSQLite(t *testing.T) {
 		stdout string
 	}{
 		{[]string{"migrate", "status"}, exitFailure, ""}, // no file yet
+		{[]string{"migrate", "up"}, exitOK, "applied version 1 (00001_create_idempotency_keys.sql) to idempotency_keys in " + path + "; it is at version 1"},
 		{[]string{"migrate", "up"}, exitOK, "idempotency_keys is up to date in " + path + ": version 1"},
 		{[]string{"migrate", "status"}, exitOK, "applied"},
 		{[]string{"ls"}, exitOK, "no rows"},

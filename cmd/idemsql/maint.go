@@ -42,12 +42,17 @@ atomic-mode transaction that committed without an outcome).
 
 By default each is recorded as failed, with class "abandoned": calls with
 the key then get that failure until the key's retention runs out. With
---release each is released instead, and so are the claims their holders
-released (once): the next call with the key runs again, with the same
-downstream key. Which is right depends on the effect: release when running
-it again is safe (the downstream system deduplicates by the downstream
-key), abandon when a person must look. Without --release a claim released
-by its holder is left to callers until its retention has run out.
+--release each is released instead: the next call with the key runs again,
+with the same downstream key. Which is right depends on the effect:
+release when running it again is safe (the downstream system deduplicates
+by the downstream key), abandon when a person must look.
+
+A claim its holder released (its function failed) is its caller's to
+retry: sweep leaves it alone until its retention has run out with no call
+taking it over. Then sweep abandons it, or, with --release, hands it back
+to callers for another retention, its attempt and reason kept. The claims
+a sweep would take now are those 'idemsql ls --sweepable' lists and
+'idemsql stats' counts as sweepable.
 
 Ctrl-C stops after the batch in flight (exit code 130).
 
@@ -134,7 +139,7 @@ func runSweep(c *cli, def connFlags, args []string) error {
 		how = "release (the next call runs again)"
 	}
 	if dry {
-		return sweepDryRun(c, db, how, *release)
+		return sweepDryRun(c, db, how)
 	}
 	var h idemsql.SweepHandler
 	if *release {
@@ -168,41 +173,29 @@ func batchOption(cmd string, n int) (idemsql.Options, error) {
 	return idemsql.Options{BatchSize: n}, nil
 }
 
-// sweepDryRun lists the claims a sweep would resolve now: those without a
-// holder, and, with a handler (--release), the claims their holders
-// released too.
-func sweepDryRun(c *cli, db *conn, how string, release bool) error {
-	pool := db.store
-	filters := []idemsql.ListFilter{{Sweepable: true, Limit: 1000}}
-	if release {
-		filters = append(filters, idemsql.ListFilter{Lease: idemsql.LeaseReleased, Limit: 1000})
-	}
+// sweepDryRun lists the claims a sweep would resolve now: the rows
+// ListFilter.Sweepable keeps, which Stats counts as sweepable.
+func sweepDryRun(c *cli, db *conn, how string) error {
+	f := idemsql.ListFilter{Sweepable: true, Limit: 1000}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	n := 0
-	seen := map[string]bool{}
-	for _, f := range filters {
-		for {
-			records, next, err := idemsql.List(c.ctx, pool, f)
-			if err != nil {
-				return db.explain(err)
-			}
-			for _, r := range records {
-				if seen[r.Key] || r.Lease == idemsql.LeaseReleased && r.ErrorMessage == idemsql.HandlerReleasedMessage {
-					continue
-				}
-				seen[r.Key] = true
-				if n == 0 {
-					fmt.Fprintln(tw, "KEY\tATTEMPT\tLEASE\tLEASE RAN OUT\tCLAIMED\tOWNER")
-				}
-				n++
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", showKey(r.Key), r.Attempt, r.Lease,
-					fmtAge(r.LeaseUntil, r.ReadAt), fmtAge(r.CreatedAt, r.ReadAt), orDash(r.Owner))
-			}
-			if next == "" {
-				break
-			}
-			f.After = next
+	for {
+		records, next, err := idemsql.List(c.ctx, db.store, f)
+		if err != nil {
+			return db.explain(err)
 		}
+		for _, r := range records {
+			if n == 0 {
+				fmt.Fprintln(tw, "KEY\tATTEMPT\tLEASE\tLEASE RAN OUT\tCLAIMED\tOWNER")
+			}
+			n++
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", showKey(r.Key), r.Attempt, r.Lease,
+				fmtAge(r.LeaseUntil, r.ReadAt), fmtAge(r.CreatedAt, r.ReadAt), orDash(r.Owner))
+		}
+		if next == "" {
+			break
+		}
+		f.After = next
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -46,17 +47,17 @@ func runMigrate(c *cli, def connFlags, args []string) error {
 		return err
 	}
 	if len(args) != 1 {
-		return &usageError{cmd: "migrate", msg: fmt.Sprintf("migrate takes one of up, down, status; got %q", args)}
+		return &usageError{cmd: "migrate", msg: fmt.Sprintf("want up, down or status, got %q", args)}
 	}
 	action := args[0]
 	switch action {
 	case "up", "status":
 	case "down":
 		if !*yes {
-			return &usageError{cmd: "migrate", msg: "migrate down drops the table and every key in it: pass --yes"}
+			return &usageError{cmd: "migrate", msg: "down drops the table and every key in it: pass --yes"}
 		}
 	default:
-		return &usageError{cmd: "migrate", msg: fmt.Sprintf("unknown migrate action %q (want up, down or status)", action)}
+		return &usageError{cmd: "migrate", msg: fmt.Sprintf("unknown action %q (want up, down or status)", action)}
 	}
 	db, err := c.connect(cf, action == "up")
 	if err != nil {
@@ -77,6 +78,10 @@ func runMigrate(c *cli, def connFlags, args []string) error {
 	}
 	switch action {
 	case "up":
+		before, err := migrations.Status(c.ctx, db.db, db.store)
+		if err != nil {
+			return err
+		}
 		if err := migrations.Up(c.ctx, db.db, db.store); err != nil {
 			if missing(db.dialect, err) == "schema" { // dropped since, or schemaExists could not tell
 				return db.errNoSchema("run `idemsql migrate up` again")
@@ -87,7 +92,23 @@ func runMigrate(c *cli, def connFlags, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "%s is up to date in %s: version %d\n", db.table, db.shown, latest(st))
+		// What this run applied: pending before, applied now (by it, or by
+		// a process that migrated at the same moment: Up waits for it).
+		pending := map[int64]bool{}
+		for _, s := range before {
+			pending[s.Version] = !s.Applied
+		}
+		var applied []string
+		for _, s := range st {
+			if s.Applied && pending[s.Version] {
+				applied = append(applied, fmt.Sprintf("version %d (%s)", s.Version, s.Source))
+			}
+		}
+		if len(applied) == 0 {
+			fmt.Fprintf(c.stdout, "%s is up to date in %s: version %d\n", db.table, db.shown, latest(st))
+			return nil
+		}
+		fmt.Fprintf(c.stdout, "applied %s to %s in %s; it is at version %d\n", strings.Join(applied, ", "), db.table, db.shown, latest(st))
 	case "down":
 		// goose would create the version table to find nothing applied,
 		// and down would report a drop that did not happen.

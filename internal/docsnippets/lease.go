@@ -35,12 +35,13 @@ func leaseRunExternal(ctx context.Context, store *idemsql.Store[*sql.Tx], psp pr
 
 func leaseSweep(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider) (idemsql.SweepStats, idemsql.PurgeStats, error) {
 	// snippet: lease-sweep
-	// Claims no holder has (lease run out, released by fn's error, committed
-	// without a lease), in batches with SKIP LOCKED: safe with several sweepers.
-	// The handler resumes or compensates under a lease of its own (s.Reason
-	// says why the claim had no holder); a nil handler marks each one failed
-	// ("abandoned"), except released claims, left to callers until their
-	// retention has run out.
+	// Claims no holder has (lease run out, committed without a lease), in
+	// batches with SKIP LOCKED: safe with several sweepers. Claims released by
+	// fn's error are their callers' to retry until their retention has run
+	// out; SweepReleased hands them to the handler at once, to reconcile a
+	// request whose caller never retries. The handler resumes or compensates
+	// under a lease of its own (s.Reason says why the claim had no holder); a
+	// nil handler marks each one failed ("abandoned").
 	stats, err := idemsql.Sweep(ctx, store, func(ctx context.Context, s idemsql.Stale) (idemsql.Resolution, error) {
 		c, found, err := psp.LookUp(ctx, s.DownstreamKey)
 		switch {
@@ -50,7 +51,7 @@ func leaseSweep(ctx context.Context, store *idemsql.Store[*sql.Tx], psp provider
 			return idemsql.Resolution{Outcome: idemsql.ResolveReleased}, nil // never charged: the next call runs again, same downstream key
 		}
 		return idemsql.Resolution{Outcome: idemsql.ResolveCompleted, Result: c}, nil
-	}, idemsql.Options{BatchSize: 100, ResultType: reflect.TypeFor[Charge]()})
+	}, idemsql.Options{SweepReleased: true, BatchSize: 100, ResultType: reflect.TypeFor[Charge]()})
 	if err != nil {
 		log.Printf("sweep: %v (%+v)", err, stats) // the batches before the error stand
 	}

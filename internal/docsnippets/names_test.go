@@ -7,7 +7,6 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -73,12 +72,32 @@ func TestEveryNameIsDocumented(t *testing.T) {
 	docs := text.String()
 	var missing []string
 	for _, n := range names {
-		if !regexp.MustCompile(`(^|[^A-Za-z0-9_])` + regexp.QuoteMeta(n) + `($|[^A-Za-z0-9_])`).MatchString(docs) {
+		if !containsWord(docs, n) {
 			missing = append(missing, n)
 		}
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("%d names of package idemsql appear in neither README.md nor docs/guide.md: %s", len(missing), strings.Join(missing, " "))
+	}
+}
+
+// containsWord reports whether name occurs in text with no letter, digit
+// or underscore on either side. (A regular expression per name took 15 s
+// under the race detector.)
+func containsWord(text, name string) bool {
+	word := func(b byte) bool {
+		return b == '_' || '0' <= b && b <= '9' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z'
+	}
+	for i := 0; ; {
+		j := strings.Index(text[i:], name)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(name)
+		if (start == 0 || !word(text[start-1])) && (end == len(text) || !word(text[end])) {
+			return true
+		}
+		i = start + 1
 	}
 }
