@@ -44,7 +44,7 @@ func TestCLIForget(t *testing.T) {
 			}
 
 			c.run("forget", "no:such-key").want(t, "forget an unknown key", 3, "", "no key no:such-key in "+c.table)
-			c.run("forget").want(t, "forget without a key", 2, "", "takes KEY")
+			c.run("forget").want(t, "forget without a key", 2, "", "want KEY")
 			c.run("forget", "--table", "idem_missing", "order:1").want(t, "forget on a missing table", 1, "", "run `idemsql migrate up`")
 		})
 	}
