@@ -71,6 +71,9 @@ type stepsPlan struct {
 	at         func(point string)
 	fail       map[string]error
 	compensate string
+	// deaf runs the steps without fn's cancellation, as a holder that
+	// ignores its context would: only the fence stops it.
+	deaf bool
 }
 
 var defaultSteps = []string{"charge", "invoice", "email"}
@@ -111,6 +114,9 @@ func stepsFn[X any](p stepsPlan, ext func(ctx context.Context, label string) err
 	}
 	return func(ctx context.Context, s *idemsql.Steps[X], in stepsIn) (stepsOut, error) {
 		var out stepsOut
+		if p.deaf {
+			ctx = context.WithoutCancel(ctx)
+		}
 		for _, name := range steps {
 			at(name + ":before-step")
 			var r string
@@ -350,7 +356,7 @@ func TestStepsChild(t *testing.T) {
 			time.Sleep(time.Hour)
 		}
 		_, _ = stdin.ReadString('\n')
-	}}, idemsql.Options{Lease: stepsLease})
+	}, deaf: mode == "pause"}, idemsql.Options{Lease: stepsLease})
 	switch {
 	case errors.Is(err, idemsql.ErrLeaseLost):
 		fmt.Println(childDoneLine + "lease-lost")
