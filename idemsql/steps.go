@@ -106,6 +106,11 @@ const (
 // ([ErrFailureRecorded]); any other error releases the claim with its
 // progress: the next call takes it over at once and resumes.
 //
+// A resumed run gets the input its first run stored, not the caller's, as
+// a replay gets the stored result whatever the caller asked: the stored
+// steps were made from it. Give [Options.Fingerprint] to refuse a key reused
+// for another request.
+//
 // Steps are named (1 to 64 bytes of A-Z a-z 0-9 _ . : -), each name once
 // per run. When the stored progress does not match the steps fn calls,
 // the call returns [ErrStepsChanged] and releases the claim untouched.
@@ -208,20 +213,25 @@ func Completer[X, In, T any](s *Store[X], fn func(ctx context.Context, s *Steps[
 // new In, and found reports whether there was one.
 func runSteps[X, In, T any](ctx context.Context, st *Store[X], l Lease, input []byte, in *In, fn func(context.Context, *Steps[X], In) (T, error)) (v T, found bool, err error) {
 	s := &Steps[X]{st: st, l: l, names: map[string]bool{}}
-	if found, err = s.load(ctx, input); err != nil || !found {
-		return v, found, err
+	resumed, err := s.load(ctx, input)
+	if err != nil || !resumed && input == nil {
+		return v, false, err
 	}
-	if in == nil {
+	if resumed {
+		// A resumed run gets the input its first run stored, as a replay
+		// gets the stored result: the steps it hands back were made from it.
 		in = new(In)
 		if err := l.lr.cfg.codec.Unmarshal(s.doc.Input, in); err != nil {
 			return v, true, &Error{Op: "input", Key: l.Key, Kind: ErrDecode, Err: err}
 		}
 	}
 	v, err = fn(ctx, s, *in)
-	for !s.busy.CompareAndSwap(false, true) {
-		// A step fn started in a goroutine of its own has not returned:
-		// its progress write must not be lost behind the outcome.
-		time.Sleep(time.Millisecond)
+	if !s.busy.CompareAndSwap(false, true) {
+		// A step fn started in a goroutine of its own is still running.
+		// Whatever it writes later is refused by the fence, which the
+		// outcome (or the release) closes.
+		s.closed.Store(true)
+		return v, true, fmt.Errorf("%w: RunSteps's fn returned while one of its steps was still running", ErrInvalidOption)
 	}
 	s.closed.Store(true)
 	if s.err != nil {
@@ -236,9 +246,9 @@ func runSteps[X, In, T any](ctx context.Context, st *Store[X], l Lease, input []
 	return v, true, err
 }
 
-// load reads the claim's progress, and stores input as the progress of a
-// claim that has none.
-func (s *Steps[X]) load(ctx context.Context, input []byte) (found bool, err error) {
+// load reads the claim's progress (resumed: there is some), and stores
+// input as the progress of a claim that has none.
+func (s *Steps[X]) load(ctx context.Context, input []byte) (resumed bool, err error) {
 	l := s.l
 	var raw sql.NullString
 	var held bool
@@ -272,7 +282,7 @@ func (s *Steps[X]) load(ctx context.Context, input []byte) (found bool, err erro
 	if input == nil {
 		return false, nil
 	}
-	return true, s.save(ctx, stepsDoc{Downstream: l.DownstreamKey, Input: input})
+	return false, s.save(ctx, stepsDoc{Downstream: l.DownstreamKey, Input: input})
 }
 
 // save writes doc as the claim's progress, fenced, and renews the lease.
