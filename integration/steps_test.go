@@ -6,11 +6,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/idemsql/idemsql/idemdriver"
 	"github.com/idemsql/idemsql/idempostgres"
 	"github.com/idemsql/idemsql/idemsql"
 	"github.com/idemsql/idemsql/idemsqlite"
@@ -50,6 +53,7 @@ var stepsCases = []struct {
 	{"PermanentFailureCompensatedAndReplayed", testStepsPermanent},
 	{"CompleterFinishesKilledRun", testStepsCompleterKilled},
 	{"CompleterFinishesReleasedRun", testStepsCompleterReleased},
+	{"StepTxCommitUnknownSettled", testStepsCommitUnknown},
 }
 
 // stepsIn and stepsOut are the input and result of the tested operation.
@@ -580,4 +584,86 @@ func testStepsCompleterReleased(t *testing.T, e *stepsEnv) {
 		t.Errorf("status %s", r.Status)
 	}
 	e.wantEffects(t, key, map[string]int64{"charge": 1, "invoice": 1, "email": 2})
+}
+
+// unknownCommitTx is a transaction whose COMMIT reports a broken
+// connection once it ran a step's checkpoint (StepsSwap), after it really
+// committed (commit) or rolled back: the caller cannot tell which.
+type unknownCommitTx struct {
+	inner      idemdriver.Tx[*sql.Tx]
+	commit     bool
+	checkpoint bool
+	fired      *atomic.Bool
+}
+
+func (u *unknownCommitTx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if strings.Contains(query, "AND steps = ") {
+		u.checkpoint = true
+	}
+	return u.inner.Exec(ctx, query, args...)
+}
+
+func (u *unknownCommitTx) QueryRow(ctx context.Context, query string, args ...any) idemdriver.Row {
+	return u.inner.QueryRow(ctx, query, args...)
+}
+
+func (u *unknownCommitTx) Tx() *sql.Tx                        { return u.inner.Tx() }
+func (u *unknownCommitTx) Rollback(ctx context.Context) error { return u.inner.Rollback(ctx) }
+
+func (u *unknownCommitTx) Commit(ctx context.Context) error {
+	if !u.checkpoint || !u.fired.CompareAndSwap(false, true) {
+		return u.inner.Commit(ctx)
+	}
+	if u.commit {
+		if err := u.inner.Commit(ctx); err != nil {
+			return err
+		}
+	} else {
+		_ = u.inner.Rollback(ctx)
+	}
+	return io.ErrUnexpectedEOF
+}
+
+// A StepTx whose COMMIT broke is settled by the next try, which locks the
+// row and reads whether the step is stored done: fn runs again only when
+// that COMMIT did not go through, and its write is there once either way.
+func testStepsCommitUnknown(t *testing.T, e *stepsEnv) {
+	ctx := context.Background()
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			var fired atomic.Bool
+			inner := sqlDriver(e.dialect, e.db)
+			store := storeOn(e.env, testDriver[*sql.Tx]{inner: inner,
+				begin: func(ctx context.Context, level sql.IsolationLevel) (idemdriver.Tx[*sql.Tx], error) {
+					tx, err := inner.Begin(ctx, level)
+					if err != nil {
+						return nil, err
+					}
+					return &unknownCommitTx{inner: tx, commit: committed, fired: &fired}, nil
+				}})
+			key := fmt.Sprintf("steps:unknown:%v", committed)
+			var runs atomic.Int64
+			res, err := idemsql.RunSteps(ctx, store, key, 0, func(ctx context.Context, s *idemsql.Steps[*sql.Tx], _ int) (int64, error) {
+				return idemsql.StepTx(ctx, s, "invoice", func(ctx context.Context, tx *sql.Tx) (int64, error) {
+					n := runs.Add(1)
+					_, err := tx.ExecContext(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, n)
+					return n, err
+				})
+			}, stepsOpts)
+			if !fired.Load() {
+				t.Fatal("no COMMIT of a checkpoint was interrupted")
+			}
+			wantRuns := int64(1)
+			if !committed {
+				wantRuns = 2
+			}
+			if err != nil || res.Value != wantRuns || runs.Load() != wantRuns {
+				t.Fatalf("%+v, %v; fn ran %d times, want %d", res, err, runs.Load(), wantRuns)
+			}
+			if n := e.bizRows(key); n != 1 {
+				t.Fatalf("%d rows written by the step, want 1", n)
+			}
+			e.wantSteps(t, key, "invoice done 1")
+		})
+	}
 }
