@@ -54,6 +54,7 @@ var stepsCases = []struct {
 	{"CompleterFinishesKilledRun", testStepsCompleterKilled},
 	{"CompleterFinishesReleasedRun", testStepsCompleterReleased},
 	{"StepTxCommitUnknownSettled", testStepsCommitUnknown},
+	{"StepTxEndedUnderFnRecordsNothing", testStepsTxEndedUnderFn},
 }
 
 // stepsIn and stepsOut are the input and result of the tested operation.
@@ -666,4 +667,36 @@ func testStepsCommitUnknown(t *testing.T, e *stepsEnv) {
 			e.wantSteps(t, key, "invoice done 1")
 		})
 	}
+}
+
+// fn ends the step's transaction under the library (a ROLLBACK, as a
+// deadlock does on MySQL, after which the session goes on in autocommit)
+// and returns no error. The checkpoint finds the transaction's first write
+// gone and records nothing: the step runs again, and its write is there
+// once, not zero times.
+func testStepsTxEndedUnderFn(t *testing.T, e *stepsEnv) {
+	ctx := context.Background()
+	key := "steps:ended"
+	var runs atomic.Int64
+	res, err := idemsql.RunSteps(ctx, e.store, key, 0, func(ctx context.Context, s *idemsql.Steps[*sql.Tx], _ int) (int64, error) {
+		return idemsql.StepTx(ctx, s, "invoice", func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			n := runs.Add(1)
+			if _, err := tx.ExecContext(ctx, e.q("INSERT INTO "+e.biz+" (idem_key, amount) VALUES (?, ?)"), key, n); err != nil {
+				return 0, err
+			}
+			if n == 1 {
+				if _, err := tx.ExecContext(ctx, "ROLLBACK"); err != nil {
+					t.Logf("ROLLBACK inside the transaction: %v", err)
+				}
+			}
+			return n, nil
+		})
+	}, stepsOpts)
+	if err != nil || res.Value != 2 || runs.Load() != 2 {
+		t.Fatalf("%+v, %v; fn ran %d times, want 2", res, err, runs.Load())
+	}
+	if n := e.bizRows(key); n != 1 {
+		t.Fatalf("%d rows written by the step, want 1", n)
+	}
+	e.wantSteps(t, key, "invoice done 1")
 }
