@@ -392,8 +392,9 @@ func stored[T any](key string, codec Codec, e *stepEntry) (T, error) {
 	return v, nil
 }
 
+// nowUTC is a step's time: the holder's clock, to the millisecond.
 func nowUTC() *time.Time {
-	t := time.Now().UTC()
+	t := time.Now().UTC().Truncate(time.Millisecond)
 	return &t
 }
 
