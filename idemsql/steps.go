@@ -328,8 +328,8 @@ func (s *Steps[X]) changed(err error) error {
 // enter begins the step called name: its position, and what is stored
 // there from an earlier run. leave must follow unless it fails.
 func (s *Steps[X]) enter(name string) (int, *stepEntry, error) {
-	if s == nil {
-		return 0, nil, fmt.Errorf("%w: nil Steps", ErrInvalidOption)
+	if s == nil || s.names == nil {
+		return 0, nil, fmt.Errorf("%w: a Steps not made by RunSteps", ErrInvalidOption)
 	}
 	if !validStepName(name) {
 		return 0, nil, fmt.Errorf("%w: step name %q: want 1 to %d bytes of A-Z a-z 0-9 _ . : -", ErrInvalidOption, name, maxStepName)

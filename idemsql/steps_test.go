@@ -56,6 +56,9 @@ func TestStepsRefuseBadUse(t *testing.T) {
 			}
 		})
 	}
+	if _, err := idemsql.Step(ctx, &idemsql.Steps[*sql.Tx]{}, "a", noop); !errors.Is(err, idemsql.ErrInvalidOption) {
+		t.Fatalf("a Steps not made by RunSteps: %v, want ErrInvalidOption", err)
+	}
 	if _, err := idemsql.RunSteps(ctx, store, "bad:input", make(chan int), func(ctx context.Context, s *idemsql.Steps[*sql.Tx], _ chan int) (int, error) {
 		return 0, nil
 	}); !errors.Is(err, idemsql.ErrEncode) {
