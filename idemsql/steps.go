@@ -17,8 +17,8 @@ import (
 
 // ErrStepsChanged: the key's stored progress was made by other code than
 // the code resuming it: the step stored at some position has another name
-// than the one the code calls there, or fn ended without calling steps
-// that are stored. Nothing ran that had run before, and nothing is
+// (or kind: [Step], [StepTx]) than the one the code calls there, or fn
+// ended without calling steps that are stored. Nothing ran that had run before, and nothing is
 // recorded: the claim is released with its progress, for a deployment
 // whose steps match (or for [Forget], on a person's word).
 var ErrStepsChanged = errors.New("idemsql: the steps differ from the key's stored progress")
@@ -70,6 +70,7 @@ type stepsDoc struct {
 
 type stepEntry struct {
 	Name     string          `json:"name"`
+	Kind     string          `json:"kind"` // stepExternal or stepTx
 	State    string          `json:"state"`
 	Runs     int             `json:"runs"`
 	Result   json.RawMessage `json:"result,omitempty"`
@@ -87,6 +88,9 @@ const (
 	stepDone    = "done"
 	stepFailed  = "failed"
 	maxStepName = 64
+
+	stepExternal = "external" // a Step
+	stepTx       = "tx"       // a StepTx
 )
 
 // RunSteps runs fn, a sequence of named steps, at most once per key, with
@@ -327,7 +331,7 @@ func (s *Steps[X]) changed(err error) error {
 
 // enter begins the step called name: its position, and what is stored
 // there from an earlier run. leave must follow unless it fails.
-func (s *Steps[X]) enter(name string) (int, *stepEntry, error) {
+func (s *Steps[X]) enter(name, kind string) (int, *stepEntry, error) {
 	if s == nil || s.names == nil {
 		return 0, nil, fmt.Errorf("%w: a Steps not made by RunSteps", ErrInvalidOption)
 	}
@@ -355,8 +359,8 @@ func (s *Steps[X]) enter(name string) (int, *stepEntry, error) {
 		return i, nil, nil
 	}
 	prev := s.doc.Steps[i]
-	if prev.Name != name {
-		err := s.changed(fmt.Errorf("step %d is %q in the stored progress, the code calls %q", i+1, prev.Name, name))
+	if prev.Name != name || prev.Kind != kind {
+		err := s.changed(fmt.Errorf("step %d is %q (%s) in the stored progress, the code calls %q (%s)", i+1, prev.Name, prev.Kind, name, kind))
 		s.busy.Store(false)
 		return 0, nil, err
 	}
@@ -422,7 +426,7 @@ func Step[X, T any](ctx context.Context, s *Steps[X], name string, fn func(ctx c
 	if fn == nil {
 		return zero, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	i, prev, err := s.enter(name)
+	i, prev, err := s.enter(name, stepExternal)
 	if err != nil {
 		return zero, err
 	}
@@ -435,7 +439,7 @@ func Step[X, T any](ctx context.Context, s *Steps[X], name string, fn func(ctx c
 		}
 		runs = prev.Runs + 1
 	}
-	e := stepEntry{Name: name, State: stepStarted, Runs: runs, Started: *nowUTC()}
+	e := stepEntry{Name: name, Kind: stepExternal, State: stepStarted, Runs: runs, Started: *nowUTC()}
 	if err := s.save(ctx, s.with(i, e)); err != nil {
 		return zero, err
 	}
@@ -492,7 +496,7 @@ func StepTx[X, T any](ctx context.Context, s *Steps[X], name string, fn func(ctx
 	if fn == nil {
 		return zero, fmt.Errorf("%w: nil fn", ErrInvalidOption)
 	}
-	i, prev, err := s.enter(name)
+	i, prev, err := s.enter(name, stepTx)
 	if err != nil {
 		return zero, err
 	}
@@ -582,7 +586,7 @@ func stepTxOnce[X, T any](ctx context.Context, s *Steps[X], i int, name string, 
 	}
 	var mark [8]byte
 	_, _ = rand.Read(mark[:])
-	e := stepEntry{Name: name, State: stepStarted, Runs: runs, Started: *nowUTC(), Tx: hex.EncodeToString(mark[:])}
+	e := stepEntry{Name: name, Kind: stepTx, State: stepStarted, Runs: runs, Started: *nowUTC(), Tx: hex.EncodeToString(mark[:])}
 	marked, err := json.Marshal(s.with(i, e))
 	if err != nil {
 		return zero, &Error{Op: "step", Key: l.Key, Kind: ErrEncode, Err: err}

@@ -100,3 +100,26 @@ func TestStepsResumeWithStoredInput(t *testing.T) {
 		t.Fatalf("fn saw inputs %v, want A twice", seen)
 	}
 }
+
+// A step stored as one kind (Step) and called as the other (StepTx) is a
+// change of code, as a rename is.
+func TestStepsKindChanged(t *testing.T) {
+	_, store, done := openExampleDB()
+	defer done()
+	ctx := context.Background()
+	_, err := idemsql.RunSteps(ctx, store, "kind", 0, func(ctx context.Context, s *idemsql.Steps[*sql.Tx], _ int) (int, error) {
+		if _, err := idemsql.Step(ctx, s, "a", func(ctx context.Context, c idemsql.Claim) (int, error) { return 1, nil }); err != nil {
+			return 0, err
+		}
+		return 0, errors.New("down")
+	})
+	if err == nil {
+		t.Fatal("the failing run succeeded")
+	}
+	_, err = idemsql.RunSteps(ctx, store, "kind", 0, func(ctx context.Context, s *idemsql.Steps[*sql.Tx], _ int) (int, error) {
+		return idemsql.StepTx(ctx, s, "a", func(ctx context.Context, tx *sql.Tx) (int, error) { return 2, nil })
+	})
+	if !errors.Is(err, idemsql.ErrStepsChanged) {
+		t.Fatalf("%v, want ErrStepsChanged", err)
+	}
+}
