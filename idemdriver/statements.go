@@ -269,6 +269,23 @@ type LeaseStatements struct {
 	PurgeLock string
 	PurgeKeys func(n int) string
 
+	// StepsRead returns the steps column (NULL until a holder wrote
+	// progress) of the key's row if the holder's fence still holds; no row
+	// otherwise. Args: key, attempt, owner.
+	StepsRead string
+	// StepsSave writes the steps column (the progress of idemsql.RunSteps,
+	// a JSON document) and renews the lease as Renew does, fenced as every
+	// write of a holder is. Args: steps, lease, lease, key, attempt, owner.
+	StepsSave string
+	// StepsSwap is StepsSave's checkpoint inside a step's own transaction:
+	// it writes the steps column only if the row still holds, besides the
+	// fence, the steps text given last (the one the transaction wrote
+	// first), so that a transaction the database ended under the step
+	// (MySQL then goes on in autocommit) cannot record the step done
+	// without its writes. It does not renew the lease. Args: steps, key,
+	// attempt, owner, previous steps.
+	StepsSwap string
+
 	// ForgetLock reads the key's row for idemsql.Forget and locks it
 	// without waiting: attempt, owner, live (in_progress with a live
 	// lease: lease_until in the future and no mark); no row when there is
@@ -296,7 +313,7 @@ type LeaseStatements struct {
 // A row's columns, in Lookup and List, in this order: idem_key, status,
 // attempt, owner, fingerprint, result (NULL in List), error_class,
 // error_message, lease, lease_until, created_at, updated_at, completed_at,
-// expires_at, now. lease is the row's lease state as a word (idemsql's
+// expires_at, now, steps. lease is the row's lease state as a word (idemsql's
 // Lease constants):
 //
 //	none       status <> 'in_progress'

@@ -24,7 +24,7 @@ WHEN t.error_class = 'released' THEN 'released' WHEN t.lease_until > ` + now + `
 	}
 	columns := func(result, now string) string {
 		return `t.idem_key, t.status, t.attempt, t.owner, t.fingerprint, ` + result + `, t.error_class, t.error_message,
-` + lease(now) + `, ` + us("t.lease_until") + `, ` + us("t.created_at") + `, ` + us("t.updated_at") + `, ` + us("t.completed_at") + `, ` + us("t.expires_at") + `, ` + us(now)
+` + lease(now) + `, ` + us("t.lease_until") + `, ` + us("t.created_at") + `, ` + us("t.updated_at") + `, ` + us("t.completed_at") + `, ` + us("t.expires_at") + `, ` + us(now) + `, t.steps`
 	}
 	// As LeaseStatements' SweepNext and PurgeLock select.
 	sweepable := func(now string) string {

@@ -86,6 +86,11 @@ FROM ` + sharedKeyLock(table, "$5") + `
 WHERE idem_key = $5 AND attempt = $6 AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
 		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + ` + ` + us("$1") + `, ` + keep("$2") + `, updated_at = ` + now + `
 WHERE ` + fence(3),
+		StepsRead: `SELECT steps FROM ` + t + ` WHERE ` + fence(1),
+		StepsSave: `UPDATE ` + t + ` SET steps = $1, lease_until = ` + now + ` + ` + us("$2") + `, ` + keep("$3") + `, updated_at = ` + now + `
+WHERE ` + fence(4),
+		StepsSwap: `UPDATE ` + t + ` SET steps = $1, updated_at = ` + now + `
+WHERE ` + fence(2) + ` AND steps = $5`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = $1, error_class = NULL, error_message = NULL,
 ` + keep("$2") + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE ` + fence(3),

@@ -64,6 +64,14 @@
 // [Sweep] resolves claims whose holders died; [Purge] deletes expired
 // outcomes of both modes; [Forget] deletes one key, unless a holder has it.
 //
+// # Several steps
+//
+// [RunSteps] guards an operation of several effects under one lease-mode
+// claim: fn calls [Step] for each effect outside the database and [StepTx]
+// for each database write, and each step's completion is stored with the
+// claim, so a run whose holder died resumes at its first unfinished step;
+// [Completer] resumes, from a sweep, runs nobody retries.
+//
 // # Run, options, wrappers
 //
 // [Run] owns the transaction for callers without one and retries it when
@@ -91,7 +99,8 @@
 // [ErrReentrant], [ErrAbandoned], [ErrDuplicate], [ErrFailureRecorded],
 // [ErrRetryable], [ErrCommitUnknown], [ErrLockTimeout], [ErrEncode],
 // [ErrResultTooLarge], [ErrDecode], [ErrUnexpectedState], [ErrLeaseLost],
-// [ErrStoreUnusable] (the table is missing or not migrated).
+// [ErrStepsChanged], [ErrStoreUnusable] (the table is missing or not
+// migrated).
 // Each error the library builds has exactly one of them. They come as
 // [*Error], with the key in a field of its own, and the driver's error
 // (and fn's) reachable through [errors.As]. Package idemdriver holds the

@@ -152,7 +152,11 @@ type Error struct {
 	// replayed result), "retry" (ctx ended while Run waited to run
 	// again). Lease mode: "begin", "read", "claim", "reclaim", "take over",
 	// "renew", "complete", "fail", "release", "sweep", "purge", and any of
-	// them + ": commit" when the commit of its transaction failed. Read
+	// them + ": commit" when the commit of its transaction failed.
+	// [RunSteps]: those of lease mode, "steps" (reading the progress),
+	// "step" and "step: commit" (a step's progress or transaction), "fn"
+	// (a StepTx's transaction lost under fn), "input" (a stored input
+	// that does not decode, in [Completer]). Read
 	// API: "lookup", "list", "stats", "decode" ([Record.Decode]). [Forget]:
 	// "forget", and "forget: commit". A
 	// duplicate's error, and a failure recorded earlier, come from

@@ -94,6 +94,9 @@ type Record struct {
 	// the external system ([Claim.DownstreamKey]): Key + ":" + CreatedAt
 	// in unix milliseconds. It is meaningless for an atomic-mode row.
 	DownstreamKey string
+	// Steps is the stored progress of a [RunSteps] call, one entry per
+	// step begun; nil for other keys.
+	Steps []StepRecord
 
 	codec Codec
 }
@@ -446,15 +449,16 @@ func (in *inspector) list(ctx context.Context, rd reader, a listArgs, limit int)
 func (in *inspector) scanRecord(row idemdriver.Row, withResult bool) (Record, error) {
 	r := Record{codec: in.s.defaults.codec}
 	var owner, errClass, errMsg sql.NullString
-	var result []byte
+	var result, steps []byte
 	var lease string
 	var leaseUntil, completed sql.NullInt64
 	var created, updated, expires, now int64
 	err := row.Scan(&r.Key, &r.Status, &r.Attempt, &owner, &r.Fingerprint, &result, &errClass, &errMsg,
-		&lease, &leaseUntil, &created, &updated, &completed, &expires, &now)
+		&lease, &leaseUntil, &created, &updated, &completed, &expires, &now, &steps)
 	if err != nil {
 		return Record{}, err
 	}
+	r.Steps = stepRecords(steps)
 	r.Owner, r.ErrorClass, r.ErrorMessage = owner.String, errClass.String, errMsg.String
 	if withResult && result != nil {
 		r.Result = json.RawMessage(result)

@@ -152,6 +152,13 @@ type Claim struct {
 	// [MaxKeyLen]+21 bytes); hash it if the downstream system takes shorter
 	// keys.
 	DownstreamKey string
+	// Step is the name of the step that fn runs, in a [Step] of
+	// [RunSteps]: DownstreamKey is then the claim's + "/" + Step, the same
+	// for every run of the step. PriorRuns counts the runs of that step
+	// begun before this one (by holders that died, or failed with a
+	// retryable error): the effect may have happened already.
+	Step      string
+	PriorRuns int
 
 	clock *leaseClock
 }

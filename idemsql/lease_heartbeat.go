@@ -18,6 +18,10 @@ type leaseClock struct {
 	base time.Time     // has a monotonic reading
 	dur  time.Duration // the lease
 	end  atomic.Int64  // nanoseconds from base to the deadline
+	// pause is held by the heartbeat while it renews, and by a StepTx
+	// while its transaction is open: that transaction holds the row's
+	// lock, and with it the lease.
+	pause sync.Mutex
 }
 
 func newLeaseClock(since time.Time, dur time.Duration) *leaseClock {
@@ -88,7 +92,9 @@ func (l Lease) heartbeat(ctx context.Context, stop <-chan struct{}, cancel conte
 		// A tick that comes after the local deadline (a stalled process, a
 		// feared loss) still tries once: the fence refuses the renewal if
 		// another holder took the key, and lets it through if no one did.
+		l.clock.pause.Lock()
 		refused, err := l.renew(ctx, stop)
+		l.clock.pause.Unlock()
 		switch {
 		case err == nil:
 		case errors.Is(err, errStopped):

@@ -17,7 +17,7 @@ func (dialect) InspectStatements(table idemdriver.Table) idemdriver.InspectState
 WHEN error_class = 'released' THEN 'released' WHEN lease_until > ` + now + ` THEN 'live' ELSE 'stale' END`
 	columns := func(result string) string {
 		return `idem_key, status, attempt, owner, fingerprint, ` + result + `, error_class, error_message,
-` + lease + `, ` + us("lease_until") + `, ` + us("created_at") + `, ` + us("updated_at") + `, ` + us("completed_at") + `, ` + us("expires_at") + `, ` + us(now)
+` + lease + `, ` + us("lease_until") + `, ` + us("created_at") + `, ` + us("updated_at") + `, ` + us("completed_at") + `, ` + us("expires_at") + `, ` + us(now) + `, steps`
 	}
 	// As LeaseStatements' SweepNext and Purge select.
 	const (

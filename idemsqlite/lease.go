@@ -64,6 +64,11 @@ completed_at = NULL, expires_at = ` + now + plus + `
 WHERE idem_key = ? AND attempt = ? AND expires_at <= ` + now + ` AND status <> 'in_progress'`,
 		Renew: `UPDATE ` + t + ` SET lease_until = ` + now + plus + `, ` + keep + `, updated_at = ` + now + `
 WHERE ` + fence,
+		StepsRead: `SELECT steps FROM ` + t + ` WHERE ` + fence,
+		StepsSave: `UPDATE ` + t + ` SET steps = ?, lease_until = ` + now + plus + `, ` + keep + `, updated_at = ` + now + `
+WHERE ` + fence,
+		StepsSwap: `UPDATE ` + t + ` SET steps = ?, updated_at = ` + now + `
+WHERE ` + fence + ` AND steps = ?`,
 		Complete: `UPDATE ` + t + ` SET status = 'completed', result = ?, error_class = NULL, error_message = NULL,
 ` + keep + `, updated_at = ` + now + `, completed_at = ` + now + `
 WHERE ` + fence,

@@ -29,11 +29,17 @@ func TestStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(st) != 1 || st[0].Version != 1 || st[0].Source != "00001_create_idempotency_keys.sql" || st[0].Applied != applied {
-			t.Fatalf("Status = %+v, want version 1 applied=%v", st, applied)
+		if len(st) != 2 || st[0].Version != 1 || st[0].Source != "00001_create_idempotency_keys.sql" ||
+			st[1].Version != 2 || st[1].Source != "00002_steps.sql" {
+			t.Fatalf("Status = %+v, want versions 1 and 2", st)
 		}
-		if at := st[0].AppliedAt; applied && (at.IsZero() || time.Since(at) > time.Hour) || !applied && !at.IsZero() {
-			t.Fatalf("AppliedAt = %v", at)
+		for _, v := range st {
+			if v.Applied != applied {
+				t.Fatalf("Status = %+v, want applied=%v", st, applied)
+			}
+			if at := v.AppliedAt; applied && (at.IsZero() || time.Since(at) > time.Hour) || !applied && !at.IsZero() {
+				t.Fatalf("AppliedAt = %v", at)
+			}
 		}
 	}
 	tables := func() (n int) {

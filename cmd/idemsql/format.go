@@ -153,7 +153,20 @@ type jsonRecord struct {
 	ErrorMessage  string          `json:"error_message,omitempty"`
 	DownstreamKey string          `json:"downstream_key"`
 	Result        json.RawMessage `json:"result,omitempty"`
+	Steps         []jsonStep      `json:"steps,omitempty"`
 	ReadAt        time.Time       `json:"read_at"`
+}
+
+// jsonStep is a step of a RunSteps key's progress as --json prints it.
+type jsonStep struct {
+	Name     string          `json:"name"`
+	State    string          `json:"state"`
+	Runs     int             `json:"runs"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Class    string          `json:"class,omitempty"`
+	Message  string          `json:"message,omitempty"`
+	Started  time.Time       `json:"started"`
+	Finished *time.Time      `json:"finished,omitempty"`
 }
 
 // downstreamKey is the key lease mode hands the external system for the
@@ -178,6 +191,10 @@ func toJSON(r idemsql.Record) jsonRecord {
 		CompletedAt: optTime(r.CompletedAt), ExpiresAt: r.ExpiresAt, Expired: r.Expired,
 		Fingerprint: hex.EncodeToString(r.Fingerprint), ErrorClass: r.ErrorClass, ErrorMessage: r.ErrorMessage,
 		DownstreamKey: downstreamKey(r), ReadAt: r.ReadAt}
+	for _, st := range r.Steps {
+		j.Steps = append(j.Steps, jsonStep{Name: st.Name, State: st.State, Runs: st.Runs, Result: st.Result,
+			Class: st.Class, Message: st.Message, Started: st.Started, Finished: optTime(st.Finished)})
+	}
 	if r.Result != nil {
 		if json.Valid(r.Result) {
 			j.Result = r.Result

@@ -321,6 +321,9 @@ func runShow(c *cli, def connFlags, args []string) error {
 	case r.ErrorClass != "":
 		line("released because", r.ErrorMessage)
 	}
+	for i, st := range r.Steps {
+		line(fmt.Sprintf("step %d", i+1), stepLine(st))
+	}
 	if r.Result == nil {
 		line("result", "-")
 		return tw.Flush()
@@ -331,6 +334,22 @@ func runShow(c *cli, def connFlags, args []string) error {
 	}
 	_, err = fmt.Fprintln(c.stdout, prettyJSON(r.Result))
 	return err
+}
+
+// stepLine is one step of a RunSteps key's progress: name, state, runs,
+// timing, and its result or failure.
+func stepLine(st idemsql.StepRecord) string {
+	out := fmt.Sprintf("%s  %s  runs %d  started %s", st.Name, st.State, st.Runs, fmtTime(st.Started))
+	if !st.Finished.IsZero() {
+		out += fmt.Sprintf("  took %v", st.Finished.Sub(st.Started).Round(time.Millisecond))
+	}
+	switch {
+	case st.State == "failed":
+		out += "  " + st.Class + ": " + st.Message
+	case st.Result != nil:
+		out += "  " + string(st.Result)
+	}
+	return out
 }
 
 func orDash(s string) string {
