@@ -268,6 +268,13 @@ func runCrash(t *testing.T, srv *privateServer, db *sql.DB, paths []crashPath) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (-crash.seed), load %v, %d clients, paths: %s", seed, *crashLoad, *crashClients, pathNames(paths))
+	// A failure the server caused itself (a page it found corrupt after
+	// recovery, say) shows in its own log, not in the library's errors.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's log, its errors and warnings:\n%s", srv.name, srv.logErrors())
+		}
+	})
 	rng := rand.New(rand.NewPCG(seed, 1))
 	r := &crashRun{start: time.Now(), fresh: map[string]bool{}, errs: map[string]int{}, early: make(chan struct{}, 1)}
 

@@ -44,13 +44,13 @@ func migrateTargets(t *testing.T) []migrateTarget {
 	}
 	path := filepath.Join(t.TempDir(), "fleet.db")
 	var out []migrateTarget
-	out = append(out, migrateTarget{name: "postgres", driver: "pgx", dialect: "postgres", dsn: postgresDSN(t), cliDSN: postgresDSN(t), versions: []int64{1, 2}})
-	out = append(out, migrateTarget{name: "mysql", driver: "mysql", dialect: "mysql", dsn: mysqlDSN(t), cliDSN: noParseTime(mysqlDSN(t)), versions: []int64{1, 2, 3}})
-	out = append(out, migrateTarget{name: "sqlite", driver: "sqlite", dialect: "sqlite", dsn: idemsqlite.DSN(path), cliDSN: path, versions: []int64{1, 2}})
+	out = append(out, migrateTarget{name: "postgres", driver: "pgx", dialect: "postgres", dsn: postgresDSN(t), cliDSN: postgresDSN(t), versions: []int64{1}})
+	out = append(out, migrateTarget{name: "mysql", driver: "mysql", dialect: "mysql", dsn: mysqlDSN(t), cliDSN: noParseTime(mysqlDSN(t)), versions: []int64{1}})
+	out = append(out, migrateTarget{name: "sqlite", driver: "sqlite", dialect: "sqlite", dsn: idemsqlite.DSN(path), cliDSN: path, versions: []int64{1}})
 	// Every process through the same node: GET_LOCK serialises them there
 	// (it is node-local: see docs/distributed.md).
 	galera := galeraDSNs(t)[0]
-	out = append(out, migrateTarget{name: "galera", driver: "mysql", dialect: "mysql", dsn: galera, cliDSN: noParseTime(galera), versions: []int64{1, 2, 3}})
+	out = append(out, migrateTarget{name: "galera", driver: "mysql", dialect: "mysql", dsn: galera, cliDSN: noParseTime(galera), versions: []int64{1}})
 	return out
 }
 

@@ -346,6 +346,20 @@ func (s *privateServer) logTail() string {
 	return string(b)
 }
 
+// logErrors gives the last 60 lines of the server's log that report an
+// error or a warning.
+func (s *privateServer) logErrors() string {
+	b, _ := os.ReadFile(s.log)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "ERROR") || strings.Contains(l, "Warning") || strings.Contains(l, "PANIC") ||
+			strings.Contains(strings.ToLower(l), "corrupt") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines[max(0, len(lines)-60):], "\n")
+}
+
 // childrenOf lists the processes whose parent is in parents.
 func childrenOf(parents map[int]bool) []int {
 	entries, _ := os.ReadDir("/proc")

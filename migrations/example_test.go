@@ -37,5 +37,4 @@ func ExampleUp() {
 	}
 	// Output:
 	// 1 00001_create_idempotency_keys.sql true
-	// 2 00002_steps.sql true
 }

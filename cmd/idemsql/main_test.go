@@ -333,8 +333,8 @@ func TestCommandsOnSQLite(t *testing.T) {
 		stdout string
 	}{
 		{[]string{"migrate", "status"}, exitFailure, ""}, // no file yet
-		{[]string{"migrate", "up"}, exitOK, "applied version 1 (00001_create_idempotency_keys.sql), version 2 (00002_steps.sql) to idempotency_keys in " + path + "; it is at version 2"},
-		{[]string{"migrate", "up"}, exitOK, "idempotency_keys is up to date in " + path + ": version 2"},
+		{[]string{"migrate", "up"}, exitOK, "applied version 1 (00001_create_idempotency_keys.sql) to idempotency_keys in " + path + "; it is at version 1"},
+		{[]string{"migrate", "up"}, exitOK, "idempotency_keys is up to date in " + path + ": version 1"},
 		{[]string{"migrate", "status"}, exitOK, "applied"},
 		{[]string{"ls"}, exitOK, "no rows"},
 		{[]string{"ls", "--json"}, exitOK, `{"rows": [], "next": ""}`},

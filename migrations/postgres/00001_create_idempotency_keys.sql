@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     completed_at  timestamptz,
-    expires_at    timestamptz NOT NULL
+    expires_at    timestamptz NOT NULL,
+    -- The progress of a RunSteps operation, as JSON text; NULL for other keys.
+    steps         text
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at_idx ON idempotency_keys (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_keys_lease_idx ON idempotency_keys (lease_until) WHERE status = 'in_progress';

@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
     completed_at  INTEGER,
-    expires_at    INTEGER NOT NULL
+    expires_at    INTEGER NOT NULL,
+    -- The progress of a RunSteps operation, as JSON text; NULL for other keys.
+    steps         TEXT
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at_idx ON idempotency_keys (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_keys_lease_idx ON idempotency_keys (lease_until) WHERE status = 'in_progress';
