@@ -197,6 +197,30 @@ type driverConnector struct {
 func (c driverConnector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.name) }
 func (c driverConnector) Driver() driver.Driver                        { return c.d }
 
+// sqliteOpen opens a connection of db, asking again while SQLite answers
+// busy. On a new database file, connections that set WAL mode
+// (idemsqlite.DSN's journal_mode pragma) at the same moment can fail with
+// SQLITE_BUSY at once, whatever busy_timeout says: a fleet started on a new
+// file would see some of its migrators fail before any lock is taken. Once
+// one connection has set it, WAL is the file's mode and later connections
+// only read it.
+func sqliteOpen(ctx context.Context, db *sql.DB) error {
+	for {
+		c, err := db.Conn(ctx)
+		if err == nil {
+			return c.Close() // back to the pool, for goose to use
+		}
+		if ctx.Err() != nil || !sqliteBusy(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // sqliteBusy reports SQLITE_BUSY or SQLITE_LOCKED (in the low byte of the
 // extended code of modernc.org/sqlite's errors): another connection holds
 // the lock.

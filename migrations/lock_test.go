@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -197,5 +198,46 @@ func TestUpConcurrently(t *testing.T) {
 				t.Fatalf("version table: %d rows for %d versions", rows, distinct)
 			}
 		})
+	}
+}
+
+// A fleet started on a new SQLite file: every caller's first connection
+// sets WAL mode at once, and SQLite fails some of them with SQLITE_BUSY
+// without waiting (about one file in a hundred with eight callers here).
+// Up asks again; no caller fails.
+func TestUpOnANewSQLiteFileConcurrently(t *testing.T) {
+	dir := t.TempDir()
+	const files, n = 200, 8
+	var failed []error
+	for f := range files {
+		path := filepath.Join(dir, fmt.Sprintf("fleet%d.db", f))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			db, err := sql.Open("sqlite", idemsqlite.DSN(path)) // opens nothing yet
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			target, err := idemsql.New(idemsqlite.New(db))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				<-start
+				errs[i] = Up(ctx, db, target)
+			})
+		}
+		close(start)
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			failed = append(failed, fmt.Errorf("file %d: %w", f, err))
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d files: %v", len(failed), files, errors.Join(failed...))
 	}
 }

@@ -105,7 +105,7 @@ func VersionTable(table string) string { return table + "_goose_version" }
 // and its caveat for Galera); a caller waits for the others as long as ctx
 // allows.
 func Up(ctx context.Context, db *sql.DB, target Target) error {
-	p, err := provider(db, target)
+	p, err := provider(ctx, db, target)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func Up(ctx context.Context, db *sql.DB, target Target) error {
 // Down rolls back every migration applied by [Up] for the target, dropping
 // the table. It takes the same lock as Up.
 func Down(ctx context.Context, db *sql.DB, target Target) error {
-	p, err := provider(db, target)
+	p, err := provider(ctx, db, target)
 	if err != nil {
 		return err
 	}
@@ -137,11 +137,16 @@ func Down(ctx context.Context, db *sql.DB, target Target) error {
 	return nil
 }
 
-func provider(db *sql.DB, target Target) (*goose.Provider, error) {
+func provider(ctx context.Context, db *sql.DB, target Target) (*goose.Provider, error) {
 	if db == nil || target == nil {
 		return nil, fmt.Errorf("%w: nil database or target", idemsql.ErrInvalidOption)
 	}
 	table := target.Table()
+	if table.Dialect == "sqlite" {
+		if err := sqliteOpen(ctx, db); err != nil {
+			return nil, fmt.Errorf("idemsql migrations: %w", err)
+		}
+	}
 	name := table.Dialect
 	fsys, err := FS(name)
 	if err != nil {

@@ -33,7 +33,7 @@ type MigrationStatus struct {
 // own status would create the table). On MySQL the DSN needs
 // parseTime=true: goose reads its version table's timestamps.
 func Status(ctx context.Context, db *sql.DB, target Target) ([]MigrationStatus, error) {
-	p, err := provider(db, target)
+	p, err := provider(ctx, db, target)
 	if err != nil {
 		return nil, err
 	}
