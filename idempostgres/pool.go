@@ -51,6 +51,9 @@ func (d pgxDriver) Begin(ctx context.Context, level sql.IsolationLevel) (idemdri
 	default:
 		return nil, fmt.Errorf("idempostgres: isolation level %v is not PostgreSQL's", level)
 	}
+	if t := pipeline(d.p, opts); t != nil {
+		return t, nil
+	}
 	tx, err := d.p.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // Run is [Do] for callers without a transaction of their own: it begins a
@@ -113,10 +115,12 @@ func runOnce[X, T any](ctx context.Context, s *Store[X], key string, fn func(con
 			_ = ptx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	tx := ptx.Tx()
-	res, o, err := do(ctx, &s.core, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg, start)
+	ec, _ := ptx.(idemdriver.ExecCommitter)
+	res, o, err := do(ctx, &s.core, ptx, ec, key, func(ctx context.Context) (T, error) { return fn(ctx, ptx.Tx()) }, cfg, start)
 	ended = true
 	switch o {
+	case outcomeCommitted:
+		return res, outcomeExecuted, err
 	case outcomeExecuted, outcomeReplayed, outcomeRecorded:
 	default:
 		_ = ptx.Rollback(context.WithoutCancel(ctx))
