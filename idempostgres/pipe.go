@@ -24,32 +24,31 @@ var (
 	_ pgx.Tx                   = (*fnTx)(nil)
 )
 
-// pipeline returns a transaction that begins with its first statement, or
-// nil for a Beginner it cannot take a connection from.
-func pipeline(p Beginner, opts pgx.TxOptions) *pipeTx {
+// pipeline takes a connection from p for a transaction that begins with
+// its first statement; ok is false for a Beginner it cannot take one from.
+// The connection is taken now, so that a pool that cannot give one fails
+// the transaction's BEGIN, as pgx's would.
+func pipeline(ctx context.Context, p Beginner, opts pgx.TxOptions) (t *pipeTx, ok bool, err error) {
 	switch p := p.(type) {
 	case *pgxpool.Pool:
-		return &pipeTx{opts: opts, acquire: func(ctx context.Context) (*pgx.Conn, func(), error) {
-			c, err := p.Acquire(ctx)
-			if err != nil {
-				return nil, nil, err
-			}
-			return c.Conn(), c.Release, nil
-		}}
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			return nil, true, err
+		}
+		return &pipeTx{opts: opts, conn: c.Conn(), release: c.Release}, true, nil
 	case *pgx.Conn:
-		return &pipeTx{opts: opts, acquire: func(context.Context) (*pgx.Conn, func(), error) {
-			return p, func() {}, nil
-		}}
+		return &pipeTx{opts: opts, conn: p, release: func() {}}, true, nil
 	}
-	return nil
+	return nil, false, nil
 }
 
 // pipeTx is the core's side of the transaction: nothing is sent until its
 // first statement, which takes BEGIN along.
 type pipeTx struct {
 	opts    pgx.TxOptions
-	acquire func(ctx context.Context) (*pgx.Conn, func(), error)
-	tx      *fnTx // once BEGIN was sent
+	conn    *pgx.Conn
+	release func() // gives conn back, until BEGIN is sent
+	tx      *fnTx  // once BEGIN was sent
 }
 
 // send sends q after BEGIN, or alone once BEGIN was sent, and returns its
@@ -60,14 +59,10 @@ func (t *pipeTx) send(ctx context.Context, q string, args ...any) pgx.BatchResul
 		b.Queue(q, args...)
 		return t.tx.SendBatch(ctx, b)
 	}
-	conn, release, err := t.acquire(ctx)
-	if err != nil {
-		return pgx.FailedBatchResults(b, err)
-	}
 	b.BeginTx(t.opts)
 	b.Queue(q, args...)
-	br := conn.SendBatch(ctx, b)
-	t.tx = &fnTx{Tx: br.Tx(), release: release}
+	br := t.conn.SendBatch(ctx, b)
+	t.tx = &fnTx{Tx: br.Tx(), release: t.release}
 	if _, err := br.Exec(); err != nil { // BEGIN's result
 		return failedBatch{br, err}
 	}
@@ -110,13 +105,17 @@ func (t *pipeTx) Tx() pgx.Tx { return t.tx }
 
 func (t *pipeTx) Commit(ctx context.Context) error {
 	if t.tx == nil {
-		return nil // nothing was sent
+		return t.Rollback(ctx) // nothing was sent
 	}
 	return t.tx.Commit(ctx)
 }
 
 func (t *pipeTx) Rollback(ctx context.Context) error {
 	if t.tx == nil {
+		if t.release != nil {
+			t.release()
+			t.release = nil
+		}
 		return nil
 	}
 	return t.tx.Rollback(ctx)

@@ -41,6 +41,11 @@ import (
 // the transaction is rolled back and the panic goes on. Other errors are
 // returned as they came, with the driver's error reachable by [errors.As].
 //
+// Where the driver can (pgx, idempostgres.New), fn's result is stored by a
+// write sent together with the COMMIT, in one round trip; the write then
+// fails the transaction by itself when the claim is gone, so that fn's
+// writes never commit without the result.
+//
 // On SQLite the claim is the transaction's first statement, so the
 // transaction takes the write lock at once (waiting on busy_timeout) and
 // never meets SQLITE_BUSY_SNAPSHOT, whatever the DSN's _txlock.
