@@ -545,15 +545,21 @@ func markdown(cfg config, versions map[string]string, started time.Time, results
 		}
 	}
 	fmt.Fprintf(&w, " %s; %v per cell in %d interleaved rounds.\n\n", strings.Join(vs, ", "), cfg.cell, cfg.rounds)
-	fmt.Fprintln(&w, "| path | one-way delay | clients | bare ops/s | hand-written ×bare | `Do` first ×hand | `Do` replay ×hand replay | `Run` first ×hand | `Run` replay ×hand replay | `struct{}` first ×hand | HTTP middleware ×plain handler |")
-	fmt.Fprintln(&w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&w, "The round trip is as measured: a third of the `bare` call's p50 latency at 1 client (three round trips, the server's work included).")
+	fmt.Fprintln(&w)
+	fmt.Fprintln(&w, "| path | one-way delay | round trip ms | clients | bare ops/s | hand-written ×bare | `Do` first ×hand | `Do` replay ×hand replay | `Run` first ×hand | `Run` replay ×hand replay | `struct{}` first ×hand | HTTP middleware ×plain handler |")
+	fmt.Fprintln(&w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cells(results) {
 		get := func(name string) *sample { return find(results, c, name) }
 		bareOps := "-"
 		if bare := get("bare"); bare != nil {
 			bareOps = strconv.FormatFloat(bare.opsPerSec(), 'f', 0, 64)
 		}
-		fmt.Fprintf(&w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", pathTitle[c.path], delayName(c.delay), c.clients, bareOps,
+		rtt := "-"
+		if one := find(results, cell{c.path, 1, c.delay}, "bare"); one != nil && c.path != "sqlite" {
+			rtt = ms(one.pct(0.5) / 3)
+		}
+		fmt.Fprintf(&w, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", pathTitle[c.path], delayName(c.delay), rtt, c.clients, bareOps,
 			ratio(get("hand-first"), get("bare")), ratio(get("idem-first"), get("hand-first")), ratio(get("idem-replay"), get("hand-replay")),
 			ratio(get("run-first"), get("hand-first")), ratio(get("run-replay"), get("hand-replay")),
 			ratio(get("idem-first-void"), get("hand-first")), ratio(get("http-idem"), get("http-plain")))
