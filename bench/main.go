@@ -74,7 +74,7 @@ func main() {
 	flag.IntVar(&cfg.sqliteConns, "sqlite-conns", 1, "SQLite pool size (0: as many as clients); one connection queues writers in database/sql instead of in SQLite's sleeping busy handler")
 	flag.StringVar(&cfg.purge, "purge", "lib", "growth: lib (idemsql.Purge) or hand (the bench's own batched DELETE)")
 	flag.StringVar(&delays, "delays", "0,250us,1ms", "one-way network delays to run the network paths at, through a delaying TCP proxy (0: loopback, no proxy); SQLite runs at 0 only")
-	flag.BoolVar(&quick, "quick", false, "shorter cells (-cell 1s -rounds 2) and 8 clients only, for a whole run in about 10 minutes")
+	flag.BoolVar(&quick, "quick", false, "shorter cells (-cell 1s -rounds 2), for a whole run in under 10 minutes")
 	flag.BoolVar(&cfg.docs, "docs", false, "write the figures into ../docs/performance.md and ../README.md (between their bench markers)")
 	flag.StringVar(&proxyTarget, "proxy", "", "internal: serve the delaying proxy to this address")
 	flag.DurationVar(&proxyDelay, "proxy-delay", 0, "internal: the proxy's one-way delay")
@@ -90,9 +90,6 @@ func main() {
 		}
 		if !set["rounds"] {
 			cfg.rounds = 2
-		}
-		if !set["clients"] {
-			clients = "8"
 		}
 	}
 	for _, d := range splitList(delays) {
