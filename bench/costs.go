@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -50,6 +51,10 @@ func (c countingConn) Read(p []byte) (int, error) {
 var dialer net.Dialer
 
 func countingDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	addr, err := proxied(addr)
+	if err != nil {
+		return nil, err
+	}
 	c, err := dialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
@@ -61,12 +66,17 @@ func countingDial(ctx context.Context, network, addr string) (net.Conn, error) {
 type costs struct {
 	client, server     time.Duration
 	writes, sent, recv int64
+	allocs, bytes      uint64 // this process's heap allocations
 }
 
 func snapshot(server string) costs {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
 	return costs{
+		allocs: ms.Mallocs,
+		bytes:  ms.TotalAlloc,
 		client: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
 		server: serverCPU(server),
 		writes: wire.writes.Load(),
@@ -77,12 +87,14 @@ func snapshot(server string) costs {
 
 func (c costs) sub(d costs) costs {
 	return costs{client: c.client - d.client, server: c.server - d.server,
-		writes: c.writes - d.writes, sent: c.sent - d.sent, recv: c.recv - d.recv}
+		writes: c.writes - d.writes, sent: c.sent - d.sent, recv: c.recv - d.recv,
+		allocs: c.allocs - d.allocs, bytes: c.bytes - d.bytes}
 }
 
 func (c costs) add(d costs) costs {
 	return costs{client: c.client + d.client, server: c.server + d.server,
-		writes: c.writes + d.writes, sent: c.sent + d.sent, recv: c.recv + d.recv}
+		writes: c.writes + d.writes, sent: c.sent + d.sent, recv: c.recv + d.recv,
+		allocs: c.allocs + d.allocs, bytes: c.bytes + d.bytes}
 }
 
 var clockTick = 100 // USER_HZ: /proc reports CPU time in these ticks

@@ -5,13 +5,16 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/idemsql/idemsql/idemhttp"
 	"github.com/idemsql/idemsql/idemsql"
 )
 
@@ -283,59 +286,6 @@ func xpReadFirst(ctx context.Context, b *backend, runID string) (op, error) {
 	}, nil
 }
 
-// xpPipelined is the pgx-only guard that owns its transaction: BEGIN + claim
-// in one batch, the business INSERT, then result UPDATE + COMMIT in a second
-// batch. Three round trips, like the bare transaction.
-func xpPipelined(_ context.Context, b *backend, runID string) (op, error) {
-	return func(ctx context.Context, seq uint64) error {
-		k := key("xpp", runID, seq)
-		conn, err := b.pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		fail := func(err error) error {
-			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-			return err
-		}
-		batch := &pgx.Batch{}
-		batch.Queue("BEGIN")
-		fp := sha256.Sum256(request(k))
-		batch.Queue(b.q.handClaim, k, fp[:])
-		br := conn.SendBatch(ctx, batch)
-		_, err = br.Exec()
-		var tag int64
-		if err == nil {
-			var ct interface{ RowsAffected() int64 }
-			ct, err = br.Exec()
-			if err == nil {
-				tag = ct.RowsAffected()
-			}
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fail(err)
-		}
-		if tag != 1 {
-			return fail(errors.New("pipelined: fresh key taken"))
-		}
-		c := charge{Ref: k, Amount: 4200}
-		if err := conn.QueryRow(ctx, b.q.business, k, c.Amount).Scan(&c.ID); err != nil {
-			return fail(err)
-		}
-		enc, _ := json.Marshal(c)
-		batch = &pgx.Batch{}
-		batch.Queue(b.q.handComplete, string(enc), k)
-		batch.Queue("COMMIT")
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			return fail(err)
-		}
-		return nil
-	}, nil
-}
-
 // The idem-* variants call Do in a transaction the caller began, with the
 // request body as the fingerprint ([]byte): the path most users take.
 var variants = []variant{
@@ -344,13 +294,28 @@ var variants = []variant{
 	{name: "idem-first", peer: "hand-first", desc: "idemsql.Do in the caller's transaction, []byte fingerprint, new key", make: firstOp("if", idemG)},
 	{name: "idem-first-void", peer: "hand-first", desc: "idemsql.Do, new key, fn returns struct{}: no result UPDATE (except MySQL)", make: firstOp("iv", voidG)},
 	{name: "run-first", peer: "hand-first", desc: "idemsql.Run (the library begins and commits), []byte fingerprint, new key", make: runFirst},
+	{name: "run-replay", peer: "hand-replay", desc: "idemsql.Run, []byte fingerprint, completed key", make: runReplay},
+	{name: "http-plain", peer: "http-plain", desc: "POST handler: BEGIN; business INSERT; COMMIT; JSON response (no middleware)", make: httpPlain},
+	{name: "http-idem", peer: "http-plain", desc: "the same handler behind idemhttp.New (Idempotency-Key, new key)", make: httpIdem},
 	{name: "hand-replay", peer: "hand-replay", desc: "hand-written guard, completed key: claim (conflict); SELECT status, result", make: replayOp("hr", handG)},
 	{name: "idem-replay", peer: "hand-replay", desc: "idemsql.Do in the caller's transaction, []byte fingerprint, completed key", make: replayOp("ir", idemG)},
 	{name: "hand-storm", peer: "hand-storm", desc: "hand-written guard, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("hs", handG)},
 	{name: "idem-storm", peer: "hand-storm", desc: "idemsql.Do, all clients on 4 keys (1 run + 3 replays per key)", make: stormOp("ix", idemG)},
 	{name: "xp-noupdate", peer: "hand-first", desc: "experiment: hand guard without the result UPDATE", make: xpNoUpdate},
 	{name: "xp-readfirst", peer: "hand-replay", desc: "experiment: replay by one SELECT, no claim INSERT", make: xpReadFirst},
-	{name: "xp-pipelined", peer: "hand-first", desc: "experiment (pgx): BEGIN+claim batch; business; UPDATE+COMMIT batch", make: xpPipelined, paths: []string{"pgx"}},
+}
+
+// run calls idemsql.Run with the path's own store and transaction type.
+func (b *backend) run(ctx context.Context, k string) (idemsql.Result[charge], error) {
+	fp := idemsql.Options{Fingerprint: request(k)}
+	if b.pool != nil {
+		return idemsql.Run(ctx, b.pgxStore, k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
+			return b.businessInsert(ctx, &pgxTxn{tx: tx, b: b}, k)
+		}, fp)
+	}
+	return idemsql.Run(ctx, b.store, k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
+		return b.businessInsert(ctx, &sqlTxn{tx: tx, b: b, returning: b.dialect == "postgres"}, k)
+	}, fp)
 }
 
 // runFirst lets the library own the transaction: idemsql.Run begins, calls
@@ -358,21 +323,110 @@ var variants = []variant{
 func runFirst(_ context.Context, b *backend, runID string) (op, error) {
 	return func(ctx context.Context, seq uint64) error {
 		k := key("rf", runID, seq)
-		fp := idemsql.Options{Fingerprint: request(k)}
-		var err error
-		var res idemsql.Result[charge]
-		if b.pool != nil {
-			res, err = idemsql.Run(ctx, b.pgxStore, k, func(ctx context.Context, tx pgx.Tx) (charge, error) {
-				return b.businessInsert(ctx, &pgxTxn{tx: tx, b: b}, k)
-			}, fp)
-		} else {
-			res, err = idemsql.Run(ctx, b.store, k, func(ctx context.Context, tx *sql.Tx) (charge, error) {
-				return b.businessInsert(ctx, &sqlTxn{tx: tx, b: b, returning: b.dialect == "postgres"}, k)
-			}, fp)
-		}
+		res, err := b.run(ctx, k)
 		if err == nil && res.Replayed {
 			err = fmt.Errorf("run-first: fresh key %q replayed", k)
 		}
 		return err
 	}, nil
+}
+
+// runReplay replays completed keys through idemsql.Run.
+func runReplay(ctx context.Context, b *backend, runID string) (op, error) {
+	keys := make([]string, replayKeys)
+	for i := range keys {
+		keys[i] = key("rr", runID, uint64(i))
+		if _, err := b.run(ctx, keys[i]); err != nil {
+			return nil, err
+		}
+	}
+	return func(ctx context.Context, seq uint64) error {
+		k := keys[seq%replayKeys]
+		res, err := b.run(ctx, k)
+		if err == nil && !res.Replayed {
+			err = fmt.Errorf("run-replay: completed key %q ran again", k)
+		}
+		return err
+	}, nil
+}
+
+// The HTTP variants serve a POST in this process (no HTTP network: the
+// database's is the one measured), one handler with and without the
+// middleware.
+
+// serve runs one request with key k through h, again after a 409 (in
+// flight), as a client would: counted as a retry.
+func serve(h http.Handler, k string) error {
+	for attempt := 0; ; attempt++ {
+		req := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader(string(request(k))))
+		req.Header.Set("Idempotency-Key", k)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == http.StatusConflict && attempt < 50 {
+			stats.retries.Add(1)
+			continue
+		}
+		if rec.Code != http.StatusCreated {
+			return fmt.Errorf("POST %s: %d %s", k, rec.Code, rec.Body.String())
+		}
+		return nil
+	}
+}
+
+// respond writes the handler's answer.
+func respond(w http.ResponseWriter, c charge) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(c)
+}
+
+func httpPlain(_ context.Context, b *backend, runID string) (op, error) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k := r.Header.Get("Idempotency-Key")
+		var c charge
+		if err := b.inTx(r.Context(), func(t txn) (err error) {
+			c, err = b.businessInsert(r.Context(), t, k)
+			return err
+		}); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		respond(w, c)
+	})
+	return func(ctx context.Context, seq uint64) error { return serve(h, key("hp", runID, seq)) }, nil
+}
+
+func httpIdem(_ context.Context, b *backend, runID string) (op, error) {
+	cfg := idemhttp.Config{Principal: func(*http.Request) (string, error) { return "bench", nil }}
+	var guard func(http.Handler) http.Handler
+	var err error
+	var h http.Handler
+	if b.pool != nil {
+		guard, err = idemhttp.New(b.pgxStore, cfg)
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tx := idemhttp.MustTx[pgx.Tx](r.Context())
+			c, err := b.businessInsert(r.Context(), &pgxTxn{tx: tx, b: b}, r.Header.Get("Idempotency-Key"))
+			if err != nil {
+				idemhttp.Abort(r.Context(), err)
+				return
+			}
+			respond(w, c)
+		})
+	} else {
+		guard, err = idemhttp.New(b.store, cfg)
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tx := idemhttp.MustTx[*sql.Tx](r.Context())
+			c, err := b.businessInsert(r.Context(), &sqlTxn{tx: tx, b: b, returning: b.dialect == "postgres"}, r.Header.Get("Idempotency-Key"))
+			if err != nil {
+				idemhttp.Abort(r.Context(), err)
+				return
+			}
+			respond(w, c)
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	h = guard(h)
+	return func(ctx context.Context, seq uint64) error { return serve(h, key("hi", runID, seq)) }, nil
 }

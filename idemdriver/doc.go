@@ -11,8 +11,8 @@
 // implement capability interfaces the core asks for: [LeaseDialect] and
 // [InspectDialect] (lease mode and the read API), [ClaimBounder] (bounded
 // lock waits, fail-fast claims), [TxChecker], [LockTimeoutEnder],
-// [EarlyVisibility], [SchemaSupport], [StatementPreparer] and [Inliner].
-// Every guarantee the statements must keep is stated on the field that
-// holds them; integration/ in the repository holds the conformance suite
-// that checks them on real servers.
+// [EarlyVisibility], [SchemaSupport], [StatementPreparer] and [Inliner]; a
+// [Tx], [ExecCommitter]. Every guarantee the statements must keep is stated
+// on the field that holds them; integration/ in the repository holds the
+// conformance suite that checks them on real servers.
 package idemdriver

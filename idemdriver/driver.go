@@ -24,7 +24,9 @@ type Driver[X any] interface {
 // Tx is one transaction begun by a [Driver].
 type Tx[X any] interface {
 	Executor
-	// Tx is the transaction handed to fn: a *sql.Tx, a pgx.Tx.
+	// Tx is the transaction handed to fn: a *sql.Tx, a pgx.Tx. The core
+	// asks for it only after a statement of its own ran on the
+	// transaction, so that a Tx may send BEGIN with that statement.
 	Tx() X
 	Commit(ctx context.Context) error
 	Rollback(ctx context.Context) error
@@ -65,4 +67,22 @@ type SessionDropper interface {
 // key's row, which is always safe.
 type DurabilityReporter interface {
 	VisibleBeforeDurable() bool
+}
+
+// ExecCommitter is implemented by a [Tx] that can send the transaction's
+// last write and its COMMIT in one round trip (pgx, which pipelines). The
+// COMMIT is on the wire before the write's outcome is known, so the Tx must
+// make a write that matches no row fail the transaction by itself (an
+// error the server raises, after which COMMIT rolls back): a COMMIT must
+// never keep fn's writes without the claim's result.
+//
+// ExecCommit runs query, a write of at most one row, then COMMIT. err is
+// the write's error when the server reported one: nothing was committed,
+// and the transaction is to be rolled back. wrote is false, with err and
+// commitErr nil, when the write matched no row: nothing was committed
+// either. commitErr is the COMMIT's error, or any other error after which
+// the COMMIT may have been applied (the connection broke during the round
+// trip): it is classified as a COMMIT's error.
+type ExecCommitter interface {
+	ExecCommit(ctx context.Context, query string, args ...any) (wrote bool, err, commitErr error)
 }

@@ -19,6 +19,10 @@ type Beginner interface {
 // New returns the driver of a pgx pool (or connection), for
 // idemsql.New: the store's transactions are pgx.Tx, idemsql.Run hands fn
 // one, and idemsql.Do takes one the caller began on p.
+//
+// On a *pgxpool.Pool or a *pgx.Conn, a transaction the store begins sends
+// BEGIN with its first statement, and Run sends the result's write with
+// COMMIT: a Run costs fn's round trips and two more, a replay two.
 func New(p Beginner) idemdriver.Driver[pgx.Tx] {
 	return pgxDriver{p: p}
 }
@@ -50,6 +54,12 @@ func (d pgxDriver) Begin(ctx context.Context, level sql.IsolationLevel) (idemdri
 		opts.IsoLevel = pgx.Serializable
 	default:
 		return nil, fmt.Errorf("idempostgres: isolation level %v is not PostgreSQL's", level)
+	}
+	if t, ok, err := pipeline(ctx, d.p, opts); ok {
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
 	}
 	tx, err := d.p.BeginTx(ctx, opts)
 	if err != nil {

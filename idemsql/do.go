@@ -127,7 +127,7 @@ func Do[X, T any](ctx context.Context, s *Store[X], tx X, key string, fn func(ct
 	start := time.Now()
 	ctx, call := s.startCall(ctx, "Do", "atomic", key, start)
 	defer call.unwinding()
-	res, _, err := do(ctx, &s.core, ex, key, fn, &cfg, start)
+	res, _, err := do(ctx, &s.core, ex, nil, key, fn, &cfg, start)
 	call.finish(res.Replayed, err)
 	return res, err
 }
@@ -178,6 +178,9 @@ const (
 	outcomeReplayed
 	// outcomeRecorded: fn's permanent failure is stored: commit to keep it.
 	outcomeRecorded
+	// outcomeCommitted: fn ran, and its result was stored with the COMMIT
+	// that ended the transaction (idemdriver.ExecCommitter).
+	outcomeCommitted
 )
 
 // failedOutcome is the outcome of a call that ended with err before fn ran
@@ -199,8 +202,10 @@ const fastPathMinTTL = time.Hour
 // do is Do's work in ex. start is when the call began (Run's first
 // attempt, for a retried transaction): events are timed from it, and an
 // outcome is judged expired as of then, so that a retry never counts as
-// expired what the call's first attempt would have replayed.
-func do[T any](ctx context.Context, s *core, ex idemdriver.Executor, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
+// expired what the call's first attempt would have replayed. With ec (Run,
+// on a transaction that pipelines), fn's result is stored by the
+// statement that leaves with the COMMIT, and do ends the transaction.
+func do[T any](ctx context.Context, s *core, ex idemdriver.Executor, ec idemdriver.ExecCommitter, key string, fn func(context.Context) (T, error), cfg *settings, start time.Time) (Result[T], outcome, error) {
 	var res Result[T]
 	if err := ctx.Err(); err != nil {
 		return res, outcomeFailed, &Error{Op: "claim", Key: key, Err: err} // the context's class alone
@@ -256,6 +261,9 @@ func do[T any](ctx context.Context, s *core, ex idemdriver.Executor, key string,
 	if err != nil {
 		return res, outcomeFailed, s.release(ctx, ex, key, tok, err)
 	}
+	if ec != nil && ctx.Err() == nil {
+		return completeCommit(ctx, s, ec, key, c.attempt, v, encoded, cfg, tok, start)
+	}
 	n, err := ex.Exec(ctx, s.stmts.Complete, string(encoded), cfg.ttl.Microseconds(), key, tok.owner)
 	if err != nil {
 		e := s.dbError(ctx, "complete", key, err)
@@ -267,6 +275,28 @@ func do[T any](ctx context.Context, s *core, ex idemdriver.Executor, key string,
 	s.observe(ctx, EventCompleted, "atomic", key, c.attempt, start, nil)
 	res.Value = v
 	return res, outcomeExecuted, nil
+}
+
+// completeCommit stores fn's result v and commits, in one round trip. The
+// COMMIT leaves before the result's write is known to have found the
+// claim: ec fails the transaction when it did not, so that fn's writes
+// never commit without the claim's result.
+func completeCommit[T any](ctx context.Context, s *core, ec idemdriver.ExecCommitter, key string, attempt int64, v T, encoded []byte, cfg *settings, tok claimToken, start time.Time) (Result[T], outcome, error) {
+	var res Result[T]
+	wrote, err, cerr := ec.ExecCommit(ctx, s.stmts.Complete, string(encoded), cfg.ttl.Microseconds(), key, tok.owner)
+	switch {
+	case err != nil:
+		e := s.dbError(ctx, "complete", key, err)
+		return res, failedOutcome(e), e
+	case cerr != nil:
+		e := s.commitError(ctx, "commit", key, cerr, true)
+		return res, failedOutcome(e), e
+	case !wrote:
+		return res, outcomeRetry, claimLost("complete", key)
+	}
+	s.observe(ctx, EventCompleted, "atomic", key, attempt, start, nil)
+	res.Value = v
+	return res, outcomeCommitted, nil
 }
 
 // claimLost is the error of a fenced write that found no claim of its own:

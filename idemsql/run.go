@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/idemsql/idemsql/idemdriver"
 )
 
 // Run is [Do] for callers without a transaction of their own: it begins a
@@ -38,6 +40,11 @@ import (
 // Everything else is rolled back, whatever fn's error wraps. If fn panics,
 // the transaction is rolled back and the panic goes on. Other errors are
 // returned as they came, with the driver's error reachable by [errors.As].
+//
+// Where the driver can (pgx, idempostgres.New), fn's result is stored by a
+// write sent together with the COMMIT, in one round trip; the write then
+// fails the transaction by itself when the claim is gone, so that fn's
+// writes never commit without the result.
 //
 // On SQLite the claim is the transaction's first statement, so the
 // transaction takes the write lock at once (waiting on busy_timeout) and
@@ -113,10 +120,12 @@ func runOnce[X, T any](ctx context.Context, s *Store[X], key string, fn func(con
 			_ = ptx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	tx := ptx.Tx()
-	res, o, err := do(ctx, &s.core, ptx, key, func(ctx context.Context) (T, error) { return fn(ctx, tx) }, cfg, start)
+	ec, _ := ptx.(idemdriver.ExecCommitter)
+	res, o, err := do(ctx, &s.core, ptx, ec, key, func(ctx context.Context) (T, error) { return fn(ctx, ptx.Tx()) }, cfg, start)
 	ended = true
 	switch o {
+	case outcomeCommitted:
+		return res, outcomeExecuted, err
 	case outcomeExecuted, outcomeReplayed, outcomeRecorded:
 	default:
 		_ = ptx.Rollback(context.WithoutCancel(ctx))

@@ -615,18 +615,33 @@ func stepTxOnce[X, T any](ctx context.Context, s *Steps[X], i int, name string, 
 	if err != nil {
 		return zero, &Error{Op: "step", Key: l.Key, Kind: ErrEncode, Err: err}
 	}
-	n, err = ptx.Exec(ctx, lr.ls.StepsSwap, string(done), l.Key, l.Attempt, l.Owner, string(marked))
-	if err != nil {
-		return zero, lr.s.dbError(ctx, "step", l.Key, err)
-	}
-	if n != 1 {
-		// The first write is gone: the database ended the transaction
-		// under fn (and MySQL went on in autocommit).
-		return zero, claimLost("step", l.Key)
-	}
-	ended = true
-	if e := lr.s.commit(ctx, ptx, "step: commit", l.Key, true); e != nil {
-		return zero, e
+	if ec, ok := ptx.(idemdriver.ExecCommitter); ok && ctx.Err() == nil {
+		// The step's record leaves with the COMMIT, fenced by the mark.
+		wrote, err, cerr := ec.ExecCommit(ctx, lr.ls.StepsSwap, string(done), l.Key, l.Attempt, l.Owner, string(marked))
+		switch {
+		case err != nil:
+			return zero, lr.s.dbError(ctx, "step", l.Key, err)
+		case cerr != nil:
+			ended = true
+			return zero, lr.s.commitError(ctx, "step: commit", l.Key, cerr, true)
+		case !wrote:
+			return zero, claimLost("step", l.Key)
+		}
+		ended = true
+	} else {
+		n, err = ptx.Exec(ctx, lr.ls.StepsSwap, string(done), l.Key, l.Attempt, l.Owner, string(marked))
+		if err != nil {
+			return zero, lr.s.dbError(ctx, "step", l.Key, err)
+		}
+		if n != 1 {
+			// The first write is gone: the database ended the transaction
+			// under fn (and MySQL went on in autocommit).
+			return zero, claimLost("step", l.Key)
+		}
+		ended = true
+		if e := lr.s.commit(ctx, ptx, "step: commit", l.Key, true); e != nil {
+			return zero, e
+		}
 	}
 	l.clock.renewed(at)
 	s.doc = doc
