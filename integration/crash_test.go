@@ -111,13 +111,36 @@ func TestCrashPostgres(t *testing.T) {
 			}, lease)
 		}},
 	}
-	runCrash(t, srv, db, paths)
+	if fault := runCrash(t, srv, db, paths); fault != "" {
+		t.Fatalf("PostgreSQL failed by itself: %s", fault)
+	}
 }
 
 // TestCrashMariaDB is TestCrashPostgres on a private MariaDB server with
 // innodb_flush_log_at_trx_commit=1 and no binary log.
+//
+// MariaDB 10.11 itself fails now and then under this schedule, about once
+// in twenty runs here: after the last recovery a read finds "Index for
+// table ... is corrupt", or the server stops on a failed InnoDB assertion.
+// Then nothing can be checked; the run is logged and done again once, on a
+// new server, and must pass whole. A second such failure fails the test.
 func TestCrashMariaDB(t *testing.T) {
 	crashEnabled(t)
+	for run := 1; ; run++ {
+		fault := crashMariaDB(t)
+		if fault == "" {
+			return
+		}
+		if run == 2 {
+			t.Fatalf("MariaDB failed by itself again: %s", fault)
+		}
+		t.Logf("MariaDB failed by itself, so nothing could be checked (%s): again, on a new server", fault)
+	}
+}
+
+// crashMariaDB is one run of TestCrashMariaDB; it returns how the server
+// failed by itself, if it did.
+func crashMariaDB(t *testing.T) (fault string) {
 	srv, dsn := newPrivateMariaDB(t)
 	srv.start()
 	t.Cleanup(srv.stop)
@@ -160,7 +183,7 @@ idem_key VARBINARY(255) NOT NULL, value VARCHAR(64) NOT NULL) ENGINE = InnoDB`);
 			}, lease)
 		}},
 	}
-	runCrash(t, srv, db, paths)
+	return runCrash(t, srv, db, paths)
 }
 
 // crashPath is one way of calling idemsql: fn inserts (key, value) into
@@ -262,7 +285,7 @@ func (r *crashRun) failed(err error) {
 // and then, and checks the outcome. Each key is asked for by crashDups
 // callers at once, each on a path of its own; a caller retries its key until
 // it gets an answer (or the load ends).
-func runCrash(t *testing.T, srv *privateServer, db *sql.DB, paths []crashPath) {
+func runCrash(t *testing.T, srv *privateServer, db *sql.DB, paths []crashPath) (fault string) {
 	seed := *crashSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -272,7 +295,7 @@ func runCrash(t *testing.T, srv *privateServer, db *sql.DB, paths []crashPath) {
 	// recovery, say) shows in its own log, not in the library's errors.
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("%s's log, its errors and warnings:\n%s", srv.name, srv.logErrors())
+			t.Logf("%s's log, its errors:\n%s", srv.name, srv.logErrors())
 		}
 	})
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -370,7 +393,7 @@ func runCrash(t *testing.T, srv *privateServer, db *sql.DB, paths []crashPath) {
 	if n, kills := srv.recoveries(), int(r.life.Load()); n != kills {
 		t.Errorf("%s recovered from a crash %d times after %d kills", srv.name, n, kills)
 	}
-	checkCrash(t, r, db)
+	return checkCrash(t, srv, r, db)
 }
 
 func pathNames(paths []crashPath) string {
@@ -389,34 +412,37 @@ func pathNames(paths []crashPath) string {
 //     fresh success that did not survive, breaks it;
 //   - every row the answers' keys left is completed: a claim is never
 //     left in progress with nobody to finish it (atomic mode).
-func checkCrash(t *testing.T, r *crashRun, db *sql.DB) {
+//
+// If the server fails by itself while the rows are read (see
+// privateServer.ownFailure), nothing is checked and checkCrash returns how.
+func checkCrash(t *testing.T, srv *privateServer, r *crashRun, db *sql.DB) (fault string) {
 	ctx := context.Background()
 	effects := map[string][]string{}
 	rows, err := db.QueryContext(ctx, `SELECT idem_key, value FROM crash_effects`)
 	if err != nil {
-		t.Fatal(err)
+		return srv.ownFailureOr(t, err)
 	}
 	for rows.Next() {
 		var k, v string
 		if err := rows.Scan(&k, &v); err != nil {
-			t.Fatal(err)
+			return srv.ownFailureOr(t, err)
 		}
 		effects[k] = append(effects[k], v)
 	}
 	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		return srv.ownFailureOr(t, err)
 	}
 	type stored struct{ status, value string }
 	outcomes := map[string]stored{}
 	rows, err = db.QueryContext(ctx, `SELECT idem_key, status, result FROM idempotency_keys`)
 	if err != nil {
-		t.Fatal(err)
+		return srv.ownFailureOr(t, err)
 	}
 	for rows.Next() {
 		var k, status string
 		var result []byte
 		if err := rows.Scan(&k, &status, &result); err != nil {
-			t.Fatal(err)
+			return srv.ownFailureOr(t, err)
 		}
 		var v string
 		if status == idemsql.StatusCompleted {
@@ -427,7 +453,7 @@ func checkCrash(t *testing.T, r *crashRun, db *sql.DB) {
 		outcomes[k] = stored{status, v}
 	}
 	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		return srv.ownFailureOr(t, err)
 	}
 
 	leaseKey := func(k string) bool { return strings.HasPrefix(k, "crash-lease-") }
@@ -498,6 +524,7 @@ func checkCrash(t *testing.T, r *crashRun, db *sql.DB) {
 	if r.life.Load() < 3 || replays == 0 {
 		t.Errorf("the run did not exercise crashes: %d kills, %d replays", r.life.Load(), replays)
 	}
+	return ""
 }
 
 func describeStored(ok bool, status, value string, effects []string) string {

@@ -347,17 +347,40 @@ func (s *privateServer) logTail() string {
 }
 
 // logErrors gives the last 60 lines of the server's log that report an
-// error or a warning.
+// error, a failed assertion or a warning of the storage engine.
 func (s *privateServer) logErrors() string {
 	b, _ := os.ReadFile(s.log)
 	var lines []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "ERROR") || strings.Contains(l, "Warning") || strings.Contains(l, "PANIC") ||
-			strings.Contains(strings.ToLower(l), "corrupt") {
+		low := strings.ToLower(l)
+		if strings.Contains(l, "ERROR") || strings.Contains(l, "PANIC") || strings.Contains(l, "FATAL") ||
+			strings.Contains(l, "[Warning] InnoDB") || strings.Contains(low, "assert") ||
+			strings.Contains(low, "corrupt") || strings.Contains(low, "signal") {
 			lines = append(lines, l)
 		}
 	}
 	return strings.Join(lines[max(0, len(lines)-60):], "\n")
+}
+
+// ownFailureOr tells whether err, of a read after the load, comes from
+// the server failing by itself: an index it reports corrupt, or its log
+// shows it stopped on a failed assertion or a signal of its own (the test
+// sends only SIGSTOP and SIGKILL, which log nothing). It returns how; for
+// any other error it ends the test.
+func (s *privateServer) ownFailureOr(t *testing.T, err error) string {
+	t.Helper()
+	if strings.Contains(err.Error(), "is corrupt") {
+		return err.Error()
+	}
+	b, _ := os.ReadFile(s.log)
+	for _, l := range strings.Split(string(b), "\n") {
+		low := strings.ToLower(l)
+		if strings.Contains(low, "assertion") || strings.Contains(low, "got signal") {
+			return fmt.Sprintf("%v; in its log: %s", err, strings.TrimSpace(l))
+		}
+	}
+	t.Fatal(err)
+	return ""
 }
 
 // childrenOf lists the processes whose parent is in parents.
