@@ -283,20 +283,30 @@ func do[T any](ctx context.Context, s *core, ex idemdriver.Executor, ec idemdriv
 // never commit without the claim's result.
 func completeCommit[T any](ctx context.Context, s *core, ec idemdriver.ExecCommitter, key string, attempt int64, v T, encoded []byte, cfg *settings, tok claimToken, start time.Time) (Result[T], outcome, error) {
 	var res Result[T]
-	wrote, err, cerr := ec.ExecCommit(ctx, s.stmts.Complete, string(encoded), cfg.ttl.Microseconds(), key, tok.owner)
-	switch {
-	case err != nil:
-		e := s.dbError(ctx, "complete", key, err)
+	if e := s.execCommit(ctx, ec, "complete", "commit", key, s.stmts.Complete, string(encoded), cfg.ttl.Microseconds(), key, tok.owner); e != nil {
 		return res, failedOutcome(e), e
-	case cerr != nil:
-		e := s.commitError(ctx, "commit", key, cerr, true)
-		return res, failedOutcome(e), e
-	case !wrote:
-		return res, outcomeRetry, claimLost("complete", key)
 	}
 	s.observe(ctx, EventCompleted, "atomic", key, attempt, start, nil)
 	res.Value = v
 	return res, outcomeCommitted, nil
+}
+
+// execCommit runs q, a fenced write, and the COMMIT in one round trip
+// (ec), and says what became of them: nil when both took effect; the
+// write's error (op), or claimLost when it found no claim, when nothing
+// was committed and the transaction is to be rolled back; else the
+// COMMIT's (commitOp), whose outcome may be unknown.
+func (s *core) execCommit(ctx context.Context, ec idemdriver.ExecCommitter, op, commitOp, key, q string, args ...any) error {
+	wrote, err, cerr := ec.ExecCommit(ctx, q, args...)
+	switch {
+	case err != nil:
+		return s.dbError(ctx, op, key, err)
+	case cerr != nil:
+		return s.commitError(ctx, commitOp, key, cerr, true)
+	case !wrote:
+		return claimLost(op, key)
+	}
+	return nil
 }
 
 // claimLost is the error of a fenced write that found no claim of its own:

@@ -616,16 +616,11 @@ func stepTxOnce[X, T any](ctx context.Context, s *Steps[X], i int, name string, 
 		return zero, &Error{Op: "step", Key: l.Key, Kind: ErrEncode, Err: err}
 	}
 	if ec, ok := ptx.(idemdriver.ExecCommitter); ok && ctx.Err() == nil {
-		// The step's record leaves with the COMMIT, fenced by the mark.
-		wrote, err, cerr := ec.ExecCommit(ctx, lr.ls.StepsSwap, string(done), l.Key, l.Attempt, l.Owner, string(marked))
-		switch {
-		case err != nil:
-			return zero, lr.s.dbError(ctx, "step", l.Key, err)
-		case cerr != nil:
-			ended = true
-			return zero, lr.s.commitError(ctx, "step: commit", l.Key, cerr, true)
-		case !wrote:
-			return zero, claimLost("step", l.Key)
+		// The step's record leaves with the COMMIT, fenced by the mark. A
+		// failed COMMIT ended the transaction too: the deferred rollback
+		// then sends nothing.
+		if e := lr.s.execCommit(ctx, ec, "step", "step: commit", l.Key, lr.ls.StepsSwap, string(done), l.Key, l.Attempt, l.Owner, string(marked)); e != nil {
+			return zero, e
 		}
 		ended = true
 	} else {

@@ -150,20 +150,10 @@ func (l *sqliteLocker) lock(ctx context.Context) error {
 		return err
 	}
 	l.conn = c
-	for {
+	return whileBusy(ctx, func() error {
 		_, err := c.ExecContext(ctx, `BEGIN IMMEDIATE`)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil || !sqliteBusy(err) {
-			return err // not busy: the lock file cannot be written
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }
 
 func (l *sqliteLocker) SessionUnlock(ctx context.Context, _ *sql.Conn) error {
@@ -205,12 +195,21 @@ func (c driverConnector) Driver() driver.Driver                        { return 
 // one connection has set it, WAL is the file's mode and later connections
 // only read it.
 func sqliteOpen(ctx context.Context, db *sql.DB) error {
-	for {
+	return whileBusy(ctx, func() error {
 		c, err := db.Conn(ctx)
-		if err == nil {
-			return c.Close() // back to the pool, for goose to use
+		if err != nil {
+			return err
 		}
-		if ctx.Err() != nil || !sqliteBusy(err) {
+		return c.Close() // back to the pool, for goose to use
+	})
+}
+
+// whileBusy runs f until it returns anything but SQLite's busy, or ctx
+// ends.
+func whileBusy(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil || !sqliteBusy(err) {
 			return err
 		}
 		select {
